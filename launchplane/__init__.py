@@ -1,0 +1,73 @@
+"""launchplane: a plugin-based launch agent for ML training jobs.
+
+Public API: ``hookimpl`` for plugin authors, the spec models, the plugin base
+classes, and ``submit()`` to put a job on a queue from Python. Everything else
+is internal and may change.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from launchplane.core.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Builder",
+    "Image",
+    "JobContext",
+    "JobSpec",
+    "QueueConfig",
+    "ResolvedJob",
+    "Run",
+    "RunResult",
+    "RunState",
+    "Runner",
+    "SecretProvider",
+    "SecretRef",
+    "__version__",
+    "hookimpl",
+    "submit",
+]
+
+_LAZY = {
+    "JobSpec": "launchplane.core.spec",
+    "QueueConfig": "launchplane.core.spec",
+    "ResolvedJob": "launchplane.core.spec",
+    "Builder": "launchplane.core.interfaces",
+    "Image": "launchplane.core.interfaces",
+    "JobContext": "launchplane.core.interfaces",
+    "Run": "launchplane.core.interfaces",
+    "RunResult": "launchplane.core.interfaces",
+    "RunState": "launchplane.core.interfaces",
+    "Runner": "launchplane.core.interfaces",
+    "SecretProvider": "launchplane.core.interfaces",
+    "SecretRef": "launchplane.core.interfaces",
+    "submit": "launchplane.core.client",
+}
+
+if TYPE_CHECKING:
+    from launchplane.core.client import submit
+    from launchplane.core.interfaces import (
+        Builder,
+        Image,
+        JobContext,
+        Run,
+        Runner,
+        RunResult,
+        RunState,
+        SecretProvider,
+        SecretRef,
+    )
+    from launchplane.core.spec import JobSpec, QueueConfig, ResolvedJob
+
+
+def __getattr__(name: str) -> Any:
+    """Import public names on first use, so ``import launchplane`` stays cheap."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'launchplane' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,219 @@
+"""Pydantic models of the job format, the queue config and the resolved job.
+
+The job format is the one W&B Launch users already know (see
+``shared/reference/wandb-launch-job-configuration.md``); launchplane accepts
+every field of it. Models are strict about *keys* (an unknown key is an error
+that names its path and suggests the closest valid key, see ``errors.py``) and
+lenient about free-form payloads that belong to a plugin (``resource_args``
+per runner are validated by the runner's own model).
+
+Three shapes exist:
+
+* :class:`JobSpec` - what a submitter writes. May not hold ``secrets``.
+* :class:`QueueConfig` - what an admin writes: job-shaped defaults plus the
+  queue's runner (``resource``), guardrails (``template_variables``,
+  ``locked``, ``passthrough_env``), ``secrets`` and lease/retry settings.
+* :class:`ResolvedJob` - the single final job after queue < job < overrides
+  have been merged and templates substituted. Agents launch exactly this.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Scalar = str | int | float | bool
+
+
+class StrictModel(BaseModel):
+    """Base for every spec model: unknown keys are errors, never silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class GitSource(StrictModel):
+    """Code from a git repository. ``commit`` pins it; a branch is resolved at launch."""
+
+    repository: str
+    branch: str | None = None
+    commit: str | None = None
+
+
+class DockerSource(StrictModel):
+    """A pre-built image to run as is (with the ``noop`` builder) or to build from."""
+
+    image: str | None = None
+    dockerfile: str | None = None
+
+
+class AcceleratorSpec(StrictModel):
+    base_image: str | None = None
+
+
+class BuilderSpec(StrictModel):
+    """Which builder makes the image. ``type`` names a registered builder plugin."""
+
+    type: str | None = None
+    base_image: str | None = None
+    accelerator: AcceleratorSpec | None = None
+    # Builder-specific options (e.g. registry to push to) live here, free-form,
+    # and are validated by the builder plugin.
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ArtifactRef(StrictModel):
+    """An input or output artifact.
+
+    Accepts the ``name:alias`` string form (``dataset:latest``) and the
+    mapping form (``{type, name, path}``); both normalise to this model.
+    """
+
+    name: str
+    alias: str | None = None
+    type: str | None = None
+    path: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _split_artifact_name({"name": value})
+        if isinstance(value, dict) and "name" in value and "alias" not in value:
+            return _split_artifact_name(dict(value))
+        return value
+
+
+def _split_artifact_name(data: dict[str, Any]) -> dict[str, Any]:
+    name = str(data["name"])
+    # "entity/project/name:alias" - the alias is after the last colon, unless
+    # that colon belongs to a URI scheme ("wandb-artifact://...").
+    head, sep, alias = name.rpartition(":")
+    if sep and head and "/" not in alias and not alias.startswith("//"):
+        data["name"], data["alias"] = head, alias
+    return data
+
+
+class TemplateVariable(StrictModel):
+    """The type and bounds of one ``{{name}}`` placeholder of a queue config."""
+
+    type: Literal["string", "integer", "float", "boolean"] = "string"
+    default: Scalar | None = None
+    options: list[Scalar] | None = None
+    min: float | None = None
+    max: float | None = None
+    description: str | None = None
+
+
+class RetryPolicy(StrictModel):
+    """Re-run a job after an infrastructure failure (lost agent, image pull, eviction)."""
+
+    max_attempts: int = Field(default=1, ge=1, le=100)
+    backoff_seconds: float = Field(default=0.0, ge=0.0)
+    include_user_failures: bool = False
+
+
+class _JobFields(StrictModel):
+    """Fields shared by a job config and a queue config (the queue's are defaults)."""
+
+    queue: str | None = None
+    entity: str | None = None
+    project: str | None = None
+    job: str | None = None
+    name: str | None = None
+    git: GitSource | None = None
+    artifact: str | None = None
+    docker: DockerSource | None = None
+    builder: BuilderSpec | None = None
+    entry_point: str | list[str] | None = None
+    args: list[str] | None = None
+    command: list[str] | None = None
+    workdir: str | None = None
+    env: dict[str, str | None] = Field(default_factory=dict)
+    input_artifacts: list[ArtifactRef] = Field(default_factory=list)
+    output_artifacts: list[ArtifactRef] = Field(default_factory=list)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    resource_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _command_string(cls, value: Any) -> Any:
+        # "python train.py" is accepted and split like a shell would.
+        if isinstance(value, str):
+            import shlex
+
+            return shlex.split(value)
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values(cls, value: Any) -> Any:
+        # YAML users write PORT: 29500; env values are strings to a process.
+        if isinstance(value, dict):
+            return {
+                str(k): (v if v is None or isinstance(v, str) else _yaml_scalar_text(v))
+                for k, v in value.items()
+            }
+        return value
+
+
+def _yaml_scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class JobSpec(_JobFields):
+    """A job as a submitter writes it.
+
+    ``template_variables`` here are *values* for the queue's declared
+    variables (``{"volume_size": 200}``), as W&B's ``launch_add`` takes them.
+    ``base_config`` is consumed by the loader and never reaches the server.
+    """
+
+    base_config: str | None = None
+    template_variables: dict[str, Scalar] = Field(default_factory=dict)
+
+
+class QueueConfig(_JobFields):
+    """A queue as an admin configures it."""
+
+    resource: str = "local-process"
+    secrets: dict[str, str] = Field(default_factory=dict)
+    template_variables: dict[str, TemplateVariable] = Field(default_factory=dict)
+    locked: list[str] = Field(default_factory=list)
+    passthrough_env: list[str] = Field(default_factory=list)
+    lease_ttl_seconds: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    retry: RetryPolicy | None = None
+
+
+# Keys that belong to the queue's administration and never merge into a job.
+QUEUE_ONLY_KEYS = frozenset(
+    {
+        "resource",
+        "secrets",
+        "template_variables",
+        "locked",
+        "passthrough_env",
+        "lease_ttl_seconds",
+        "max_attempts",
+        "retry",
+    }
+)
+
+
+class ResolvedJob(_JobFields):
+    """The final job: queue config < job config < overrides, templates substituted.
+
+    ``secrets`` holds *references* (``aws-sm:prod/db#password``), never values;
+    they are resolved by the agent at launch. ``env`` may still hold
+    ``${NAME}`` agent-environment references and ``${run_id}``-style macros
+    (expanded at launch by ``templates.expand_macros``), and ``None`` values
+    for names the queue passes through from the agent.
+    """
+
+    resource: str = "local-process"
+    secrets: dict[str, str] = Field(default_factory=dict)
+    template_values: dict[str, Scalar] = Field(default_factory=dict)
+    passthrough_env: list[str] = Field(default_factory=list)
