@@ -1,0 +1,98 @@
+"""``launchplane plugins``: what is installed, what it registered, and what failed.
+
+Also home of :func:`plugin_options`, the ``--plugins`` / ``--strict-plugins``
+options every command that loads plugins (``agent``, ``plan``, ``run``)
+shares, so they behave the same everywhere. ``LAUNCHPLANE_PLUGINS`` and
+``LAUNCHPLANE_DISABLE_PLUGIN_AUTOLOAD`` are read by
+:func:`launchplane.core.plugins.get_plugin_manager` itself, not by click, so
+they apply to Python callers too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import click
+
+from launchplane.core.plugins import PluginInfo, PluginRegistry, get_plugin_manager
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+COLUMNS = ("NAME", "VERSION", "SOURCE", "REGISTERED", "ERROR")
+
+
+def plugin_options(command: F) -> F:
+    """Add ``--plugins`` (parameter ``plugin_specs``) and ``--strict-plugins`` to a command."""
+    command = click.option(
+        "--strict-plugins",
+        is_flag=True,
+        help="Fail when any plugin fails to load, instead of skipping it.",
+    )(command)
+    return click.option(
+        "--plugins",
+        "plugin_specs",
+        multiple=True,
+        metavar="MOD[,MOD...]",
+        help="Also load these plugin modules; 'no:NAME' blocks a plugin. "
+        "Adds to LAUNCHPLANE_PLUGINS.",
+    )(command)
+
+
+@click.command("plugins")
+@plugin_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def plugins(plugin_specs: Sequence[str], strict_plugins: bool, as_json: bool) -> None:
+    """List installed plugins, their version and source, what they registered, load errors.
+
+    Exits 1 under --strict-plugins when a plugin failed to load.
+    """
+    registry = get_plugin_manager(plugin_specs)
+    if as_json:
+        click.echo(json.dumps(report_json(registry), indent=2))
+    else:
+        click.echo(render_table(registry.report()))
+        click.echo(render_summary(registry))
+    if strict_plugins and registry.load_errors:
+        failed = ", ".join(sorted(registry.load_errors))
+        click.echo(f"error: plugins failed to load (--strict-plugins): {failed}", err=True)
+        raise click.exceptions.Exit(1)
+
+
+def report_json(registry: PluginRegistry) -> dict[str, Any]:
+    """A stable shape for scripts: plugins in load order, then each registry's names."""
+    return {
+        "plugins": [info.as_dict() for info in registry.report()],
+        "builders": sorted(registry.builders),
+        "runners": sorted(registry.runners),
+        "secret_providers": sorted(registry.secret_providers),
+        "load_errors": dict(registry.load_errors),
+    }
+
+
+def render_table(infos: Sequence[PluginInfo]) -> str:
+    rows = [COLUMNS, *(_row(info) for info in infos)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS) - 1)]
+    return "\n".join(
+        "  ".join(
+            [*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]
+        ).rstrip()
+        for row in rows
+    )
+
+
+def _row(info: PluginInfo) -> tuple[str, str, str, str, str]:
+    registered = "(blocked)" if info.blocked else ", ".join(info.registered) or "-"
+    return (info.name, info.version, info.source, registered, info.error or "")
+
+
+def render_summary(registry: PluginRegistry) -> str:
+    def names(table: dict[str, Any]) -> str:
+        return ", ".join(sorted(table)) or "none"
+
+    return (
+        f"\nbuilders: {names(registry.builders)}\n"
+        f"runners: {names(registry.runners)}\n"
+        f"secret schemes: {names(registry.secret_providers)}"
+    )
