@@ -18,9 +18,14 @@ from typing import Any
 class FieldError:
     path: str
     message: str
+    line: int | None = None
+    """The line in the source document, when the problem was found while parsing one."""
 
     def __str__(self) -> str:
-        return f"{self.path or '<root>'}: {self.message}"
+        if self.line is None:
+            return f"{self.path or '<root>'}: {self.message}"
+        where = f"{self.path} (line {self.line})" if self.path else f"line {self.line}"
+        return f"{where}: {self.message}"
 
     def as_dict(self) -> dict[str, str]:
         return {"path": self.path, "message": self.message}
@@ -62,12 +67,18 @@ def join_path(*parts: Any) -> str:
 def suggest(key: str, valid: Iterable[str]) -> str:
     """`` (did you mean 'entry_point'?)`` for a near miss, else an empty string."""
     normalised = key.replace("-", "_").lower()
+    squashed = normalised.replace("_", "")
     choices = list(valid)
     for choice in choices:
-        if choice.lower() == normalised:
+        # Case, dashes and camelCase: Resource-Args, entryPoint.
+        if choice.lower() in (normalised, squashed) or choice.lower().replace("_", "") == squashed:
             return f" (did you mean '{choice}'?)"
     close = difflib.get_close_matches(normalised, choices, n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    if close:
+        return f" (did you mean '{close[0]}'?)"
+    # An abbreviation that names exactly one choice: repo -> repository.
+    prefixed = [c for c in choices if len(normalised) >= 3 and c.lower().startswith(normalised)]
+    return f" (did you mean '{prefixed[0]}'?)" if len(prefixed) == 1 else ""
 
 
 def from_validation_error(exc: Any, *, prefix: str = "", model: Any = None) -> list[FieldError]:

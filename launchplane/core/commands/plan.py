@@ -1,0 +1,291 @@
+"""``launchplane plan``: resolve a job against a queue config and show what would run.
+
+The same code path as a launch - load (``base_config`` chains), normalise,
+guardrails, templates, validation, the runner's ``resource_args`` model and
+its ``describe()`` - stopped before anything is built or submitted. Nothing
+is contacted: no server, no cluster, no registry.
+
+stdout holds one document (YAML, or JSON with ``--json``): ``resolved``, and
+``would_submit`` when the queue's runner is installed. Warnings and notes go
+to stderr. Invalid input exits with status 2 after listing every problem with
+its path.
+
+Only click and the stdlib are imported here; the config engine and the plugin
+manager are imported when the command runs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+if TYPE_CHECKING:
+    from launchplane.core.config import Layer
+    from launchplane.core.interfaces import Image, Runner
+    from launchplane.core.plugins import PluginRegistry
+    from launchplane.core.spec import ResolvedJob
+
+EXIT_INVALID = 2
+
+
+@click.command("plan")
+@click.argument("job_file", metavar="JOB.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--queue-config",
+    "queue_file",
+    metavar="QUEUE.yaml",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The queue's config (runner, defaults, templates, guardrails). "
+    "Without it: an empty queue (local-process runner, no guardrails).",
+)
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="PATH=VALUE",
+    help="Override one value, typed like YAML (repeatable), e.g. --set env.LR=3e-4.",
+)
+@click.option(
+    "--resource-args",
+    "--override-resource-args",
+    "resource_args",
+    metavar="JSON",
+    help="W&B-style resource_args override: a JSON object keyed by runner, or a .json file.",
+)
+@click.option(
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Value of a queue template variable, e.g. --var volume_size=200.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+@click.option(
+    "--plugins",
+    "plugins",
+    multiple=True,
+    metavar="MODULES",
+    help="Extra plugin modules (comma-separated; no:NAME blocks one), as for the agent.",
+)
+@click.pass_context
+def plan(
+    ctx: click.Context,
+    job_file: Path,
+    queue_file: Path | None,
+    sets: tuple[str, ...],
+    resource_args: str | None,
+    variables: tuple[str, ...],
+    as_json: bool,
+    plugins: tuple[str, ...],
+) -> None:
+    """Resolve JOB.yaml against a queue config and show what would be submitted.
+
+    \b
+    Layers, lowest first: queue config < JOB.yaml (and its base_config chain)
+    < --set / --resource-args in the order given. Secrets are shown as their
+    references, never as values. Exit status 2: invalid input, every problem
+    listed with its path.
+    """
+    from launchplane.core.errors import ConfigError
+
+    messages: list[str] = []
+    try:
+        document = _plan(
+            job_file, queue_file, sets, resource_args, variables, list(plugins), messages
+        )
+    except ConfigError as exc:
+        _echo_all(messages)
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(EXIT_INVALID)
+    _echo_all(messages)
+    if as_json:
+        click.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        from launchplane.core.yamlsafe import dump_document
+
+        click.echo(dump_document(document), nl=False)
+
+
+def _echo_all(messages: list[str]) -> None:
+    for message in messages:
+        click.echo(message, err=True)
+
+
+def _plan(
+    job_file: Path,
+    queue_file: Path | None,
+    sets: tuple[str, ...],
+    resource_args: str | None,
+    variables: tuple[str, ...],
+    plugins: list[str],
+    messages: list[str],
+) -> dict[str, Any]:
+    """The plan document; warnings and notes for stderr go to ``messages``.
+
+    Raises ConfigError when the input is invalid; ``messages`` keeps what was
+    found before, so a queue warning is shown next to the job's errors.
+    """
+    from launchplane.core import config, templates
+    from launchplane.core.errors import ConfigError
+    from launchplane.core.plugins import get_plugin_manager
+
+    job = config.load_job_file(job_file)
+    queue_raw = config.load_queue_file(queue_file) if queue_file is not None else {}
+    try:
+        queue, warnings = templates.check_queue_config(queue_raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.errors, source=str(queue_file)) from None
+    messages += [f"warning: {queue_file}: {warning}" for warning in warnings]
+    messages += _job_placeholder_warnings(job, job_file)
+    if queue_file is None:
+        messages.append("note: no --queue-config: an empty queue (local-process, no guardrails)")
+    overrides, values = _command_line_layers(sets, resource_args, variables)
+
+    registry = get_plugin_manager(plugins, strict=False)
+    messages += [
+        f"note: plugin '{name}' not loaded: {why}" for name, why in registry.load_errors.items()
+    ]
+    runner, note = _runner(registry, queue.resource)
+    if note:
+        messages.append(note)
+    try:
+        resolved = config.resolve_job(
+            queue_raw,
+            job,
+            overrides,
+            values,
+            queue_name=job.get("queue") or (queue_file.stem if queue_file else None),
+            runner_validator=_RunnerCheck(runner) if runner is not None else None,
+        )
+    except ConfigError as exc:
+        raise ConfigError(exc.errors, source=str(job_file)) from None
+    document: dict[str, Any] = {"resolved": _shown(resolved)}
+    if runner is not None:
+        description, note = _describe(runner, resolved)
+        if description is not None:
+            document["would_submit"] = description
+        if note:
+            messages.append(note)
+    return document
+
+
+def _command_line_layers(
+    sets: tuple[str, ...], resource_args: str | None, variables: tuple[str, ...]
+) -> tuple[list[Layer], dict[str, str]]:
+    """Parse every --set, --resource-args and --var, reporting all malformed ones at once."""
+    from launchplane.core import config
+    from launchplane.core.errors import ConfigError, FieldError
+
+    errors: list[FieldError] = []
+    overrides: list[Layer] = []
+    values: dict[str, str] = {}
+    for expr in sets:
+        try:
+            overrides.append(config.parse_set(expr))
+        except ConfigError as exc:
+            errors += exc.errors
+    if resource_args is not None:
+        try:
+            overrides.append(config.parse_resource_args(_resource_args_text(resource_args)))
+        except ConfigError as exc:
+            errors += exc.errors
+    for expr in variables:
+        try:
+            values.update(config.parse_var(expr))
+        except ConfigError as exc:
+            errors += exc.errors
+    if errors:
+        raise ConfigError(errors)
+    return overrides, values
+
+
+def _resource_args_text(value: str) -> str:
+    """The JSON text of --resource-args: inline, or read from a ``*.json`` file (as in W&B)."""
+    from launchplane.core.errors import ConfigError, FieldError
+
+    text = value.strip()
+    if text.startswith("{") or not text.lower().endswith(".json"):
+        return value
+    try:
+        return Path(text).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [FieldError("--resource-args", f"cannot read {text}: {exc.strerror or exc}")]
+        ) from None
+
+
+def _job_placeholder_warnings(job: dict[str, Any], job_file: Path) -> list[str]:
+    """A job is never templated; ``{{x}}`` in it is most likely meant for a queue config."""
+    from launchplane.core.templates import find_placeholders, show_path
+
+    return [
+        f"warning: {job_file}: {show_path(path)}: {{{{{name}}}}} stays as text: only a queue "
+        "config is templated (declare it in the queue's template_variables, pass --var)"
+        for path, names in find_placeholders(job).items()
+        for name in sorted(names)
+    ]
+
+
+def _runner(registry: PluginRegistry, name: str) -> tuple[Runner | None, str | None]:
+    """The queue's runner, or None and a note saying why the plan stops at the resolved job."""
+    from launchplane.core.interfaces import PluginError
+
+    if name not in registry.runners:
+        available = ", ".join(sorted(registry.runners)) or "none"
+        return None, (
+            f"note: runner '{name}' is not installed here (installed: {available}); "
+            "showing the resolved job without would_submit"
+        )
+    try:
+        return registry.runner(name), None
+    except PluginError as exc:
+        return None, f"note: {exc}; showing the resolved job without would_submit"
+
+
+@dataclass(frozen=True)
+class _RunnerCheck:
+    """``runner_validator`` for resolve_job; exposes the model so unknown keys get suggestions."""
+
+    runner: Runner
+
+    @property
+    def resource_args_model(self) -> Any:
+        return self.runner.resource_args_model
+
+    def __call__(self, name: str, args: dict[str, Any]) -> None:
+        self.runner.validate_resource_args(args)
+
+
+def _describe(runner: Runner, resolved: ResolvedJob) -> tuple[dict[str, Any] | None, str | None]:
+    """What the runner would submit, with the image the noop builder would pass through."""
+    from launchplane.core.errors import ConfigError, FieldError
+    from launchplane.core.interfaces import PluginError
+
+    image = _noop_image(resolved)
+    try:
+        return runner.describe(resolved, image), None
+    except NotImplementedError:
+        return None, f"note: runner '{resolved.resource}' cannot describe what it would submit"
+    except PluginError as exc:
+        raise ConfigError([FieldError("", f"runner '{resolved.resource}': {exc}")]) from None
+
+
+def _noop_image(resolved: ResolvedJob) -> Image | None:
+    from launchplane.core.interfaces import Image
+
+    if resolved.docker is not None and resolved.docker.image:
+        return Image(ref=resolved.docker.image)
+    return None
+
+
+def _shown(resolved: ResolvedJob) -> dict[str, Any]:
+    """The resolved job as JSON-able data, without unset fields and empty collections.
+
+    ``null`` values inside ``env`` (inherit from the agent) are kept: they mean something.
+    """
+    data = resolved.model_dump(mode="json", exclude_none=True)
+    return {key: value for key, value in data.items() if value not in ({}, [])}
