@@ -8,7 +8,6 @@ the real ``.dist-info`` and the ``launchplane`` entry point group.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -158,10 +157,6 @@ def test_missing_secrets_file_variable_is_explained(env: dict[str, str]) -> None
     )
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("launchplane.core.commands.plan") is None,
-    reason="launchplane plan is not written yet (remove this skip when integrating)",
-)
 def test_plan_shows_the_reference_not_the_value(env: dict[str, str], tmp_path: Path) -> None:
     """``plan`` shows references and never resolves them; the value must not appear at all."""
     (tmp_path / "queue.yaml").write_text(
@@ -181,3 +176,24 @@ def test_plan_shows_the_reference_not_the_value(env: dict[str, str], tmp_path: P
     assert "inhouse:ci/token#value" in completed.stdout
     assert TOKEN not in completed.stdout + completed.stderr
     assert "inhouse" in plugins_json(env)["secret_providers"]
+
+    checked = run(
+        [*CLI, "plan", "job.yaml", "--queue-config", "queue.yaml", "--check-secrets", "--json"],
+        env,
+        cwd=tmp_path,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["secrets_check"] == {
+        "MY_TOKEN": f"resolved ({len(TOKEN)} characters)"
+    }
+    assert TOKEN not in checked.stdout + checked.stderr
+
+    broken = (tmp_path / "queue.yaml").read_text().replace("ci/token#value", "ci/nope#value")
+    (tmp_path / "queue.yaml").write_text(broken)
+    failed = run(
+        [*CLI, "plan", "job.yaml", "--queue-config", "queue.yaml", "--check-secrets"],
+        env,
+        cwd=tmp_path,
+    )
+    assert failed.returncode == 2
+    assert "MY_TOKEN" in failed.stderr and "inhouse:ci/nope#value" in failed.stderr

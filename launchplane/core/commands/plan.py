@@ -65,6 +65,12 @@ EXIT_INVALID = 2
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 @click.option(
+    "--check-secrets",
+    is_flag=True,
+    help="Also resolve every secret through its provider, here and now, and report "
+    "whether it resolved (never its value). Run it where the agent runs.",
+)
+@click.option(
     "--plugins",
     "plugins",
     multiple=True,
@@ -80,6 +86,7 @@ def plan(
     resource_args: str | None,
     variables: tuple[str, ...],
     as_json: bool,
+    check_secrets: bool,
     plugins: tuple[str, ...],
 ) -> None:
     """Resolve JOB.yaml against a queue config and show what would be submitted.
@@ -95,7 +102,14 @@ def plan(
     messages: list[str] = []
     try:
         document = _plan(
-            job_file, queue_file, sets, resource_args, variables, list(plugins), messages
+            job_file,
+            queue_file,
+            sets,
+            resource_args,
+            variables,
+            list(plugins),
+            messages,
+            check_secrets=check_secrets,
         )
     except ConfigError as exc:
         _echo_all(messages)
@@ -123,6 +137,8 @@ def _plan(
     variables: tuple[str, ...],
     plugins: list[str],
     messages: list[str],
+    *,
+    check_secrets: bool = False,
 ) -> dict[str, Any]:
     """The plan document; warnings and notes for stderr go to ``messages``.
 
@@ -164,6 +180,8 @@ def _plan(
     except ConfigError as exc:
         raise ConfigError(exc.errors, source=str(job_file)) from None
     document: dict[str, Any] = {"resolved": _shown(resolved)}
+    if check_secrets and resolved.secrets:
+        document["secrets_check"] = _check_secrets(resolved.secrets, registry)
     if runner is not None:
         description, note = _describe(runner, resolved)
         if description is not None:
@@ -272,6 +290,27 @@ def _describe(runner: Runner, resolved: ResolvedJob) -> tuple[dict[str, Any] | N
         return None, f"note: runner '{resolved.resource}' cannot describe what it would submit"
     except PluginError as exc:
         raise ConfigError([FieldError("", f"runner '{resolved.resource}': {exc}")]) from None
+
+
+def _check_secrets(secrets: dict[str, str], registry: PluginRegistry) -> dict[str, str]:
+    """Resolve every secret through its provider and say ``resolved`` - never the value.
+
+    This is how an admin proves a queue's secret references work (an in-house
+    provider is installed, credentials are in place) before any job runs.
+    A failure is a ConfigError naming the variable and the reference.
+    """
+    import anyio
+
+    from launchplane.core.errors import ConfigError, FieldError
+    from launchplane.core.interfaces import PluginError
+    from launchplane.core.secrets import Redactor, resolve_secrets
+
+    redactor = Redactor()
+    try:
+        values = anyio.run(resolve_secrets, secrets, registry, redactor)
+    except PluginError as exc:
+        raise ConfigError([FieldError("secrets", str(exc))]) from None
+    return {name: f"resolved ({len(values[name])} characters)" for name in sorted(values)}
 
 
 def _noop_image(resolved: ResolvedJob) -> Image | None:
