@@ -1,0 +1,106 @@
+"""``launchplane server`` (run the queue server) and ``launchplane token`` (create tokens).
+
+The server stack (FastAPI, SQLAlchemy, uvicorn) is imported inside the
+command, so ``launchplane --help`` and the agent never load it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import anyio
+import click
+
+from launchplane.core.commands._output import call, fail, json_option, print_json, server_options
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+@click.command("server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free).")
+@click.option(
+    "--db",
+    "db_url",
+    metavar="URL",
+    help="SQLAlchemy async database URL [default: SQLite launchplane.db in the data dir].",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Database and admin token [default: $LAUNCHPLANE_HOME or ~/.local/share/launchplane].",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+def server(host: str, port: int, db_url: str | None, data_dir: Path | None, log_level: str) -> None:
+    """Run the queue server in the foreground (Ctrl-C stops it).
+
+    On first start it writes an admin token to <data dir>/admin-token (mode
+    0600), which the CLI on this machine uses when no --token is given.
+    """
+    from launchplane.server.embedded import EmbeddedServer
+
+    async def main() -> None:
+        async with EmbeddedServer(
+            data_dir=data_dir,
+            db_url=db_url,
+            host=host,
+            port=port,
+            log_level=log_level,
+            handle_signals=True,
+        ) as running:
+            click.echo(f"launchplane server listening on {running.url}")
+            click.echo(f"API docs: {running.url}/api/v1/docs")
+            click.echo(f"admin token: {running.admin_token_path}")
+            await running.wait_closed()
+
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        anyio.run(main)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    except ImportError as exc:
+        fail(f"--db: {exc} (PostgreSQL needs: pip install 'launchplane[postgres]')")
+    except SQLAlchemyError as exc:
+        # The driver's own message: SQLAlchemy's adds a link and the failing statement.
+        fail(f"cannot open the database: {getattr(exc, 'orig', None) or exc}")
+
+
+@click.group("token")
+def token() -> None:
+    """Create API tokens (admin, submitter, agent)."""
+
+
+@token.command("create")
+@click.option(
+    "--role",
+    type=click.Choice(["admin", "submitter", "agent"]),
+    required=True,
+    help="What it may do.",
+)
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    help="Agent tokens: a queue it may serve (repeat; '*': all).",
+)
+@click.option("--name", help="A label for the token (shown in logs, never secret).")
+@server_options
+@json_option
+def create_token(
+    role: str,
+    queues: Sequence[str],
+    name: str | None,
+    server: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    """Create a token; it is printed once and only its hash is stored (needs an admin token)."""
+    created = call(server, token, lambda client: client.create_token(role, queues, name))
+    if as_json:
+        print_json(created)
+        return
+    click.echo(created["token"])
+    scope = f" for queues {', '.join(created['queues'])}" if created["queues"] else ""
+    click.echo(f"created {role} token{scope}; it is shown only this once", err=True)

@@ -1,0 +1,68 @@
+"""What every route needs: the server's shared state and the caller's identity.
+
+Role checks are FastAPI dependencies (``Admin``, ``Submitter``, ``AgentCaller``,
+``AnyCaller``) so each route states its role in its signature, and the
+OpenAPI document shows the bearer scheme on every protected path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from launchplane.server.auth import Principal, TokenCache
+from launchplane.server.hub import Hub
+from launchplane.server.settings import ServerSettings
+from launchplane.server.store import Store
+from launchplane.server.validation import Validator
+
+HIDDEN = "<hidden>"
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    store: Store
+    hub: Hub
+    tokens: TokenCache
+    validator: Validator = field(default_factory=Validator)
+    admin_token: str | None = None
+
+
+def server_state(request: Request) -> ServerState:
+    return request.app.state.launchplane
+
+
+State = Annotated[ServerState, Depends(server_state)]
+
+_bearer = HTTPBearer(auto_error=False, description="A launchplane token.")
+
+
+def _caller(*roles: str) -> Callable[..., Awaitable[Principal]]:
+    async def dependency(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+    ) -> Principal:
+        header = f"Bearer {credentials.credentials}" if credentials else None
+        principal = await server_state(request).tokens.principal(header)
+        principal.require(*roles)
+        return principal
+
+    return dependency
+
+
+Admin = Annotated[Principal, Depends(_caller("admin"))]
+Submitter = Annotated[Principal, Depends(_caller("submitter"))]
+AgentCaller = Annotated[Principal, Depends(_caller("agent"))]
+AnyCaller = Annotated[Principal, Depends(_caller("admin", "submitter", "agent"))]
+
+
+def hide_secret_refs(document: dict[str, Any], principal: Principal) -> dict[str, Any]:
+    """Secret references are for admins (and agents, through their leases): others see names."""
+    if principal.is_admin or not isinstance(document.get("secrets"), dict):
+        return document
+    return {**document, "secrets": dict.fromkeys(document["secrets"], HIDDEN)}

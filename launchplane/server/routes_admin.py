@@ -1,0 +1,77 @@
+"""Health, tokens, queues and the agents list: the administrative half of the API."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+import launchplane
+from launchplane.server.auth import ALL_QUEUES, Principal, hash_token, new_token
+from launchplane.server.deps import Admin, AnyCaller, State, hide_secret_refs
+from launchplane.server.problems import Invalid
+from launchplane.server.schemas import (
+    AgentList,
+    Health,
+    Queue,
+    QueueCreate,
+    QueueList,
+    QueueUpdate,
+    TokenCreate,
+    TokenOut,
+)
+
+router = APIRouter()
+
+
+@router.get("/health", tags=["server"])
+async def health() -> Health:
+    return Health(status="ok", version=launchplane.__version__)
+
+
+@router.post("/tokens", status_code=201, tags=["tokens"])
+async def create_token(body: TokenCreate, state: State, _: Admin) -> TokenOut:
+    if body.role == "agent" and not body.queues:
+        raise Invalid(
+            "an agent token must name its queues",
+            [{"path": "queues", "message": f"list the queues it may serve, or '{ALL_QUEUES}'"}],
+        )
+    if body.role != "agent" and body.queues:
+        raise Invalid(
+            "only agent tokens are limited to queues",
+            [{"path": "queues", "message": f"not allowed for a {body.role} token"}],
+        )
+    token = new_token()
+    await state.store.add_token(hash_token(token), body.role, body.name, body.queues)
+    return TokenOut(token=token, role=body.role, name=body.name, queues=body.queues)
+
+
+@router.post("/queues", status_code=201, tags=["queues"])
+async def create_queue(body: QueueCreate, state: State, _: Admin) -> Queue:
+    warnings = state.validator.check_queue(body.config)
+    return await state.store.create_queue(body.name, body.config, warnings)
+
+
+@router.put("/queues/{name}", tags=["queues"])
+async def update_queue(name: str, body: QueueUpdate, state: State, _: Admin) -> Queue:
+    await state.store.get_queue(name)  # 404 before 422: the name is the first thing to fix
+    warnings = state.validator.check_queue(body.config)
+    return await state.store.update_queue(name, body.config, warnings)
+
+
+@router.get("/queues", tags=["queues"])
+async def list_queues(state: State, caller: AnyCaller) -> QueueList:
+    queues = await state.store.list_queues()
+    return QueueList(queues=[_visible(queue, caller) for queue in queues])
+
+
+@router.get("/queues/{name}", tags=["queues"])
+async def get_queue(name: str, state: State, caller: AnyCaller) -> Queue:
+    return _visible(await state.store.get_queue(name), caller)
+
+
+@router.get("/agents", tags=["agents"])
+async def list_agents(state: State, _: Admin) -> AgentList:
+    return AgentList(agents=await state.store.list_agents())
+
+
+def _visible(queue: Queue, caller: Principal) -> Queue:
+    return queue.model_copy(update={"config": hide_secret_refs(queue.config, caller)})

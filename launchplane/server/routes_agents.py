@@ -1,0 +1,116 @@
+"""Claims, heartbeats and lease calls: the agent's half of the API.
+
+Every lease call is fenced: a lease that expired, was released or was
+superseded answers 409 and the agent must stop that workload.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Query, Request, Response
+
+from launchplane.server.auth import Principal
+from launchplane.server.deps import AgentCaller, ServerState, State
+from launchplane.server.hub import queue_key
+from launchplane.server.schemas import (
+    AgentRegister,
+    ClaimRequest,
+    CompleteIn,
+    Empty,
+    EventIn,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    Job,
+    Lease,
+    LogsAppended,
+    LogsIn,
+    Registered,
+    ReleaseIn,
+)
+
+router = APIRouter(tags=["agents"])
+
+STALE = {409: {"description": "Stale lease: stop this workload"}}
+
+
+@router.post("/agents")
+async def register_agent(body: AgentRegister, state: State, caller: AgentCaller) -> Registered:
+    """Record the agent; answer with the leases it still holds so it can re-adopt their runs."""
+    for queue in body.queues:
+        caller.require_queue(queue)
+    leases = await state.store.register_agent(body)
+    return Registered(agent_id=body.agent_id, leases=leases)
+
+
+@router.post(
+    "/queues/{name}/claim",
+    response_model=Lease,
+    responses={204: {"description": "No job arrived within `wait` seconds"}},
+)
+async def claim(
+    name: str,
+    body: ClaimRequest,
+    request: Request,
+    state: State,
+    caller: AgentCaller,
+    wait: Annotated[float, Query(ge=0)] = 30.0,
+) -> Lease | Response:
+    """Long-poll: claim the oldest queued job, waiting up to ``wait`` seconds for one."""
+    caller.require_queue(name)
+    await state.store.get_queue(name)
+    await state.store.touch_agent(body.agent_id)
+    deadline = anyio.current_time() + min(wait, state.settings.max_wait_seconds)
+    while True:
+        waiter = state.hub.waiter(queue_key(name))
+        lease = await state.store.claim(name, body.agent_id)
+        if lease is not None:
+            return lease
+        remaining = deadline - anyio.current_time()
+        if remaining <= 0 or state.hub.closed:
+            return Response(status_code=204)
+        await waiter.wait(remaining)
+        # An agent that hung up must not be handed a job it will never see.
+        if await request.is_disconnected():
+            return Response(status_code=204)
+
+
+@router.post("/heartbeat")
+async def heartbeat(body: HeartbeatRequest, state: State, _: AgentCaller) -> HeartbeatResponse:
+    """Renew the agent's leases in one call; stale ones and cancel requests come back."""
+    return await state.store.heartbeat(body.agent_id, body.leases)
+
+
+@router.post("/leases/{lease_id}/events", responses=STALE)
+async def post_event(lease_id: str, body: EventIn, state: State, caller: AgentCaller) -> Empty:
+    await _authorize(state, caller, lease_id)
+    await state.store.post_event(lease_id, body)
+    return Empty()
+
+
+@router.post("/leases/{lease_id}/logs", responses=STALE)
+async def append_logs(
+    lease_id: str, body: LogsIn, state: State, caller: AgentCaller
+) -> LogsAppended:
+    await _authorize(state, caller, lease_id)
+    return LogsAppended(next=await state.store.append_logs(lease_id, body.lines))
+
+
+@router.post("/leases/{lease_id}/complete", responses=STALE)
+async def complete(lease_id: str, body: CompleteIn, state: State, caller: AgentCaller) -> Job:
+    await _authorize(state, caller, lease_id)
+    return await state.store.complete(lease_id, body)
+
+
+@router.post("/leases/{lease_id}/release", responses=STALE)
+async def release(lease_id: str, body: ReleaseIn, state: State, caller: AgentCaller) -> Empty:
+    await _authorize(state, caller, lease_id)
+    await state.store.release(lease_id, body.reason)
+    return Empty()
+
+
+async def _authorize(state: ServerState, caller: Principal, lease_id: str) -> None:
+    """404 for an unknown lease, 403 for a lease of a queue this agent token does not serve."""
+    info = await state.store.lease_info(lease_id)
+    caller.require_queue(info.queue)

@@ -1,0 +1,108 @@
+"""Submitting and following jobs: the submitter's half of the API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Header, Query, Response
+
+from launchplane.server.auth import Principal
+from launchplane.server.deps import State, Submitter, hide_secret_refs
+from launchplane.server.hub import job_key
+from launchplane.server.problems import NotFound
+from launchplane.server.schemas import MAX_SEQ, Job, JobList, JobSubmit, LogPage
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post("/jobs", status_code=201, responses={200: {"description": "Same key: same job"}})
+async def submit_job(
+    body: JobSubmit,
+    response: Response,
+    state: State,
+    caller: Submitter,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Job:
+    """Validate and queue a job; a repeated ``Idempotency-Key`` returns the first job (200)."""
+    scope = f"token-{caller.token_id}"
+    if idempotency_key:
+        existing = await state.store.find_job_by_key(scope, idempotency_key)
+        if existing is not None:
+            response.status_code = 200
+            return _visible(existing, caller)
+    try:
+        queue = await state.store.get_queue(body.queue)
+    except NotFound as exc:
+        raise NotFound(exc.message, [{"path": "queue", "message": "no such queue"}]) from None
+    resolved = state.validator.resolve(
+        queue=queue.name,
+        raw_config=queue.config,
+        job=body.job,
+        overrides=body.overrides,
+        variables=body.template_variables,
+    )
+    job, created = await state.store.submit_job(
+        queue=queue.name,
+        queue_version=queue.version,
+        spec=body.job,
+        overrides=body.overrides,
+        template_variables=body.template_variables,
+        resolved=resolved,
+        idempotency_scope=scope,
+        idempotency_key=idempotency_key or None,
+    )
+    if not created:
+        response.status_code = 200
+    return _visible(job, caller)
+
+
+@router.get("/jobs")
+async def list_jobs(
+    state: State,
+    caller: Submitter,
+    queue: str | None = None,
+    job_state: Annotated[str | None, Query(alias="state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JobList:
+    """Newest first; events are left out (``GET /jobs/{id}`` has them)."""
+    jobs = await state.store.list_jobs(queue=queue, state=job_state, limit=limit)
+    return JobList(jobs=[_visible(job, caller) for job in jobs])
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(job_id: str, state: State, caller: Submitter) -> Job:
+    return _visible(await state.store.get_job(job_id), caller)
+
+
+@router.post("/jobs/{job_id}/cancel")
+async def cancel_job(job_id: str, state: State, caller: Submitter) -> Job:
+    return _visible(await state.store.cancel_job(job_id), caller)
+
+
+@router.get("/jobs/{job_id}/record")
+async def get_record(job_id: str, state: State, _: Submitter) -> dict[str, Any]:
+    return await state.store.get_record(job_id)
+
+
+@router.get("/jobs/{job_id}/logs")
+async def read_logs(
+    job_id: str,
+    state: State,
+    _: Submitter,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    wait: Annotated[float, Query(ge=0)] = 0,
+) -> LogPage:
+    """Lines after ``after``; with ``wait`` the call holds until a line arrives or the job ends."""
+    deadline = anyio.current_time() + min(wait, state.settings.max_wait_seconds)
+    while True:
+        waiter = state.hub.waiter(job_key(job_id))
+        page = await state.store.read_logs(job_id, after)
+        remaining = deadline - anyio.current_time()
+        if page.lines or page.done or remaining <= 0 or state.hub.closed:
+            return page
+        await waiter.wait(remaining)
+
+
+def _visible(job: Job, caller: Principal) -> Job:
+    return job.model_copy(update={"resolved": hide_secret_refs(job.resolved, caller)})

@@ -1,0 +1,43 @@
+"""Server settings: one small object passed to the app, the store and the sweeper.
+
+Plain dataclass rather than environment-driven settings: the CLI and
+``EmbeddedServer`` build it explicitly, and tests override single fields
+(a fast sweep interval, a small body limit) without touching the process
+environment.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from launchplane.core import paths
+
+DB_FILE = "launchplane.db"
+
+
+@dataclass
+class ServerSettings:
+    data_dir: Path
+    db_url: str | None = None
+    """SQLAlchemy async URL; ``None`` means the SQLite file ``launchplane.db`` in ``data_dir``."""
+    max_body_bytes: int = 1 << 20
+    """Request bodies above this get 413 before any parsing."""
+    sweep_interval: float | None = None
+    """Seconds between expired-lease sweeps; ``None``: min(5, shortest lease TTL / 3)."""
+    max_wait_seconds: float = 120.0
+    """Upper bound for the ``wait`` of long-poll calls (claim, log follow)."""
+
+    @classmethod
+    def default(cls) -> ServerSettings:
+        return cls(data_dir=paths.data_dir())
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite+aiosqlite:///{self.data_dir / DB_FILE}"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return paths.admin_token_path(self.data_dir)

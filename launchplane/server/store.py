@@ -1,0 +1,920 @@
+"""All database access of the queue server, behind one class.
+
+The HTTP layer calls :class:`Store` methods and never writes SQL. Queries are
+SQLAlchemy Core so the same code runs on SQLite (the embedded default) and
+PostgreSQL. Two things differ per engine and are isolated here:
+
+* Write serialisation. SQLite allows one writer; a process-wide
+  ``asyncio.Lock`` around write transactions keeps this process's writers
+  from ever meeting ``SQLITE_BUSY`` (``busy_timeout`` covers other
+  processes). PostgreSQL needs no lock.
+* The claim query (:meth:`Store._claim_candidate`): a plain ``SELECT`` plus a
+  conditional ``UPDATE ... WHERE state='queued'`` whose rowcount proves the
+  claim on SQLite; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL.
+
+Every write notifies the :class:`~launchplane.server.hub.Hub` after commit,
+which wakes long-polling claims and log followers in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, Select, event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from launchplane.core.spec import QueueConfig
+from launchplane.server import tables as t
+from launchplane.server.hub import Hub, job_key, queue_key
+from launchplane.server.problems import Conflict, NotFound, StaleLease
+from launchplane.server.schemas import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    Agent,
+    AgentRegister,
+    CompleteIn,
+    Event,
+    EventIn,
+    HeartbeatResponse,
+    Job,
+    Lease,
+    LogLine,
+    LogPage,
+    Queue,
+)
+
+DEFAULT_LEASE_TTL = float(QueueConfig.model_fields["lease_ttl_seconds"].default)
+DEFAULT_MAX_ATTEMPTS = int(QueueConfig.model_fields["max_attempts"].default)
+AGENT_LOST = "agent lost"
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    id: int
+    role: str
+    name: str | None
+    queues: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """What the auth layer needs to know about a lease before letting a call through."""
+
+    lease_id: str
+    job_id: str
+    queue: str
+    agent_id: str
+
+
+@dataclass
+class _Tx:
+    conn: AsyncConnection
+    keys: list[str] = field(default_factory=list)
+
+    def notify(self, *keys: str) -> None:
+        self.keys.extend(keys)
+
+
+class Store:
+    """The database behind the API; every method is one short transaction."""
+
+    def __init__(self, url: str, hub: Hub | None = None) -> None:
+        self.url = url
+        self.hub = hub or Hub()
+        self._engine: AsyncEngine | None = None
+        self._write_lock: asyncio.Lock | contextlib.nullcontext[None] = contextlib.nullcontext()
+        self._configs: dict[tuple[str, int], dict[str, Any]] = {}
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError("Store.open() has not been called")
+        return self._engine
+
+    @property
+    def is_open(self) -> bool:
+        return self._engine is not None
+
+    async def open(self) -> None:
+        """Connect, configure SQLite (WAL, busy timeout) and create missing tables."""
+        engine = create_async_engine(self.url)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            self._write_lock = asyncio.Lock()
+        self._engine = engine
+        async with engine.begin() as conn:
+            await conn.run_sync(t.metadata.create_all)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await self._engine.dispose()
+            self._engine = None
+
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[_Tx]:
+        """One write transaction; hub notifications are sent only once it has committed."""
+        async with self._write_lock, self.engine.begin() as conn:
+            tx = _Tx(conn)
+            yield tx
+        self.hub.notify(*tx.keys)
+
+    @contextlib.asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self.engine.connect() as conn:
+            yield conn
+
+    # -- tokens --------------------------------------------------------------
+
+    async def add_token(
+        self, token_hash: str, role: str, name: str | None, queues: Sequence[str]
+    ) -> None:
+        async with self._write() as tx:
+            await tx.conn.execute(
+                insert(t.tokens).values(
+                    token_hash=token_hash,
+                    role=role,
+                    name=name,
+                    queues=list(queues),
+                    created_at=t.utcnow(),
+                )
+            )
+
+    async def find_token(self, token_hash: str) -> TokenInfo | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(select(t.tokens).where(t.tokens.c.token_hash == token_hash))
+            ).first()
+        if row is None:
+            return None
+        return TokenInfo(row.id, row.role, row.name, tuple(row.queues))
+
+    # -- queues --------------------------------------------------------------
+
+    async def create_queue(self, name: str, config: dict[str, Any], warnings: list[str]) -> Queue:
+        now = t.utcnow()
+        try:
+            async with self._write() as tx:
+                await tx.conn.execute(
+                    insert(t.queues).values(
+                        name=name,
+                        config=config,
+                        version=1,
+                        warnings=warnings,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                await tx.conn.execute(
+                    insert(t.queue_versions).values(
+                        name=name, version=1, config=config, created_at=now
+                    )
+                )
+        except IntegrityError:
+            raise Conflict(f"queue '{name}' already exists") from None
+        return await self.get_queue(name)
+
+    async def update_queue(self, name: str, config: dict[str, Any], warnings: list[str]) -> Queue:
+        now = t.utcnow()
+        async with self._write() as tx:
+            row = (
+                await tx.conn.execute(select(t.queues.c.version).where(t.queues.c.name == name))
+            ).first()
+            if row is None:
+                raise NotFound(f"queue '{name}' not found")
+            version = row.version + 1
+            await tx.conn.execute(
+                update(t.queues)
+                .where(t.queues.c.name == name)
+                .values(config=config, version=version, warnings=warnings, updated_at=now)
+            )
+            await tx.conn.execute(
+                insert(t.queue_versions).values(
+                    name=name, version=version, config=config, created_at=now
+                )
+            )
+        return await self.get_queue(name)
+
+    async def get_queue(self, name: str) -> Queue:
+        async with self._read() as conn:
+            row = (await conn.execute(select(t.queues).where(t.queues.c.name == name))).first()
+        if row is None:
+            raise NotFound(f"queue '{name}' not found")
+        return _queue(row)
+
+    async def list_queues(self) -> list[Queue]:
+        async with self._read() as conn:
+            rows = (await conn.execute(select(t.queues).order_by(t.queues.c.name))).all()
+        return [_queue(row) for row in rows]
+
+    async def _load_config(self, conn: AsyncConnection, name: str, version: int) -> dict[str, Any]:
+        """The queue config as it was at ``version``: immutable, so cached for good."""
+        cached = self._configs.get((name, version))
+        if cached is not None:
+            return cached
+        row = (
+            await conn.execute(
+                select(t.queue_versions.c.config).where(
+                    t.queue_versions.c.name == name, t.queue_versions.c.version == version
+                )
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"queue '{name}' version {version} not found")
+        self._configs[(name, version)] = row.config
+        return row.config
+
+    # -- jobs ----------------------------------------------------------------
+
+    async def find_job_by_key(self, scope: str, key: str) -> Job | None:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(t.jobs).where(
+                        t.jobs.c.idempotency_scope == scope, t.jobs.c.idempotency_key == key
+                    )
+                )
+            ).first()
+            return None if row is None else await self._job(conn, row)
+
+    async def submit_job(
+        self,
+        *,
+        queue: str,
+        queue_version: int,
+        spec: dict[str, Any],
+        overrides: list[dict[str, Any]],
+        template_variables: dict[str, Any],
+        resolved: dict[str, Any],
+        idempotency_scope: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[Job, bool]:
+        """Insert a queued job; with a key already used, return that job and ``False``.
+
+        The unique constraint on (scope, key) decides between concurrent
+        submits with one key: the loser's insert fails and it reads back the
+        winner's job.
+        """
+        now = t.utcnow()
+        job = Job(
+            id=new_id("j"),
+            queue=queue,
+            state="queued",
+            attempt=0,
+            created_at=now,
+            updated_at=now,
+            spec=spec,
+            overrides=overrides,
+            template_variables=template_variables,
+            queue_version=queue_version,
+            resolved=resolved,
+            agent_id=None,
+            exit_code=None,
+            failure_stage=None,
+            reason=None,
+            cancel_requested=False,
+            events=[Event(state="queued", attempt=0, at=now)],
+        )
+        try:
+            async with self._write() as tx:
+                await tx.conn.execute(
+                    insert(t.jobs).values(
+                        **job.model_dump(exclude={"events"}),
+                        log_count=0,
+                        idempotency_scope=idempotency_scope if idempotency_key else None,
+                        idempotency_key=idempotency_key,
+                    )
+                )
+                await _add_event(tx.conn, job.id, 0, "queued", at=now)
+                tx.notify(queue_key(queue))
+        except IntegrityError:
+            if idempotency_key is None or idempotency_scope is None:
+                raise
+            existing = await self.find_job_by_key(idempotency_scope, idempotency_key)
+            if existing is None:
+                raise
+            return existing, False
+        return job, True
+
+    async def get_job(self, job_id: str, *, events: bool = True) -> Job:
+        async with self._read() as conn:
+            row = (await conn.execute(select(t.jobs).where(t.jobs.c.id == job_id))).first()
+            if row is None:
+                raise NotFound(f"job '{job_id}' not found")
+            return await self._job(conn, row, events=events)
+
+    async def list_jobs(
+        self, *, queue: str | None = None, state: str | None = None, limit: int = 100
+    ) -> list[Job]:
+        query = select(t.jobs).order_by(t.jobs.c.created_at.desc(), t.jobs.c.id).limit(limit)
+        if queue:
+            query = query.where(t.jobs.c.queue == queue)
+        if state:
+            query = query.where(t.jobs.c.state == state)
+        async with self._read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_job(row, []) for row in rows]
+
+    async def cancel_job(self, job_id: str) -> Job:
+        """Cancel a queued job at once; flag an active one for its agent's next heartbeat."""
+        async with self._write() as tx:
+            row = (await tx.conn.execute(select(t.jobs).where(t.jobs.c.id == job_id))).first()
+            if row is None:
+                raise NotFound(f"job '{job_id}' not found")
+            now = t.utcnow()
+            if row.state == "queued":
+                await tx.conn.execute(
+                    update(t.jobs)
+                    .where(t.jobs.c.id == job_id)
+                    .values(state="cancelled", reason="cancelled before it started", updated_at=now)
+                )
+                await _add_event(
+                    tx.conn, job_id, row.attempt, "cancelled", reason="cancelled by user", at=now
+                )
+                tx.notify(job_key(job_id))
+            elif row.state in ACTIVE_STATES and not row.cancel_requested:
+                await tx.conn.execute(
+                    update(t.jobs)
+                    .where(t.jobs.c.id == job_id)
+                    .values(cancel_requested=True, updated_at=now)
+                )
+                await _add_event(
+                    tx.conn, job_id, row.attempt, row.state, reason="cancel requested", at=now
+                )
+                tx.notify(job_key(job_id))
+        return await self.get_job(job_id)
+
+    async def get_record(self, job_id: str) -> dict[str, Any]:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(select(t.records.c.record).where(t.records.c.job_id == job_id))
+            ).first()
+            if row is None:
+                exists = (
+                    await conn.execute(select(t.jobs.c.id).where(t.jobs.c.id == job_id))
+                ).first()
+                what = "has no run record yet" if exists else "not found"
+                raise NotFound(f"job '{job_id}' {what}")
+        return row.record
+
+    async def read_logs(self, job_id: str, after: int, limit: int = 1000) -> LogPage:
+        async with self._read() as conn:
+            # The job is read before its lines: once it is final no line can follow.
+            job = (
+                await conn.execute(
+                    select(t.jobs.c.state, t.jobs.c.log_count).where(t.jobs.c.id == job_id)
+                )
+            ).first()
+            if job is None:
+                raise NotFound(f"job '{job_id}' not found")
+            rows = (
+                await conn.execute(
+                    select(t.log_lines.c.seq, t.log_lines.c.line)
+                    .where(t.log_lines.c.job_id == job_id, t.log_lines.c.seq > after)
+                    .order_by(t.log_lines.c.seq)
+                    .limit(limit)
+                )
+            ).all()
+        lines = [LogLine(seq=row.seq, line=row.line) for row in rows]
+        last = lines[-1].seq if lines else after
+        done = job.state in FINAL_STATES and last >= job.log_count
+        return LogPage(lines=lines, next=last, done=done)
+
+    # -- agents --------------------------------------------------------------
+
+    async def register_agent(self, agent: AgentRegister) -> list[Lease]:
+        """Record the agent and return the live leases it still holds (for re-adoption)."""
+        now = t.utcnow()
+        values = {
+            "host": agent.host,
+            "queues": agent.queues,
+            "version": agent.version,
+            "plugins": agent.plugins,
+            "last_heartbeat": now,
+        }
+        async with self._write() as tx:
+            await _upsert_agent(tx.conn, agent.agent_id, values, now)
+            rows = (
+                await tx.conn.execute(
+                    _lease_query()
+                    .where(
+                        t.leases.c.agent_id == agent.agent_id,
+                        t.leases.c.active.is_(True),
+                        t.leases.c.expires_at > now,
+                    )
+                    .order_by(t.leases.c.created_at)
+                )
+            ).all()
+            return [await self._lease(tx.conn, row) for row in rows]
+
+    async def list_agents(self) -> list[Agent]:
+        async with self._read() as conn:
+            rows = (await conn.execute(select(t.agents).order_by(t.agents.c.agent_id))).all()
+        return [
+            Agent(
+                agent_id=row.agent_id,
+                host=row.host,
+                queues=row.queues,
+                version=row.version,
+                plugins=row.plugins,
+                last_heartbeat=row.last_heartbeat,
+                registered_at=row.registered_at,
+            )
+            for row in rows
+        ]
+
+    async def touch_agent(self, agent_id: str) -> None:
+        """Note that an agent is alive (a claim counts as much as a heartbeat)."""
+        now = t.utcnow()
+        async with self._write() as tx:
+            await _upsert_agent(tx.conn, agent_id, {"last_heartbeat": now}, now)
+
+    # -- leases --------------------------------------------------------------
+
+    async def claim(self, queue: str, agent_id: str) -> Lease | None:
+        """Claim the oldest queued job of ``queue`` for ``agent_id``; ``None`` if there is none."""
+        async with self._write() as tx:
+            now = t.utcnow()
+            for _ in range(10):
+                row = (await tx.conn.execute(self._claim_candidate(queue))).first()
+                if row is None:
+                    return None
+                claimed = await tx.conn.execute(
+                    update(t.jobs)
+                    .where(t.jobs.c.id == row.id, t.jobs.c.state == "queued")
+                    .values(
+                        state="claimed",
+                        agent_id=agent_id,
+                        attempt=t.jobs.c.attempt + 1,
+                        updated_at=now,
+                    )
+                )
+                if claimed.rowcount == 1:
+                    break
+            else:
+                return None
+            job = (await tx.conn.execute(select(t.jobs).where(t.jobs.c.id == row.id))).one()
+            config = await self._load_config(tx.conn, job.queue, job.queue_version)
+            ttl = _lease_ttl(config)
+            lease_id = new_id("l")
+            expires_at = now + timedelta(seconds=ttl)
+            await tx.conn.execute(
+                insert(t.leases).values(
+                    lease_id=lease_id,
+                    job_id=job.id,
+                    queue=job.queue,
+                    attempt=job.attempt,
+                    agent_id=agent_id,
+                    ttl_seconds=ttl,
+                    expires_at=expires_at,
+                    active=True,
+                    created_at=now,
+                )
+            )
+            await _add_event(
+                tx.conn, job.id, job.attempt, "claimed", details={"agent_id": agent_id}, at=now
+            )
+            tx.notify(job_key(job.id))
+            return Lease(
+                lease_id=lease_id,
+                job_id=job.id,
+                attempt=job.attempt,
+                queue=job.queue,
+                queue_version=job.queue_version,
+                queue_config=config,
+                spec=job.spec,
+                overrides=job.overrides,
+                template_variables=job.template_variables,
+                lease_ttl_seconds=ttl,
+                expires_at=expires_at,
+                cancel_requested=job.cancel_requested,
+            )
+
+    def _claim_candidate(self, queue: str) -> Any:
+        """The next job to claim. PostgreSQL locks it and skips rows other claimers hold."""
+        query = (
+            select(t.jobs.c.id)
+            .where(t.jobs.c.queue == queue, t.jobs.c.state == "queued")
+            .order_by(t.jobs.c.created_at, t.jobs.c.id)
+            .limit(1)
+        )
+        if self.engine.dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return query
+
+    async def heartbeat(self, agent_id: str, lease_ids: Iterable[str]) -> HeartbeatResponse:
+        """Renew every live lease of the agent; report the stale ones and cancel requests."""
+        wanted = list(dict.fromkeys(lease_ids))
+        renewed: list[str] = []
+        stale: list[str] = []
+        cancel: list[str] = []
+        ttls: list[float] = []
+        async with self._write() as tx:
+            now = t.utcnow()
+            await _upsert_agent(tx.conn, agent_id, {"last_heartbeat": now}, now)
+            rows: dict[str, Row[Any]] = {}
+            if wanted:
+                result = await tx.conn.execute(
+                    select(
+                        t.leases.c.lease_id,
+                        t.leases.c.agent_id,
+                        t.leases.c.active,
+                        t.leases.c.expires_at,
+                        t.leases.c.ttl_seconds,
+                        t.jobs.c.cancel_requested,
+                    )
+                    .join(t.jobs, t.jobs.c.id == t.leases.c.job_id)
+                    .where(t.leases.c.lease_id.in_(wanted))
+                )
+                rows = {row.lease_id: row for row in result}
+            by_ttl: dict[float, list[str]] = {}
+            for lease_id in wanted:
+                row = rows.get(lease_id)
+                if row is None or not _live(row, now) or row.agent_id != agent_id:
+                    stale.append(lease_id)
+                    continue
+                renewed.append(lease_id)
+                ttls.append(row.ttl_seconds)
+                by_ttl.setdefault(row.ttl_seconds, []).append(lease_id)
+                if row.cancel_requested:
+                    cancel.append(lease_id)
+            for ttl, ids in by_ttl.items():
+                await tx.conn.execute(
+                    update(t.leases)
+                    .where(t.leases.c.lease_id.in_(ids))
+                    .values(expires_at=now + timedelta(seconds=ttl))
+                )
+        return HeartbeatResponse(
+            renewed=renewed,
+            stale=stale,
+            cancel=cancel,
+            lease_ttl_seconds=min(ttls, default=DEFAULT_LEASE_TTL),
+        )
+
+    async def lease_info(self, lease_id: str) -> LeaseInfo:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(select(t.leases).where(t.leases.c.lease_id == lease_id))
+            ).first()
+        if row is None:
+            raise NotFound(f"lease '{lease_id}' not found")
+        return LeaseInfo(row.lease_id, row.job_id, row.queue, row.agent_id)
+
+    async def post_event(self, lease_id: str, body: EventIn) -> None:
+        async with self._write() as tx:
+            lease = await _live_lease(tx.conn, lease_id)
+            now = t.utcnow()
+            await tx.conn.execute(
+                update(t.jobs)
+                .where(t.jobs.c.id == lease.job_id)
+                .values(state=body.state, updated_at=now)
+            )
+            await _add_event(
+                tx.conn,
+                lease.job_id,
+                lease.attempt,
+                body.state,
+                stage=body.stage,
+                reason=body.reason,
+                details=body.details,
+                at=now,
+            )
+            tx.notify(job_key(lease.job_id))
+
+    async def append_logs(self, lease_id: str, lines: Sequence[str]) -> int:
+        """Store lines with consecutive seqs; returns the seq of the last line stored."""
+        async with self._write() as tx:
+            lease = await _live_lease(tx.conn, lease_id)
+            if lines:
+                # The UPDATE takes the job's row lock first, so concurrent appends
+                # (on PostgreSQL) get disjoint seq ranges.
+                await tx.conn.execute(
+                    update(t.jobs)
+                    .where(t.jobs.c.id == lease.job_id)
+                    .values(log_count=t.jobs.c.log_count + len(lines))
+                )
+            count = (
+                await tx.conn.execute(select(t.jobs.c.log_count).where(t.jobs.c.id == lease.job_id))
+            ).scalar_one()
+            if lines:
+                first = count - len(lines) + 1
+                await tx.conn.execute(
+                    insert(t.log_lines),
+                    [
+                        {"job_id": lease.job_id, "seq": seq, "attempt": lease.attempt, "line": text}
+                        # NUL cannot be stored in a PostgreSQL text column.
+                        for seq, text in enumerate(
+                            (line.replace("\x00", "\ufffd") for line in lines), start=first
+                        )
+                    ],
+                )
+                tx.notify(job_key(lease.job_id))
+            return int(count)
+
+    async def complete(self, lease_id: str, body: CompleteIn) -> Job:
+        """Finish the job of a live lease; a retried completion is answered, not refused."""
+        async with self._write() as tx:
+            lease = await _live_lease(tx.conn, lease_id, accept_outcome="completed")
+            if lease.active:
+                now = t.utcnow()
+                await tx.conn.execute(
+                    update(t.leases)
+                    .where(t.leases.c.lease_id == lease_id)
+                    .values(active=False, outcome="completed")
+                )
+                await tx.conn.execute(
+                    update(t.jobs)
+                    .where(t.jobs.c.id == lease.job_id)
+                    .values(
+                        state=body.state,
+                        exit_code=body.exit_code,
+                        failure_stage=body.stage,
+                        reason=body.reason,
+                        updated_at=now,
+                    )
+                )
+                await _upsert(
+                    tx.conn,
+                    t.records,
+                    {"job_id": lease.job_id},
+                    {"record": body.record, "created_at": now},
+                )
+                await _add_event(
+                    tx.conn,
+                    lease.job_id,
+                    lease.attempt,
+                    body.state,
+                    stage=body.stage,
+                    reason=body.reason,
+                    details=None if body.exit_code is None else {"exit_code": body.exit_code},
+                    at=now,
+                )
+                tx.notify(job_key(lease.job_id))
+        return await self.get_job(lease.job_id)
+
+    async def release(self, lease_id: str, reason: str | None) -> None:
+        """Give a job back: it is queued again at once (or cancelled, if that was asked)."""
+        async with self._write() as tx:
+            lease = await _live_lease(tx.conn, lease_id, accept_outcome="released")
+            if not lease.active:
+                return
+            await tx.conn.execute(
+                update(t.leases)
+                .where(t.leases.c.lease_id == lease_id)
+                .values(active=False, outcome="released")
+            )
+            job = (await tx.conn.execute(select(t.jobs).where(t.jobs.c.id == lease.job_id))).one()
+            why = f"released by agent: {reason}" if reason else "released by agent"
+            await _requeue(tx, job, why)
+
+    async def sweep(self) -> int:
+        """Re-queue the jobs of expired leases, or fail them once ``max_attempts`` is used up."""
+        async with self._write() as tx:
+            now = t.utcnow()
+            rows = (
+                await tx.conn.execute(
+                    select(t.leases.c.lease_id, t.leases.c.attempt.label("lease_attempt"), t.jobs)
+                    .join(t.jobs, t.jobs.c.id == t.leases.c.job_id)
+                    .where(t.leases.c.active.is_(True), t.leases.c.expires_at < now)
+                )
+            ).all()
+            for row in rows:
+                await tx.conn.execute(
+                    update(t.leases)
+                    .where(t.leases.c.lease_id == row.lease_id)
+                    .values(active=False, outcome="expired")
+                )
+                if row.state in FINAL_STATES or row.attempt != row.lease_attempt:
+                    continue  # the job has moved on without this lease
+                config = await self._load_config(tx.conn, row.queue, row.queue_version)
+                max_attempts = int(config.get("max_attempts") or DEFAULT_MAX_ATTEMPTS)
+                if row.cancel_requested or row.attempt >= max_attempts:
+                    await _finish(tx, row, now)
+                else:
+                    why = f"lease expired: {AGENT_LOST} (attempt {row.attempt} of {max_attempts})"
+                    await _requeue(tx, row, why)
+        return len(rows)
+
+    async def shortest_lease_ttl(self) -> float | None:
+        """The smallest TTL among live leases: the sweeper runs often enough to honour it."""
+        async with self._read() as conn:
+            value = (
+                await conn.execute(
+                    select(func.min(t.leases.c.ttl_seconds)).where(t.leases.c.active.is_(True))
+                )
+            ).scalar()
+        return None if value is None else float(value)
+
+    # -- row mapping ---------------------------------------------------------
+
+    async def _job(self, conn: AsyncConnection, row: Row[Any], *, events: bool = True) -> Job:
+        found: list[Event] = []
+        if events:
+            result = await conn.execute(
+                select(t.events).where(t.events.c.job_id == row.id).order_by(t.events.c.id)
+            )
+            found = [
+                Event(
+                    state=e.state,
+                    stage=e.stage,
+                    reason=e.reason,
+                    attempt=e.attempt,
+                    at=e.at,
+                    details=e.details,
+                )
+                for e in result
+            ]
+        return _job(row, found)
+
+    async def _lease(self, conn: AsyncConnection, row: Row[Any]) -> Lease:
+        """A Lease from a row of ``leases`` joined with ``jobs``."""
+        return Lease(
+            lease_id=row.lease_id,
+            job_id=row.job_id,
+            attempt=row.attempt,
+            queue=row.queue,
+            queue_version=row.queue_version,
+            queue_config=await self._load_config(conn, row.queue, row.queue_version),
+            spec=row.spec,
+            overrides=row.overrides,
+            template_variables=row.template_variables,
+            lease_ttl_seconds=row.ttl_seconds,
+            expires_at=row.expires_at,
+            cancel_requested=row.cancel_requested,
+        )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """WAL lets readers run beside the writer; busy_timeout waits out other processes."""
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA busy_timeout=10000",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA foreign_keys=ON",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _queue(row: Row[Any]) -> Queue:
+    return Queue(
+        name=row.name,
+        config=row.config,
+        version=row.version,
+        warnings=row.warnings,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _job(row: Row[Any], found: list[Event]) -> Job:
+    return Job(
+        id=row.id,
+        queue=row.queue,
+        state=row.state,
+        attempt=row.attempt,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        spec=row.spec,
+        overrides=row.overrides,
+        template_variables=row.template_variables,
+        queue_version=row.queue_version,
+        resolved=row.resolved,
+        agent_id=row.agent_id,
+        exit_code=row.exit_code,
+        failure_stage=row.failure_stage,
+        reason=row.reason,
+        cancel_requested=row.cancel_requested,
+        events=found,
+    )
+
+
+def _lease_ttl(config: dict[str, Any]) -> float:
+    value = config.get("lease_ttl_seconds")
+    return float(value) if isinstance(value, int | float) and value > 0 else DEFAULT_LEASE_TTL
+
+
+def _live(row: Row[Any], now: datetime) -> bool:
+    return bool(row.active) and row.expires_at > now
+
+
+async def _live_lease(
+    conn: AsyncConnection, lease_id: str, *, accept_outcome: str | None = None
+) -> Row[Any]:
+    """The lease row if it may still act; ``accept_outcome`` lets an idempotent retry through."""
+    row = (await conn.execute(select(t.leases).where(t.leases.c.lease_id == lease_id))).first()
+    if row is None:
+        raise NotFound(f"lease '{lease_id}' not found")
+    if accept_outcome is not None and not row.active and row.outcome == accept_outcome:
+        return row
+    if not _live(row, t.utcnow()):
+        why = row.outcome or "expired"
+        raise StaleLease(f"lease '{lease_id}' is no longer valid ({why}): stop this workload")
+    return row
+
+
+async def _add_event(
+    conn: AsyncConnection,
+    job_id: str,
+    attempt: int,
+    state: str,
+    *,
+    at: datetime,
+    stage: str | None = None,
+    reason: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    await conn.execute(
+        insert(t.events).values(
+            job_id=job_id,
+            attempt=attempt,
+            state=state,
+            stage=stage,
+            reason=reason,
+            details=details,
+            at=at,
+        )
+    )
+
+
+async def _requeue(tx: _Tx, job: Row[Any], reason: str) -> None:
+    """Put an active job back on its queue, or cancel it if a cancel was pending."""
+    now = t.utcnow()
+    if job.cancel_requested:
+        await _finish(tx, job, now, agent_lost=False)
+        return
+    await tx.conn.execute(
+        update(t.jobs)
+        .where(t.jobs.c.id == job.id)
+        .values(state="queued", agent_id=None, updated_at=now)
+    )
+    await _add_event(tx.conn, job.id, job.attempt, "queued", reason=reason, at=now)
+    tx.notify(queue_key(job.queue), job_key(job.id))
+
+
+async def _finish(tx: _Tx, job: Row[Any], now: datetime, *, agent_lost: bool = True) -> None:
+    """End a job whose agent is gone: cancelled if that was asked, else failed."""
+    if job.cancel_requested:
+        state, reason = "cancelled", "cancelled" + (f" ({AGENT_LOST})" if agent_lost else "")
+    else:
+        state, reason = "failed", AGENT_LOST
+    await tx.conn.execute(
+        update(t.jobs)
+        .where(t.jobs.c.id == job.id)
+        .values(state=state, reason=reason, failure_stage=job.state, updated_at=now)
+    )
+    await _add_event(tx.conn, job.id, job.attempt, state, stage=job.state, reason=reason, at=now)
+    tx.notify(job_key(job.id))
+
+
+async def _upsert_agent(
+    conn: AsyncConnection, agent_id: str, values: dict[str, Any], now: datetime
+) -> None:
+    defaults = {"host": "", "queues": [], "version": "", "plugins": {}, "registered_at": now}
+    await _upsert(conn, t.agents, {"agent_id": agent_id}, values, defaults)
+
+
+async def _upsert(
+    conn: AsyncConnection,
+    table: Any,
+    key: dict[str, Any],
+    values: dict[str, Any],
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """INSERT ... ON CONFLICT DO UPDATE: one statement, race-free on both engines."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    statement = dialect_insert(table).values(**{**(defaults or {}), **key, **values})
+    await conn.execute(statement.on_conflict_do_update(index_elements=list(key), set_=values))
+
+
+def _lease_query() -> Select[Any]:
+    """Leases joined with their jobs: the columns a :class:`Lease` is made of."""
+    return select(
+        t.leases.c.lease_id,
+        t.leases.c.job_id,
+        t.leases.c.attempt,
+        t.leases.c.queue,
+        t.leases.c.ttl_seconds,
+        t.leases.c.expires_at,
+        t.jobs.c.queue_version,
+        t.jobs.c.spec,
+        t.jobs.c.overrides,
+        t.jobs.c.template_variables,
+        t.jobs.c.cancel_requested,
+    ).join(t.jobs, t.jobs.c.id == t.leases.c.job_id)

@@ -1,0 +1,208 @@
+"""Claims are long-polled leases; lost agents are swept and their jobs re-queued or failed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from serverkit import QUEUE, agent_client, claim_now
+
+from launchplane.core.client import LaunchplaneClient, StaleLease
+from launchplane.server.embedded import EmbeddedServer
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_claim_returns_204_after_wait_when_no_job(agent: LaunchplaneClient) -> None:
+    started = time.perf_counter()
+    assert await agent.claim(QUEUE, "agent-1", wait=0.5) is None
+    elapsed = time.perf_counter() - started
+    assert 0.45 <= elapsed < 5
+
+
+async def test_claim_wakes_at_once_when_a_job_is_submitted(
+    submitter: LaunchplaneClient, agent: LaunchplaneClient
+) -> None:
+    await submitter.submit_job(QUEUE, {})  # warm up: plugin registry, connections
+    await claim_now(agent)
+    wakes: list[float] = []
+    submits: list[float] = []
+    for _ in range(5):
+        sent = 0.0
+
+        async def submit_later() -> None:
+            nonlocal sent
+            await anyio.sleep(0.1)
+            sent = time.perf_counter()
+            await submitter.submit_job(QUEUE, {})
+            submits.append(time.perf_counter() - sent)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(submit_later)
+            lease = await agent.claim(QUEUE, "agent-1", wait=30)
+            wakes.append(time.perf_counter() - sent)
+        assert lease is not None
+    wakes.sort()
+    submits.sort()
+    print(
+        f"\nclaim wake latency, submit sent -> lease received: median {wakes[2] * 1000:.1f} ms "
+        f"(min {wakes[0] * 1000:.1f}, max {wakes[-1] * 1000:.1f}); "
+        f"the submit call alone: median {submits[2] * 1000:.1f} ms"
+    )
+    assert wakes[2] < 1.0
+
+
+async def test_claims_are_exclusive_and_oldest_first(
+    server: EmbeddedServer, submitter: LaunchplaneClient
+) -> None:
+    submitted = [(await submitter.submit_job(QUEUE, {}))["id"] for _ in range(6)]
+    claimed: list[str] = []
+
+    async def claimer(n: int) -> None:
+        async with await agent_client(server, [QUEUE]) as client:
+            while (lease := await client.claim(QUEUE, f"agent-{n}", wait=0.2)) is not None:
+                claimed.append(lease["job_id"])
+
+    async with anyio.create_task_group() as tasks:
+        for n in range(3):
+            tasks.start_soon(claimer, n)
+    assert sorted(claimed) == sorted(submitted), "every job claimed exactly once"
+
+
+async def test_stale_lease_is_fenced_after_the_sweeper_requeued_it(
+    server: EmbeddedServer, submitter: LaunchplaneClient, agent: LaunchplaneClient
+) -> None:
+    await server.ensure_queue(QUEUE, {"lease_ttl_seconds": 0.3, "max_attempts": 3})
+    job = await submitter.submit_job(QUEUE, {})
+    lost = await claim_now(agent)
+    assert lost["lease_ttl_seconds"] == 0.3
+    await anyio.sleep(0.6)  # no heartbeat: the lease expires and the sweeper re-queues
+
+    requeued = await submitter.get_job(job["id"])
+    assert (requeued["state"], requeued["attempt"], requeued["agent_id"]) == ("queued", 1, None)
+    assert "agent lost" in requeued["events"][-1]["reason"]
+    for call in (
+        agent.post_event(lost["lease_id"], "running"),
+        agent.append_logs(lost["lease_id"], ["late"]),
+        agent.complete(lost["lease_id"], "succeeded", exit_code=0),
+        agent.release(lost["lease_id"]),
+    ):
+        with pytest.raises(StaleLease) as caught:
+            await call
+        assert caught.value.status == 409
+    beat = await agent.heartbeat("agent-1", [lost["lease_id"]])
+    assert (beat["renewed"], beat["stale"]) == ([], [lost["lease_id"]])
+
+    second = await claim_now(agent)
+    assert (second["job_id"], second["attempt"]) == (job["id"], 2)
+
+
+async def test_heartbeats_keep_a_lease_alive(
+    server: EmbeddedServer, submitter: LaunchplaneClient, agent: LaunchplaneClient
+) -> None:
+    await server.ensure_queue(QUEUE, {"lease_ttl_seconds": 0.4})
+    job = await submitter.submit_job(QUEUE, {})
+    lease = await claim_now(agent)
+    for _ in range(6):
+        await anyio.sleep(0.15)
+        beat = await agent.heartbeat("agent-1", [lease["lease_id"]])
+        assert beat["renewed"] == [lease["lease_id"]]
+        assert beat["lease_ttl_seconds"] == 0.4
+    assert (await submitter.get_job(job["id"]))["state"] == "claimed"
+    # Another agent cannot renew (or learn about) this agent's lease.
+    assert (await agent.heartbeat("agent-2", [lease["lease_id"]]))["stale"] == [lease["lease_id"]]
+
+
+async def test_max_attempts_exhausted_fails_the_job_as_agent_lost(
+    server: EmbeddedServer, submitter: LaunchplaneClient, agent: LaunchplaneClient
+) -> None:
+    await server.ensure_queue(QUEUE, {"lease_ttl_seconds": 0.2, "max_attempts": 2})
+    job = await submitter.submit_job(QUEUE, {})
+    for attempt in (1, 2):
+        lease = await claim_now(agent)
+        assert lease["attempt"] == attempt
+        await agent.post_event(lease["lease_id"], "running")
+        await anyio.sleep(0.5)
+    final = await submitter.get_job(job["id"])
+    assert (final["state"], final["reason"], final["failure_stage"]) == (
+        "failed",
+        "agent lost",
+        "running",
+    )
+    assert final["attempt"] == 2
+    assert await agent.claim(QUEUE, "agent-1", wait=0) is None
+    assert (await submitter.read_logs(job["id"]))["done"] is True
+
+
+async def test_release_requeues_at_once_and_wakes_claimers(
+    submitter: LaunchplaneClient, agent: LaunchplaneClient
+) -> None:
+    job = await submitter.submit_job(QUEUE, {})
+    lease = await claim_now(agent)
+    claims: list[dict[str, Any] | None] = []
+
+    async def wait_for_claim() -> None:
+        claims.append(await agent.claim(QUEUE, "agent-2", wait=10))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(wait_for_claim)
+            await anyio.sleep(0.1)
+            await agent.release(lease["lease_id"], "agent shutting down")
+    assert claims[0] is not None
+    assert (claims[0]["job_id"], claims[0]["attempt"]) == (job["id"], 2)
+    events = (await submitter.get_job(job["id"]))["events"]
+    assert events[-2]["reason"] == "released by agent: agent shutting down"
+    await agent.release(lease["lease_id"])  # a retried release is answered, not fenced
+
+
+async def test_cancel_then_lost_agent_ends_cancelled(
+    server: EmbeddedServer, submitter: LaunchplaneClient, agent: LaunchplaneClient
+) -> None:
+    await server.ensure_queue(QUEUE, {"lease_ttl_seconds": 0.2})
+    job = await submitter.submit_job(QUEUE, {})
+    await claim_now(agent)
+    await submitter.cancel_job(job["id"])
+    await anyio.sleep(0.5)
+    assert (await submitter.get_job(job["id"]))["state"] == "cancelled"
+
+
+async def test_register_returns_the_leases_the_agent_still_holds(
+    server: EmbeddedServer, submitter: LaunchplaneClient, agent: LaunchplaneClient
+) -> None:
+    job = await submitter.submit_job(QUEUE, {"entry_point": "train"})
+    lease = await claim_now(agent)
+    answer = await agent.register_agent(
+        "agent-1", host="box", queues=[QUEUE], version="0.1.0", plugins={"local-process": "0.1.0"}
+    )
+    assert answer["agent_id"] == "agent-1"
+    assert [held["lease_id"] for held in answer["leases"]] == [lease["lease_id"]]
+    assert answer["leases"][0]["spec"] == {"entry_point": "train"}
+    assert answer["leases"][0]["job_id"] == job["id"]
+    assert (await agent.register_agent("agent-9", queues=[QUEUE]))["leases"] == []
+
+    async with LaunchplaneClient(server.url, server.admin_token) as admin:
+        agents = {entry["agent_id"]: entry for entry in await admin.list_agents()}
+    assert agents["agent-1"]["host"] == "box"
+    assert agents["agent-1"]["queues"] == [QUEUE]
+    assert agents["agent-1"]["last_heartbeat"] is not None
+
+
+async def test_shutdown_ends_long_polls_at_once(tmp_path: Path) -> None:
+    results: list[dict[str, Any] | None] = []
+    async with anyio.create_task_group() as tasks, EmbeddedServer(data_dir=tmp_path) as server:
+        await server.ensure_queue(QUEUE, {})
+        client = await agent_client(server, [QUEUE])
+
+        async def poll() -> None:
+            async with client:
+                results.append(await client.claim(QUEUE, "agent-1", wait=60))
+
+        tasks.start_soon(poll)
+        await anyio.sleep(0.2)
+        started = time.perf_counter()
+    assert results == [None]
+    assert time.perf_counter() - started < 5
