@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from launchplane.core.hookspecs import hookimpl
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -32,6 +30,8 @@ __all__ = [
 ]
 
 _LAZY = {
+    # Lazy too: hookspecs imports pluggy and pydantic, which `launch-agent --help` must not.
+    "hookimpl": "launchplane.core.hookspecs",
     "JobSpec": "launchplane.core.spec",
     "QueueConfig": "launchplane.core.spec",
     "ResolvedJob": "launchplane.core.spec",
@@ -49,6 +49,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from launchplane.core.client import submit
+    from launchplane.core.hookspecs import hookimpl
     from launchplane.core.interfaces import (
         Builder,
         Image,

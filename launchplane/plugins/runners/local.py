@@ -1,0 +1,336 @@
+"""The ``local-process`` runner: a job as a child process of the agent.
+
+What runs
+    ``command`` (with ``args`` appended), else ``entry_point`` + ``args``. An
+    ``entry_point`` whose program ends in ``.py`` (``train.py`` or
+    ``["train.py", "--fast"]``) runs with the agent's own interpreter
+    (``sys.executable``), so a job needs no ``python`` on ``PATH`` and gets the
+    packages installed next to the agent. Anything else is executed as given.
+
+Where it runs
+    The job's git checkout (``ctx.code_dir``) when it has one; a relative
+    ``workdir`` is a folder inside that checkout. Without git code, ``workdir``
+    must be an absolute path on the agent host (``launchplane run`` and the job
+    loader resolve a relative ``workdir`` against the job file at submit time).
+    With neither, the job runs in its run directory.
+
+Environment
+    Exactly ``ctx.env`` (built by the pipeline: the resolved env, passthrough
+    names, secrets and ``LAUNCHPLANE_*``) on top of a small baseline a process
+    needs to run at all, never the agent's whole environment:
+
+    * ``PATH`` - the agent's (``os.defpath`` if it has none);
+    * ``LANG`` / ``LC_ALL`` - the agent's, when set;
+    * ``HOME`` = ``<run dir>/home`` and ``TMPDIR`` = ``<run dir>/tmp`` (created);
+    * ``PYTHONUNBUFFERED=1`` so Python output reaches the log line by line.
+
+    A name in ``ctx.env`` wins over the baseline.
+
+Lifetime
+    The process gets its own session and process group
+    (``start_new_session=True``): a Ctrl-C aimed at the agent does not reach
+    it, and ``cancel(grace)`` signals the whole group (SIGTERM, then SIGKILL
+    after ``grace``), so children die too. Like a container, a run ends when
+    its main process ends: processes it left behind in its group are killed.
+    A local process cannot be re-adopted by a restarted agent, so
+    :meth:`LocalProcessRunner.attach` returns ``None`` and the agent releases
+    the lease (the job is re-queued).
+
+Exit codes
+    0 -> succeeded; anything else -> failed, with the exit code and the last
+    lines of output in the reason; killed by a signal N -> exit code 128+N (as
+    a shell reports it); stopped by ``cancel`` -> cancelled.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+import anyio.lowlevel
+from anyio.abc import Process
+from pydantic import BaseModel, ConfigDict, Field
+
+from launchplane.core.hookspecs import hookimpl
+from launchplane.core.interfaces import (
+    Image,
+    JobContext,
+    PluginError,
+    Run,
+    Runner,
+    RunResult,
+    RunState,
+)
+from launchplane.core.spec import ResolvedJob
+
+TAIL_LINES = 10
+"""How many of the last output lines a failure reason quotes."""
+MAX_LINE_BYTES = 64 * 1024
+"""A line longer than this (a progress bar without newlines) is cut into pieces."""
+LEFTOVER_EOF_SECONDS = 1.0
+"""After the main process exits, how long to wait for the output pipe to close."""
+TIMEOUT_GRACE = 10.0
+"""Seconds between SIGTERM and SIGKILL when ``timeout_seconds`` is reached."""
+
+
+class LocalProcessArgs(BaseModel):
+    """``resource_args.local-process``: small on purpose; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Cancel the run (and fail it) after this many seconds."
+    )
+    nice: int | None = Field(
+        default=None, ge=0, le=19, description="Scheduling niceness of the job's process group."
+    )
+
+
+def build_argv(job: ResolvedJob) -> list[str]:
+    """The argv a job runs: ``command`` + ``args``, else ``entry_point`` + ``args``."""
+    args = list(job.args or [])
+    if job.command:
+        return [*job.command, *args]
+    entry = job.entry_point
+    if not entry:
+        raise PluginError(
+            "the job has neither 'command' nor 'entry_point'; "
+            "set entry_point: train.py or command: [python, train.py]"
+        )
+    parts = shlex.split(entry) if isinstance(entry, str) else list(entry)
+    if parts and parts[0].endswith(".py"):
+        parts.insert(0, sys.executable)
+    return [*parts, *args]
+
+
+def working_directory(job: ResolvedJob, ctx: JobContext) -> Path:
+    """Where the process starts; see the module docstring for the rules."""
+    if ctx.code_dir is not None:
+        return ctx.code_dir / job.workdir if job.workdir else ctx.code_dir
+    if job.workdir:
+        path = Path(job.workdir).expanduser()
+        if not path.is_absolute():
+            raise PluginError(
+                f"workdir {job.workdir!r} is relative and the job has no git code; "
+                "give an absolute path (the CLI resolves workdir against the job file)"
+            )
+        return path
+    return ctx.workdir
+
+
+BASELINE_NAMES = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PYTHONUNBUFFERED")
+"""What :func:`baseline_env` may set (LANG/LC_ALL only when the agent has them)."""
+
+
+def baseline_env(run_dir: Path) -> dict[str, str]:
+    """The few variables any process needs, taken from the agent or pointing into the run."""
+    env = {"PATH": os.environ.get("PATH") or os.defpath, "PYTHONUNBUFFERED": "1"}
+    for name in ("LANG", "LC_ALL"):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env["HOME"] = str(run_dir / "home")
+    env["TMPDIR"] = str(run_dir / "tmp")
+    return env
+
+
+class LocalRun(Run):
+    """A running child process; its output is one merged stdout+stderr stream."""
+
+    def __init__(self, process: Process, run_id: str, timeout: float | None) -> None:
+        self.id = run_id
+        self.pid = process.pid
+        self._process = process
+        self._deadline = time.monotonic() + timeout if timeout else None
+        self._timeout = timeout
+        self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._reading = False
+        self._eof = anyio.Event()
+        self._cancelled = False
+        self._timed_out = False
+
+    async def status(self) -> RunState:
+        code = self._process.returncode
+        if code is None:
+            return RunState.RUNNING
+        return self._result(code).state
+
+    def logs(self) -> AsyncIterator[str]:
+        """The merged output, line by line, as it comes; may be read once."""
+        if self._reading:
+            raise RuntimeError("the logs of a local run can be read only once")
+        self._reading = True
+        return self._read_lines()
+
+    async def _read_lines(self) -> AsyncIterator[str]:
+        stream = self._process.stdout
+        assert stream is not None
+        buffer = b""
+        try:
+            while True:
+                try:
+                    chunk = await stream.receive()
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    break
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                while len(buffer) > MAX_LINE_BYTES:
+                    lines.append(buffer[:MAX_LINE_BYTES])
+                    buffer = buffer[MAX_LINE_BYTES:]
+                for raw in lines:
+                    yield self._keep(raw)
+            if buffer:
+                yield self._keep(buffer)
+        finally:
+            self._eof.set()
+
+    def _keep(self, raw: bytes) -> str:
+        line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
+        self._tail.append(line)
+        return line
+
+    async def wait(self) -> RunResult:
+        """Wait for the end; call :meth:`logs` first to read the output, else it is drained.
+
+        One checkpoint first lets a reader task started just before pick up the logs.
+        """
+        await anyio.lowlevel.checkpoint()
+        async with anyio.create_task_group() as tg:
+            if not self._reading:
+                # Nobody reads the output: drain it here, or a full pipe blocks the job.
+                tg.start_soon(self._drain)
+            if self._deadline is not None:
+                with anyio.move_on_after(max(0.0, self._deadline - time.monotonic())) as scope:
+                    await self._process.wait()
+                if scope.cancelled_caught:
+                    self._timed_out = True
+                    await self.cancel(grace=TIMEOUT_GRACE)
+            code = await self._process.wait()
+            # The run is over: kill whatever the job left behind in its group.
+            self._signal_group(signal.SIGKILL)
+            with anyio.move_on_after(LEFTOVER_EOF_SECONDS):
+                await self._eof.wait()
+            if not self._eof.is_set() and self._process.stdout is not None:
+                # A descendant escaped the group (setsid) and holds the pipe open,
+                # or the reader stopped reading: end the stream here.
+                await self._process.stdout.aclose()
+        await self._process.aclose()
+        return self._result(code)
+
+    async def _drain(self) -> None:
+        async for _ in self.logs():
+            pass
+
+    def _result(self, code: int) -> RunResult:
+        exit_code = 128 - code if code < 0 else code
+        if self._timed_out:
+            return RunResult(
+                RunState.FAILED,
+                exit_code,
+                f"timed out after {self._timeout:g}s "
+                "(resource_args.local-process.timeout_seconds)" + self._tail_text(),
+            )
+        if self._cancelled:
+            return RunResult(RunState.CANCELLED, exit_code, "cancelled")
+        if code == 0:
+            return RunResult(RunState.SUCCEEDED, 0)
+        if code < 0:
+            name = signal.Signals(-code).name
+            why = f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
+        else:
+            why = f"exit code {code}"
+        return RunResult(RunState.FAILED, exit_code, why + self._tail_text())
+
+    def _tail_text(self) -> str:
+        if not self._tail:
+            return ""
+        lines = [line if len(line) <= 300 else line[:300] + "..." for line in self._tail]
+        return "; last lines of output:\n" + "\n".join(lines)
+
+    async def cancel(self, grace: float = 10.0) -> None:
+        """SIGTERM to the process group, SIGKILL after ``grace`` seconds if still alive."""
+        if self._process.returncode is not None:
+            return
+        self._cancelled = True
+        self._signal_group(signal.SIGTERM)
+        with anyio.move_on_after(grace):
+            await self._process.wait()
+        self._signal_group(signal.SIGKILL)
+
+    def _signal_group(self, signum: int) -> None:
+        # The process is its session and group leader, so its pid is the group id.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, signum)
+
+
+class LocalProcessRunner(Runner):
+    """Runs a job as a child process of the agent, in its own process group."""
+
+    name: ClassVar[str] = "local-process"
+    needs_image: ClassVar[bool] = False
+    resource_args_model: ClassVar[type[BaseModel] | None] = LocalProcessArgs
+
+    def _args(self, job: ResolvedJob) -> LocalProcessArgs:
+        return LocalProcessArgs.model_validate(job.resource_args.get(self.name, {}))
+
+    def describe(self, job: ResolvedJob, image: Image | None) -> dict[str, Any]:
+        """The argv, working directory and environment *names* (secrets as references)."""
+        if job.git is not None:
+            cwd = f"<checkout of {job.git.repository}>" + (f"/{job.workdir}" if job.workdir else "")
+        else:
+            cwd = job.workdir or "<run directory>"
+        return {
+            "argv": build_argv(job),
+            "cwd": cwd,
+            "env": sorted(job.env),
+            "secrets": dict(sorted(job.secrets.items())),
+            "baseline_env": list(BASELINE_NAMES),
+            "resource_args": self._args(job).model_dump(exclude_none=True),
+        }
+
+    async def submit(self, job: ResolvedJob, image: Image | None, ctx: JobContext) -> LocalRun:
+        options = self._args(job)
+        argv = build_argv(job)
+        cwd = working_directory(job, ctx)
+        if not cwd.is_dir():
+            raise PluginError(f"working directory {cwd} does not exist on the agent host")
+        env = baseline_env(ctx.workdir)
+        for sub in ("home", "tmp"):
+            (ctx.workdir / sub).mkdir(parents=True, exist_ok=True)
+        env.update(ctx.env)
+        try:
+            process = await anyio.open_process(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise PluginError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        if options.nice:
+            # Applied to the whole group right after spawn: no preexec_fn, so the
+            # fast vfork/posix_spawn path stays available.
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PGRP, process.pid, options.nice)
+        return LocalRun(process, ctx.run_id, options.timeout_seconds)
+
+    async def attach(self, run_id: str) -> Run | None:
+        """Always None: a child process of a dead agent cannot be re-adopted."""
+        return None
+
+
+@hookimpl
+def launchplane_register_runners(register: Any) -> None:
+    register(LocalProcessRunner)

@@ -1,0 +1,114 @@
+"""``launchplane run JOB.yaml`` as a user runs it: a real process, embedded server and agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HELLO = REPO / "examples" / "hello" / "job.yaml"
+LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))
+
+
+def run(*args: str, data_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHPLANE_")}
+    env["LAUNCHPLANE_HOME"] = str(data_dir / "home")
+    return subprocess.run(
+        [LAUNCHPLANE, "run", *args, "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        cwd=data_dir,  # not the example's folder: the job file locates its code
+    )
+
+
+def test_hello_example_runs_and_writes_a_checkpoint(tmp_path: Path) -> None:
+    done = run(str(HELLO), data_dir=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "epoch 300/300" in done.stdout
+    checkpoint = Path(re.search(r"wrote checkpoint to (\S+)", done.stdout)[1])
+    assert checkpoint.is_file() and checkpoint.is_relative_to(tmp_path / "work")
+    assert json.loads(checkpoint.read_text())["metrics"]["accuracy"] > 0.7
+    assert "succeeded (exit code 0)" in done.stderr
+    record = Path(re.search(r"record: (\S+)", done.stderr)[1])
+    data = json.loads(record.read_text())
+    assert data["result"]["state"] == "succeeded"
+    assert data["code"]["workdir"] == str(HELLO.parent)
+    assert not (HELLO.parent / "output").exists()  # outputs go to the run directory
+
+
+def test_json_summary_and_overrides(tmp_path: Path) -> None:
+    done = run(str(HELLO), "--set", "hyperparameters.epochs=3", "--json", data_dir=tmp_path)
+
+    assert done.returncode == 0, done.stderr
+    assert "epoch   3/3" in done.stderr  # with --json the log goes to stderr
+    summary = json.loads(done.stdout)
+    assert summary["state"] == "succeeded" and summary["exit_code"] == 0
+    assert any(path.endswith("checkpoint.json") for path in summary["outputs"])
+    assert json.loads(Path(summary["record"]).read_text())["spec"]["hyperparameters"]["epochs"] == 3
+
+
+def test_failing_job_exit_code_is_the_commands(tmp_path: Path) -> None:
+    job = tmp_path / "fail.yaml"
+    job.write_text('command: ["sh", "-c", "echo about to fail; exit 7"]\n')
+    done = run(str(job), data_dir=tmp_path)
+    assert done.returncode == 7
+    assert "about to fail" in done.stdout
+    assert "failed (exit code 7)" in done.stderr
+
+
+def test_invalid_job_is_refused_with_its_path(tmp_path: Path) -> None:
+    job = tmp_path / "bad.yaml"
+    job.write_text("entry_piont: train.py\n")
+    done = run(str(job), data_dir=tmp_path)
+    assert done.returncode == 2
+    assert "entry_piont" in done.stderr and "entry_point" in done.stderr
+
+
+def test_ctrl_c_cancels_the_job(tmp_path: Path) -> None:
+    job = tmp_path / "slow.yaml"
+    job.write_text('command: ["sh", "-c", "echo ready; sleep 300"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHPLANE_")}
+    process = subprocess.Popen(
+        [LAUNCHPLANE, "run", str(job), "--data-dir", str(tmp_path), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stderr is not None
+        deadline = time.monotonic() + 30
+        while process.stderr.readline().strip() != "ready":
+            assert time.monotonic() < deadline
+        process.send_signal(signal.SIGINT)
+        stdout, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 130
+    assert json.loads(stdout)["state"] == "cancelled"
+
+
+@pytest.mark.parametrize("workdir", [None, "."])
+def test_local_code_is_found_next_to_the_job_file(tmp_path: Path, workdir: str | None) -> None:
+    code = tmp_path / "project"
+    code.mkdir()
+    (code / "main.py").write_text("import os; print('cwd', os.getcwd())\n")
+    job = code / "job.yaml"
+    job.write_text("entry_point: main.py\n" + (f"workdir: {workdir}\n" if workdir else ""))
+    done = run(str(job), data_dir=tmp_path / "data")
+    assert done.returncode == 0, done.stderr
+    assert f"cwd {code}" in done.stdout
