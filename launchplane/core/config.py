@@ -42,6 +42,7 @@ from launchplane.core.yamlsafe import (
 
 __all__ = [
     "Layer",
+    "command_line_layers",
     "deep_merge",
     "dump_document",
     "format_path",
@@ -54,6 +55,7 @@ __all__ = [
     "parse_set",
     "parse_var",
     "resolve_job",
+    "resolve_local_workdir",
 ]
 
 PathKey = templates.PathKey
@@ -386,6 +388,67 @@ def parse_resource_args(json_text: str) -> Layer:
         message = f"must be a JSON object keyed by runner, e.g. {example}, not "
         raise ConfigError([FieldError("--resource-args", message + templates.kind_of(data))])
     return Layer({"resource_args": data}, "--resource-args")
+
+
+def command_line_layers(
+    sets: Sequence[str] = (), resource_args: str | None = None, variables: Sequence[str] = ()
+) -> tuple[list[Layer], dict[str, str]]:
+    """Parse every ``--set``, ``--resource-args`` and ``--var`` of a command at once.
+
+    ``plan``, ``submit`` and ``run`` share this so they accept the same
+    grammar, and a user sees every malformed flag in one error, not one per run.
+    ``resource_args`` is inline JSON or the path of a ``.json`` file (as in W&B).
+    """
+    errors: list[FieldError] = []
+    overrides: list[Layer] = []
+    values: dict[str, str] = {}
+    for expr in sets:
+        try:
+            overrides.append(parse_set(expr))
+        except ConfigError as exc:
+            errors += exc.errors
+    if resource_args is not None:
+        try:
+            overrides.append(parse_resource_args(_resource_args_text(resource_args)))
+        except ConfigError as exc:
+            errors += exc.errors
+    for expr in variables:
+        try:
+            values.update(parse_var(expr))
+        except ConfigError as exc:
+            errors += exc.errors
+    if errors:
+        raise ConfigError(errors)
+    return overrides, values
+
+
+def _resource_args_text(value: str) -> str:
+    """The JSON text of --resource-args: inline, or read from a ``*.json`` file."""
+    text = value.strip()
+    if text.startswith("{") or not text.lower().endswith(".json"):
+        return value
+    try:
+        return Path(text).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [FieldError("--resource-args", f"cannot read {text}: {exc.strerror or exc}")]
+        ) from None
+
+
+def resolve_local_workdir(job: dict[str, Any], job_file: Path) -> dict[str, Any]:
+    """Make a relative ``workdir:`` absolute against the job file's directory.
+
+    A job file names its local code relative to itself (``workdir: .``), so
+    the same file works from any current directory. Done by the commands that
+    read a job file (``plan``, ``submit``, ``run``), not by :func:`load_job_file`,
+    because inside a git checkout ``workdir`` is relative to the checkout.
+    The path must exist where the agent runs (true for ``launchplane run``
+    and for an agent on the submitter's machine); remote agents need ``git:``.
+    """
+    workdir = job.get("workdir")
+    if job.get("git") or not isinstance(workdir, str) or Path(workdir).is_absolute():
+        return job
+    return {**job, "workdir": str((job_file.resolve().parent / workdir).resolve())}
 
 
 # --- normalisation ----------------------------------------------------------------------

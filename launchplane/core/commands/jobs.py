@@ -93,11 +93,10 @@ def submit(
     exit code (or 1) failed, 130 cancelled.
     """
     from launchplane.core import config
-    from launchplane.core.commands.plan import _command_line_layers
 
     try:
-        job = config.load_job_file(job_file)
-        overrides, values = _command_line_layers(tuple(sets), resource_args, tuple(variables))
+        job = config.resolve_local_workdir(config.load_job_file(job_file), job_file)
+        overrides, values = config.command_line_layers(sets, resource_args, variables)
     except ConfigError as exc:
         fail_invalid(exc)
     queue = queue or job.get("queue")

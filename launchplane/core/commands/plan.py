@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 if TYPE_CHECKING:
-    from launchplane.core.config import Layer
     from launchplane.core.interfaces import Image, Runner
     from launchplane.core.plugins import PluginRegistry
     from launchplane.core.spec import ResolvedJob
@@ -149,7 +148,7 @@ def _plan(
     from launchplane.core.errors import ConfigError
     from launchplane.core.plugins import get_plugin_manager
 
-    job = config.load_job_file(job_file)
+    job = config.resolve_local_workdir(config.load_job_file(job_file), job_file)
     queue_raw = config.load_queue_file(queue_file) if queue_file is not None else {}
     try:
         queue, warnings = templates.check_queue_config(queue_raw)
@@ -159,7 +158,7 @@ def _plan(
     messages += _job_placeholder_warnings(job, job_file)
     if queue_file is None:
         messages.append("note: no --queue-config: an empty queue (local-process, no guardrails)")
-    overrides, values = _command_line_layers(sets, resource_args, variables)
+    overrides, values = config.command_line_layers(sets, resource_args, variables)
 
     registry = get_plugin_manager(plugins, strict=False)
     messages += [
@@ -189,51 +188,6 @@ def _plan(
         if note:
             messages.append(note)
     return document
-
-
-def _command_line_layers(
-    sets: tuple[str, ...], resource_args: str | None, variables: tuple[str, ...]
-) -> tuple[list[Layer], dict[str, str]]:
-    """Parse every --set, --resource-args and --var, reporting all malformed ones at once."""
-    from launchplane.core import config
-    from launchplane.core.errors import ConfigError, FieldError
-
-    errors: list[FieldError] = []
-    overrides: list[Layer] = []
-    values: dict[str, str] = {}
-    for expr in sets:
-        try:
-            overrides.append(config.parse_set(expr))
-        except ConfigError as exc:
-            errors += exc.errors
-    if resource_args is not None:
-        try:
-            overrides.append(config.parse_resource_args(_resource_args_text(resource_args)))
-        except ConfigError as exc:
-            errors += exc.errors
-    for expr in variables:
-        try:
-            values.update(config.parse_var(expr))
-        except ConfigError as exc:
-            errors += exc.errors
-    if errors:
-        raise ConfigError(errors)
-    return overrides, values
-
-
-def _resource_args_text(value: str) -> str:
-    """The JSON text of --resource-args: inline, or read from a ``*.json`` file (as in W&B)."""
-    from launchplane.core.errors import ConfigError, FieldError
-
-    text = value.strip()
-    if text.startswith("{") or not text.lower().endswith(".json"):
-        return value
-    try:
-        return Path(text).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [FieldError("--resource-args", f"cannot read {text}: {exc.strerror or exc}")]
-        ) from None
 
 
 def _job_placeholder_warnings(job: dict[str, Any], job_file: Path) -> list[str]:

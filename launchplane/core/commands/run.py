@@ -66,15 +66,12 @@ def run(
     """
     from launchplane.core import paths
     from launchplane.core.commands._output import fail_invalid
-    from launchplane.core.config import load_job_file, load_queue_file, parse_set, parse_var
+    from launchplane.core.config import command_line_layers, load_job_file, load_queue_file
     from launchplane.core.errors import ConfigError
 
     try:
         job = with_local_code(load_job_file(job_file), job_file)
-        overrides = [parse_set(expr) for expr in sets]
-        values: dict[str, Any] = {}
-        for expr in variables:
-            values.update(parse_var(expr))
+        overrides, values = command_line_layers(sets, None, variables)
         queue = load_queue_file(queue_config) if queue_config else DEFAULT_QUEUE_CONFIG
     except ConfigError as exc:
         fail_invalid(exc)
@@ -83,13 +80,16 @@ def run(
 
 
 def with_local_code(job: dict[str, Any], job_file: Path) -> dict[str, Any]:
-    """Make a relative ``workdir`` absolute against the job file (see the module docstring)."""
-    if job.get("git"):
-        return job
-    base = job_file.resolve().parent
-    workdir = job.get("workdir")
-    job["workdir"] = str((base / workdir).resolve()) if workdir else str(base)
-    return job
+    """The job's local code: ``workdir`` against the job file, or the job file's directory.
+
+    ``run`` goes one step further than ``submit``: a job with neither ``git:``
+    nor ``workdir:`` runs next to its job file (see the module docstring).
+    """
+    from launchplane.core.config import resolve_local_workdir
+
+    if not job.get("git") and not job.get("workdir"):
+        job = {**job, "workdir": "."}
+    return resolve_local_workdir(job, job_file)
 
 
 def _main(
