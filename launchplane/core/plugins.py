@@ -76,6 +76,12 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
     BuiltinPlugin("noop", "launchplane.plugins.builders.noop", ("builder:noop",)),
     BuiltinPlugin("local-process", "launchplane.plugins.runners.local", ("runner:local-process",)),
     BuiltinPlugin("env", "launchplane.plugins.secrets.env", ("secret-provider:env",)),
+    BuiltinPlugin(
+        "docker-builder", "launchplane.plugins.builders.docker", ("builder:docker",), "docker"
+    ),
+    BuiltinPlugin(
+        "docker-runner", "launchplane.plugins.runners.docker", ("runner:docker",), "docker"
+    ),
 )
 
 

@@ -1,0 +1,467 @@
+"""The ``docker`` builder: builds a job's code into an image on a Docker engine.
+
+What it builds
+    The job's code directory: its git checkout at the pinned commit
+    (``ctx.code_dir``; a relative ``workdir`` is a folder of it) or a local
+    directory (an absolute ``workdir``). With the job's own Dockerfile
+    (``docker.dockerfile``, relative to the code, or a ``Dockerfile`` at its
+    root) as is; otherwise with a generated one (see
+    :mod:`launchplane.plugins.builders.dockerfile`).
+    A job that names a ``docker.image`` (and no ``docker.dockerfile``) is
+    passed through unbuilt, as with the ``noop`` builder.
+
+Base image (generated Dockerfiles)
+    ``builder.accelerator.base_image``, else ``builder.base_image``, else the
+    agent's ``LAUNCHPLANE_DOCKER_BASE_IMAGE``, else ``python:3.11-slim`` -
+    what a user expects from ``FROM python``. An engine without access to
+    Docker Hub (an air-gapped cluster, launchplane's own CI) sets the
+    variable or the queue's ``builder.base_image`` to an image it has.
+
+Tags and skipping
+    ``launchplane/<name>:<hash>`` where ``<name>`` is the job's ``name``
+    (else ``job``, ``project``, the code directory's name) and ``<hash>`` the
+    first 16 hex digits of the content hash of the Dockerfile and the build
+    context. With ``builder.options.registry`` the repository is
+    ``<registry>/<name>`` instead. A tag that already exists - in the
+    registry when one is configured, else in the local engine - is not built
+    again: the log says ``image ... already built (content hash ...);
+    skipping build``. A base image that changes under the same tag does not
+    invalidate the hash; pin bases by digest (``python:3.11-slim@sha256:...``)
+    to make that change visible.
+
+Pinning
+    With a registry the image is pushed and pinned by its registry digest
+    (``repo@sha256:...``): any engine can pull exactly those bytes. Without
+    one it is pinned by its local image id (``sha256:...``), which names the
+    same bytes but exists only on this engine; the runner starts it by that id.
+
+Secrets
+    The build receives no build args and no environment: ``ctx.env`` (which
+    holds secret values) goes to the container at create time only, so no
+    layer, history entry, label or build log line can contain a secret.
+
+Build output is streamed to the job's log line by line (``Step 3/8 : ...``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from launchplane.core.hookspecs import hookimpl
+from launchplane.core.interfaces import (
+    Builder,
+    Image,
+    JobContext,
+    MissingExtraError,
+    PluginError,
+)
+from launchplane.core.spec import ResolvedJob
+from launchplane.plugins.builders import dockerfile
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+BASE_IMAGE_ENV = "LAUNCHPLANE_DOCKER_BASE_IMAGE"
+DEFAULT_REPOSITORY = "launchplane"
+HASH_LENGTH = 16
+TAIL_LINES = 15
+"""Lines of build output quoted when a build fails."""
+CONTENT_HASH_LABEL = "launchplane.content-hash"
+_NAME_INVALID = re.compile(r"[^a-z0-9._-]+")
+
+
+class DockerBuilderOptions(BaseModel):
+    """``builder.options`` of a queue using the docker builder; unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    registry: str | None = None
+    """Push to ``<registry>/<name>:<hash>`` (e.g. ``127.0.0.1:5000/launchplane``), pin by digest."""
+    network: str | None = None
+    """Network for ``RUN`` steps (``host`` when pip needs a proxy only the host reaches)."""
+
+
+@dataclass(frozen=True)
+class LocalImage(Image):
+    """An image that exists only in this engine: ``digest`` is its image id.
+
+    An image id is not a registry digest, so ``repo@<id>`` names nothing;
+    the id alone is what pins it here, and what the runner starts.
+    """
+
+    @property
+    def pinned(self) -> str:
+        return self.digest or self.ref
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything decided before talking to the engine about the build itself."""
+
+    root: Path
+    repository: str
+    content_hash: str
+    dockerfile: str
+    """Path of the Dockerfile inside the context."""
+    generated: str | None
+    """The generated Dockerfile's text, or None for the job's own."""
+    files: list[str]
+
+    @property
+    def tag(self) -> str:
+        return self.content_hash[:HASH_LENGTH]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    def extra_files(self) -> dict[str, bytes]:
+        return extra_files(self.generated)
+
+
+def extra_files(generated: str | None) -> dict[str, bytes]:
+    """Files that join the code in the context: a generated Dockerfile and its .dockerignore.
+
+    The job's own .dockerignore is already applied to the file list; the one
+    sent tells the engine to keep the generated Dockerfile out of ``COPY . /app``.
+    """
+    if generated is None:
+        return {}
+    ignore = f"{dockerfile.GENERATED_DOCKERFILE}\n.dockerignore\n"
+    return {dockerfile.GENERATED_DOCKERFILE: generated.encode(), ".dockerignore": ignore.encode()}
+
+
+class _Stopped(Exception):
+    """The job was stopped while its image was building."""
+
+
+class DockerBuilder(Builder):
+    """Builds, tags by content hash, optionally pushes; see the module docstring."""
+
+    name: ClassVar[str] = "docker"
+
+    def __init__(self) -> None:
+        self._docker: DockerClient | None = None
+        self._lock = threading.Lock()
+
+    async def build(self, job: ResolvedJob, ctx: JobContext) -> Image | None:
+        options = _options(job)
+        declared = job.docker.image if job.docker is not None else None
+        if declared and not (job.docker is not None and job.docker.dockerfile):
+            await ctx.emit(
+                f"docker builder: using docker.image {declared} as is (nothing to build)"
+            )
+            return Image(ref=declared)
+        root = code_root(job, ctx)
+        if root is None:
+            raise PluginError(
+                "builder 'docker' has nothing to build: the job has no code "
+                "(git:, or an absolute workdir:) and no docker.image"
+            )
+        client = await anyio.to_thread.run_sync(self._client)
+        plan = await anyio.to_thread.run_sync(_plan, client, job, root, options)
+        existing = await anyio.to_thread.run_sync(_existing, client, plan, options)
+        if existing is not None:
+            image, where = existing
+            await ctx.emit(
+                f"image {plan.ref} already built (content hash {plan.tag}, "
+                f"found {where}); skipping build"
+            )
+            return image
+        how = f"generated Dockerfile ({_base_line(plan)})" if plan.generated else plan.dockerfile
+        await ctx.emit(
+            f"building image {plan.ref} from {plan.root} with {how} "
+            f"(content hash {plan.tag}, {len(plan.files)} context entries)"
+        )
+        stop = threading.Event()
+        try:
+            image_id = await anyio.to_thread.run_sync(
+                _build, client, plan, options, ctx, stop, abandon_on_cancel=True
+            )
+        except anyio.get_cancelled_exc_class():
+            # The job is stopped now; the worker quits at the build's next output
+            # line and drops the connection. docker-py cannot abort a build
+            # sooner: the engine finishes the running step, then ends the build.
+            stop.set()
+            raise
+        if options.registry is None:
+            await ctx.emit(f"built image {plan.ref} (image id {image_id})")
+            return LocalImage(ref=plan.ref, digest=image_id, built=True)
+        digest = await anyio.to_thread.run_sync(_push, client, plan, ctx)
+        await ctx.emit(f"pushed image {plan.ref} (digest {digest})")
+        return Image(ref=plan.ref, digest=digest, built=True)
+
+    def _client(self) -> DockerClient:
+        with self._lock:
+            if self._docker is None:
+                self._docker = connect()
+            return self._docker
+
+
+def connect() -> DockerClient:
+    """A client for the engine at ``DOCKER_HOST`` (or the default socket), with clear errors."""
+    try:
+        import docker
+    except ImportError:
+        raise MissingExtraError("builder", "docker", "docker") from None
+    try:
+        return docker.from_env()
+    except docker.errors.DockerException as exc:
+        where = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        raise PluginError(
+            f"cannot reach the Docker engine at {where}: {exc} "
+            "(start it, e.g. scripts/services/docker.sh, or set DOCKER_HOST)"
+        ) from None
+
+
+def _options(job: ResolvedJob) -> DockerBuilderOptions:
+    raw = job.builder.options if job.builder is not None else {}
+    try:
+        return DockerBuilderOptions.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"builder.options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            for e in exc.errors()
+        )
+        raise PluginError(f"{problems} (docker builder options: registry, network)") from None
+
+
+def code_root(job: ResolvedJob, ctx: JobContext) -> Path | None:
+    """The directory to build: the checkout (or its ``workdir``), else an absolute ``workdir``."""
+    if ctx.code_dir is not None:
+        root = ctx.code_dir / job.workdir if job.workdir else ctx.code_dir
+    elif job.workdir:
+        root = Path(job.workdir).expanduser()
+        if not root.is_absolute():
+            raise PluginError(
+                f"workdir {job.workdir!r} is relative and the job has no git code; "
+                "give an absolute path (the CLI resolves workdir against the job file)"
+            )
+    else:
+        return None
+    if not root.is_dir():
+        raise PluginError(f"the job's code directory {root} does not exist on the agent host")
+    return root
+
+
+def base_image(job: ResolvedJob) -> str:
+    """The base of a generated Dockerfile; the precedence is in the module docstring."""
+    spec = job.builder
+    if spec is not None and spec.accelerator is not None and spec.accelerator.base_image:
+        return spec.accelerator.base_image
+    if spec is not None and spec.base_image:
+        return spec.base_image
+    return os.environ.get(BASE_IMAGE_ENV) or DEFAULT_BASE_IMAGE
+
+
+def repository(job: ResolvedJob, root: Path, registry: str | None) -> str:
+    """``launchplane/<name>`` or ``<registry>/<name>``, with ``<name>`` made a valid image name."""
+    raw = job.name or job.job or job.project or root.name or "job"
+    name = _NAME_INVALID.sub("-", raw.lower()).strip("._-")[:100] or "job"
+    prefix = registry.rstrip("/") if registry else DEFAULT_REPOSITORY
+    return f"{prefix}/{name}"
+
+
+def _plan(
+    client: DockerClient, job: ResolvedJob, root: Path, options: DockerBuilderOptions
+) -> BuildPlan:
+    """Choose the Dockerfile (the job's or a generated one) and hash the context."""
+    own = job.docker.dockerfile if job.docker is not None else None
+    if own or (root / "Dockerfile").is_file():
+        path = own or "Dockerfile"
+        if not (root / path).is_file():
+            raise PluginError(
+                f"docker.dockerfile {path!r} is not a file in the job's code ({root})"
+            )
+        generated = None
+    else:
+        path = dockerfile.GENERATED_DOCKERFILE
+        generated = _generate(client, job, root)
+    files = dockerfile.context_files(root, path)
+    digest = dockerfile.content_hash(root, files, extra_files(generated))
+    return BuildPlan(root, repository(job, root, options.registry), digest, path, generated, files)
+
+
+def _generate(client: DockerClient, job: ResolvedJob, root: Path) -> str:
+    base = base_image(job)
+    deps = dockerfile.detect_dependencies(root)
+    tool = None
+    if deps.kind == "conda":
+        tool = conda_tool(client, base)
+        if tool is None:
+            raise PluginError(
+                f"the job's {deps.file} needs conda, mamba or micromamba in the base image, "
+                f"and {base} has none of them. Fix: set builder.base_image to an image with "
+                "conda (e.g. condaforge/miniforge3 or mambaorg/micromamba), or replace "
+                f"{deps.file} with a requirements.txt"
+            )
+    return dockerfile.generate_dockerfile(
+        base, deps, dockerfile.entry_command(job.entry_point), tool
+    )
+
+
+def conda_tool(client: DockerClient, image: str) -> str | None:
+    """The first of micromamba, mamba, conda on the image's PATH, asked in a throwaway container."""
+    import docker
+
+    script = (
+        f"for t in {' '.join(dockerfile.CONDA_TOOLS)}; do "
+        'command -v "$t" >/dev/null 2>&1 && { echo "$t"; exit 0; }; done; exit 3'
+    )
+    try:
+        output = client.containers.run(
+            image, entrypoint=["sh", "-c", script], network_mode="none", remove=True
+        )
+    except docker.errors.ContainerError:
+        return None
+    except docker.errors.DockerException as exc:
+        raise PluginError(f"cannot inspect base image {image} for conda: {_explain(exc)}") from None
+    found = output.decode().strip() if isinstance(output, bytes) else ""
+    return found if found in dockerfile.CONDA_TOOLS else None
+
+
+def _existing(
+    client: DockerClient, plan: BuildPlan, options: DockerBuilderOptions
+) -> tuple[Image, str] | None:
+    """The image for ``plan.ref`` if it was built before, and where it was found."""
+    import docker
+
+    try:
+        local = client.images.get(plan.ref)
+    except docker.errors.ImageNotFound:
+        local = None
+    if options.registry is None:
+        return (LocalImage(ref=plan.ref, digest=local.id), "locally") if local else None
+    try:
+        remote = client.images.get_registry_data(plan.ref)
+    except docker.errors.NotFound:
+        remote = None
+    except docker.errors.APIError as exc:
+        raise PluginError(f"cannot query registry for {plan.ref}: {_explain(exc)}") from None
+    if remote is not None:
+        return Image(ref=plan.ref, digest=remote.id), f"in registry {options.registry}"
+    return None
+
+
+def _build(
+    client: DockerClient,
+    plan: BuildPlan,
+    options: DockerBuilderOptions,
+    ctx: JobContext,
+    stop: threading.Event,
+) -> str:
+    """Run the build (worker thread), streaming its output to the job's log; the image id."""
+    import docker
+
+    tail: list[str] = []
+
+    def emit(line: str) -> None:
+        if stop.is_set():
+            raise _Stopped
+        tail[:] = [*tail[-(TAIL_LINES - 1) :], line]
+        anyio.from_thread.run(ctx.emit, line)
+
+    with tempfile.TemporaryFile() as context:
+        dockerfile.context_tar(plan.root, plan.files, plan.extra_files(), context)
+        try:
+            chunks = client.api.build(
+                fileobj=context,
+                custom_context=True,
+                dockerfile=plan.dockerfile,
+                tag=plan.ref,
+                labels={CONTENT_HASH_LABEL: plan.content_hash},
+                network_mode=options.network,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            error = _stream_build(chunks, emit)
+        except _Stopped:
+            raise PluginError("build stopped: the job was stopped") from None
+        except docker.errors.DockerException as exc:
+            raise PluginError(f"docker build of {plan.ref} failed: {_explain(exc)}") from None
+    if error is not None:
+        last = "\n".join(tail)
+        raise PluginError(
+            f"docker build of {plan.ref} failed: {error}\nlast lines of output:\n{last}"
+        )
+    return client.images.get(plan.ref).id
+
+
+def _stream_build(chunks: Iterable[dict[str, Any]], emit: Callable[[str], None]) -> str | None:
+    """Emit the build's output as whole lines; return the engine's error message, if any.
+
+    The engine sends ``stream`` text in arbitrary pieces (a step's title and
+    its newline often arrive apart), ``status`` chunks while it pulls the
+    base image (progress bars are dropped) and ``error`` when a step fails.
+    """
+    buffer = ""
+    for chunk in chunks:
+        if "error" in chunk:
+            if buffer.strip():
+                emit(buffer.rstrip())
+            return str(chunk["error"]).strip()
+        text = chunk.get("stream")
+        if text is None:
+            status = chunk.get("status")
+            if status and not chunk.get("progressDetail"):
+                emit(f"{chunk['id']}: {status}" if chunk.get("id") else str(status))
+            continue
+        buffer += text
+        *lines, buffer = buffer.split("\n")
+        for line in lines:
+            if line.strip():
+                emit(line.rstrip("\r"))
+    if buffer.strip():
+        emit(buffer.rstrip())
+    return None
+
+
+def _push(client: DockerClient, plan: BuildPlan, ctx: JobContext) -> str:
+    """Push ``plan.ref`` (worker thread), logging layer progress; the registry digest."""
+    import docker
+
+    digest = None
+    try:
+        for chunk in client.api.push(plan.repository, tag=plan.tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise PluginError(f"push of {plan.ref} failed: {chunk['error']}")
+            aux = chunk.get("aux") or {}
+            digest = aux.get("Digest") or digest
+            status = chunk.get("status")
+            if status and not chunk.get("progressDetail"):
+                layer = chunk.get("id")
+                anyio.from_thread.run(ctx.emit, f"{layer}: {status}" if layer else status)
+    except docker.errors.DockerException as exc:
+        raise PluginError(f"push of {plan.ref} failed: {_explain(exc)}") from None
+    if digest is None:
+        raise PluginError(f"push of {plan.ref} reported no digest")
+    return str(digest)
+
+
+def _base_line(plan: BuildPlan) -> str:
+    assert plan.generated is not None
+    return next(line for line in plan.generated.splitlines() if line.startswith("FROM "))
+
+
+def _explain(exc: Exception) -> str:
+    explanation = getattr(exc, "explanation", None)
+    return str(explanation or exc)
+
+
+@hookimpl
+def launchplane_register_builders(register: Callable[[type[Builder]], None]) -> None:
+    register(DockerBuilder)

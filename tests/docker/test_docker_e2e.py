@@ -1,0 +1,233 @@
+"""Server + agent + docker builder + docker runner: a git job from submit to record.
+
+The queue server runs in this event loop on a random loopback port; agents
+are in-process, except the one killed mid-run, which is a real
+``launch-agent`` process so that SIGKILL leaves its container behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from dockerkit import BASE_IMAGE, NONCE, eventually, git_commit_all, make_app
+
+from launchplane.core.agent import Agent, AgentSettings
+from launchplane.core.client import FINAL_STATES, LaunchplaneClient
+from launchplane.server.embedded import EmbeddedServer
+
+pytestmark = [pytest.mark.docker, pytest.mark.anyio]
+
+QUEUE = "gpu-box"
+QUEUE_CONFIG: dict[str, Any] = {
+    "resource": "docker",
+    "builder": {"type": "docker", "base_image": BASE_IMAGE},
+    # Long enough that a killed agent's lease is still held when its successor registers.
+    "lease_ttl_seconds": 30,
+    "resource_args": {"docker": {"memory": "256m"}},
+}
+
+
+@pytest.fixture
+async def server(tmp_path: Path, docker: Any) -> AsyncIterator[EmbeddedServer]:
+    async with EmbeddedServer(data_dir=tmp_path / "server") as srv:
+        await srv.ensure_queue(QUEUE, QUEUE_CONFIG)
+        yield srv
+
+
+@pytest.fixture
+async def client(server: EmbeddedServer) -> AsyncIterator[LaunchplaneClient]:
+    async with LaunchplaneClient(server.url, server.admin_token) as c:
+        yield c
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> tuple[str, str]:
+    """examples/hello (plus the session nonce) committed to a fresh git repository."""
+    path = make_app(tmp_path / "repo")
+    return f"file://{path}", git_commit_all(path)
+
+
+@asynccontextmanager
+async def running_agent(
+    server: EmbeddedServer, work_dir: Path, agent_id: str | None = None
+) -> AsyncIterator[Agent]:
+    token = await server.create_token("agent", queues=[QUEUE])
+    settings = AgentSettings(
+        server=server.url,
+        token=token,
+        queues=[QUEUE],
+        work_dir=work_dir,
+        agent_id=agent_id,
+        cancel_grace=2.0,
+        claim_wait=5.0,
+    )
+    agent = Agent(settings)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(agent.run, handle_signals=False))
+        with anyio.fail_after(10):
+            await agent.wait_started()
+        try:
+            yield agent
+        finally:
+            agent.shutdown()
+            agent.shutdown()
+
+
+async def wait_for_state(
+    client: LaunchplaneClient,
+    job_id: str,
+    states: Sequence[str] = tuple(FINAL_STATES),
+    timeout: float = 60,
+) -> dict[str, Any]:
+    with anyio.fail_after(timeout):
+        while True:
+            job = await client.get_job(job_id)
+            if job["state"] in states:
+                return job
+            await anyio.sleep(0.05)
+
+
+async def log_lines(client: LaunchplaneClient, job_id: str) -> list[str]:
+    page = await client.read_logs(job_id)
+    return [line["line"] for line in page["lines"]]
+
+
+async def wait_for_line(client: LaunchplaneClient, job_id: str, text: str) -> None:
+    with anyio.fail_after(60):
+        while text not in await log_lines(client, job_id):
+            await anyio.sleep(0.1)
+
+
+def hello_job(repository: str, commit: str, epochs: int = 5) -> dict[str, Any]:
+    return {
+        "name": "lptest-e2e",
+        "git": {"repository": repository, "commit": commit},
+        "entry_point": "train.py",
+        "args": ["--epochs", str(epochs)],
+    }
+
+
+async def test_a_git_job_builds_runs_and_records_commit_and_digest_then_reuses_the_image(
+    server: EmbeddedServer, client: LaunchplaneClient, repo: tuple[str, str], tmp_path: Path
+) -> None:
+    repository, commit = repo
+    async with running_agent(server, tmp_path / "work"):
+        first = await client.submit_job(QUEUE, hello_job(repository, commit))
+        done = await wait_for_state(client, first["id"])
+        record = await client.get_record(first["id"])
+        first_log = await log_lines(client, first["id"])
+
+        second = await client.submit_job(QUEUE, hello_job(repository, commit, epochs=7))
+        done_again = await wait_for_state(client, second["id"])
+        record_again = await client.get_record(second["id"])
+        second_log = await log_lines(client, second["id"])
+
+    assert done["state"] == "succeeded", done
+    assert record["code"]["commit"] == commit
+    image = record["image"]
+    assert image["built"] is True
+    assert image["ref"].startswith("launchplane/lptest-e2e:")
+    assert image["digest"].startswith("sha256:") and image["pinned"] == image["digest"]
+    assert (record["builder"], record["runner"]) == ("docker", "docker")
+    assert any(line.startswith("Step 1/") for line in first_log)
+    assert "epoch   5/5" in "\n".join(first_log)
+    checkpoint = tmp_path / "work" / f"{first['id']}-1" / "output" / "checkpoint.json"
+    assert checkpoint.is_file()  # written by uid 10001 through the output mount
+
+    # Same code, other args: the image is reused, not rebuilt.
+    assert done_again["state"] == "succeeded", done_again
+    assert record_again["image"] == {**image, "built": False}
+    assert not any(line.startswith("Step 1/") for line in second_log)
+    tag = image["ref"].rsplit(":", 1)[1]
+    skipped = (
+        f"image {image['ref']} already built (content hash {tag}, found locally); skipping build"
+    )
+    assert skipped in second_log, second_log[:5]
+    assert "epoch   7/7" in "\n".join(second_log)
+
+
+async def test_a_restarted_agent_re_adopts_the_running_container(
+    server: EmbeddedServer,
+    client: LaunchplaneClient,
+    docker: Any,
+    tmp_path: Path,
+) -> None:
+    agent_id = f"lptest-agent-{NONCE[:8]}"
+    work_dir = tmp_path / "work"
+    job = await client.submit_job(
+        QUEUE,
+        {
+            "name": "lptest-readopt",
+            "docker": {"image": BASE_IMAGE},  # nothing to build: the restart is the point
+            "command": [
+                "python3",
+                "-c",
+                "import time; print('started', flush=True); time.sleep(4); print('finished')",
+            ],
+        },
+    )
+    container = f"lp-{job['id']}-1"
+
+    async with agent_process(server, work_dir, agent_id) as process:
+        await wait_for_line(client, job["id"], "started")
+        process.send_signal(signal.SIGKILL)  # no drain, no release: the lease stays held
+        await process.wait()
+    assert docker.containers.get(container).status == "running"
+
+    async with running_agent(server, work_dir, agent_id=agent_id) as agent:
+        done = await wait_for_state(client, job["id"])
+        await eventually(lambda: job["id"] in agent.outcomes)  # set just after `complete`
+        outcome = agent.outcomes[job["id"]]
+
+    assert done["state"] == "succeeded", done
+    assert done["attempt"] == 1  # the same attempt, watched to its end, not run again
+    assert outcome.state == "succeeded"
+    lines = await log_lines(client, job["id"])
+    assert lines.count("started") == 2  # the new agent follows the logs from the start
+    assert lines[-1] == "finished"
+
+
+@asynccontextmanager
+async def agent_process(
+    server: EmbeddedServer, work_dir: Path, agent_id: str
+) -> AsyncIterator[anyio.abc.Process]:
+    """``launch-agent`` as a real process (killed on exit if still alive)."""
+    token = await server.create_token("agent", queues=[QUEUE])
+    launch_agent = shutil.which("launch-agent", path=str(Path(sys.executable).parent))
+    assert launch_agent is not None
+    command = [
+        launch_agent,
+        "--server",
+        server.url,
+        "--token",
+        token,
+        "--queue",
+        QUEUE,
+        "--work-dir",
+        str(work_dir),
+        "--agent-id",
+        agent_id,
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHPLANE_")}
+    log = work_dir.parent / "agent-process.log"
+    with log.open("wb") as output:
+        process = await anyio.open_process(
+            command, stdin=subprocess.DEVNULL, stdout=output, stderr=output, env=env
+        )
+        try:
+            yield process
+        finally:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
