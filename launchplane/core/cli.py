@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "plugins": ("plugins", "plugins", "List installed plugins, what they register, load errors."),
     "server": ("server", "server", "Run the queue server."),
     "token": ("server", "token", "Create API tokens (admin, submitter, agent)."),
+    "db": ("db", "db", "Upgrade the queue server's database schema."),
     "queue": ("queue", "queue", "Create, update, show and list queues."),
     "submit": ("jobs", "submit", "Submit a job to a queue."),
     "jobs": ("jobs", "jobs", "List jobs."),

@@ -1,8 +1,10 @@
-"""The queue server: FastAPI over one SQLAlchemy ``Store`` (SQLite embedded, PostgreSQL later).
+"""The queue server: FastAPI over one SQLAlchemy ``Store`` (SQLite embedded, or PostgreSQL).
 
 Modules: ``app`` (the application, error format, sweeper), ``routes_*`` (the
 HTTP API of docs/api.md, by role), ``store`` and ``tables`` (all database
-access), ``auth`` (tokens and roles), ``hub`` (long-poll wake-ups),
+access), ``db`` and ``migrations`` (engines per backend, schema versions),
+``auth`` (tokens and roles), ``hub`` and ``listener`` (long-poll wake-ups,
+across processes with PostgreSQL LISTEN/NOTIFY),
 ``validation`` (the config engine at submit time), ``limits`` (body size),
 ``embedded`` (run it inside any event loop: ``launchplane server``,
 ``launchplane run``, tests). Imported only by those commands, never by the

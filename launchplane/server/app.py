@@ -1,8 +1,9 @@
-"""The FastAPI application: routers, error format, body limit, startup and the sweeper.
+"""The FastAPI application: routers, error format, body limit, startup and background tasks.
 
 ``create_app`` builds a fresh app around one :class:`Store`; nothing is
 global, so tests and ``EmbeddedServer`` can run several servers in one
-process.
+process. Its lifespan runs the lease sweeper and, on PostgreSQL, the LISTEN
+connection that wakes this process's long-polls (``listener.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from starlette.exceptions import HTTPException
 import launchplane
 from launchplane.core.errors import ConfigError
 from launchplane.server import routes_admin, routes_agents, routes_jobs
+from launchplane.server import tables as t
 from launchplane.server.auth import TokenCache, ensure_admin_token
 from launchplane.server.deps import ServerState
 from launchplane.server.hub import Hub
@@ -30,20 +32,29 @@ from launchplane.server.settings import ServerSettings
 from launchplane.server.store import Store
 
 API_PREFIX = "/api/v1"
+SWEEP_EVERY_SECONDS = 5.0
 log = logging.getLogger("launchplane.server")
 
 
 def build_state(settings: ServerSettings, store: Store | None = None) -> ServerState:
-    hub = store.hub if store is not None else Hub()
+    hub = store.hub if store is not None else Hub(settings.hub_poll_interval)
     store = store or Store(settings.database_url, hub)
     return ServerState(settings=settings, store=store, hub=hub, tokens=TokenCache(store))
 
 
 async def bootstrap(state: ServerState) -> None:
-    """Open the database and make sure the admin token exists; safe to call twice."""
+    """Open the database and make sure the admin token exists; safe to call twice.
+
+    Opening also renews every live lease (``Store.renew_all_leases``): agents
+    could not heartbeat while this server was down, and must not lose their
+    jobs for it.
+    """
     state.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if not state.store.is_open:
         await state.store.open()
+        renewed = await state.store.renew_all_leases()
+        if renewed:
+            log.info("renewed %d live lease(s) held from before this start", renewed)
     if state.admin_token is None:
         state.admin_token = await ensure_admin_token(state.store, state.settings.admin_token_path)
 
@@ -57,6 +68,7 @@ def create_app(settings: ServerSettings | None = None, state: ServerState | None
         stop = anyio.Event()
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(sweep_forever, state, stop)
+            tasks.start_soon(state.store.listen, stop)
             yield
             state.hub.close()
             stop.set()
@@ -83,16 +95,22 @@ def create_app(settings: ServerSettings | None = None, state: ServerState | None
 
 
 async def sweep_forever(state: ServerState, stop: anyio.Event) -> None:
-    """Re-queue the jobs of lost agents, every min(5 s, shortest live lease TTL / 3).
+    """End expired leases and retry backoffs, every 5 s or sooner when one is due.
 
-    Stopped by ``stop`` between sweeps, never cancelled inside one: a database
-    call cancelled half-way leaves a connection the pool cannot close cleanly.
+    Sooner means a third of the shortest live lease TTL, or the end of the
+    earliest backoff. Stopped by ``stop`` between sweeps, never cancelled
+    inside one: a database call cancelled half-way leaves a connection the
+    pool cannot close cleanly.
     """
     while True:
         interval = state.settings.sweep_interval
         if interval is None:
-            shortest = await state.store.shortest_lease_ttl()
-            interval = 5.0 if shortest is None else min(5.0, shortest / 3)
+            try:
+                due = await state.store.sweep_due_in(t.utcnow())
+            except Exception:
+                log.exception("lease sweep failed; retrying")
+                due = None
+            interval = SWEEP_EVERY_SECONDS if due is None else min(SWEEP_EVERY_SECONDS, due)
         with anyio.move_on_after(max(interval, 0.01)):
             await stop.wait()
         if stop.is_set():

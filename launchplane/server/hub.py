@@ -1,4 +1,4 @@
-"""In-process wake-ups for long-poll requests.
+"""Wake-ups for long-poll requests (claims, log follows).
 
 A claim that finds no job, or a log follower that has read everything, waits
 on a key (``queue:<name>``, ``job:<id>``) instead of polling the database. The
@@ -8,8 +8,13 @@ is one event-loop hop rather than a poll interval.
 Callers take the key's :class:`Waiter` *before* checking the database and wait
 on it afterwards; a notification in between is therefore never lost.
 
-This only wakes requests served by this process. A multi-process deployment
-on PostgreSQL would add LISTEN/NOTIFY behind the same two methods.
+Across server processes (PostgreSQL) the store also sends the keys with
+``NOTIFY`` and each process's :class:`~launchplane.server.listener.PgListener`
+feeds them into its hub. As a safety net, ``poll_interval`` caps every wait:
+a waiter then re-checks the database at least that often, so a lost
+notification or a dead listener connection delays a pickup but never strands
+it. The callers' loops already re-check after every wake-up, so an early
+return is just one more check.
 """
 
 from __future__ import annotations
@@ -22,27 +27,32 @@ import anyio
 class Waiter:
     """One generation of a key: set once by the next notification (or by close)."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "_poll_interval")
 
-    def __init__(self) -> None:
+    def __init__(self, poll_interval: float | None) -> None:
         self._event = asyncio.Event()
+        self._poll_interval = poll_interval
 
     async def wait(self, timeout: float) -> bool:
-        """True when notified within ``timeout`` seconds."""
+        """True when notified within ``timeout`` seconds (at most the hub's poll interval)."""
+        if self._poll_interval is not None:
+            timeout = min(timeout, self._poll_interval)
         with anyio.move_on_after(max(timeout, 0.0)):
             await self._event.wait()
         return self._event.is_set()
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, poll_interval: float | None = None) -> None:
+        self.poll_interval = poll_interval
+        """None: every change is notified in this process (SQLite), no polling needed."""
         self._waiters: dict[str, Waiter] = {}
         self.closed = False
 
     def waiter(self, key: str) -> Waiter:
         waiter = self._waiters.get(key)
         if waiter is None:
-            waiter = self._waiters[key] = Waiter()
+            waiter = self._waiters[key] = Waiter(self.poll_interval)
             if self.closed:
                 waiter._event.set()
         return waiter
@@ -53,10 +63,14 @@ class Hub:
             if waiter is not None:
                 waiter._event.set()
 
+    def notify_all(self) -> None:
+        """Wake every waiter to re-check (notifications may have been missed meanwhile)."""
+        self.notify(*list(self._waiters))
+
     def close(self) -> None:
         """Release every long-poll at once so that a shutdown never waits for them."""
         self.closed = True
-        self.notify(*list(self._waiters))
+        self.notify_all()
 
 
 def queue_key(queue: str) -> str:

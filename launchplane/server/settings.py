@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launchplane.core import paths
+from launchplane.server.db import backend_of
 
 DB_FILE = "launchplane.db"
+DEFAULT_POLL_INTERVAL = 2.0
 
 
 @dataclass
@@ -27,6 +29,10 @@ class ServerSettings:
     """Seconds between expired-lease sweeps; ``None``: min(5, shortest lease TTL / 3)."""
     max_wait_seconds: float = 120.0
     """Upper bound for the ``wait`` of long-poll calls (claim, log follow)."""
+    poll_interval: float | None = None
+    """PostgreSQL only: the longest a waiting claim or log follow goes without re-checking
+    the database, in case a NOTIFY was lost (``None``: 2 s). SQLite needs none: every
+    change is made by this process, which wakes its waiters directly."""
 
     @classmethod
     def default(cls) -> ServerSettings:
@@ -37,6 +43,13 @@ class ServerSettings:
         if self.db_url:
             return self.db_url
         return f"sqlite+aiosqlite:///{self.data_dir / DB_FILE}"
+
+    @property
+    def hub_poll_interval(self) -> float | None:
+        """What caps a long-poll's wait between database checks (see ``hub.py``)."""
+        if backend_of(self.database_url) == "sqlite":
+            return None
+        return self.poll_interval if self.poll_interval is not None else DEFAULT_POLL_INTERVAL
 
     @property
     def admin_token_path(self) -> Path:

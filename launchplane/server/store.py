@@ -1,19 +1,34 @@
 """All database access of the queue server, behind one class.
 
 The HTTP layer calls :class:`Store` methods and never writes SQL. Queries are
-SQLAlchemy Core so the same code runs on SQLite (the embedded default) and
-PostgreSQL. Two things differ per engine and are isolated here:
+SQLAlchemy Core, and one code path serves both backends (``db.py``): SQLite,
+the embedded default, and PostgreSQL, which several server processes share.
+What differs per backend is isolated:
 
-* Write serialisation. SQLite allows one writer; a process-wide
+* **Write serialisation.** SQLite allows one writer; a process-wide
   ``asyncio.Lock`` around write transactions keeps this process's writers
-  from ever meeting ``SQLITE_BUSY`` (``busy_timeout`` covers other
-  processes). PostgreSQL needs no lock.
-* The claim query (:meth:`Store._claim_candidate`): a plain ``SELECT`` plus a
-  conditional ``UPDATE ... WHERE state='queued'`` whose rowcount proves the
-  claim on SQLite; ``FOR UPDATE SKIP LOCKED`` on PostgreSQL.
+  from ever meeting ``SQLITE_BUSY``. PostgreSQL needs no lock: rows are.
+* **Row locks.** Every write that decides from a row it read first takes
+  that row ``FOR UPDATE`` (a lease before acting on it, a job before
+  cancelling it). SQLite ignores the clause (its lock already covers the
+  transaction); on PostgreSQL it is what makes fencing hold between server
+  processes: a lease that another process expired is seen expired.
+* **Claims** (:meth:`Store._next_job`): the oldest claimable job, taken
+  ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent claimers pass each
+  other instead of queueing on one row; a conditional ``UPDATE ...
+  WHERE state='queued'`` on both.
+* **Wake-ups.** Every write notifies the :class:`~launchplane.server.hub.Hub`
+  after commit, which wakes long-polls in this process. On PostgreSQL the keys
+  that matter elsewhere (a queue has work, a job ended) are also sent with
+  ``pg_notify`` inside the transaction, so other server processes hear them
+  exactly at commit (``listener.py``). Log appends and intermediate states
+  are not broadcast: each NOTIFY takes a cluster-wide lock at commit, and
+  followers on other processes see those within the poll interval.
+* **Upserts**: ``INSERT ... ON CONFLICT`` of each dialect (:func:`_upsert`).
 
-Every write notifies the :class:`~launchplane.server.hub.Hub` after commit,
-which wakes long-polling claims and log followers in this process.
+The sweeper (:meth:`Store.sweep`) may run in every server process at once:
+it takes expired leases ``FOR UPDATE SKIP LOCKED`` and ends each with a
+conditional update, so a lease is expired (and its job re-queued) once.
 """
 
 from __future__ import annotations
@@ -26,13 +41,17 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, event, func, insert, select, update
+import anyio
+from pydantic import ValidationError
+from sqlalchemy import Row, Select, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from launchplane.core.spec import QueueConfig
+from launchplane.core.spec import QueueConfig, RetryPolicy
+from launchplane.server import db
 from launchplane.server import tables as t
 from launchplane.server.hub import Hub, job_key, queue_key
+from launchplane.server.listener import CHANNEL, PgListener
 from launchplane.server.problems import Conflict, NotFound, StaleLease
 from launchplane.server.schemas import (
     ACTIVE_STATES,
@@ -53,6 +72,7 @@ from launchplane.server.schemas import (
 DEFAULT_LEASE_TTL = float(QueueConfig.model_fields["lease_ttl_seconds"].default)
 DEFAULT_MAX_ATTEMPTS = int(QueueConfig.model_fields["max_attempts"].default)
 AGENT_LOST = "agent lost"
+_NOTIFY = text("SELECT pg_notify(:channel, key) FROM unnest(CAST(:keys AS TEXT[])) AS key")
 
 
 def new_id(prefix: str) -> str:
@@ -80,10 +100,14 @@ class LeaseInfo:
 @dataclass
 class _Tx:
     conn: AsyncConnection
-    keys: list[str] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
+    broadcast: set[str] = field(default_factory=set)
 
-    def notify(self, *keys: str) -> None:
-        self.keys.extend(keys)
+    def notify(self, *keys: str, local: bool = False) -> None:
+        """Wake the waiters of ``keys`` at commit; in every server process unless ``local``."""
+        self.keys.update(keys)
+        if not local:
+            self.broadcast.update(keys)
 
 
 class Store:
@@ -95,6 +119,7 @@ class Store:
         self._engine: AsyncEngine | None = None
         self._write_lock: asyncio.Lock | contextlib.nullcontext[None] = contextlib.nullcontext()
         self._configs: dict[tuple[str, int], dict[str, Any]] = {}
+        self.listener: PgListener | None = None
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -108,27 +133,50 @@ class Store:
     def is_open(self) -> bool:
         return self._engine is not None
 
+    @property
+    def backend(self) -> db.Backend:
+        return db.backend_of(self.url)
+
     async def open(self) -> None:
-        """Connect, configure SQLite (WAL, busy timeout) and create missing tables."""
-        engine = create_async_engine(self.url)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        """Connect and bring the schema to this version (``db.ensure_schema`` says when not)."""
+        engine = db.create_engine(self.url)
+        try:
+            await db.ensure_schema(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        if self.backend == "sqlite":
             self._write_lock = asyncio.Lock()
         self._engine = engine
-        async with engine.begin() as conn:
-            await conn.run_sync(t.metadata.create_all)
 
     async def close(self) -> None:
         if self._engine is not None:
             await self._engine.dispose()
             self._engine = None
 
+    async def listen(self, stop: anyio.Event) -> None:
+        """Until ``stop``: feed other server processes' notifications into the hub.
+
+        PostgreSQL only (``listener.py``); on SQLite every write happens in
+        this process and has already notified the hub, so this returns at once.
+        """
+        if self.backend != "postgresql":
+            return
+        _, params = self.engine.dialect.create_connect_args(self.engine.url)
+        self.listener = PgListener(dict(params), self.hub)
+        await self.listener.run(stop)
+
     @contextlib.asynccontextmanager
     async def _write(self) -> AsyncIterator[_Tx]:
-        """One write transaction; hub notifications are sent only once it has committed."""
-        async with self._write_lock, self.engine.begin() as conn:
-            tx = _Tx(conn)
-            yield tx
+        """One write transaction; waiters are woken only once it has committed."""
+        async with self._write_lock, self.engine.connect() as conn:
+            await conn.execution_options(**db.WRITE)
+            async with conn.begin():
+                tx = _Tx(conn)
+                yield tx
+                if tx.broadcast and conn.dialect.name == "postgresql":
+                    # Delivered by PostgreSQL at commit, and only if it commits.
+                    await conn.execute(_NOTIFY, {"channel": CHANNEL, "keys": sorted(tx.broadcast)})
         self.hub.notify(*tx.keys)
 
     @contextlib.asynccontextmanager
@@ -330,15 +378,18 @@ class Store:
     async def cancel_job(self, job_id: str) -> Job:
         """Cancel a queued job at once; flag an active one for its agent's next heartbeat."""
         async with self._write() as tx:
-            row = (await tx.conn.execute(select(t.jobs).where(t.jobs.c.id == job_id))).first()
-            if row is None:
-                raise NotFound(f"job '{job_id}' not found")
+            row = await _locked_job(tx.conn, job_id)
             now = t.utcnow()
             if row.state == "queued":
                 await tx.conn.execute(
                     update(t.jobs)
                     .where(t.jobs.c.id == job_id)
-                    .values(state="cancelled", reason="cancelled before it started", updated_at=now)
+                    .values(
+                        state="cancelled",
+                        reason="cancelled before it started",
+                        not_before=None,
+                        updated_at=now,
+                    )
                 )
                 await _add_event(
                     tx.conn, job_id, row.attempt, "cancelled", reason="cancelled by user", at=now
@@ -353,7 +404,7 @@ class Store:
                 await _add_event(
                     tx.conn, job_id, row.attempt, row.state, reason="cancel requested", at=now
                 )
-                tx.notify(job_key(job_id))
+                tx.notify(job_key(job_id), local=True)
         return await self.get_job(job_id)
 
     async def get_record(self, job_id: str) -> dict[str, Any]:
@@ -444,28 +495,16 @@ class Store:
     # -- leases --------------------------------------------------------------
 
     async def claim(self, queue: str, agent_id: str) -> Lease | None:
-        """Claim the oldest queued job of ``queue`` for ``agent_id``; ``None`` if there is none."""
+        """Claim the oldest claimable job of ``queue`` for ``agent_id``; ``None`` if there is none.
+
+        One transaction takes the job, inserts its lease and records the event,
+        so a claim is all or nothing.
+        """
         async with self._write() as tx:
             now = t.utcnow()
-            for _ in range(10):
-                row = (await tx.conn.execute(self._claim_candidate(queue))).first()
-                if row is None:
-                    return None
-                claimed = await tx.conn.execute(
-                    update(t.jobs)
-                    .where(t.jobs.c.id == row.id, t.jobs.c.state == "queued")
-                    .values(
-                        state="claimed",
-                        agent_id=agent_id,
-                        attempt=t.jobs.c.attempt + 1,
-                        updated_at=now,
-                    )
-                )
-                if claimed.rowcount == 1:
-                    break
-            else:
+            job = await self._next_job(tx.conn, queue, agent_id, now)
+            if job is None:
                 return None
-            job = (await tx.conn.execute(select(t.jobs).where(t.jobs.c.id == row.id))).one()
             config = await self._load_config(tx.conn, job.queue, job.queue_version)
             ttl = _lease_ttl(config)
             lease_id = new_id("l")
@@ -486,7 +525,7 @@ class Store:
             await _add_event(
                 tx.conn, job.id, job.attempt, "claimed", details={"agent_id": agent_id}, at=now
             )
-            tx.notify(job_key(job.id))
+            tx.notify(job_key(job.id), local=True)
             return Lease(
                 lease_id=lease_id,
                 job_id=job.id,
@@ -502,23 +541,47 @@ class Store:
                 cancel_requested=job.cancel_requested,
             )
 
-    def _claim_candidate(self, queue: str) -> Any:
-        """The next job to claim. PostgreSQL locks it and skips rows other claimers hold."""
-        query = (
+    async def _next_job(
+        self, conn: AsyncConnection, queue: str, agent_id: str, now: datetime
+    ) -> Row[Any] | None:
+        """Mark the oldest claimable job claimed and return its row (attempt incremented).
+
+        PostgreSQL locks the candidate and skips rows other claimers hold, so
+        the conditional update below always wins there. On SQLite the write
+        lock already excludes other claimers; the condition is a backstop.
+        """
+        candidate = (
             select(t.jobs.c.id)
-            .where(t.jobs.c.queue == queue, t.jobs.c.state == "queued")
+            .where(
+                t.jobs.c.queue == queue,
+                t.jobs.c.state == "queued",
+                (t.jobs.c.not_before.is_(None)) | (t.jobs.c.not_before <= now),
+            )
             .order_by(t.jobs.c.created_at, t.jobs.c.id)
             .limit(1)
+            .with_for_update(skip_locked=True)
         )
-        if self.engine.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        return query
+        job_id = (await conn.execute(candidate)).scalar()
+        if job_id is None:
+            return None
+        claimed = await conn.execute(
+            update(t.jobs)
+            .where(t.jobs.c.id == job_id, t.jobs.c.state == "queued")
+            .values(
+                state="claimed",
+                agent_id=agent_id,
+                attempt=t.jobs.c.attempt + 1,
+                not_before=None,
+                updated_at=now,
+            )
+            .returning(*t.jobs.c)
+        )
+        return claimed.first()
 
     async def heartbeat(self, agent_id: str, lease_ids: Iterable[str]) -> HeartbeatResponse:
         """Renew every live lease of the agent; report the stale ones and cancel requests."""
         wanted = list(dict.fromkeys(lease_ids))
-        renewed: list[str] = []
-        stale: list[str] = []
+        renewed: set[str] = set()
         cancel: list[str] = []
         ttls: list[float] = []
         async with self._write() as tx:
@@ -542,23 +605,25 @@ class Store:
             by_ttl: dict[float, list[str]] = {}
             for lease_id in wanted:
                 row = rows.get(lease_id)
-                if row is None or not _live(row, now) or row.agent_id != agent_id:
-                    stale.append(lease_id)
-                    continue
-                renewed.append(lease_id)
-                ttls.append(row.ttl_seconds)
-                by_ttl.setdefault(row.ttl_seconds, []).append(lease_id)
-                if row.cancel_requested:
-                    cancel.append(lease_id)
+                if row is not None and _live(row, now) and row.agent_id == agent_id:
+                    by_ttl.setdefault(row.ttl_seconds, []).append(lease_id)
             for ttl, ids in by_ttl.items():
-                await tx.conn.execute(
+                # Conditional: a sweeper in another process may have expired one meanwhile.
+                result = await tx.conn.execute(
                     update(t.leases)
-                    .where(t.leases.c.lease_id.in_(ids))
+                    .where(t.leases.c.lease_id.in_(ids), t.leases.c.active.is_(True))
                     .values(expires_at=now + timedelta(seconds=ttl))
+                    .returning(t.leases.c.lease_id)
                 )
+                kept = set(result.scalars())
+                renewed |= kept
+                ttls.extend(ttl for _ in kept)
+        for lease_id in wanted:
+            if lease_id in renewed and rows[lease_id].cancel_requested:
+                cancel.append(lease_id)
         return HeartbeatResponse(
-            renewed=renewed,
-            stale=stale,
+            renewed=[lease_id for lease_id in wanted if lease_id in renewed],
+            stale=[lease_id for lease_id in wanted if lease_id not in renewed],
             cancel=cancel,
             lease_ttl_seconds=min(ttls, default=DEFAULT_LEASE_TTL),
         )
@@ -591,40 +656,49 @@ class Store:
                 details=body.details,
                 at=now,
             )
-            tx.notify(job_key(lease.job_id))
+            tx.notify(job_key(lease.job_id), local=True)
 
     async def append_logs(self, lease_id: str, lines: Sequence[str]) -> int:
         """Store lines with consecutive seqs; returns the seq of the last line stored."""
         async with self._write() as tx:
             lease = await _live_lease(tx.conn, lease_id)
-            if lines:
-                # The UPDATE takes the job's row lock first, so concurrent appends
-                # (on PostgreSQL) get disjoint seq ranges.
+            if not lines:
+                return int(
+                    (
+                        await tx.conn.execute(
+                            select(t.jobs.c.log_count).where(t.jobs.c.id == lease.job_id)
+                        )
+                    ).scalar_one()
+                )
+            # The UPDATE takes the job's row lock, so concurrent appends get disjoint seqs.
+            count = (
                 await tx.conn.execute(
                     update(t.jobs)
                     .where(t.jobs.c.id == lease.job_id)
                     .values(log_count=t.jobs.c.log_count + len(lines))
+                    .returning(t.jobs.c.log_count)
                 )
-            count = (
-                await tx.conn.execute(select(t.jobs.c.log_count).where(t.jobs.c.id == lease.job_id))
             ).scalar_one()
-            if lines:
-                first = count - len(lines) + 1
-                await tx.conn.execute(
-                    insert(t.log_lines),
-                    [
-                        {"job_id": lease.job_id, "seq": seq, "attempt": lease.attempt, "line": text}
-                        # NUL cannot be stored in a PostgreSQL text column.
-                        for seq, text in enumerate(
-                            (line.replace("\x00", "\ufffd") for line in lines), start=first
-                        )
-                    ],
-                )
-                tx.notify(job_key(lease.job_id))
+            first = count - len(lines) + 1
+            await tx.conn.execute(
+                insert(t.log_lines),
+                [
+                    {"job_id": lease.job_id, "seq": seq, "attempt": lease.attempt, "line": text}
+                    # NUL cannot be stored in a PostgreSQL text column.
+                    for seq, text in enumerate(
+                        (line.replace("\x00", "\ufffd") for line in lines), start=first
+                    )
+                ],
+            )
+            # Followers elsewhere catch up within the poll interval (module docstring).
+            tx.notify(job_key(lease.job_id), local=True)
             return int(count)
 
     async def complete(self, lease_id: str, body: CompleteIn) -> Job:
-        """Finish the job of a live lease; a retried completion is answered, not refused."""
+        """Finish the job of a live lease, or re-queue it when its queue's retry policy says so.
+
+        A retried completion (the agent lost the answer) is answered, not refused.
+        """
         async with self._write() as tx:
             lease = await _live_lease(tx.conn, lease_id, accept_outcome="completed")
             if lease.active:
@@ -634,35 +708,49 @@ class Store:
                     .where(t.leases.c.lease_id == lease_id)
                     .values(active=False, outcome="completed")
                 )
-                await tx.conn.execute(
-                    update(t.jobs)
-                    .where(t.jobs.c.id == lease.job_id)
-                    .values(
-                        state=body.state,
-                        exit_code=body.exit_code,
-                        failure_stage=body.stage,
-                        reason=body.reason,
-                        updated_at=now,
-                    )
-                )
-                await _upsert(
-                    tx.conn,
-                    t.records,
-                    {"job_id": lease.job_id},
-                    {"record": body.record, "created_at": now},
-                )
+                job = await _locked_job(tx.conn, lease.job_id)
+                config = await self._load_config(tx.conn, job.queue, job.queue_version)
+                infrastructure = body.infrastructure_failure
+                details: dict[str, Any] = {}
+                if body.exit_code is not None:
+                    details["exit_code"] = body.exit_code
+                if infrastructure:
+                    details["infrastructure_failure"] = True
                 await _add_event(
                     tx.conn,
-                    lease.job_id,
+                    job.id,
                     lease.attempt,
                     body.state,
                     stage=body.stage,
                     reason=body.reason,
-                    details=None if body.exit_code is None else {"exit_code": body.exit_code},
+                    details=details or None,
                     at=now,
                 )
-                tx.notify(job_key(lease.job_id))
-        return await self.get_job(lease.job_id)
+                retry = _retry(config, body.state, infrastructure, job)
+                if retry is not None:
+                    policy, what = retry
+                    why = f"retrying after {what} (attempt {job.attempt} of {policy.max_attempts})"
+                    await _requeue(tx, job, why, now, backoff=policy.backoff_seconds)
+                else:
+                    await tx.conn.execute(
+                        update(t.jobs)
+                        .where(t.jobs.c.id == job.id)
+                        .values(
+                            state=body.state,
+                            exit_code=body.exit_code,
+                            failure_stage=body.stage,
+                            reason=body.reason,
+                            updated_at=now,
+                        )
+                    )
+                    await _upsert(
+                        tx.conn,
+                        t.records,
+                        {"job_id": job.id},
+                        {"record": body.record, "created_at": now},
+                    )
+                    tx.notify(job_key(job.id))
+            return await self._job(tx.conn, await _locked_job(tx.conn, lease.job_id))
 
     async def release(self, lease_id: str, reason: str | None) -> None:
         """Give a job back: it is queued again at once (or cancelled, if that was asked)."""
@@ -675,12 +763,19 @@ class Store:
                 .where(t.leases.c.lease_id == lease_id)
                 .values(active=False, outcome="released")
             )
-            job = (await tx.conn.execute(select(t.jobs).where(t.jobs.c.id == lease.job_id))).one()
+            job = await _locked_job(tx.conn, lease.job_id)
             why = f"released by agent: {reason}" if reason else "released by agent"
-            await _requeue(tx, job, why)
+            await _requeue(tx, job, why, t.utcnow())
 
     async def sweep(self) -> int:
-        """Re-queue the jobs of expired leases, or fail them once ``max_attempts`` is used up."""
+        """End expired leases; make retried jobs whose backoff ended claimable.
+
+        The job of an expired lease is re-queued (after the queue's retry
+        backoff, if it has one), or failed as ``agent lost`` once it used
+        ``max_attempts`` attempts, or cancelled if a cancel was pending. Safe
+        to run in several processes at once (module docstring). Returns the
+        number of leases it ended.
+        """
         async with self._write() as tx:
             now = t.utcnow()
             rows = (
@@ -688,14 +783,19 @@ class Store:
                     select(t.leases.c.lease_id, t.leases.c.attempt.label("lease_attempt"), t.jobs)
                     .join(t.jobs, t.jobs.c.id == t.leases.c.job_id)
                     .where(t.leases.c.active.is_(True), t.leases.c.expires_at < now)
+                    .with_for_update(skip_locked=True)
                 )
             ).all()
+            ended = 0
             for row in rows:
-                await tx.conn.execute(
+                result = await tx.conn.execute(
                     update(t.leases)
-                    .where(t.leases.c.lease_id == row.lease_id)
+                    .where(t.leases.c.lease_id == row.lease_id, t.leases.c.active.is_(True))
                     .values(active=False, outcome="expired")
                 )
+                if result.rowcount != 1:
+                    continue  # ended meanwhile (completed, released, another sweeper)
+                ended += 1
                 if row.state in FINAL_STATES or row.attempt != row.lease_attempt:
                     continue  # the job has moved on without this lease
                 config = await self._load_config(tx.conn, row.queue, row.queue_version)
@@ -704,18 +804,77 @@ class Store:
                     await _finish(tx, row, now)
                 else:
                     why = f"lease expired: {AGENT_LOST} (attempt {row.attempt} of {max_attempts})"
-                    await _requeue(tx, row, why)
-        return len(rows)
-
-    async def shortest_lease_ttl(self) -> float | None:
-        """The smallest TTL among live leases: the sweeper runs often enough to honour it."""
-        async with self._read() as conn:
-            value = (
-                await conn.execute(
-                    select(func.min(t.leases.c.ttl_seconds)).where(t.leases.c.active.is_(True))
+                    policy = _retry_policy(config)
+                    backoff = policy.backoff_seconds if policy is not None else 0.0
+                    await _requeue(tx, row, why, now, backoff=backoff)
+            # Backoffs that ended: wake the queues' claimers (who check not_before
+            # themselves; this only spares them waiting for an unrelated wake-up).
+            due = (
+                await tx.conn.execute(
+                    select(t.jobs.c.id, t.jobs.c.queue)
+                    .where(t.jobs.c.not_before <= now)
+                    .with_for_update(skip_locked=True)
                 )
-            ).scalar()
-        return None if value is None else float(value)
+            ).all()
+            if due:
+                await tx.conn.execute(
+                    update(t.jobs)
+                    .where(t.jobs.c.id.in_([row.id for row in due]))
+                    .values(not_before=None)
+                )
+                tx.notify(*{queue_key(row.queue) for row in due})
+        return ended
+
+    async def renew_all_leases(self) -> int:
+        """Give every live lease a full TTL from now; the number renewed.
+
+        Run when a server starts: while it was down its agents could not
+        heartbeat, and expiring their leases now would re-run jobs that are
+        running fine. A lease whose agent really is gone expires one TTL later.
+        """
+        async with self._write() as tx:
+            now = t.utcnow()
+            ttls = (
+                await tx.conn.execute(
+                    select(t.leases.c.ttl_seconds).where(t.leases.c.active.is_(True)).distinct()
+                )
+            ).scalars()
+            renewed = 0
+            for ttl in list(ttls):
+                until = now + timedelta(seconds=ttl)
+                result = await tx.conn.execute(
+                    update(t.leases)
+                    .where(
+                        t.leases.c.active.is_(True),
+                        t.leases.c.ttl_seconds == ttl,
+                        t.leases.c.expires_at < until,
+                    )
+                    .values(expires_at=until)
+                )
+                renewed += result.rowcount
+        return renewed
+
+    async def sweep_due_in(self, now: datetime) -> float | None:
+        """Seconds until the sweeper has work that cannot wait for its regular pass.
+
+        That is the shortest live lease TTL / 3 (so expiry is noticed within a
+        third of a TTL) or the end of the earliest retry backoff; ``None`` if neither.
+        """
+        async with self._read() as conn:
+            ttl, due = (
+                await conn.execute(
+                    select(
+                        select(func.min(t.leases.c.ttl_seconds))
+                        .where(t.leases.c.active.is_(True))
+                        .scalar_subquery(),
+                        select(func.min(t.jobs.c.not_before)).scalar_subquery(),
+                    )
+                )
+            ).one()
+        candidates = [] if ttl is None else [float(ttl) / 3]
+        if due is not None:
+            candidates.append((due - now).total_seconds())
+        return min(candidates, default=None)
 
     # -- row mapping ---------------------------------------------------------
 
@@ -754,19 +913,6 @@ class Store:
             expires_at=row.expires_at,
             cancel_requested=row.cancel_requested,
         )
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers run beside the writer; busy_timeout waits out other processes."""
-    cursor = dbapi_connection.cursor()
-    for pragma in (
-        "PRAGMA journal_mode=WAL",
-        "PRAGMA busy_timeout=10000",
-        "PRAGMA synchronous=NORMAL",
-        "PRAGMA foreign_keys=ON",
-    ):
-        cursor.execute(pragma)
-    cursor.close()
 
 
 def _queue(row: Row[Any]) -> Queue:
@@ -814,8 +960,16 @@ def _live(row: Row[Any], now: datetime) -> bool:
 async def _live_lease(
     conn: AsyncConnection, lease_id: str, *, accept_outcome: str | None = None
 ) -> Row[Any]:
-    """The lease row if it may still act; ``accept_outcome`` lets an idempotent retry through."""
-    row = (await conn.execute(select(t.leases).where(t.leases.c.lease_id == lease_id))).first()
+    """The lease row, locked, if it may still act; ``accept_outcome`` lets a retry through.
+
+    The lock (PostgreSQL) makes the check and the caller's writes one step
+    against a sweeper or another call on the same lease in another process.
+    """
+    row = (
+        await conn.execute(
+            select(t.leases).where(t.leases.c.lease_id == lease_id).with_for_update()
+        )
+    ).first()
     if row is None:
         raise NotFound(f"lease '{lease_id}' not found")
     if accept_outcome is not None and not row.active and row.outcome == accept_outcome:
@@ -823,6 +977,15 @@ async def _live_lease(
     if not _live(row, t.utcnow()):
         why = row.outcome or "expired"
         raise StaleLease(f"lease '{lease_id}' is no longer valid ({why}): stop this workload")
+    return row
+
+
+async def _locked_job(conn: AsyncConnection, job_id: str) -> Row[Any]:
+    row = (
+        await conn.execute(select(t.jobs).where(t.jobs.c.id == job_id).with_for_update())
+    ).first()
+    if row is None:
+        raise NotFound(f"job '{job_id}' not found")
     return row
 
 
@@ -850,19 +1013,72 @@ async def _add_event(
     )
 
 
-async def _requeue(tx: _Tx, job: Row[Any], reason: str) -> None:
-    """Put an active job back on its queue, or cancel it if a cancel was pending."""
-    now = t.utcnow()
+async def _requeue(
+    tx: _Tx, job: Row[Any], reason: str, now: datetime, *, backoff: float = 0.0
+) -> None:
+    """Put an active job back on its queue, or cancel it if a cancel was pending.
+
+    What the last attempt left (exit code, stage, reason) is cleared: a job's
+    fields describe its latest attempt, its events every attempt. With a
+    ``backoff`` the job is not claimable before ``now + backoff``; the sweeper
+    wakes the queue's claimers then.
+    """
     if job.cancel_requested:
         await _finish(tx, job, now, agent_lost=False)
         return
+    not_before = now + timedelta(seconds=backoff) if backoff > 0 else None
     await tx.conn.execute(
         update(t.jobs)
         .where(t.jobs.c.id == job.id)
-        .values(state="queued", agent_id=None, updated_at=now)
+        .values(
+            state="queued",
+            agent_id=None,
+            exit_code=None,
+            failure_stage=None,
+            reason=None,
+            not_before=not_before,
+            updated_at=now,
+        )
     )
-    await _add_event(tx.conn, job.id, job.attempt, "queued", reason=reason, at=now)
-    tx.notify(queue_key(job.queue), job_key(job.id))
+    details = None if not_before is None else {"not_before": not_before.isoformat()}
+    await _add_event(tx.conn, job.id, job.attempt, "queued", reason=reason, details=details, at=now)
+    tx.notify(job_key(job.id))
+    if not_before is None:
+        tx.notify(queue_key(job.queue))
+
+
+def _retry_policy(config: dict[str, Any]) -> RetryPolicy | None:
+    """The queue's ``retry`` policy; one that does not parse (a template left in it) is none."""
+    raw = config.get("retry")
+    if raw is None:
+        return None
+    try:
+        return RetryPolicy.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def _retry(
+    config: dict[str, Any], state: str, infrastructure: bool, job: Row[Any]
+) -> tuple[RetryPolicy, str] | None:
+    """The policy and the kind of failure when a reported outcome is retried, else ``None``.
+
+    Only failures are retried: an infrastructure failure (the agent says so:
+    image pull, eviction, a node that went away) whenever the queue has a
+    ``retry`` policy, a failure of the user's code only when the policy sets
+    ``include_user_failures``; a cancelled job never. ``retry.max_attempts``
+    counts every attempt of the job, lost-agent re-queues included.
+    """
+    policy = _retry_policy(config)
+    if policy is None or state != "failed" or job.cancel_requested:
+        return None
+    if job.attempt >= policy.max_attempts:
+        return None
+    if infrastructure:
+        return policy, "an infrastructure failure"
+    if policy.include_user_failures:
+        return policy, "a failure"
+    return None
 
 
 async def _finish(tx: _Tx, job: Row[Any], now: datetime, *, agent_lost: bool = True) -> None:

@@ -1,5 +1,9 @@
 """The database schema, in SQLAlchemy Core, portable between SQLite and PostgreSQL.
 
+Databases are created and upgraded by the Alembic revisions in
+``migrations/`` (never by ``metadata.create_all``): a change here needs a new
+revision there, and ``tests/store/test_migrations.py`` checks that the two agree.
+
 JSON documents are stored as text (``JSONText``) and timestamps as
 timezone-aware UTC (``UTCDateTime``) so that the same table definitions and
 queries run on both engines without dialect-specific column types.
@@ -119,6 +123,8 @@ jobs = Table(
     Column("reason", Text),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("log_count", Integer, nullable=False, default=0),
+    # A retried job is not claimed before this (its backoff); NULL: claimable now.
+    Column("not_before", UTCDateTime),
     # The scope makes a key unique per submitter token; NULL keys never collide.
     Column("idempotency_scope", String(40)),
     Column("idempotency_key", String(200)),
@@ -127,6 +133,7 @@ jobs = Table(
     UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_jobs_idempotency"),
     Index("ix_jobs_claim", "queue", "state", "created_at"),
     Index("ix_jobs_created", "created_at"),
+    Index("ix_jobs_not_before", "not_before"),
 )
 
 leases = Table(

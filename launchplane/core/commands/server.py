@@ -13,6 +13,7 @@ import anyio
 import click
 
 from launchplane.core.commands._output import call, fail, json_option, print_json, server_options
+from launchplane.core.commands.db import db_option
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
@@ -20,30 +21,50 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 @click.command("server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8765, show_default=True, type=int, help="Port (0: any free).")
-@click.option(
-    "--db",
-    "db_url",
-    metavar="URL",
-    help="SQLAlchemy async database URL [default: SQLite launchplane.db in the data dir].",
-)
+@db_option
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Database and admin token [default: $LAUNCHPLANE_HOME or ~/.local/share/launchplane].",
 )
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.05),
+    metavar="SECONDS",
+    help="PostgreSQL: how often a waiting claim re-checks the database in case a "
+    "notification was lost [default: 2].",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
-def server(host: str, port: int, db_url: str | None, data_dir: Path | None, log_level: str) -> None:
+def server(
+    host: str,
+    port: int,
+    db_url: str | None,
+    data_dir: Path | None,
+    poll_interval: float | None,
+    log_level: str,
+) -> None:
     """Run the queue server in the foreground (Ctrl-C stops it).
 
     On first start it writes an admin token to <data dir>/admin-token (mode
     0600), which the CLI on this machine uses when no --token is given.
+
+    \b
+    SQLite (the default) serves one server process and is upgraded at start.
+    Several servers can share one PostgreSQL database (--db postgresql://...);
+    run 'launchplane db upgrade --db URL' after installing a new version.
     """
+    from launchplane.core import paths
+    from launchplane.server.db import DatabaseError
     from launchplane.server.embedded import EmbeddedServer
+    from launchplane.server.settings import ServerSettings
+
+    settings = ServerSettings(
+        data_dir=data_dir or paths.data_dir(), db_url=db_url, poll_interval=poll_interval
+    )
 
     async def main() -> None:
         async with EmbeddedServer(
-            data_dir=data_dir,
-            db_url=db_url,
+            settings=settings,
             host=host,
             port=port,
             log_level=log_level,
@@ -58,10 +79,10 @@ def server(host: str, port: int, db_url: str | None, data_dir: Path | None, log_
 
     try:
         anyio.run(main)
+    except DatabaseError as exc:
+        fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
-    except ImportError as exc:
-        fail(f"--db: {exc} (PostgreSQL needs: pip install 'launchplane[postgres]')")
     except SQLAlchemyError as exc:
         # The driver's own message: SQLAlchemy's adds a link and the failing statement.
         fail(f"cannot open the database: {getattr(exc, 'orig', None) or exc}")
