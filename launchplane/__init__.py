@@ -1,8 +1,8 @@
 """launchplane: a plugin-based launch agent for ML training jobs.
 
 Public API: ``hookimpl`` for plugin authors, the spec models, the plugin base
-classes, and ``submit()`` to put a job on a queue from Python. Everything else
-is internal and may change.
+classes, and ``submit()`` (``asubmit()`` from async code) to put a job on a
+queue from Python. Everything else is internal and may change.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ __all__ = [
     "SecretProvider",
     "SecretRef",
     "__version__",
+    "asubmit",
     "hookimpl",
     "submit",
 ]
@@ -45,10 +46,11 @@ _LAZY = {
     "SecretProvider": "launchplane.core.interfaces",
     "SecretRef": "launchplane.core.interfaces",
     "submit": "launchplane.core.client",
+    "asubmit": "launchplane.core.client",
 }
 
 if TYPE_CHECKING:
-    from launchplane.core.client import submit
+    from launchplane.core.client import asubmit, submit
     from launchplane.core.hookspecs import hookimpl
     from launchplane.core.interfaces import (
         Builder,

@@ -24,15 +24,26 @@ Identity
 Restart
     ``register`` answers with the leases the server thinks this agent holds
     (it died without releasing them). A runner that can re-adopt its workload
-    (``Runner.attach``) gets it back and the agent watches it to the end;
-    otherwise - the local-process runner: a child process cannot be handed to
-    a new parent - the lease is released at once, so the job is re-queued now
+    (``Runner.attach``) gets it back and the agent watches it to the end
+    under the same lease and attempt (output the server already has is
+    skipped: ``<run dir>/logged-lines`` counts it); otherwise - the
+    local-process runner: a child process cannot be handed to a new parent -
+    the lease is released at once, so the job is re-queued now
     rather than when the lease expires. Caveat of the local runner: a job of a
     killed agent (SIGKILL, OOM) is not killed with it (it has its own session,
     which is what shields it from a Ctrl-C aimed at the agent); it loses its
     output pipe and dies at its next write (SIGPIPE / BrokenPipeError), but a
     silent job can run on and overlap the re-queued attempt. Stop agents with
     SIGTERM, which never leaves a job behind.
+
+Fencing
+    A lease call answered 409 (or a heartbeat that lists the lease as
+    ``stale``) means the job is someone else's now: the workload is stopped
+    (SIGTERM, then SIGKILL after 2 s) and nothing more is sent for it. A claim
+    answer that took longer than the lease's TTL to arrive (a suspended agent,
+    a stalled network) may describe a lease that has already expired: such a
+    job starts only once the server has accepted a call on its lease, so a
+    frozen agent that wakes up never starts work that went to another agent.
 
 Shutdown (SIGTERM or SIGINT)
     First signal: stop claiming at once (in-flight long-polls are cancelled;
@@ -365,6 +376,7 @@ class Agent:
         while True:
             borrower = object()
             await self._limiter.acquire_on_behalf_of(borrower)
+            sent = time.monotonic()
             try:
                 lease = await client.claim(queue, self.agent_id, wait=self.settings.claim_wait)
             except BaseException as exc:
@@ -384,11 +396,21 @@ class Agent:
             if lease is None:
                 self._limiter.release_on_behalf_of(borrower)
                 continue
-            jobs.start_soon(self._run_job, lease, borrower, None)
+            # An answer that took longer than the lease's TTL may come from a lease that
+            # expired before it arrived: the pipeline confirms it before starting work.
+            took = time.monotonic() - sent
+            late = took >= float(lease.get("lease_ttl_seconds") or DEFAULT_LEASE_TTL)
+            jobs.start_soon(self._run_job, lease, borrower, None, late)
 
-    async def _run_job(self, lease: dict[str, Any], borrower: object | None, adopted: Any) -> None:
+    async def _run_job(
+        self,
+        lease: dict[str, Any],
+        borrower: object | None,
+        adopted: Any,
+        confirm_first: bool = False,
+    ) -> None:
         assert self._services is not None
-        pipeline = JobPipeline(lease, self._services)
+        pipeline = JobPipeline(lease, self._services, confirm_first=confirm_first)
         self._pipelines[pipeline.lease_id] = pipeline
         if self._stopping:
             pipeline.stop(StopMode.SHUTDOWN)

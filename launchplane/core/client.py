@@ -382,15 +382,23 @@ class LaunchplaneClient:
         stage: str | None = None,
         reason: str | None = None,
         record: Mapping[str, Any] | None = None,
+        infrastructure_failure: bool = False,
     ) -> dict[str, Any]:
-        """Finish the job; safe to retry (the server answers a repeated completion)."""
-        body = {
+        """Finish the job; safe to retry (the server answers a repeated completion).
+
+        ``infrastructure_failure``: the job failed for the infrastructure, not
+        its code; the queue's retry policy may re-queue it (the answer is then
+        the job, queued again).
+        """
+        body: dict[str, Any] = {
             "state": state,
             "exit_code": exit_code,
             "stage": stage,
             "reason": reason,
             "record": dict(record or {}),
         }
+        if infrastructure_failure:  # sent only when set: older servers refuse unknown fields
+            body["infrastructure_failure"] = True
         return await self._json(
             "POST", f"/leases/{lease_id}/complete", json=body, idempotent=True, lease=True
         )

@@ -90,6 +90,9 @@ def from_validation_error(exc: Any, *, prefix: str = "", model: Any = None) -> l
     errors: list[FieldError] = []
     for item in exc.errors():
         loc = [p for p in item["loc"] if not _is_union_tag(p)]
+        if item["type"] == "extra_forbidden" and item["loc"]:
+            # The unknown key is the user's, whatever it looks like (a key "a[b]" is no union tag).
+            loc = [*[p for p in item["loc"][:-1] if not _is_union_tag(p)], item["loc"][-1]]
         path = join_path(prefix, *loc)
         if item["type"] == "extra_forbidden":
             valid = _fields_at(model, loc[:-1]) if model is not None else []

@@ -12,10 +12,20 @@ Stages, in order, each with the name a failure reports as its stage:
 ``run``      the runner starts the workload; its output is streamed to the
              server through the redactor; the result becomes the job's state.
 
-Server calls for one lease go through a :class:`LeaseOutbox`: one task sends
-them in order (events, log batches, then ``complete``) so the pipeline never
-waits on the network before it spawns the workload. Log lines are sent at
-most every 100 ms or per 200 lines, the first line at once.
+Server calls for one lease go through a :class:`LeaseOutbox`, in two lanes:
+events in order, and log lines in order (at most every 100 ms or per 200
+lines, the first line at once), then ``complete`` once both are drained. The
+pipeline never waits on the network before it spawns the workload, and a
+job's first output line never waits behind its state events - with one
+exception, for fencing: a lease whose claim call took longer than the lease
+TTL is confirmed by the server before the workload starts (see
+``JobPipeline._confirm_lease``).
+
+Re-adoption: a run an earlier agent started (``Runner.attach``) is watched to
+its end and completed under the same lease. The count of output lines the
+server has stored is kept in ``<run dir>/logged-lines``, so the adopting agent
+skips the lines already sent (with the same work directory; a batch in flight
+when the earlier agent died may be sent twice, never lost).
 
 Stopping (``JobPipeline.stop``) comes in three kinds:
 
@@ -33,6 +43,7 @@ Stopping (``JobPipeline.stop``) comes in three kinds:
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import logging
@@ -43,13 +54,20 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from launchplane.core import gitcode
-from launchplane.core.client import ApiError, LaunchplaneClient, ServerUnreachable, StaleLease
+from launchplane.core.client import (
+    ApiError,
+    LaunchplaneClient,
+    NotFound,
+    ServerUnreachable,
+    StaleLease,
+)
 from launchplane.core.config import resolve_job
 from launchplane.core.errors import ConfigError
 from launchplane.core.interfaces import Image, JobContext, PluginError, Run, RunResult, RunState
@@ -68,6 +86,8 @@ MAX_BUFFERED_LINES = 100_000
 STALE_GRACE = 2.0
 """Seconds a fenced workload gets between SIGTERM and SIGKILL: someone else owns the job."""
 RECORD_FILE = "record.json"
+LOGGED_FILE = "logged-lines"
+"""In the run directory: how many lines of the workload's output the server has stored."""
 
 
 class StopMode(enum.StrEnum):
@@ -124,20 +144,29 @@ def backoff_delay(failures: int, base: float = 0.2, cap: float = 10.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** min(failures, 16)))
 
 
-@dataclass
-class _Op:
-    name: str
-    call: Callable[[], Awaitable[Any]] | None = None
-    lines: list[str] = field(default_factory=list)
+@dataclass(slots=True)
+class _Line:
+    text: str
+    output: bool
+    """A line of the workload's own output (counted for re-adoption), not a builder's."""
 
 
 class LeaseOutbox:
-    """Sends one lease's calls to the server in order, from a single task.
+    """Sends one lease's calls to the server in two ordered lanes, so logs never wait on events.
+
+    * the **event lane** posts state events in order;
+    * the **log lane** posts output lines in order, batched: at most every
+      ``LOG_FLUSH_SECONDS`` or per ``LOG_BATCH_LINES`` lines, the first line
+      after a pause at once;
+    * the **final call** (``complete`` or ``release``) goes out once both
+      lanes are drained: the server refuses lines for a finished lease.
 
     Producers (``event``, ``line``, ``finish``) never block. Transient errors
     are retried with backoff for up to ``give_up_after`` seconds (by then the
-    lease has expired and the server re-queues the job anyway). ``StaleLease``
-    drops everything queued and calls ``on_stale`` once.
+    lease has expired and the server re-queues the job anyway). A fenced call
+    (409, or 404: the server does not know the lease) drops everything queued
+    and calls ``on_stale`` once. ``confirmed`` is set by the first answer
+    about this lease: accepted (``live``), fenced (``stale``), or given up.
     """
 
     def __init__(
@@ -147,104 +176,115 @@ class LeaseOutbox:
         job_id: str,
         on_stale: Callable[[], None],
         give_up_after: float,
+        on_logged: Callable[[int], None] | None = None,
     ) -> None:
         self._client = client
         self._lease_id = lease_id
         self._job_id = job_id
         self._on_stale = on_stale
+        self._on_logged = on_logged
         self._give_up_after = give_up_after
-        self._ops: deque[_Op] = deque()
-        self._wake = anyio.Event()
+        self._events: deque[tuple[str, Callable[[], Awaitable[Any]]]] = deque()
+        self._lines: deque[_Line] = deque()
+        self._final: tuple[str, Callable[[], Awaitable[Any]]] | None = None
+        self._event_wake = anyio.Event()
+        self._log_wake = anyio.Event()
         self._closed = False
         self._last_flush = -math.inf
-        self._buffered = 0
         self._dropped = 0
+        self.output_logged = 0
+        """Lines of the workload's output the server has stored, in order."""
         self.stale = False
+        self.live = False
+        self.confirmed = anyio.Event()
 
     def event(self, state: str) -> None:
-        self._push(_Op(f"event {state}", lambda: self._client.post_event(self._lease_id, state)))
+        if not self.stale:
+            self._events.append(
+                (f"event {state}", lambda: self._client.post_event(self._lease_id, state))
+            )
+            self._event_wake.set()
 
-    def line(self, text: str) -> None:
+    def line(self, text: str, *, output: bool = False) -> None:
         if self.stale:
             return
-        if self._buffered >= MAX_BUFFERED_LINES:
+        if len(self._lines) >= MAX_BUFFERED_LINES:
             self._dropped += 1
             return
-        last = self._ops[-1] if self._ops else None
-        if last is None or last.call is not None or len(last.lines) >= LOG_BATCH_LINES:
-            last = _Op("logs")
-            self._ops.append(last)
-        last.lines.append(text)
-        self._buffered += 1
-        self._wake.set()
+        self._lines.append(_Line(text, output))
+        if len(self._lines) == 1 or len(self._lines) >= LOG_BATCH_LINES:
+            self._log_wake.set()
 
     def finish(self, name: str, call: Callable[[], Awaitable[Any]]) -> None:
         """Queue the last call (complete or release) and close the outbox."""
-        self._push(_Op(name, call))
+        if not self.stale:
+            self._final = (name, call)
         self.close()
 
     def close(self) -> None:
         self._closed = True
-        self._wake.set()
-
-    def _push(self, op: _Op) -> None:
-        if not self.stale:
-            self._ops.append(op)
-            self._wake.set()
+        self._event_wake.set()
+        self._log_wake.set()
 
     async def run(self) -> None:
-        while True:
-            self._wake = anyio.Event()
-            if not self._ops:
+        async with anyio.create_task_group() as lanes:
+            lanes.start_soon(self._event_lane)
+            lanes.start_soon(self._log_lane)
+        if self._final is not None and not self.stale:
+            await self._send(*self._final)
+        self.confirmed.set()  # nothing more will be said about this lease
+
+    async def _event_lane(self) -> None:
+        while not self.stale:
+            self._event_wake = anyio.Event()
+            if self._events:
+                await self._send(*self._events.popleft())
+            elif self._closed:
+                return
+            else:
+                await self._event_wake.wait()
+
+    async def _log_lane(self) -> None:
+        while not self.stale:
+            self._log_wake = anyio.Event()
+            if not self._lines:
                 if self._closed:
                     return
-                await self._wake.wait()
+                await self._log_wake.wait()
                 continue
-            head = self._ops[0]
-            if head.call is None and len(self._ops) == 1 and not self._closed:
-                # A partial batch and nothing behind it: wait for more lines, a
-                # little - the first line after a pause goes out at once.
-                delay = self._last_flush + LOG_FLUSH_SECONDS - time.monotonic()
-                if delay > 0 and len(head.lines) < LOG_BATCH_LINES:
-                    with anyio.move_on_after(delay):
-                        await self._wake.wait()
-                    continue
-            self._ops.popleft()
-            if head.call is None:
-                self._buffered -= len(head.lines)
-                self._last_flush = time.monotonic()
-                lines = head.lines
-                if self._dropped:
-                    lines = [f"[launchplane: {self._dropped} lines dropped]", *lines]
-                    self._dropped = 0
-                await self._send(
-                    head.name, lambda lines=lines: self._client.append_logs(self._lease_id, lines)
-                )
-            else:
-                await self._send(head.name, head.call)
-            if self.stale:
-                return
+            delay = self._last_flush + LOG_FLUSH_SECONDS - time.monotonic()
+            if delay > 0 and len(self._lines) < LOG_BATCH_LINES and not self._closed:
+                # Lines shortly after a flush: gather a batch for a moment.
+                with anyio.move_on_after(delay):
+                    await self._log_wake.wait()
+                continue
+            batch = [self._lines.popleft() for _ in range(min(len(self._lines), LOG_BATCH_LINES))]
+            texts = [line.text for line in batch]
+            if self._dropped:
+                texts.insert(0, f"[launchplane: {self._dropped} lines dropped]")
+                self._dropped = 0
+            self._last_flush = time.monotonic()
+            if await self._send("logs", partial(self._client.append_logs, self._lease_id, texts)):
+                self.output_logged += sum(line.output for line in batch)
+                if self._on_logged is not None:
+                    self._on_logged(self.output_logged)
 
-    async def _send(self, name: str, call: Callable[[], Awaitable[Any]]) -> None:
+    async def _send(self, name: str, call: Callable[[], Awaitable[Any]]) -> bool:
+        """One call, retried while the server is unreachable; True when it was accepted."""
         started = time.monotonic()
         failures = 0
-        while True:
+        while not self.stale:
             try:
                 await call()
-                return
-            except StaleLease:
-                log.warning(
-                    "job %s: lease %s is stale; stopping it here", self._job_id, self._lease_id
-                )
-                self.stale = True
-                self._ops.clear()
-                self._on_stale()
-                return
+            except (StaleLease, NotFound):
+                self._fenced()
+                return False
             except Exception as exc:
-                if not is_transient(exc):
-                    log.error("job %s: server refused %s: %s", self._job_id, name, exc)
-                    return
-                if time.monotonic() - started > self._give_up_after:
+                if is_transient(exc) and time.monotonic() - started <= self._give_up_after:
+                    failures += 1
+                    await anyio.sleep(backoff_delay(failures))
+                    continue
+                if is_transient(exc):
                     log.error(
                         "job %s: gave up on %s after %.0fs: %s",
                         self._job_id,
@@ -252,15 +292,39 @@ class LeaseOutbox:
                         time.monotonic() - started,
                         exc,
                     )
-                    return
-                failures += 1
-                await anyio.sleep(backoff_delay(failures))
+                else:
+                    log.error("job %s: server refused %s: %s", self._job_id, name, exc)
+                self.confirmed.set()
+                return False
+            self.live = True
+            self.confirmed.set()
+            return True
+        return False
+
+    def _fenced(self) -> None:
+        if self.stale:
+            return
+        log.warning("job %s: lease %s is stale; stopping it here", self._job_id, self._lease_id)
+        self.stale = True
+        self._events.clear()
+        self._lines.clear()
+        self._final = None
+        self.confirmed.set()
+        self._event_wake.set()
+        self._log_wake.set()
+        self._on_stale()
 
 
 class JobPipeline:
-    """Runs one leased job; :meth:`stop` may be called from any task of the agent."""
+    """Runs one leased job; :meth:`stop` may be called from any task of the agent.
 
-    def __init__(self, lease: Mapping[str, Any], services: AgentServices) -> None:
+    ``confirm_first``: start the workload only once the server has accepted a
+    call on this lease (see :meth:`_confirm_lease`).
+    """
+
+    def __init__(
+        self, lease: Mapping[str, Any], services: AgentServices, *, confirm_first: bool = False
+    ) -> None:
         self.lease = lease
         self.services = services
         self.lease_id: str = lease["lease_id"]
@@ -292,7 +356,9 @@ class JobPipeline:
             self.job_id,
             on_stale=lambda: self.stop(StopMode.STALE),
             give_up_after=max(self.lease_ttl, 30.0),
+            on_logged=self._note_logged,
         )
+        self._confirm_first = confirm_first
 
     # -- control ---------------------------------------------------------------
 
@@ -348,11 +414,13 @@ class JobPipeline:
                 else:
                     ctx = await self._prepare(job)
                     image = await self._build(job, ctx)
+                    if self._confirm_first and self.stop_mode is None:
+                        await self._confirm_lease()
                     if self.stop_mode is None:  # a stage may not have had a checkpoint
                         await self._submit(job, image, ctx)
             if self._run is None:
                 return self._stopped_before_run()
-            result = await self._watch(self._run)
+            result = await self._watch(self._run, adopted is not None)
         except StageFailure as failure:
             if self.stop_mode is not None:
                 return self._stopped_before_run()
@@ -366,7 +434,13 @@ class JobPipeline:
                 RunState.CANCELLED, result.exit_code, "run", "cancelled by request"
             )
         stage = None if result.state is RunState.SUCCEEDED else "run"
-        return self._complete(result.state, result.exit_code, stage, result.reason)
+        return self._complete(
+            result.state,
+            result.exit_code,
+            stage,
+            result.reason,
+            infrastructure_failure=result.infrastructure_failure,
+        )
 
     def _stopped_before_run(self) -> Outcome:
         if self.stop_mode is StopMode.STALE:
@@ -557,12 +631,33 @@ class JobPipeline:
         self._outbox.event("running")
         self._emit("running", {"run_id": run.id})
 
-    async def _watch(self, run: Run) -> RunResult:
+    async def _confirm_lease(self) -> None:
+        """Wait until the server has accepted a call on this lease (the first event).
+
+        A claim answer proves the lease was live when the server made it, and
+        the lease lives for its TTL; so if the claim call took less than the TTL
+        the lease is surely live on arrival and nothing waits. A claim that took
+        longer (a long-poll that waited, an agent that was suspended, a stalled
+        network) may have been answered into a socket nobody read until the
+        lease had expired and the job gone to another agent; such a workload
+        must not start. This costs one round trip, only for those claims.
+        """
+        await self._outbox.confirmed.wait()
+        if not self._outbox.live and not self._outbox.stale:
+            log.warning(
+                "job %s: the server never confirmed lease %s; not starting the job",
+                self.job_id,
+                self.lease_id,
+            )
+            self.stop(StopMode.STALE)
+
+    async def _watch(self, run: Run, adopted: bool) -> RunResult:
         lines = run.logs()
+        skip = self._logged_before() if adopted else 0
         async with anyio.create_task_group() as watcher:
             watcher.start_soon(self._cancel_on_stop, run)
             async with anyio.create_task_group() as pump:
-                pump.start_soon(self._pump, lines)
+                pump.start_soon(self._pump, lines, skip)
                 result = await run.wait()
             watcher.cancel_scope.cancel()
         return result
@@ -575,9 +670,14 @@ class JobPipeline:
         )
         await run.cancel(grace)
 
-    async def _pump(self, lines: AsyncIterator[str]) -> None:
+    async def _pump(self, lines: AsyncIterator[str], skip: int) -> None:
+        """Output lines into the log; the first ``skip`` the server already has (re-adoption)."""
+        self._outbox.output_logged = skip
         first = True
         async for line in lines:
+            if skip:
+                skip -= 1
+                continue
             if first:
                 first = False
                 log.debug(
@@ -585,11 +685,27 @@ class JobPipeline:
                     self.job_id,
                     (time.monotonic() - self._claimed_at) * 1000,
                 )
-            self._outbox.line(self.services.redactor.scrub(line))
+            self._outbox.line(self.services.redactor.scrub(line), output=True)
 
     async def _log_line(self, line: str) -> None:
         """``ctx.log``: a line from a builder or plugin, into the job's log."""
         self._outbox.line(self.services.redactor.scrub(line))
+
+    def _note_logged(self, count: int) -> None:
+        """Keep the count of output lines the server has, for an agent that re-adopts the run."""
+        if not self.run_dir.is_dir():
+            return
+        temporary = self.run_dir / f".{LOGGED_FILE}.tmp"
+        with contextlib.suppress(OSError):
+            temporary.write_text(f"{count}\n")
+            os.replace(temporary, self.run_dir / LOGGED_FILE)
+
+    def _logged_before(self) -> int:
+        """Output lines an earlier agent of this run already sent (0 if unknown)."""
+        try:
+            return max(int((self.run_dir / LOGGED_FILE).read_text()), 0)
+        except (OSError, ValueError):
+            return 0
 
     # -- reporting ----------------------------------------------------------------
 
@@ -607,9 +723,18 @@ class JobPipeline:
         return self.services.redactor.scrub(text)
 
     def _complete(
-        self, state: RunState, exit_code: int | None, stage: str | None, reason: str | None
+        self,
+        state: RunState,
+        exit_code: int | None,
+        stage: str | None,
+        reason: str | None,
+        *,
+        infrastructure_failure: bool = False,
     ) -> Outcome:
+        """Report the end; ``infrastructure_failure`` (the runner's word for a failure that
+        is not the job's code) lets the queue's retry policy run it again."""
         services = self.services
+        infrastructure_failure = infrastructure_failure and state is RunState.FAILED
         reason = self._scrub(reason) if reason else None
         record = self._recorder.build(
             state=state,
@@ -631,6 +756,7 @@ class JobPipeline:
                 stage=stage,
                 reason=reason,
                 record=record,
+                infrastructure_failure=infrastructure_failure,
             ),
         )
         return Outcome(str(state), exit_code, stage, reason, self.run_dir, record)

@@ -48,9 +48,17 @@ class Principal:
         if not self.is_admin and self.role not in roles:
             raise Forbidden(f"a {self.role} token may not do this (needs {' or '.join(roles)})")
 
-    def require_queue(self, queue: str) -> None:
+    @property
+    def all_queues(self) -> bool:
+        """No queue restriction applies (admins, and agent tokens for ``*``)."""
+        return self.role != "agent" or ALL_QUEUES in self.queues
+
+    def serves(self, queue: str) -> bool:
         """An agent token serves only the queues it names."""
-        if self.role == "agent" and ALL_QUEUES not in self.queues and queue not in self.queues:
+        return self.all_queues or queue in self.queues
+
+    def require_queue(self, queue: str) -> None:
+        if not self.serves(queue):
             raise Forbidden(f"this agent token may not serve queue '{queue}'")
 
 

@@ -11,16 +11,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from launchplane.server.auth import Principal, TokenCache
 from launchplane.server.hub import Hub
+from launchplane.server.schemas import Text
 from launchplane.server.settings import ServerSettings
 from launchplane.server.store import Store
 from launchplane.server.validation import Validator
 
 HIDDEN = "<hidden>"
+LEASE_QUEUE_CACHE = 100_000
+"""Lease id -> queue entries remembered before the cache starts over."""
 
 
 @dataclass
@@ -31,6 +34,18 @@ class ServerState:
     tokens: TokenCache
     validator: Validator = field(default_factory=Validator)
     admin_token: str | None = None
+    lease_queues: dict[str, str] = field(default_factory=dict)
+    """Lease id -> its queue, for token scope checks: a lease never changes queue."""
+
+    async def lease_queue(self, lease_id: str) -> str:
+        """The queue of a lease (``NotFound`` for an unknown lease), cached."""
+        queue = self.lease_queues.get(lease_id)
+        if queue is None:
+            queue = (await self.store.lease_info(lease_id)).queue
+            if len(self.lease_queues) >= LEASE_QUEUE_CACHE:
+                self.lease_queues.clear()
+            self.lease_queues[lease_id] = queue
+        return queue
 
 
 def server_state(request: Request) -> ServerState:
@@ -59,6 +74,12 @@ Admin = Annotated[Principal, Depends(_caller("admin"))]
 Submitter = Annotated[Principal, Depends(_caller("submitter"))]
 AgentCaller = Annotated[Principal, Depends(_caller("agent"))]
 AnyCaller = Annotated[Principal, Depends(_caller("admin", "submitter", "agent"))]
+
+
+QueueName = Annotated[Text, Path(max_length=128)]
+JobId = Annotated[Text, Path(max_length=200)]
+LeaseId = Annotated[Text, Path(max_length=200)]
+"""Path parameters: an id no store could hold (a NUL, a lone surrogate) is a 422, not a query."""
 
 
 def hide_secret_refs(document: dict[str, Any], principal: Principal) -> dict[str, Any]:

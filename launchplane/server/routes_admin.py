@@ -6,7 +6,8 @@ from fastapi import APIRouter
 
 import launchplane
 from launchplane.server.auth import ALL_QUEUES, Principal, hash_token, new_token
-from launchplane.server.deps import Admin, AnyCaller, State, hide_secret_refs
+from launchplane.server.bodies import YamlBodyRoute, yaml_alternative
+from launchplane.server.deps import Admin, AnyCaller, QueueName, State, hide_secret_refs
 from launchplane.server.problems import Invalid
 from launchplane.server.schemas import (
     AgentList,
@@ -20,6 +21,8 @@ from launchplane.server.schemas import (
 )
 
 router = APIRouter()
+configs = APIRouter(route_class=YamlBodyRoute, tags=["queues"])
+"""Routes whose body is a queue config: JSON or YAML."""
 
 
 @router.get("/health", tags=["server"])
@@ -44,14 +47,14 @@ async def create_token(body: TokenCreate, state: State, _: Admin) -> TokenOut:
     return TokenOut(token=token, role=body.role, name=body.name, queues=body.queues)
 
 
-@router.post("/queues", status_code=201, tags=["queues"])
+@configs.post("/queues", status_code=201, openapi_extra=yaml_alternative(QueueCreate))
 async def create_queue(body: QueueCreate, state: State, _: Admin) -> Queue:
     warnings = state.validator.check_queue(body.config)
     return await state.store.create_queue(body.name, body.config, warnings)
 
 
-@router.put("/queues/{name}", tags=["queues"])
-async def update_queue(name: str, body: QueueUpdate, state: State, _: Admin) -> Queue:
+@configs.put("/queues/{name}", openapi_extra=yaml_alternative(QueueUpdate))
+async def update_queue(name: QueueName, body: QueueUpdate, state: State, _: Admin) -> Queue:
     await state.store.get_queue(name)  # 404 before 422: the name is the first thing to fix
     warnings = state.validator.check_queue(body.config)
     return await state.store.update_queue(name, body.config, warnings)
@@ -64,7 +67,7 @@ async def list_queues(state: State, caller: AnyCaller) -> QueueList:
 
 
 @router.get("/queues/{name}", tags=["queues"])
-async def get_queue(name: str, state: State, caller: AnyCaller) -> Queue:
+async def get_queue(name: QueueName, state: State, caller: AnyCaller) -> Queue:
     return _visible(await state.store.get_queue(name), caller)
 
 
@@ -75,3 +78,6 @@ async def list_agents(state: State, _: Admin) -> AgentList:
 
 def _visible(queue: Queue, caller: Principal) -> Queue:
     return queue.model_copy(update={"config": hide_secret_refs(queue.config, caller)})
+
+
+router.include_router(configs)

@@ -2,18 +2,26 @@
 
 Every lease call is fenced: a lease that expired, was released or was
 superseded answers 409 and the agent must stop that workload.
+
+Scope: an agent token acts only on the queues it names. A lease id is a
+capability (only its claimer learns it), and on top of that every call that
+names a lease - events, logs, complete, release, and each lease of a
+heartbeat - is refused with 403 when the lease's queue is not the token's.
+Registration hands back only the held leases of the token's queues.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Query, Request, Response
 
 from launchplane.server.auth import Principal
-from launchplane.server.deps import AgentCaller, ServerState, State
+from launchplane.server.deps import AgentCaller, LeaseId, QueueName, ServerState, State
 from launchplane.server.hub import queue_key
+from launchplane.server.problems import NotFound
 from launchplane.server.schemas import (
     AgentRegister,
     ClaimRequest,
@@ -41,7 +49,10 @@ async def register_agent(body: AgentRegister, state: State, caller: AgentCaller)
     for queue in body.queues:
         caller.require_queue(queue)
     leases = await state.store.register_agent(body)
-    return Registered(agent_id=body.agent_id, leases=leases)
+    # Agent ids are chosen by agents: another token using this id learns nothing of
+    # leases outside its own queues.
+    mine = [lease for lease in leases if caller.serves(lease.queue)]
+    return Registered(agent_id=body.agent_id, leases=mine)
 
 
 @router.post(
@@ -50,7 +61,7 @@ async def register_agent(body: AgentRegister, state: State, caller: AgentCaller)
     responses={204: {"description": "No job arrived within `wait` seconds"}},
 )
 async def claim(
-    name: str,
+    name: QueueName,
     body: ClaimRequest,
     request: Request,
     state: State,
@@ -77,13 +88,17 @@ async def claim(
 
 
 @router.post("/heartbeat")
-async def heartbeat(body: HeartbeatRequest, state: State, _: AgentCaller) -> HeartbeatResponse:
+async def heartbeat(body: HeartbeatRequest, state: State, caller: AgentCaller) -> HeartbeatResponse:
     """Renew the agent's leases in one call; stale ones and cancel requests come back."""
+    if not caller.all_queues:
+        for lease_id in dict.fromkeys(body.leases):
+            with contextlib.suppress(NotFound):  # unknown: the store reports it as stale
+                caller.require_queue(await state.lease_queue(lease_id))
     return await state.store.heartbeat(body.agent_id, body.leases)
 
 
 @router.post("/leases/{lease_id}/events", responses=STALE)
-async def post_event(lease_id: str, body: EventIn, state: State, caller: AgentCaller) -> Empty:
+async def post_event(lease_id: LeaseId, body: EventIn, state: State, caller: AgentCaller) -> Empty:
     await _authorize(state, caller, lease_id)
     await state.store.post_event(lease_id, body)
     return Empty()
@@ -91,20 +106,20 @@ async def post_event(lease_id: str, body: EventIn, state: State, caller: AgentCa
 
 @router.post("/leases/{lease_id}/logs", responses=STALE)
 async def append_logs(
-    lease_id: str, body: LogsIn, state: State, caller: AgentCaller
+    lease_id: LeaseId, body: LogsIn, state: State, caller: AgentCaller
 ) -> LogsAppended:
     await _authorize(state, caller, lease_id)
     return LogsAppended(next=await state.store.append_logs(lease_id, body.lines))
 
 
 @router.post("/leases/{lease_id}/complete", responses=STALE)
-async def complete(lease_id: str, body: CompleteIn, state: State, caller: AgentCaller) -> Job:
+async def complete(lease_id: LeaseId, body: CompleteIn, state: State, caller: AgentCaller) -> Job:
     await _authorize(state, caller, lease_id)
     return await state.store.complete(lease_id, body)
 
 
 @router.post("/leases/{lease_id}/release", responses=STALE)
-async def release(lease_id: str, body: ReleaseIn, state: State, caller: AgentCaller) -> Empty:
+async def release(lease_id: LeaseId, body: ReleaseIn, state: State, caller: AgentCaller) -> Empty:
     await _authorize(state, caller, lease_id)
     await state.store.release(lease_id, body.reason)
     return Empty()
@@ -112,5 +127,4 @@ async def release(lease_id: str, body: ReleaseIn, state: State, caller: AgentCal
 
 async def _authorize(state: ServerState, caller: Principal, lease_id: str) -> None:
     """404 for an unknown lease, 403 for a lease of a queue this agent token does not serve."""
-    info = await state.store.lease_info(lease_id)
-    caller.require_queue(info.queue)
+    caller.require_queue(await state.lease_queue(lease_id))

@@ -8,15 +8,23 @@ import anyio
 from fastapi import APIRouter, Header, Query, Response
 
 from launchplane.server.auth import Principal
-from launchplane.server.deps import State, Submitter, hide_secret_refs
+from launchplane.server.bodies import YamlBodyRoute, yaml_alternative
+from launchplane.server.deps import JobId, State, Submitter, hide_secret_refs
 from launchplane.server.hub import job_key
 from launchplane.server.problems import NotFound
-from launchplane.server.schemas import MAX_SEQ, Job, JobList, JobSubmit, LogPage
+from launchplane.server.schemas import MAX_SEQ, Job, JobList, JobState, JobSubmit, LogPage, Text
 
 router = APIRouter(tags=["jobs"])
+submissions = APIRouter(route_class=YamlBodyRoute, tags=["jobs"])
+"""The submit route: its body (a job) may be JSON or YAML."""
 
 
-@router.post("/jobs", status_code=201, responses={200: {"description": "Same key: same job"}})
+@submissions.post(
+    "/jobs",
+    status_code=201,
+    responses={200: {"description": "Same key: same job"}},
+    openapi_extra=yaml_alternative(JobSubmit),
+)
 async def submit_job(
     body: JobSubmit,
     response: Response,
@@ -61,8 +69,8 @@ async def submit_job(
 async def list_jobs(
     state: State,
     caller: Submitter,
-    queue: str | None = None,
-    job_state: Annotated[str | None, Query(alias="state")] = None,
+    queue: Annotated[Text | None, Query(max_length=128)] = None,
+    job_state: Annotated[JobState | None, Query(alias="state")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> JobList:
     """Newest first; events are left out (``GET /jobs/{id}`` has them)."""
@@ -71,23 +79,23 @@ async def list_jobs(
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: str, state: State, caller: Submitter) -> Job:
+async def get_job(job_id: JobId, state: State, caller: Submitter) -> Job:
     return _visible(await state.store.get_job(job_id), caller)
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: str, state: State, caller: Submitter) -> Job:
+async def cancel_job(job_id: JobId, state: State, caller: Submitter) -> Job:
     return _visible(await state.store.cancel_job(job_id), caller)
 
 
 @router.get("/jobs/{job_id}/record")
-async def get_record(job_id: str, state: State, _: Submitter) -> dict[str, Any]:
+async def get_record(job_id: JobId, state: State, _: Submitter) -> dict[str, Any]:
     return await state.store.get_record(job_id)
 
 
 @router.get("/jobs/{job_id}/logs")
 async def read_logs(
-    job_id: str,
+    job_id: JobId,
     state: State,
     _: Submitter,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
@@ -106,3 +114,6 @@ async def read_logs(
 
 def _visible(job: Job, caller: Principal) -> Job:
     return job.model_copy(update={"resolved": hide_secret_refs(job.resolved, caller)})
+
+
+router.include_router(submissions)

@@ -8,6 +8,7 @@ a silently ignored option.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,9 @@ Role = Literal["admin", "submitter", "agent"]
 Scalar = str | int | float | bool
 ActiveState = Literal["claimed", "resolving", "building", "running"]
 FinalState = Literal["succeeded", "failed", "cancelled"]
+JobState = Literal[
+    "queued", "claimed", "resolving", "building", "running", "succeeded", "failed", "cancelled"
+]
 
 FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 ACTIVE_STATES: frozenset[str] = frozenset({"claimed", "resolving", "building", "running"})
@@ -28,28 +32,93 @@ INT32 = 2**31
 MAX_SEQ = 2**62
 
 
-def _within_depth(document: dict[str, Any]) -> dict[str, Any]:
-    """Refuse documents nested deeper than a config file may be (as ``yamlsafe`` does).
+def _text_problem(text: str) -> str | None:
+    """Why a string cannot be stored and sent back as UTF-8 JSON on every backend, if it cannot.
 
-    Without a bound a small body can nest deeply enough to break JSON
-    serialisation of the answer, long after it was stored.
+    A NUL cannot be stored in a PostgreSQL text or JSONB value (nor passed to a
+    process in an argument or environment variable), and a lone surrogate
+    (``"\\ud800"`` is valid JSON) cannot be encoded as UTF-8 at all: both would
+    fail deep in the server as a 500, so they are refused at the door.
     """
-    stack: list[tuple[Any, int]] = [(document, 1)]
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it holds a lone surrogate such as \\ud800)"
+    return None
+
+
+def _clean_text(text: str) -> str:
+    problem = _text_problem(text)
+    if problem is not None:
+        raise ValueError(problem)
+    return text
+
+
+def _plain_document(document: dict[str, Any]) -> dict[str, Any]:
+    """Refuse what JSON parsers accept but no backend stores faithfully.
+
+    * nesting deeper than a config file may be (as ``yamlsafe`` does): a small
+      body can nest deeply enough to break serialising the answer later;
+    * NUL characters and lone surrogates in keys or strings (see ``_text_problem``);
+    * ``NaN`` and ``Infinity``, which Python's JSON parser accepts but JSON, and
+      PostgreSQL's ``jsonb``, do not.
+
+    The message names the path of the first offending value.
+    """
+    stack: list[tuple[Any, tuple[str, ...]]] = [(document, ())]
     while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            children: Any = value.values()
-        elif isinstance(value, list):
-            children = value
-        else:
-            continue
-        if depth > MAX_DEPTH:
-            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
-        stack.extend((child, depth + 1) for child in children)
+        value, path = stack.pop()
+        where = ".".join(path) or "<root>"
+        if isinstance(value, str):
+            problem = _text_problem(value)
+            if problem is not None:
+                raise ValueError(f"{where}: {problem}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where}: {value} is not a JSON number")
+        elif isinstance(value, dict | list):
+            if len(path) >= MAX_DEPTH:
+                raise ValueError(f"{where}: nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, child in items:
+                segment = str(key)
+                problem = _text_problem(segment) if isinstance(key, str) else None
+                if problem is not None:
+                    raise ValueError(f"{where}: a key {problem}")
+                stack.append((child, (*path, segment)))
     return document
 
 
-Document = Annotated[dict[str, Any], AfterValidator(_within_depth)]
+def _clean_mapping(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Keys and string values checked as a whole, so no bad key ends up in an error's path."""
+    for key, value in mapping.items():
+        problem = _text_problem(key)
+        if problem is not None:
+            raise ValueError(f"a key {problem}")
+        problem = _text_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise ValueError(f"{key}: {problem}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{key}: {value} is not a JSON number")
+    return mapping
+
+
+Text = Annotated[str, AfterValidator(_clean_text)]
+"""A string from a client that the database and the answer's JSON can hold."""
+
+
+def _encodable(line: str) -> str:
+    """A log line may hold a NUL (programs print binary; the store replaces it), not a surrogate."""
+    problem = _text_problem(line.replace("\x00", ""))
+    if problem is not None:
+        raise ValueError(problem)
+    return line
+
+
+OutputLine = Annotated[str, AfterValidator(_encodable)]
+
+Document = Annotated[dict[str, Any], AfterValidator(_plain_document)]
 """A free-form JSON object from a client (a config, a job, a record), depth-limited."""
 
 
@@ -64,8 +133,8 @@ class Health(BaseModel):
 
 class TokenCreate(Request):
     role: Role
-    name: str | None = Field(default=None, max_length=200)
-    queues: list[str] = Field(
+    name: Text | None = Field(default=None, max_length=200)
+    queues: list[Text] = Field(
         default_factory=list,
         description="Agent tokens only: the queues it may claim from ('*' for all).",
     )
@@ -101,12 +170,12 @@ class QueueList(BaseModel):
 
 
 class JobSubmit(Request):
-    queue: str
+    queue: Text
     job: Document = Field(default_factory=dict, description="A JobSpec.")
     overrides: list[Document] = Field(
         default_factory=list, description="Override layers, applied in order over the job."
     )
-    template_variables: dict[str, Scalar] = Field(
+    template_variables: Annotated[dict[str, Scalar], AfterValidator(_clean_mapping)] = Field(
         default_factory=dict, description="Values for the queue's template variables."
     )
 
@@ -156,11 +225,11 @@ class LogPage(BaseModel):
 
 
 class AgentRegister(Request):
-    agent_id: str = Field(min_length=1, max_length=200)
-    host: str = ""
-    queues: list[str] = Field(default_factory=list)
-    version: str = ""
-    plugins: dict[str, str] = Field(default_factory=dict)
+    agent_id: Text = Field(min_length=1, max_length=200)
+    host: Text = Field(default="", max_length=255)
+    queues: list[Text] = Field(default_factory=list)
+    version: Text = Field(default="", max_length=100)
+    plugins: Annotated[dict[str, str], AfterValidator(_clean_mapping)] = Field(default_factory=dict)
 
 
 class Agent(BaseModel):
@@ -178,7 +247,7 @@ class AgentList(BaseModel):
 
 
 class ClaimRequest(Request):
-    agent_id: str = Field(min_length=1, max_length=200)
+    agent_id: Text = Field(min_length=1, max_length=200)
 
 
 class Lease(BaseModel):
@@ -202,8 +271,8 @@ class Registered(BaseModel):
 
 
 class HeartbeatRequest(Request):
-    agent_id: str = Field(min_length=1, max_length=200)
-    leases: list[str] = Field(default_factory=list)
+    agent_id: Text = Field(min_length=1, max_length=200)
+    leases: list[Text] = Field(default_factory=list)
 
 
 class HeartbeatResponse(BaseModel):
@@ -215,13 +284,15 @@ class HeartbeatResponse(BaseModel):
 
 class EventIn(Request):
     state: ActiveState
-    stage: str | None = Field(default=None, max_length=64)
-    reason: str | None = None
+    stage: Text | None = Field(default=None, max_length=64)
+    reason: Text | None = None
     details: Document | None = None
 
 
 class LogsIn(Request):
-    lines: list[str]
+    lines: list[OutputLine] = Field(
+        description="Output lines, stored in order; a NUL is stored as U+FFFD."
+    )
 
 
 class LogsAppended(BaseModel):
@@ -231,13 +302,18 @@ class LogsAppended(BaseModel):
 class CompleteIn(Request):
     state: FinalState
     exit_code: int | None = Field(default=None, ge=-INT32, lt=INT32)
-    stage: str | None = Field(default=None, max_length=64)
-    reason: str | None = None
+    stage: Text | None = Field(default=None, max_length=64)
+    reason: Text | None = None
     record: Document = Field(default_factory=dict)
+    infrastructure_failure: bool = Field(
+        default=False,
+        description="A failed job failed for the infrastructure (image pull, eviction, lost "
+        "node), not its code: the queue's retry policy may run it again.",
+    )
 
 
 class ReleaseIn(Request):
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class Empty(BaseModel):
