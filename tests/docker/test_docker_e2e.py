@@ -7,6 +7,7 @@ are in-process, except the one killed mid-run, which is a real
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -231,3 +232,60 @@ async def agent_process(
             if process.returncode is None:
                 process.kill()
             await process.wait()
+
+
+async def test_a_planted_secret_reaches_the_container_only(
+    server: EmbeddedServer,
+    client: LaunchplaneClient,
+    docker: Any,
+    repo: tuple[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The secret is in the container's process; not in the image, the log or the record."""
+    planted = f"planted-{NONCE}-s3cr3t"
+    monkeypatch.setenv("LP_DOCKER_PLANTED", planted)  # the in-process agent's environment
+    await server.ensure_queue(
+        "secret-box", {**QUEUE_CONFIG, "secrets": {"API_TOKEN": "env:LP_DOCKER_PLANTED"}}
+    )
+    repository, commit = repo
+    job = {
+        **hello_job(repository, commit),
+        "command": [
+            "python3",
+            "-c",
+            "import hashlib, os; token = os.environ['API_TOKEN']; "
+            "print('sha256', hashlib.sha256(token.encode()).hexdigest()); print('raw', token)",
+        ],
+    }
+    token = await server.create_token("agent", queues=["secret-box"])
+    settings = AgentSettings(
+        server=server.url, token=token, queues=["secret-box"], work_dir=tmp_path / "work"
+    )
+    agent = Agent(settings)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(agent.run, handle_signals=False))
+        submitted = await client.submit_job("secret-box", job)
+        done = await wait_for_state(client, submitted["id"])
+        record = await client.get_record(submitted["id"])
+        lines = await log_lines(client, submitted["id"])
+        job_json = await client.get_job(submitted["id"])
+        agent.shutdown()
+        agent.shutdown()
+
+    assert done["state"] == "succeeded", done
+    # The process saw the value (its hash is printed) ...
+    digest = hashlib.sha256(planted.encode()).hexdigest()
+    assert f"sha256 {digest}" in lines
+    # ... but the value itself was scrubbed from the log, and is nowhere else.
+    assert "raw ***" in lines
+    inspected = docker.api.inspect_image(record["image"]["pinned"])
+    for where, text in {
+        "log": "\n".join(lines),
+        "record": repr(record),
+        "job": repr(job_json),
+        "image": repr(inspected) + repr(docker.api.history(record["image"]["pinned"])),
+    }.items():
+        assert planted not in text, where
+    assert record["spec"]["secrets"] == {"API_TOKEN": "env:LP_DOCKER_PLANTED"}
+    assert record["environment"]["secrets"] == ["API_TOKEN"]
