@@ -25,28 +25,41 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from launchplane.core import templates
 from launchplane.core.errors import ConfigError, FieldError, from_validation_error, suggest
 from launchplane.core.spec import QUEUE_ONLY_KEYS, JobSpec, QueueConfig, ResolvedJob
-from launchplane.core.yamlsafe import (
-    DEFAULT_LIMITS,
-    Limits,
-    dump_document,
-    format_size,
-    load_document,
+
+if TYPE_CHECKING:
+    from launchplane.core.yamlsafe import Limits
+
+# The YAML loader (PyYAML and launchplane.core.yamlsafe) is imported on first use:
+# the agent and the server only resolve jobs that arrive as JSON, and never parse YAML,
+# so importing it with this module cost every agent ~15-20 ms of start-up.
+_YAMLSAFE_NAMES = frozenset(
+    {"DEFAULT_LIMITS", "Limits", "dump_document", "format_size", "load_document"}
 )
+
+
+def __getattr__(name: str) -> Any:
+    """``config.load_document`` / ``config.dump_document`` (re-exported) without an eager import."""
+    if name in _YAMLSAFE_NAMES:
+        from launchplane.core import yamlsafe
+
+        return getattr(yamlsafe, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Layer",
     "command_line_layers",
     "deep_merge",
-    "dump_document",
+    "dump_document",  # noqa: F822 (module __getattr__: imported on first use)
     "format_path",
-    "load_document",
+    "load_document",  # noqa: F822
     "load_job_file",
     "load_queue_file",
     "normalise_layer",
@@ -80,20 +93,19 @@ _NOT_LAUNCH_CONFIGS: tuple[tuple[frozenset[str], str], ...] = (
 # --- files ------------------------------------------------------------------------------
 
 
-def load_job_file(
-    path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS
-) -> dict[str, Any]:
+def load_job_file(path: str | os.PathLike[str], *, limits: Limits | None = None) -> dict[str, Any]:
     """A job file as one normalised job layer, its ``base_config`` chain merged in.
 
     Each file is normalised on its own before merging, so a base written in
     W&B spelling merges with a child written in launchplane spelling. The
-    result has no ``base_config`` key.
+    result has no ``base_config`` key. ``limits``: size and depth limits of the
+    safe loader [``yamlsafe.DEFAULT_LIMITS``].
     """
     return _load_chain(Path(path), queue=False, limits=limits)
 
 
 def load_queue_file(
-    path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS
+    path: str | os.PathLike[str], *, limits: Limits | None = None
 ) -> dict[str, Any]:
     """A queue config file, normalised, its ``base_config`` chain merged in.
 
@@ -103,7 +115,10 @@ def load_queue_file(
     return _load_chain(Path(path), queue=True, limits=limits)
 
 
-def _load_chain(path: Path, *, queue: bool, limits: Limits) -> dict[str, Any]:
+def _load_chain(path: Path, *, queue: bool, limits: Limits | None) -> dict[str, Any]:
+    from launchplane.core.yamlsafe import DEFAULT_LIMITS
+
+    limits = limits if limits is not None else DEFAULT_LIMITS
     layers: list[dict[str, Any]] = []
     seen: dict[Path, int] = {}
     shown: list[str] = []
@@ -143,6 +158,8 @@ def _read_mapping(
     path: Path, display: str, referrer: tuple[str, str] | None, limits: Limits
 ) -> dict[str, Any]:
     """Read and parse one config file; it must hold a mapping (an empty file is ``{}``)."""
+    from launchplane.core.yamlsafe import format_size, load_document
+
     try:
         size = path.stat().st_size
         if path.is_dir():
@@ -350,6 +367,8 @@ def _grammar_error(where: str, text: str, index: int, problem: str) -> ConfigErr
 def _parse_value(expr: str, text: str) -> Any:
     if not text.strip():
         return ""
+    from launchplane.core.yamlsafe import load_document
+
     try:
         return load_document(text, source="--set")
     except ConfigError as exc:
@@ -377,6 +396,8 @@ def parse_var(expr: str) -> dict[str, str]:
 
 def parse_resource_args(json_text: str) -> Layer:
     """W&B's ``--resource-args JSON`` as a layer: ``{"resource_args": {...}}``."""
+    from launchplane.core.yamlsafe import load_document
+
     try:
         data = load_document(json_text, source="--resource-args", syntax="json")
     except ConfigError as exc:
