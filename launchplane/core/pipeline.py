@@ -154,7 +154,8 @@ class _Line:
 class LeaseOutbox:
     """Sends one lease's calls to the server in two ordered lanes, so logs never wait on events.
 
-    * the **event lane** posts state events in order;
+    * the **event lane** posts state events in order; events that queued up
+      behind a call in flight collapse into the newest (stages only move on);
     * the **log lane** posts output lines in order, batched: at most every
       ``LOG_FLUSH_SECONDS`` or per ``LOG_BATCH_LINES`` lines, the first line
       after a pause at once;
@@ -238,6 +239,12 @@ class LeaseOutbox:
         while not self.stale:
             self._event_wake = anyio.Event()
             if self._events:
+                # Stages only move forward and the server keeps the newest one:
+                # events that queued up behind a call in flight are superseded by
+                # the last of them (a fast job's "building" is not worth a call;
+                # the record keeps every stage's timestamp).
+                while len(self._events) > 1:
+                    self._events.popleft()
                 await self._send(*self._events.popleft())
             elif self._closed:
                 return
