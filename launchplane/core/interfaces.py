@@ -26,6 +26,14 @@ class PluginError(Exception):
     """A plugin failed in a way the user can fix; the message says how."""
 
 
+class InfrastructureError(PluginError):
+    """The compute failed the job, not the job's code: an image pull, an eviction, a lost node.
+
+    A runner raises it from ``submit`` (or reports ``RunResult.infrastructure_failure``
+    for a run that already started); a queue with a ``retry`` policy re-runs such jobs.
+    """
+
+
 class MissingExtraError(PluginError):
     """A plugin's optional dependency is not installed."""
 

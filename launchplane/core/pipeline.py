@@ -70,7 +70,15 @@ from launchplane.core.client import (
 )
 from launchplane.core.config import resolve_job
 from launchplane.core.errors import ConfigError
-from launchplane.core.interfaces import Image, JobContext, PluginError, Run, RunResult, RunState
+from launchplane.core.interfaces import (
+    Image,
+    InfrastructureError,
+    JobContext,
+    PluginError,
+    Run,
+    RunResult,
+    RunState,
+)
 from launchplane.core.plugins import PluginRegistry
 from launchplane.core.records import RunRecorder
 from launchplane.core.secrets import Redactor, resolve_secrets
@@ -126,10 +134,12 @@ class Outcome:
 class StageFailure(Exception):
     """A stage failed for a reason the user can act on."""
 
-    def __init__(self, stage: str, reason: str) -> None:
+    def __init__(self, stage: str, reason: str, *, infrastructure: bool = False) -> None:
         super().__init__(reason)
         self.stage = stage
         self.reason = reason
+        self.infrastructure = infrastructure
+        """Not the user's fault (e.g. an image pull): a queue's retry policy may re-run it."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -431,7 +441,13 @@ class JobPipeline:
         except StageFailure as failure:
             if self.stop_mode is not None:
                 return self._stopped_before_run()
-            return self._complete(RunState.FAILED, None, failure.stage, failure.reason)
+            return self._complete(
+                RunState.FAILED,
+                None,
+                failure.stage,
+                failure.reason,
+                infrastructure_failure=failure.infrastructure,
+            )
         if self.stop_mode is StopMode.STALE:
             return Outcome("fenced", result.exit_code, run_dir=self.run_dir)
         if self.stop_mode is StopMode.SHUTDOWN and result.state is RunState.CANCELLED:
@@ -624,6 +640,8 @@ class JobPipeline:
             # the stop is honoured by _watch as soon as submit returns.
             with anyio.CancelScope(shield=True):
                 run = await self.services.registry.runner(job.resource).submit(launched, image, ctx)
+        except InfrastructureError as exc:
+            raise StageFailure("run", self._scrub(str(exc)), infrastructure=True) from None
         except PluginError as exc:
             raise StageFailure("run", self._scrub(str(exc))) from None
         except Exception as exc:

@@ -289,3 +289,34 @@ async def test_a_planted_secret_reaches_the_container_only(
         assert planted not in text, where
     assert record["spec"]["secrets"] == {"API_TOKEN": "env:LP_DOCKER_PLANTED"}
     assert record["environment"]["secrets"] == ["API_TOKEN"]
+
+
+async def test_an_image_that_cannot_be_pulled_is_retried_as_an_infrastructure_failure(
+    server: EmbeddedServer, client: LaunchplaneClient, docker: Any, tmp_path: Path
+) -> None:
+    """A pull failure is not the job's fault: the queue's retry policy re-runs it."""
+    retrying = {
+        **QUEUE_CONFIG,
+        "builder": {"type": "noop"},
+        "retry": {"max_attempts": 2, "backoff_seconds": 0},
+    }
+    await server.ensure_queue("retry-box", retrying)
+    token = await server.create_token("agent", queues=["retry-box"])
+    settings = AgentSettings(
+        server=server.url, token=token, queues=["retry-box"], work_dir=tmp_path / "work"
+    )
+    agent = Agent(settings)
+    missing = f"127.0.0.1:5000/lptest-missing-{NONCE[:8]}:never-pushed"
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(agent.run, handle_signals=False))
+        submitted = await client.submit_job(
+            "retry-box", {"name": "lptest-pull", "docker": {"image": missing}, "command": ["true"]}
+        )
+        done = await wait_for_state(client, submitted["id"])
+        agent.shutdown()
+        agent.shutdown()
+
+    assert done["state"] == "failed", done
+    assert done["attempt"] == 2, done  # retried once, then the policy gave up
+    assert done["failure_stage"] == "run"
+    assert f"cannot pull image {missing}" in done["reason"]

@@ -57,6 +57,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
     Image,
+    InfrastructureError,
     JobContext,
     MissingExtraError,
     PluginError,
@@ -711,11 +712,18 @@ def _pull(client: DockerClient, ref: str, ctx: JobContext) -> None:
             f"image {ref} is not on this engine; it was built by another engine without a "
             "registry (set builder.options.registry so every engine can pull it)"
         )
+    import docker
+
     repository, tag = parse_repository_tag(ref)
     anyio.from_thread.run(ctx.emit, f"pulling image {ref}")
-    for chunk in client.api.pull(repository, tag=tag, stream=True, decode=True):
-        if "error" in chunk:
-            raise PluginError(f"cannot pull image {ref}: {chunk['error']}")
+    # A failed pull is the infrastructure's failure (registry down, image gone),
+    # not the job's: a queue's retry policy may re-run it.
+    try:
+        for chunk in client.api.pull(repository, tag=tag, stream=True, decode=True):
+            if "error" in chunk:
+                raise InfrastructureError(f"cannot pull image {ref}: {chunk['error']}")
+    except docker.errors.DockerException as exc:
+        raise InfrastructureError(f"cannot pull image {ref}: {_explain(exc)}") from None
 
 
 def _explain(exc: Exception) -> str:
