@@ -57,6 +57,10 @@ class Hub:
                 waiter._event.set()
         return waiter
 
+    def waiting(self, key: str) -> bool:
+        """Whether a long-poll is waiting on ``key`` now (tests use it to sequence chaos)."""
+        return key in self._waiters
+
     def notify(self, *keys: str) -> None:
         for key in keys:
             waiter = self._waiters.pop(key, None)

@@ -136,7 +136,9 @@ async def test_requirements_satisfied_offline_install_into_the_venv(
     docker: Any, tmp_path: Path
 ) -> None:
     # pip is in every new venv: the requirement is satisfied without a network.
-    app = make_app(tmp_path / "reqs", {"requirements.txt": "# tools\npip\n"})
+    # The nonce makes the requirements layer new on every run: an engine that
+    # built it before would take the pip step from its cache and print nothing.
+    app = make_app(tmp_path / "reqs", {"requirements.txt": f"# tools {NONCE}\npip\n"})
     log = Log()
     job = job_spec("reqs", workdir=str(app), entry_point="train.py")
 

@@ -32,6 +32,7 @@ from chaoskit import (
 
 from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
+from launchplane.server.hub import queue_key
 
 pytestmark = pytest.mark.anyio
 
@@ -180,6 +181,11 @@ async def test_claim_answer_read_after_the_lease_expired_never_starts_the_job(
         server.url, token, tmp_path / "a", agent_id="a", queues=[QUEUE], args=["--max-jobs", "1"]
     ) as a:
         # The idle agent's claim long-poll is open; it freezes, and the job goes to it.
+        # ("serving queue" is logged before the claim reaches the server: wait for it.)
+        async def claim_waiting() -> bool:
+            return server.state.hub.waiting(queue_key(QUEUE))
+
+        await eventually(claim_waiting, 10, "a's claim long-poll to reach the server")
         a.signal(signal.SIGSTOP)
         job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
         claimed = await wait_for_state(client, job["id"], ["claimed"])
