@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from launchplane.core.client import LaunchplaneClient
+from launchplane.core.commands._options import override_options
 from launchplane.core.commands._output import (
     EXIT_INVALID,
     Progress,
@@ -40,25 +41,7 @@ STATES = ("queued", "claimed", "resolving", "building", "running", *FINAL)
 @click.command("submit")
 @click.argument("job_file", metavar="JOB.yaml", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--queue", "-q", help="The queue [default: the job file's 'queue:'].")
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="PATH=VALUE",
-    help="Override one value, typed like YAML (repeatable): --set args='[--lr, 3e-4]'.",
-)
-@click.option(
-    "--resource-args",
-    metavar="JSON",
-    help="W&B-style resource_args override: a JSON object keyed by runner, or a .json file.",
-)
-@click.option(
-    "--var",
-    "variables",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Value of a queue template variable (repeatable), e.g. --var gpus=4.",
-)
+@override_options
 @click.option(
     "--idempotency-key",
     metavar="KEY",

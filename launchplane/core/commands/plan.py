@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from launchplane.core.commands._options import override_options
+
 if TYPE_CHECKING:
     from launchplane.core.interfaces import Image, Runner
     from launchplane.core.plugins import PluginRegistry
@@ -41,27 +43,7 @@ EXIT_INVALID = 2
     help="The queue's config (runner, defaults, templates, guardrails). "
     "Without it: an empty queue (local-process runner, no guardrails).",
 )
-@click.option(
-    "--set",
-    "sets",
-    multiple=True,
-    metavar="PATH=VALUE",
-    help="Override one value, typed like YAML (repeatable), e.g. --set env.LR=3e-4.",
-)
-@click.option(
-    "--resource-args",
-    "--override-resource-args",
-    "resource_args",
-    metavar="JSON",
-    help="W&B-style resource_args override: a JSON object keyed by runner, or a .json file.",
-)
-@click.option(
-    "--var",
-    "variables",
-    multiple=True,
-    metavar="NAME=VALUE",
-    help="Value of a queue template variable, e.g. --var volume_size=200.",
-)
+@override_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 @click.option(
     "--check-secrets",
