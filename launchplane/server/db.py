@@ -3,7 +3,9 @@
 Two backends, told apart by the URL:
 
 * **SQLite** (``sqlite+aiosqlite:///path``), the embedded default: one server
-  process, WAL, writes serialised by the store.
+  process, WAL, writes serialised by the store, statements run on the event
+  loop's thread (``sqlite_inline.py`` says why). Connections go back to the
+  pool without a reset: a read holds no transaction, a write always ends its own.
 * **PostgreSQL** (``postgresql+asyncpg://user@host/db``) when one machine is
   not enough: several server processes share the database; claims use
   ``FOR UPDATE SKIP LOCKED``, wake-ups ``LISTEN/NOTIFY`` (``listener.py``).
@@ -37,6 +39,8 @@ from sqlalchemy import Connection, event, inspect, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from launchplane.server import sqlite_inline
 
 Backend = Literal["sqlite", "postgresql"]
 
@@ -104,7 +108,15 @@ def create_engine(url: str) -> AsyncEngine:
             raise DatabaseError(
                 "PostgreSQL needs the asyncpg driver: pip install 'launchplane[postgres]'"
             ) from None
-    engine = create_async_engine(url)
+    database = make_url(url).database
+    if not database or database == ":memory:" or make_url(url).query:
+        raise DatabaseError(
+            f"unsupported SQLite URL {display_url(url)!r}: use sqlite:///PATH "
+            "(a file, without ?options; an in-memory database would lose every job at exit)"
+        )
+    engine = create_async_engine(
+        url, async_creator=sqlite_inline.connector(database), pool_reset_on_return=None
+    )
     event.listen(engine.sync_engine, "connect", _sqlite_connect)
     event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return engine

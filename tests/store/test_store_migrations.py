@@ -149,6 +149,8 @@ def test_unusable_databases_are_one_line_errors(tmp_path: Path) -> None:
     for url, message in (
         ("mysql://root@localhost/x", "error: unsupported database URL 'mysql://root@localhost/x'"),
         ("postgresql://u:secret@127.0.0.1:1/x", "error: cannot open the database postgresql"),
+        ("sqlite://", "error: unsupported SQLite URL 'sqlite+aiosqlite://': use sqlite:///PATH"),
+        (f"sqlite:///{tmp_path}/x.db?mode=ro", "error: unsupported SQLite URL"),
     ):
         done = launchplane("db", "upgrade", "--db", url)
         assert done.returncode == 1
