@@ -70,8 +70,6 @@ async def claim(
 ) -> Lease | Response:
     """Long-poll: claim the oldest queued job, waiting up to ``wait`` seconds for one."""
     caller.require_queue(name)
-    await state.store.get_queue(name)
-    await state.store.touch_agent(body.agent_id)
     deadline = anyio.current_time() + min(wait, state.settings.max_wait_seconds)
     while True:
         waiter = state.hub.waiter(queue_key(name))

@@ -486,24 +486,24 @@ class Store:
             for row in rows
         ]
 
-    async def touch_agent(self, agent_id: str) -> None:
-        """Note that an agent is alive (a claim counts as much as a heartbeat)."""
-        now = t.utcnow()
-        async with self._write() as tx:
-            await _upsert_agent(tx.conn, agent_id, {"last_heartbeat": now}, now)
-
     # -- leases --------------------------------------------------------------
 
     async def claim(self, queue: str, agent_id: str) -> Lease | None:
         """Claim the oldest claimable job of ``queue`` for ``agent_id``; ``None`` if there is none.
 
-        One transaction takes the job, inserts its lease and records the event,
-        so a claim is all or nothing.
+        One transaction notes that the agent is alive (a claim counts as much
+        as a heartbeat), takes the job, inserts its lease and records the
+        event, so a claim is all or nothing. ``NotFound`` if the queue does
+        not exist (asked only when there was no job, which is the rare case).
         """
         async with self._write() as tx:
             now = t.utcnow()
+            await _upsert_agent(tx.conn, agent_id, {"last_heartbeat": now}, now)
             job = await self._next_job(tx.conn, queue, agent_id, now)
             if job is None:
+                exists = select(t.queues.c.name).where(t.queues.c.name == queue)
+                if (await tx.conn.execute(exists)).first() is None:
+                    raise NotFound(f"queue '{queue}' not found")
                 return None
             config = await self._load_config(tx.conn, job.queue, job.queue_version)
             ttl = _lease_ttl(config)

@@ -10,7 +10,7 @@ import anyio
 import pytest
 from serverkit import QUEUE, agent_client, claim_now
 
-from launchplane.core.client import LaunchplaneClient, StaleLease
+from launchplane.core.client import ApiError, LaunchplaneClient, StaleLease
 from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
@@ -189,6 +189,27 @@ async def test_register_returns_the_leases_the_agent_still_holds(
     assert agents["agent-1"]["host"] == "box"
     assert agents["agent-1"]["queues"] == [QUEUE]
     assert agents["agent-1"]["last_heartbeat"] is not None
+
+
+async def test_a_claim_counts_as_a_heartbeat_and_a_missing_queue_is_404(
+    server: EmbeddedServer, submitter: LaunchplaneClient
+) -> None:
+    """The claim transaction also notes the agent alive; a claim of no queue leaves no trace."""
+    async with (
+        await agent_client(server, ["*"]) as agent,
+        LaunchplaneClient(server.url, server.admin_token) as admin,
+    ):
+        with pytest.raises(ApiError) as caught:
+            await agent.claim("no-such-queue", "ghost", wait=0)
+        assert caught.value.status == 404
+        assert "queue 'no-such-queue' not found" in str(caught.value)
+        assert await agent.claim(QUEUE, "agent-1", wait=0) is None
+        first = {a["agent_id"]: a for a in await admin.list_agents()}
+        await submitter.submit_job(QUEUE, {})
+        assert await agent.claim(QUEUE, "agent-1", wait=0) is not None
+        second = {a["agent_id"]: a for a in await admin.list_agents()}
+    assert "ghost" not in first, "a refused claim must not register its agent"
+    assert second["agent-1"]["last_heartbeat"] > first["agent-1"]["last_heartbeat"]
 
 
 async def test_shutdown_ends_long_polls_at_once(tmp_path: Path) -> None:
