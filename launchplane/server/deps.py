@@ -48,7 +48,9 @@ class ServerState:
         return queue
 
 
-def server_state(request: Request) -> ServerState:
+async def server_state(request: Request) -> ServerState:
+    """``async`` on purpose: FastAPI runs a plain ``def`` dependency on a worker
+    thread, a thread hand-off on every request for one attribute read."""
     return request.app.state.launchplane
 
 
@@ -59,11 +61,11 @@ _bearer = HTTPBearer(auto_error=False, description="A launchplane token.")
 
 def _caller(*roles: str) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
-        request: Request,
+        state: State,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
     ) -> Principal:
         header = f"Bearer {credentials.credentials}" if credentials else None
-        principal = await server_state(request).tokens.principal(header)
+        principal = await state.tokens.principal(header)
         principal.require(*roles)
         return principal
 
