@@ -363,13 +363,23 @@ class LaunchplaneClient:
             "POST", f"/leases/{lease_id}/events", json=body, idempotent=True, lease=True
         )
 
-    async def append_logs(self, lease_id: str, lines: Sequence[str]) -> int:
-        """Store lines in order; returns the seq of the last one. Not retried (no duplicates)."""
+    async def append_logs(
+        self, lease_id: str, lines: Sequence[str], first_seq: int | None = None
+    ) -> int:
+        """Store lines in order; returns the seq of the last line in the log.
+
+        With ``first_seq`` (the seq the first line should get) the server
+        stores a repeated batch once, so the call is retried like any
+        idempotent one; without it, it is not retried (it could store twice).
+        """
+        body: dict[str, Any] = {"lines": list(lines)}
+        if first_seq is not None:
+            body["first_seq"] = first_seq
         response = await self._json(
             "POST",
             f"/leases/{lease_id}/logs",
-            json={"lines": list(lines)},
-            idempotent=False,
+            json=body,
+            idempotent=first_seq is not None,
             lease=True,
         )
         return int(response["next"])

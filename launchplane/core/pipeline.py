@@ -168,7 +168,9 @@ class LeaseOutbox:
       behind a call in flight collapse into the newest (stages only move on);
     * the **log lane** posts output lines in order, batched: at most every
       ``LOG_FLUSH_SECONDS`` or per ``LOG_BATCH_LINES`` lines, the first line
-      after a pause at once;
+      after a pause at once. Each batch carries the seq its first line should
+      get (counted from ``first_seq``, the lease's ``log_count`` + 1), so a
+      batch retried after its answer was lost is stored once;
     * the **final call** (``complete`` or ``release``) goes out once both
       lanes are drained: the server refuses lines for a finished lease.
 
@@ -188,6 +190,7 @@ class LeaseOutbox:
         on_stale: Callable[[], None],
         give_up_after: float,
         on_logged: Callable[[int], None] | None = None,
+        first_seq: int = 1,
     ) -> None:
         self._client = client
         self._lease_id = lease_id
@@ -203,6 +206,7 @@ class LeaseOutbox:
         self._closed = False
         self._last_flush = -math.inf
         self._dropped = 0
+        self._next_seq = first_seq
         self.output_logged = 0
         """Lines of the workload's output the server has stored, in order."""
         self.stale = False
@@ -281,7 +285,12 @@ class LeaseOutbox:
                 texts.insert(0, f"[launchplane: {self._dropped} lines dropped]")
                 self._dropped = 0
             self._last_flush = time.monotonic()
-            if await self._send("logs", partial(self._client.append_logs, self._lease_id, texts)):
+            first_seq = self._next_seq
+            # Past this batch whether it is stored or given up on: a later batch must
+            # never be taken for a repeat of it.
+            self._next_seq += len(texts)
+            send = partial(self._client.append_logs, self._lease_id, texts, first_seq)
+            if await self._send("logs", send):
                 self.output_logged += sum(line.output for line in batch)
                 if self._on_logged is not None:
                     self._on_logged(self.output_logged)
@@ -374,6 +383,7 @@ class JobPipeline:
             on_stale=lambda: self.stop(StopMode.STALE),
             give_up_after=max(self.lease_ttl, 30.0),
             on_logged=self._note_logged,
+            first_seq=int(lease.get("log_count") or 0) + 1,
         )
         self._confirm_first = confirm_first
 

@@ -107,7 +107,7 @@ async def append_logs(
     lease_id: LeaseId, body: LogsIn, state: State, caller: AgentCaller
 ) -> LogsAppended:
     await _authorize(state, caller, lease_id)
-    return LogsAppended(next=await state.store.append_logs(lease_id, body.lines))
+    return LogsAppended(next=await state.store.append_logs(lease_id, body.lines, body.first_seq))
 
 
 @router.post("/leases/{lease_id}/complete", responses=STALE)

@@ -263,6 +263,11 @@ class Lease(BaseModel):
     lease_ttl_seconds: float
     expires_at: datetime
     cancel_requested: bool
+    log_count: int = Field(
+        default=0,
+        description="Lines in the job's log when this answer was made: the next line "
+        "stored gets seq log_count + 1 (an agent numbers its log batches from it).",
+    )
 
 
 class Registered(BaseModel):
@@ -292,6 +297,14 @@ class EventIn(Request):
 class LogsIn(Request):
     lines: list[OutputLine] = Field(
         description="Output lines, stored in order; a NUL is stored as U+FFFD."
+    )
+    first_seq: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_SEQ,
+        description="The seq the sender expects the first line to get. With it a retried "
+        "batch is stored once: lines the log already holds (seq <= its count) are skipped. "
+        "Without it, every line is appended.",
     )
 
 

@@ -539,6 +539,7 @@ class Store:
                 lease_ttl_seconds=ttl,
                 expires_at=expires_at,
                 cancel_requested=job.cancel_requested,
+                log_count=job.log_count,
             )
 
     async def _next_job(
@@ -658,18 +659,33 @@ class Store:
             )
             tx.notify(job_key(lease.job_id), local=True)
 
-    async def append_logs(self, lease_id: str, lines: Sequence[str]) -> int:
-        """Store lines with consecutive seqs; returns the seq of the last line stored."""
+    async def append_logs(
+        self, lease_id: str, lines: Sequence[str], first_seq: int | None = None
+    ) -> int:
+        """Store lines with consecutive seqs; returns the seq of the last line stored.
+
+        ``first_seq`` is the seq the sender numbered the first line with. A
+        batch sent again because its answer was lost then overlaps what the
+        log holds, and only the lines past the log's end are stored. (A
+        ``first_seq`` past the end means lines in between were given up on:
+        the batch is appended as it is.)
+        """
         async with self._write() as tx:
             lease = await _live_lease(tx.conn, lease_id)
-            if not lines:
-                return int(
+            if first_seq is not None or not lines:
+                stored = int(
                     (
                         await tx.conn.execute(
-                            select(t.jobs.c.log_count).where(t.jobs.c.id == lease.job_id)
+                            select(t.jobs.c.log_count)
+                            .where(t.jobs.c.id == lease.job_id)
+                            .with_for_update()
                         )
                     ).scalar_one()
                 )
+                if first_seq is not None:
+                    lines = lines[max(0, stored - first_seq + 1) :]
+                if not lines:
+                    return stored
             # The UPDATE takes the job's row lock, so concurrent appends get disjoint seqs.
             count = (
                 await tx.conn.execute(
@@ -912,6 +928,7 @@ class Store:
             lease_ttl_seconds=row.ttl_seconds,
             expires_at=row.expires_at,
             cancel_requested=row.cancel_requested,
+            log_count=row.log_count,
         )
 
 
@@ -1133,4 +1150,5 @@ def _lease_query() -> Select[Any]:
         t.jobs.c.overrides,
         t.jobs.c.template_variables,
         t.jobs.c.cancel_requested,
+        t.jobs.c.log_count,
     ).join(t.jobs, t.jobs.c.id == t.leases.c.job_id)
