@@ -26,7 +26,9 @@ Restart
     (it died without releasing them). A runner that can re-adopt its workload
     (``Runner.attach``) gets it back and the agent watches it to the end
     under the same lease and attempt (output the server already has is
-    skipped: ``<run dir>/logged-lines`` counts it); otherwise - the
+    skipped: ``<run dir>/logged-lines`` counts it; the run record gets the
+    code, image and variable names its launcher kept in
+    ``<run dir>/launch.json``); otherwise - the
     local-process runner: a child process cannot be handed to a new parent -
     the lease is released at once, so the job is re-queued now
     rather than when the lease expires. Caveat of the local runner: a job of a

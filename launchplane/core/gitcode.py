@@ -4,6 +4,13 @@ A run is reproducible only if its exact code is known, so a branch is
 resolved to the commit it points at and that commit is what the record
 keeps. Local paths and ``file://`` URLs work like remote URLs.
 
+A job that runs from a local ``workdir`` is not checked out; when that
+directory is in a git work tree, :func:`inspect_worktree` reads its HEAD
+commit and whether the tree has changes that commit does not hold (the
+record keeps both: a dirty tree's code cannot be re-created from the commit).
+It only reads: ``GIT_OPTIONAL_LOCKS=0`` stops ``git status`` from refreshing
+the index (a lock a user's own git command could trip over).
+
 git runs with a minimal environment: ``PATH``, the locale, ``HOME`` and
 ``SSH_AUTH_SOCK`` (so the host's configured git credentials and ssh keys keep
 working), ``GIT_TERMINAL_PROMPT=0`` (fail instead of waiting for a password)
@@ -24,6 +31,9 @@ from pathlib import Path
 import anyio
 
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+INSPECT_TIMEOUT = 10.0
+"""Seconds git may take to describe a local work tree: a huge tree or a hung
+filesystem must not hold a job's launch for long."""
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 
@@ -35,6 +45,16 @@ class GitError(Exception):
 class Checkout:
     path: Path
     commit: str
+
+
+@dataclass(frozen=True)
+class WorkTree:
+    """A local work tree as a run found it."""
+
+    commit: str | None
+    """HEAD; None in a repository that has no commit yet."""
+    dirty: bool
+    """Changes to tracked files, or untracked files that are not ignored."""
 
 
 def safe_url(repository: str) -> str:
@@ -107,3 +127,52 @@ async def checkout(
         await git("clone", "--quiet", *options, "--", repository, str(dest))
     resolved = await git("rev-parse", "HEAD", cwd=dest)
     return Checkout(dest, resolved)
+
+
+async def inspect_worktree(path: Path, *, timeout: float = INSPECT_TIMEOUT) -> WorkTree | None:
+    """The HEAD commit and dirtiness of the git work tree ``path`` is in; None if in none.
+
+    Raises :class:`GitError` when git cannot tell (not installed, too slow, or
+    refusing the repository, e.g. one owned by another user).
+    """
+    try:
+        with anyio.fail_after(timeout):
+            inside = await _git_in(path, "rev-parse", "--is-inside-work-tree")
+            if inside.returncode != 0 and b"not a git repository" in inside.stderr:
+                return None
+            if inside.returncode != 0:
+                raise _failed(path, inside)
+            if inside.stdout.strip() != b"true":  # in a .git directory
+                return None
+            head = await _git_in(path, "rev-parse", "--verify", "--quiet", "HEAD")
+            status = await _git_in(path, "status", "--porcelain", "--untracked-files=normal")
+    except TimeoutError:
+        raise GitError(f"git took longer than {timeout:g}s to describe {path}") from None
+    if status.returncode != 0:
+        raise _failed(path, status)
+    commit = head.stdout.decode().strip() if head.returncode == 0 else ""
+    return WorkTree(commit or None, dirty=bool(status.stdout.strip()))
+
+
+async def _git_in(path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """A read-only git command in ``path``; its exit code is the caller's to judge."""
+    # The C locale keeps git's "not a git repository" in words inspect_worktree recognises.
+    env = {**git_env(), "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    try:
+        return await anyio.run_process(
+            ["git", "-C", str(path), *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise GitError("git is not installed on the agent host") from exc
+
+
+def _failed(path: Path, done: subprocess.CompletedProcess[bytes]) -> GitError:
+    message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+    return GitError(
+        f"git {done.args[3]} in {path} failed: "  # args: git -C <path> <command> ...
+        + (" / ".join(message) or f"exit code {done.returncode}")
+    )

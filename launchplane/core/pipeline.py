@@ -25,7 +25,9 @@ Re-adoption: a run an earlier agent started (``Runner.attach``) is watched to
 its end and completed under the same lease. The count of output lines the
 server has stored is kept in ``<run dir>/logged-lines``, so the adopting agent
 skips the lines already sent (with the same work directory; a batch in flight
-when the earlier agent died may be sent twice, never lost).
+when the earlier agent died may be sent twice, never lost). What the record
+knew at launch (code, image, builder, variable names, stage times) is kept in
+``<run dir>/launch.json``, so the adopting agent's record is as complete.
 
 Stopping (``JobPipeline.stop``) comes in three kinds:
 
@@ -96,6 +98,8 @@ STALE_GRACE = 2.0
 RECORD_FILE = "record.json"
 LOGGED_FILE = "logged-lines"
 """In the run directory: how many lines of the workload's output the server has stored."""
+LAUNCH_FILE = "launch.json"
+"""In the run directory: the record's facts as the workload was launched (re-adoption)."""
 
 
 class StopMode(enum.StrEnum):
@@ -436,6 +440,8 @@ class JobPipeline:
             with self._stage_scope:
                 job = self._resolve()
                 if adopted is not None:
+                    self._restore_launch_facts(job)
+                    await self._mask_secrets_of_adopted(job)
                     self._enter("run", "running")
                     self._run = adopted
                 else:
@@ -511,17 +517,40 @@ class JobPipeline:
         self._recorder.job = job
         return job
 
+    async def _secrets(self, job: ResolvedJob) -> dict[str, str]:
+        """The job's secret values, each registered with the redactor before it is used."""
+        services = self.services
+        secrets = await resolve_secrets(job.secrets, services.registry, services.redactor)
+        for value in secrets.values():
+            services.redactor.add(value)
+        return secrets
+
+    async def _mask_secrets_of_adopted(self, job: ResolvedJob) -> None:
+        """Resolve an adopted run's secrets again, only so its output and record are masked.
+
+        The workload already has them; an agent that cannot resolve them now
+        (a provider down) still watches the run to its end rather than lose
+        it, and says that its output is not masked.
+        """
+        try:
+            await self._secrets(job)
+        except PluginError as exc:
+            log.warning(
+                "job %s: re-adopted, but its secrets did not resolve (%s): its output "
+                "is not masked for them",
+                self.job_id,
+                self._scrub(str(exc)),
+            )
+
     async def _prepare(self, job: ResolvedJob) -> JobContext:
         self._enter("secrets")
         services = self.services
         try:
-            secrets = await resolve_secrets(job.secrets, services.registry, services.redactor)
+            secrets = await self._secrets(job)
         except PluginError as exc:
             raise StageFailure(
                 "secrets", f"{exc} (fix the queue's secrets: or the agent's secret source)"
             ) from None
-        for value in secrets.values():
-            services.redactor.add(value)
 
         self._enter("prepare")
         output_dir = self.run_dir / "output"
@@ -549,7 +578,9 @@ class JobPipeline:
                     "prepare", f"{exc} (check git.repository / git.commit / git.branch)"
                 ) from None
             ctx.code_dir, ctx.git_commit = checkout.path, checkout.commit
-            self._recorder.commit = checkout.commit
+            self._recorder.commit, self._recorder.dirty = checkout.commit, False
+        elif job.workdir:
+            await self._inspect_workdir(job.workdir)
         ctx.env = self._environment(job, secrets, output_dir)
         try:
             services.registry.hook.launchplane_prepare_job(job=job, ctx=ctx)
@@ -562,6 +593,28 @@ class JobPipeline:
         self._recorder.env_names = [name for name in ctx.env if name not in secrets]
         self._recorder.secret_names = sorted(secrets)
         return ctx
+
+    async def _inspect_workdir(self, workdir: str) -> None:
+        """Record the commit of a local ``workdir`` in a git work tree, and whether it was dirty.
+
+        Best effort: the record says ``null`` when git cannot tell, and the job
+        runs anyway (its code is there; only the record is poorer).
+        """
+        path = Path(workdir).expanduser()
+        if not path.is_absolute():
+            return  # the runner refuses it, saying why
+        try:
+            tree = await gitcode.inspect_worktree(path)
+        except gitcode.GitError as exc:
+            log.warning(
+                "job %s: the record has no commit for workdir %s: %s",
+                self.job_id,
+                path,
+                self._scrub(str(exc)),
+            )
+            return
+        if tree is not None:
+            self._recorder.commit, self._recorder.dirty = tree.commit, tree.dirty
 
     def _macros(self, job: ResolvedJob, image: Image | None) -> dict[str, str]:
         declared = job.docker.image if job.docker is not None else None
@@ -607,7 +660,7 @@ class JobPipeline:
     async def _build(self, job: ResolvedJob, ctx: JobContext) -> Image | None:
         self._enter("build", "building")
         registry = self.services.registry
-        builder_name = (job.builder.type if job.builder else None) or "noop"
+        builder_name = _builder_name(job)
         self._recorder.builder = builder_name
         try:
             runner = registry.runner(job.resource)
@@ -645,6 +698,7 @@ class JobPipeline:
             if (value := getattr(job, key)) is not None
         }
         launched = job.model_copy(update=update) if update else job
+        self._save_launch_facts()  # the workload may outlive this agent from here on
         try:
             # Shielded: a stop arriving mid-spawn must not orphan a started process;
             # the stop is honoured by _watch as soon as submit returns.
@@ -665,6 +719,7 @@ class JobPipeline:
         self._recorder.mark("running")
         self._outbox.event("running")
         self._emit("running", {"run_id": run.id})
+        self._save_launch_facts()
 
     async def _confirm_lease(self) -> None:
         """Wait until the server has accepted a call on this lease (the first event).
@@ -742,6 +797,40 @@ class JobPipeline:
         except (OSError, ValueError):
             return 0
 
+    def _save_launch_facts(self) -> None:
+        """Keep what the record knows in the run directory, for an agent that re-adopts the run.
+
+        Written whole or not at all (a temporary file, then a rename): an agent
+        killed mid-write leaves the previous version. Scrubbed like the record.
+        """
+        facts = self.services.redactor.scrub_obj(self._recorder.launch_facts())
+        temporary = self.run_dir / f".{LAUNCH_FILE}.tmp"
+        try:
+            temporary.write_text(json.dumps(facts, indent=2) + "\n")
+            os.replace(temporary, self.run_dir / LAUNCH_FILE)
+        except OSError as exc:
+            log.warning("job %s: could not keep its launch facts (%s)", self.job_id, exc)
+
+    def _restore_launch_facts(self, job: ResolvedJob) -> None:
+        """Take back what the agent that launched this run knew (see ``_save_launch_facts``).
+
+        Without them the record still has what the lease says (the spec, the
+        builder); the commit, image and variable names stay empty.
+        """
+        try:
+            facts = json.loads((self.run_dir / LAUNCH_FILE).read_text())
+            if not isinstance(facts, dict):
+                raise ValueError("not a JSON object")
+            self._recorder.restore(facts)
+        except (OSError, ValueError) as exc:
+            self._recorder.builder = _builder_name(job)
+            log.warning(
+                "job %s: re-adopted without its launch facts (%s); its record lacks "
+                "the commit, image and variable names",
+                self.job_id,
+                exc,
+            )
+
     # -- reporting ----------------------------------------------------------------
 
     def _enter(self, stage: str, state: str | None = None) -> None:
@@ -799,3 +888,7 @@ class JobPipeline:
     def _release(self, reason: str) -> Outcome:
         self._outbox.finish("release", lambda: self.services.client.release(self.lease_id, reason))
         return Outcome("released", reason=reason, run_dir=self.run_dir)
+
+
+def _builder_name(job: ResolvedJob) -> str:
+    return (job.builder.type if job.builder else None) or "noop"

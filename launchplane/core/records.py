@@ -19,9 +19,15 @@ Fields (all JSON; times ISO 8601 UTC):
     substituted). ``secrets`` are *references* (``env:HF_TOKEN``), never values;
     macros (``${run_id}``) are left unexpanded - they are re-derived per run.
 ``code``
-    ``{"repository", "branch", "commit", "workdir"}``: ``commit`` is the commit
-    that was checked out (a branch is resolved to it), so re-running pins the
-    same code. The repository URL is stored without any ``user:pass@``.
+    ``{"repository", "branch", "commit", "dirty", "workdir"}``. For ``git``
+    code, ``commit`` is the commit that was checked out (a branch is resolved
+    to it), so re-running pins the same code, and ``dirty`` is ``false``. The
+    repository URL is stored without any ``user:pass@``. For a local
+    ``workdir`` in a git work tree, ``commit`` is its HEAD when the run was
+    prepared and ``dirty`` says whether the tree (the whole repository, not
+    only ``workdir``) had changes to tracked files or untracked files that are
+    not ignored: a dirty run's code is *not* that commit. Outside a work tree,
+    or when git could not tell, both are ``null``.
 ``image``
     ``{"ref", "digest", "pinned", "built"}`` of the image run, or ``null`` for
     a runner that needs none; ``pinned`` is ``repo@sha256:...`` when known.
@@ -41,6 +47,12 @@ Fields (all JSON; times ISO 8601 UTC):
 
 Before it leaves the agent, the whole record passes through the job's
 redactor (belt and braces: no field should hold a secret value anyway).
+
+What the record knows once the workload is launched (code, image, builder,
+variable names, timestamps) is also kept in ``<run dir>/launch.json``
+(:meth:`RunRecorder.launch_facts`), scrubbed the same way, so that an agent
+that re-adopts the run after a restart writes a record as complete as its
+predecessor would have (:meth:`RunRecorder.restore`).
 """
 
 from __future__ import annotations
@@ -50,7 +62,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import launchplane
 from launchplane.core.gitcode import safe_url
@@ -59,6 +71,8 @@ from launchplane.core.spec import ResolvedJob
 
 RECORD_VERSION = 1
 STAGES = ("claimed", "resolving", "building", "running", "finished")
+LAUNCH_FACTS_VERSION = 1
+T = TypeVar("T")
 
 
 def utc_now() -> str:
@@ -79,6 +93,7 @@ class RunRecorder:
     timestamps: dict[str, str] = field(default_factory=dict)
     job: ResolvedJob | None = None
     commit: str | None = None
+    dirty: bool | None = None
     image: Image | None = None
     builder: str | None = None
     env_names: list[str] = field(default_factory=list)
@@ -87,6 +102,43 @@ class RunRecorder:
     def mark(self, stage: str) -> None:
         """Record when ``stage`` began (the first time only)."""
         self.timestamps.setdefault(stage, utc_now())
+
+    def launch_facts(self) -> dict[str, Any]:
+        """What this run's record knows that a re-adopting agent could not learn again.
+
+        The spec is not among them: the lease holds it, and resolving it again
+        gives the same job. Variable names only, never values.
+        """
+        return {
+            "version": LAUNCH_FACTS_VERSION,
+            "commit": self.commit,
+            "dirty": self.dirty,
+            "image": _image(self.image),
+            "builder": self.builder,
+            "env": sorted(self.env_names),
+            "secrets": sorted(self.secret_names),
+            "timestamps": dict(self.timestamps),
+        }
+
+    def restore(self, facts: Mapping[str, Any]) -> None:
+        """Take back :meth:`launch_facts` of an earlier agent (its stage times win).
+
+        Raises ValueError, leaving the recorder unchanged, when ``facts`` is not
+        such a document.
+        """
+        if facts.get("version") != LAUNCH_FACTS_VERSION:
+            raise ValueError(f"unknown launch facts version {facts.get('version')!r}")
+        commit = _optional(facts, "commit", str)
+        dirty = _optional(facts, "dirty", bool)
+        image = _image_from(_optional(facts, "image", dict))
+        builder = _optional(facts, "builder", str)
+        env_names, secret_names = _names(facts, "env"), _names(facts, "secrets")
+        timestamps = _optional(facts, "timestamps", dict) or {}
+        if any(s not in STAGES or not isinstance(t, str) for s, t in timestamps.items()):
+            raise ValueError("launch facts: timestamps must map stage names to times")
+        self.commit, self.dirty, self.image, self.builder = commit, dirty, image, builder
+        self.env_names, self.secret_names = env_names, secret_names
+        self.timestamps.update(timestamps)
 
     def build(
         self,
@@ -109,7 +161,7 @@ class RunRecorder:
             "run_id": self.run_id,
             "queue": {"name": self.queue, "version": self.queue_version},
             "spec": _spec(job),
-            "code": _code(job, self.commit),
+            "code": _code(job, self.commit, self.dirty),
             "image": _image(self.image),
             "builder": self.builder,
             "runner": job.resource if job else None,
@@ -143,7 +195,7 @@ def _spec(job: ResolvedJob | None) -> dict[str, Any] | None:
     return spec
 
 
-def _code(job: ResolvedJob | None, commit: str | None) -> dict[str, Any] | None:
+def _code(job: ResolvedJob | None, commit: str | None, dirty: bool | None) -> dict[str, Any] | None:
     if job is None or (job.git is None and not job.workdir):
         return None
     git = job.git
@@ -151,6 +203,7 @@ def _code(job: ResolvedJob | None, commit: str | None) -> dict[str, Any] | None:
         "repository": safe_url(git.repository) if git else None,
         "branch": git.branch if git else None,
         "commit": commit,
+        "dirty": dirty,
         "workdir": job.workdir,
     }
 
@@ -159,3 +212,35 @@ def _image(image: Image | None) -> dict[str, Any] | None:
     if image is None:
         return None
     return {"ref": image.ref, "digest": image.digest, "pinned": image.pinned, "built": image.built}
+
+
+def _image_from(data: Mapping[str, Any] | None) -> Image | None:
+    """The inverse of :func:`_image` (``pinned`` is derived, so it is not read back)."""
+    if data is None:
+        return None
+    return Image(
+        _required(data, "ref", str), _optional(data, "digest", str), _required(data, "built", bool)
+    )
+
+
+def _optional(data: Mapping[str, Any], key: str, kind: type[T]) -> T | None:
+    """``data[key]`` when it is a ``kind`` or null: launch facts come back from a file
+    an earlier agent (perhaps of another version) wrote, so nothing is taken on trust."""
+    value = data.get(key)
+    if value is not None and not isinstance(value, kind):
+        raise ValueError(f"launch facts: {key} must be a {kind.__name__} or null")
+    return value
+
+
+def _required(data: Mapping[str, Any], key: str, kind: type[T]) -> T:
+    value = _optional(data, key, kind)
+    if value is None:
+        raise ValueError(f"launch facts: {key} is missing")
+    return value
+
+
+def _names(data: Mapping[str, Any], key: str) -> list[str]:
+    names = _optional(data, key, list) or []
+    if not all(isinstance(name, str) for name in names):
+        raise ValueError(f"launch facts: {key} must be a list of names")
+    return names
