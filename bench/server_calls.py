@@ -62,7 +62,13 @@ async def _measure(server: c.ServerProcess, n: int) -> dict[str, dict[str, float
         if any(lease is None for lease in leases):
             raise RuntimeError("a claim came back empty")
         await phase("event", lambda i: agent.post_event(leases[i]["lease_id"], "resolving"))
-        await phase("logs", lambda i: agent.append_logs(leases[i]["lease_id"], ["a line"]))
+        await phase(
+            "logs",
+            # Numbered like the agent's batches (a retried batch is stored once).
+            lambda i: agent.append_logs(
+                leases[i]["lease_id"], ["a line"], leases[i]["log_count"] + 1
+            ),
+        )
         await phase("heartbeat", lambda i: agent.heartbeat("bench-calls", [leases[i]["lease_id"]]))
         await phase(
             "complete",
