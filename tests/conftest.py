@@ -2,15 +2,24 @@
 
 Tests run real components: the queue server on a random loopback port, real
 agent processes, real child processes. A test that needs an external service
-(Docker engine, PostgreSQL) skips locally when it is missing, but fails in CI:
-``.ci/run`` sets ``LAUNCHPLANE_REQUIRE_SERVICES=1``.
+(Docker engine, PostgreSQL) skips locally when it is missing, but fails in CI
+(``kit.require_service``).
+
+Each test directory defines its own ``server`` fixture (its queues, its
+sweeper, its backend); the clients below talk to whichever one the test's
+directory has, so they are written once here. Helpers are in tests/kit.py:
+never import from a conftest.py (see kit's docstring).
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import AsyncIterator
 
 import pytest
+from kit import QUEUE, agent_client
+
+from launchplane.core.client import LaunchplaneClient
+from launchplane.server.embedded import EmbeddedServer
 
 
 @pytest.fixture
@@ -18,11 +27,23 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def require_service(name: str, available: bool, why: str = "") -> None:
-    """Skip (locally) or fail (in CI) when an external service is missing."""
-    if available:
-        return
-    message = f"{name} is not available{': ' + why if why else ''}"
-    if os.environ.get("LAUNCHPLANE_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"{message} (LAUNCHPLANE_REQUIRE_SERVICES=1: CI must provide it)")
-    pytest.skip(message)
+@pytest.fixture
+async def client(server: EmbeddedServer) -> AsyncIterator[LaunchplaneClient]:
+    """The admin's client (with the client's default retries, as users have them)."""
+    async with LaunchplaneClient(server.url, server.admin_token) as admin:
+        yield admin
+
+
+@pytest.fixture
+async def submitter(server: EmbeddedServer) -> AsyncIterator[LaunchplaneClient]:
+    """A submitter's client without retries, so that tests see every answer."""
+    token = await server.create_token("submitter", name="tests")
+    async with LaunchplaneClient(server.url, token, retries=0) as client:
+        yield client
+
+
+@pytest.fixture
+async def agent(server: EmbeddedServer) -> AsyncIterator[LaunchplaneClient]:
+    """An agent's client for ``kit.QUEUE``, which the server and store suites' servers have."""
+    async with await agent_client(server, [QUEUE]) as client:
+        yield client

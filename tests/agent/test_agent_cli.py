@@ -10,7 +10,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from conftest import QUEUE, agent_command, agent_process, subprocess_env
+from agentkit import QUEUE, agent_process
+from kit import LAUNCH_AGENT, subprocess_env
 
 from launchplane.server.embedded import EmbeddedServer
 
@@ -30,15 +31,8 @@ def test_help_is_fast_and_imports_nothing_heavy() -> None:
     assert "--drain-timeout" in done.stdout
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
 
-    script = subprocess.run([*agent_command(), "--help"], capture_output=True, text=True)
+    script = subprocess.run([LAUNCH_AGENT, "--help"], capture_output=True, text=True)
     assert script.returncode == 0 and "--max-jobs" in script.stdout
-
-
-async def wait_for_text(path: Path, text: str, timeout: float = 10) -> str:
-    with anyio.fail_after(timeout):
-        while text not in path.read_text():
-            await anyio.sleep(0.02)
-    return path.read_text()
 
 
 async def test_config_file_settings_and_flags_win(server: EmbeddedServer, tmp_path: Path) -> None:
@@ -47,15 +41,12 @@ async def test_config_file_settings_and_flags_win(server: EmbeddedServer, tmp_pa
         "queues: [not-this-one]\nmax-jobs: 7\ndrain_timeout: 5\njson_logs: true\n"
         "agent_id: from-config\n"
     )
-    async with agent_process(server, tmp_path, "-c", str(config), "--max-jobs", "2") as (
-        agent,
-        log_file,
-    ):
-        text = await wait_for_text(log_file, "serving queue")
-        agent.send_signal(signal.SIGTERM)
+    async with agent_process(server, tmp_path, "-c", str(config), "--max-jobs", "2") as agent:
+        text = await agent.wait_log("serving queue", timeout=10)
+        agent.signal(signal.SIGTERM)
         with anyio.fail_after(10):
             assert await agent.wait() == 0
-    records = [json.loads(line) for line in log_file.read_text().splitlines()]  # --json-logs
+    records = [json.loads(line) for line in agent.log().splitlines()]  # --json-logs
     serving = next(r["message"] for r in records if "serving queue" in r["message"])
     assert f"queue(s) {QUEUE} " in serving  # the --queue flag replaced the config's list
     assert "max 2 jobs" in serving and "agent from-config " in serving
@@ -66,19 +57,19 @@ async def test_config_file_settings_and_flags_win(server: EmbeddedServer, tmp_pa
 async def test_second_agent_with_the_same_identity_is_refused(
     server: EmbeddedServer, tmp_path: Path
 ) -> None:
-    async with agent_process(server, tmp_path, "--agent-id", "twin") as (first, log_file):
-        await wait_for_text(log_file, "serving queue")
+    async with agent_process(server, tmp_path, "--agent-id", "twin") as first:
+        await first.wait_log("serving queue", timeout=10)
         token = await server.create_token("agent", queues=[QUEUE])
         with anyio.fail_after(30):  # the server runs in this loop: never block it
             second = await anyio.run_process(
                 [
-                    *agent_command(),
+                    LAUNCH_AGENT,
                     "--server", server.url, "--token", token, "--queue", QUEUE,
                     "--agent-id", "twin", "--work-dir", str(tmp_path / "work"),
                 ],
                 env=subprocess_env(), check=False,
             )  # fmt: skip
-        first.send_signal(signal.SIGTERM)
+        first.signal(signal.SIGTERM)
         with anyio.fail_after(10):
             await first.wait()
     assert second.returncode == 1
@@ -88,7 +79,7 @@ async def test_second_agent_with_the_same_identity_is_refused(
 async def test_refused_token_is_a_clear_error(server: EmbeddedServer, tmp_path: Path) -> None:
     with anyio.fail_after(30):
         done = await anyio.run_process(
-            [*agent_command(), "--server", server.url, "--token", "wrong", "--queue", QUEUE,
+            [LAUNCH_AGENT, "--server", server.url, "--token", "wrong", "--queue", QUEUE,
              "--work-dir", str(tmp_path / "work")],
             env=subprocess_env(), check=False,
         )  # fmt: skip
@@ -99,14 +90,14 @@ async def test_refused_token_is_a_clear_error(server: EmbeddedServer, tmp_path: 
 def test_missing_queue_and_bad_config_are_usage_errors(tmp_path: Path) -> None:
     env = subprocess_env(LAUNCHPLANE_HOME=str(tmp_path))
     no_queue = subprocess.run(
-        [*agent_command(), "--token", "t"], capture_output=True, text=True, env=env
+        [LAUNCH_AGENT, "--token", "t"], capture_output=True, text=True, env=env
     )
     assert no_queue.returncode == 2 and "--queue" in no_queue.stderr
 
     config = tmp_path / "agent.yaml"
     config.write_text("queues: [a]\nmax_jbos: 3\n")
     bad = subprocess.run(
-        [*agent_command(), "--token", "t", "-c", str(config)],
+        [LAUNCH_AGENT, "--token", "t", "-c", str(config)],
         capture_output=True,
         text=True,
         env=env,
@@ -117,7 +108,7 @@ def test_missing_queue_and_bad_config_are_usage_errors(tmp_path: Path) -> None:
 async def test_unreachable_server_is_retried_not_fatal(tmp_path: Path) -> None:
     with anyio.fail_after(20):
         process = await anyio.open_process(
-            [*agent_command(), "--server", "http://127.0.0.1:9", "--token", "t", "--queue", "q",
+            [LAUNCH_AGENT, "--server", "http://127.0.0.1:9", "--token", "t", "--queue", "q",
              "--work-dir", str(tmp_path / "work")],
             env=subprocess_env(),
         )  # fmt: skip

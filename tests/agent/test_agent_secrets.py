@@ -8,7 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import QUEUE, agent_process, b64, log_lines, subprocess_env, wait_for_state
+from agentkit import QUEUE, agent_process, b64
+from kit import log_lines, subprocess_env, wait_for_state
 
 from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer

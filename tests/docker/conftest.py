@@ -22,8 +22,8 @@ from dockerkit import (
     job_spec,
     make_app,
     registry_up,
-    require_service,
 )
+from kit import require_service
 
 from launchplane.core.interfaces import Image
 from launchplane.plugins.builders.docker import BASE_IMAGE_ENV, DockerBuilder

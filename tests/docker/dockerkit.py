@@ -9,7 +9,6 @@ outlive a test run.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -18,7 +17,6 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import anyio
@@ -35,18 +33,6 @@ TEST_PREFIX = "lptest"
 NONCE = uuid.uuid4().hex
 """Changes every session, so content hashes (and tags) of test apps are new each time."""
 SERVICES_HINT = "run scripts/services/docker.sh"
-
-
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py under its own name: ``conftest`` is ambiguous between test folders."""
-    spec = importlib.util.spec_from_file_location("launchplane_tests_root", TESTS / "conftest.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-require_service: Callable[..., None] = _root_conftest().require_service
 
 
 def docker_client() -> Any | None:

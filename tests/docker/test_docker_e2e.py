@@ -8,23 +8,15 @@ are in-process, except the one killed mid-run, which is a real
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from functools import partial
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 from dockerkit import BASE_IMAGE, NONCE, eventually, git_commit_all, make_app
+from kit import agent_process, log_lines, running_agent, wait_for_line, wait_for_state
 
-from launchplane.core.agent import Agent, AgentSettings
-from launchplane.core.client import FINAL_STATES, LaunchplaneClient
+from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
@@ -37,6 +29,8 @@ QUEUE_CONFIG: dict[str, Any] = {
     "lease_ttl_seconds": 30,
     "resource_args": {"docker": {"memory": "256m"}},
 }
+JOB_TIMEOUT = 60
+"""Seconds a job may take here: it may build an image first."""
 
 
 @pytest.fixture
@@ -47,67 +41,10 @@ async def server(tmp_path: Path, docker: Any) -> AsyncIterator[EmbeddedServer]:
 
 
 @pytest.fixture
-async def client(server: EmbeddedServer) -> AsyncIterator[LaunchplaneClient]:
-    async with LaunchplaneClient(server.url, server.admin_token) as c:
-        yield c
-
-
-@pytest.fixture
 def repo(tmp_path: Path) -> tuple[str, str]:
     """examples/hello (plus the session nonce) committed to a fresh git repository."""
     path = make_app(tmp_path / "repo")
     return f"file://{path}", git_commit_all(path)
-
-
-@asynccontextmanager
-async def running_agent(
-    server: EmbeddedServer, work_dir: Path, agent_id: str | None = None
-) -> AsyncIterator[Agent]:
-    token = await server.create_token("agent", queues=[QUEUE])
-    settings = AgentSettings(
-        server=server.url,
-        token=token,
-        queues=[QUEUE],
-        work_dir=work_dir,
-        agent_id=agent_id,
-        cancel_grace=2.0,
-        claim_wait=5.0,
-    )
-    agent = Agent(settings)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(agent.run, handle_signals=False))
-        with anyio.fail_after(10):
-            await agent.wait_started()
-        try:
-            yield agent
-        finally:
-            agent.shutdown()
-            agent.shutdown()
-
-
-async def wait_for_state(
-    client: LaunchplaneClient,
-    job_id: str,
-    states: Sequence[str] = tuple(FINAL_STATES),
-    timeout: float = 60,
-) -> dict[str, Any]:
-    with anyio.fail_after(timeout):
-        while True:
-            job = await client.get_job(job_id)
-            if job["state"] in states:
-                return job
-            await anyio.sleep(0.05)
-
-
-async def log_lines(client: LaunchplaneClient, job_id: str) -> list[str]:
-    page = await client.read_logs(job_id)
-    return [line["line"] for line in page["lines"]]
-
-
-async def wait_for_line(client: LaunchplaneClient, job_id: str, text: str) -> None:
-    with anyio.fail_after(60):
-        while text not in await log_lines(client, job_id):
-            await anyio.sleep(0.1)
 
 
 def hello_job(repository: str, commit: str, epochs: int = 5) -> dict[str, Any]:
@@ -123,14 +60,14 @@ async def test_a_git_job_builds_runs_and_records_commit_and_digest_then_reuses_t
     server: EmbeddedServer, client: LaunchplaneClient, repo: tuple[str, str], tmp_path: Path
 ) -> None:
     repository, commit = repo
-    async with running_agent(server, tmp_path / "work"):
+    async with running_agent(server, tmp_path / "work", [QUEUE], cancel_grace=2.0):
         first = await client.submit_job(QUEUE, hello_job(repository, commit))
-        done = await wait_for_state(client, first["id"])
+        done = await wait_for_state(client, first["id"], timeout=JOB_TIMEOUT)
         record = await client.get_record(first["id"])
         first_log = await log_lines(client, first["id"])
 
         second = await client.submit_job(QUEUE, hello_job(repository, commit, epochs=7))
-        done_again = await wait_for_state(client, second["id"])
+        done_again = await wait_for_state(client, second["id"], timeout=JOB_TIMEOUT)
         record_again = await client.get_record(second["id"])
         second_log = await log_lines(client, second["id"])
 
@@ -180,14 +117,22 @@ async def test_a_restarted_agent_re_adopts_the_running_container(
     )
     container = f"lp-{job['id']}-1"
 
-    async with agent_process(server, work_dir, agent_id) as process:
-        await wait_for_line(client, job["id"], "started")
-        process.send_signal(signal.SIGKILL)  # no drain, no release: the lease stays held
-        await process.wait()
+    token = await server.create_token("agent", queues=[QUEUE])
+    async with agent_process(
+        server.url, token, work_dir, queues=[QUEUE], agent_id=agent_id
+    ) as process:
+        await wait_for_line(client, job["id"], lambda line: line == "started", timeout=JOB_TIMEOUT)
+        # Killed before it noted that the server has the line, the agent's successor would
+        # send it again (a batch in flight may be sent twice): wait for the note.
+        logged = work_dir / f"{job['id']}-1" / "logged-lines"
+        await eventually(lambda: logged.exists() and int(logged.read_text()) >= 1)
+        await process.kill()  # SIGKILL: no drain, no release: the lease stays held
     assert docker.containers.get(container).status == "running"
 
-    async with running_agent(server, work_dir, agent_id=agent_id) as agent:
-        done = await wait_for_state(client, job["id"])
+    async with running_agent(
+        server, work_dir, [QUEUE], agent_id=agent_id, cancel_grace=2.0
+    ) as agent:
+        done = await wait_for_state(client, job["id"], timeout=JOB_TIMEOUT)
         await eventually(lambda: job["id"] in agent.outcomes)  # set just after `complete`
         outcome = agent.outcomes[job["id"]]
 
@@ -197,41 +142,6 @@ async def test_a_restarted_agent_re_adopts_the_running_container(
     lines = await log_lines(client, job["id"])
     assert lines.count("started") == 1  # the new agent skips what the first one sent
     assert lines[-1] == "finished"
-
-
-@asynccontextmanager
-async def agent_process(
-    server: EmbeddedServer, work_dir: Path, agent_id: str
-) -> AsyncIterator[anyio.abc.Process]:
-    """``launch-agent`` as a real process (killed on exit if still alive)."""
-    token = await server.create_token("agent", queues=[QUEUE])
-    launch_agent = shutil.which("launch-agent", path=str(Path(sys.executable).parent))
-    assert launch_agent is not None
-    command = [
-        launch_agent,
-        "--server",
-        server.url,
-        "--token",
-        token,
-        "--queue",
-        QUEUE,
-        "--work-dir",
-        str(work_dir),
-        "--agent-id",
-        agent_id,
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHPLANE_")}
-    log = work_dir.parent / "agent-process.log"
-    with log.open("wb") as output:
-        process = await anyio.open_process(
-            command, stdin=subprocess.DEVNULL, stdout=output, stderr=output, env=env
-        )
-        try:
-            yield process
-        finally:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
 
 
 async def test_a_planted_secret_reaches_the_container_only(
@@ -258,20 +168,12 @@ async def test_a_planted_secret_reaches_the_container_only(
             "print('sha256', hashlib.sha256(token.encode()).hexdigest()); print('raw', token)",
         ],
     }
-    token = await server.create_token("agent", queues=["secret-box"])
-    settings = AgentSettings(
-        server=server.url, token=token, queues=["secret-box"], work_dir=tmp_path / "work"
-    )
-    agent = Agent(settings)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(agent.run, handle_signals=False))
+    async with running_agent(server, tmp_path / "work", ["secret-box"]):
         submitted = await client.submit_job("secret-box", job)
-        done = await wait_for_state(client, submitted["id"])
+        done = await wait_for_state(client, submitted["id"], timeout=JOB_TIMEOUT)
         record = await client.get_record(submitted["id"])
         lines = await log_lines(client, submitted["id"])
         job_json = await client.get_job(submitted["id"])
-        agent.shutdown()
-        agent.shutdown()
 
     assert done["state"] == "succeeded", done
     # The process saw the value (its hash is printed) ...
@@ -301,20 +203,12 @@ async def test_an_image_that_cannot_be_pulled_is_retried_as_an_infrastructure_fa
         "retry": {"max_attempts": 2, "backoff_seconds": 0},
     }
     await server.ensure_queue("retry-box", retrying)
-    token = await server.create_token("agent", queues=["retry-box"])
-    settings = AgentSettings(
-        server=server.url, token=token, queues=["retry-box"], work_dir=tmp_path / "work"
-    )
-    agent = Agent(settings)
     missing = f"127.0.0.1:5000/lptest-missing-{NONCE[:8]}:never-pushed"
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(partial(agent.run, handle_signals=False))
+    async with running_agent(server, tmp_path / "work", ["retry-box"]):
         submitted = await client.submit_job(
             "retry-box", {"name": "lptest-pull", "docker": {"image": missing}, "command": ["true"]}
         )
-        done = await wait_for_state(client, submitted["id"])
-        agent.shutdown()
-        agent.shutdown()
+        done = await wait_for_state(client, submitted["id"], timeout=JOB_TIMEOUT)
 
     assert done["state"] == "failed", done
     assert done["attempt"] == 2, done  # retried once, then the policy gave up

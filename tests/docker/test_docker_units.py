@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dockerkit import BASE_IMAGE, context, job_spec, require_service
+from dockerkit import BASE_IMAGE, context, job_spec
+from kit import require_service
 
 from launchplane.core.interfaces import Image, PluginError
 from launchplane.plugins.builders import dockerfile

@@ -1,6 +1,7 @@
 """Fixtures for queue server tests: a real server on a random loopback port, in this loop.
 
 The sweeper runs every 50 ms so lease expiry tests take a fraction of a second.
+The ``submitter`` and ``agent`` clients are tests/conftest.py's.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serverkit import QUEUE, agent_client
+from kit import QUEUE
 
 from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
@@ -28,19 +29,6 @@ async def server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
 @pytest.fixture
 async def admin(server: EmbeddedServer) -> AsyncIterator[LaunchplaneClient]:
     async with LaunchplaneClient(server.url, server.admin_token, retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-async def submitter(server: EmbeddedServer) -> AsyncIterator[LaunchplaneClient]:
-    token = await server.create_token("submitter", name="tests")
-    async with LaunchplaneClient(server.url, token, retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-async def agent(server: EmbeddedServer) -> AsyncIterator[LaunchplaneClient]:
-    async with await agent_client(server, [QUEUE]) as client:
         yield client
 
 

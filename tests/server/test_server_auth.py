@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from serverkit import QUEUE, agent_client, bearer, claim_now
+from kit import QUEUE, agent_client, claim_now
+from serverkit import bearer
 
 from launchplane.core.client import LaunchplaneClient, Unauthorized, ValidationFailed
 from launchplane.server.auth import hash_token

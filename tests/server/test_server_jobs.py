@@ -8,7 +8,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from serverkit import QUEUE, bearer, claim_now
+from kit import QUEUE, claim_now
+from serverkit import bearer
 
 from launchplane.core.client import LaunchplaneClient, NotFound, ValidationFailed
 from launchplane.server.embedded import EmbeddedServer

@@ -8,9 +8,9 @@ from typing import Any
 
 import anyio
 import pytest
-from serverkit import QUEUE, agent_client, claim_now
+from kit import QUEUE, agent_client, assert_fenced, claim_now
 
-from launchplane.core.client import ApiError, LaunchplaneClient, StaleLease
+from launchplane.core.client import ApiError, LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
@@ -84,15 +84,7 @@ async def test_stale_lease_is_fenced_after_the_sweeper_requeued_it(
     requeued = await submitter.get_job(job["id"])
     assert (requeued["state"], requeued["attempt"], requeued["agent_id"]) == ("queued", 1, None)
     assert "agent lost" in requeued["events"][-1]["reason"]
-    for call in (
-        agent.post_event(lost["lease_id"], "running"),
-        agent.append_logs(lost["lease_id"], ["late"]),
-        agent.complete(lost["lease_id"], "succeeded", exit_code=0),
-        agent.release(lost["lease_id"]),
-    ):
-        with pytest.raises(StaleLease) as caught:
-            await call
-        assert caught.value.status == 409
+    await assert_fenced(agent, lost["lease_id"])
     beat = await agent.heartbeat("agent-1", [lost["lease_id"]])
     assert (beat["renewed"], beat["stale"]) == ([], [lost["lease_id"]])
 

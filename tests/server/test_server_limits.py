@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from serverkit import QUEUE, bearer
+from kit import QUEUE
+from serverkit import bearer
 
 from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer

@@ -4,7 +4,8 @@
 tmp dir, and a fresh PostgreSQL database (``@pytest.mark.postgres``; skipped
 locally without ``LAUNCHPLANE_TEST_DATABASE_URL``, a failure in CI). Every
 fixture built on it (a bare :class:`Store`, an :class:`EmbeddedServer` and its
-clients) therefore runs each test twice.
+clients, the ``submitter`` and ``agent`` of tests/conftest.py) therefore runs
+each test twice.
 """
 
 from __future__ import annotations
@@ -13,16 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from storekit import (
-    QUEUE,
-    ServerProcess,
-    agent_client,
-    postgres_database,
-    require_postgres,
-    sqlite_url,
-)
+from storekit import QUEUE, ServerProcess, postgres_database, require_postgres, sqlite_url
 
-from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
 from launchplane.server.settings import ServerSettings
 from launchplane.server.store import Store
@@ -70,19 +63,6 @@ async def server(db_url: str, tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
     async with EmbeddedServer(settings=settings) as srv:
         await srv.ensure_queue(QUEUE, {"resource": "local-process"})
         yield srv
-
-
-@pytest.fixture
-async def submitter(server: EmbeddedServer) -> AsyncIterator[LaunchplaneClient]:
-    token = await server.create_token("submitter", name="tests")
-    async with LaunchplaneClient(server.url, token, retries=0) as client:
-        yield client
-
-
-@pytest.fixture
-async def agent(server: EmbeddedServer) -> AsyncIterator[LaunchplaneClient]:
-    async with await agent_client(server) as client:
-        yield client
 
 
 @pytest.fixture

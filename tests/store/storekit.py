@@ -1,4 +1,4 @@
-"""Helpers of the store conformance suite (fixtures live in conftest.py).
+"""Helpers of the store conformance suite (fixtures live in conftest.py; shared ones in kit.py).
 
 PostgreSQL comes from ``LAUNCHPLANE_TEST_DATABASE_URL`` (``scripts/services/postgres.sh``
 prints it). Every test gets a database of its own, created from the server's
@@ -11,46 +11,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib.util
 import os
 import secrets
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+from kit import BIN, QUEUE, require_service, subprocess_env
 from sqlalchemy.engine import make_url
 
-from launchplane.core.client import LaunchplaneClient
-from launchplane.server.embedded import EmbeddedServer
 from launchplane.server.store import Store
 
-QUEUE = "q"
 PG_URL = os.environ.get("LAUNCHPLANE_TEST_DATABASE_URL", "")
 DB_PREFIX = "lpstore"
-BIN = Path(sys.executable).parent
 LAUNCHPLANE = str(BIN / "launchplane")
-LAUNCH_AGENT = str(BIN / "launch-agent")
 STRESS = os.environ.get("LAUNCHPLANE_STRESS") == "1"
 """Opt-in stress sizes (README, "Stress runs")."""
-
-
-def _root_conftest_function(name: str) -> Callable[..., Any]:
-    """A function of tests/conftest.py: ``conftest`` is ambiguous between test folders."""
-    path = Path(__file__).resolve().parent.parent / "conftest.py"
-    spec = importlib.util.spec_from_file_location("launchplane_tests_root", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return getattr(module, name)
-
-
-require_service: Callable[..., None] = _root_conftest_function("require_service")
 
 
 # -- PostgreSQL databases ---------------------------------------------------------------
@@ -135,22 +116,10 @@ async def submit_many(store: Store, count: int, queue: str = QUEUE) -> list[str]
     return ids
 
 
-async def agent_client(
-    server: EmbeddedServer, queues: Sequence[str] = (QUEUE,)
-) -> LaunchplaneClient:
-    token = await server.create_token("agent", queues=list(queues))
-    return LaunchplaneClient(server.url, token, retries=0)
-
-
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def subprocess_env() -> dict[str, str]:
-    """The environment without LAUNCHPLANE_* settings (tokens, servers) of the caller."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHPLANE_")}
 
 
 class ServerProcess:

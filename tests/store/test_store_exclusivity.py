@@ -16,7 +16,8 @@ from pathlib import Path
 
 import anyio
 import pytest
-from storekit import LAUNCH_AGENT, QUEUE, STRESS, ServerProcess, submit_many, subprocess_env
+from kit import LAUNCH_AGENT, subprocess_env
+from storekit import QUEUE, STRESS, ServerProcess, submit_many
 
 from launchplane.core.client import FINAL_STATES, LaunchplaneClient
 from launchplane.server.store import Store

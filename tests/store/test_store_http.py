@@ -8,18 +8,13 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from kit import assert_fenced, claim_now
 from storekit import QUEUE
 
-from launchplane.core.client import LaunchplaneClient, StaleLease
+from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
-
-
-async def claim_now(agent: LaunchplaneClient, agent_id: str = "agent-1") -> dict[str, Any]:
-    lease = await agent.claim(QUEUE, agent_id, wait=5)
-    assert lease is not None, "expected a job to claim"
-    return lease
 
 
 async def test_a_job_from_submit_to_success_with_its_history(
@@ -101,17 +96,9 @@ async def test_expired_lease_is_requeued_and_fenced_then_agent_lost(
     await anyio.sleep(0.6)
     requeued = await submitter.get_job(job["id"])
     assert (requeued["state"], requeued["attempt"], requeued["agent_id"]) == ("queued", 1, None)
-    for call in (
-        agent.post_event(lost["lease_id"], "running"),
-        agent.append_logs(lost["lease_id"], ["late"]),
-        agent.complete(lost["lease_id"], "succeeded", exit_code=0),
-        agent.release(lost["lease_id"]),
-    ):
-        with pytest.raises(StaleLease) as caught:
-            await call
-        assert caught.value.status == 409
+    await assert_fenced(agent, lost["lease_id"])
 
-    second = await claim_now(agent, "agent-2")
+    second = await claim_now(agent, agent_id="agent-2")
     assert second["attempt"] == 2
     await agent.post_event(second["lease_id"], "building")
     await anyio.sleep(0.6)

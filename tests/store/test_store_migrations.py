@@ -11,8 +11,9 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from kit import subprocess_env
 from sqlalchemy import Connection, inspect, text
-from storekit import LAUNCHPLANE, subprocess_env
+from storekit import LAUNCHPLANE
 
 from launchplane.server import db
 from launchplane.server.db import SchemaError

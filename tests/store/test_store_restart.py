@@ -20,7 +20,8 @@ from typing import Any
 
 import anyio
 import pytest
-from storekit import LAUNCH_AGENT, QUEUE, ServerProcess, subprocess_env
+from kit import LAUNCH_AGENT, subprocess_env
+from storekit import QUEUE, ServerProcess
 
 from launchplane.core.client import ClientError, LaunchplaneClient
 

@@ -1,0 +1,292 @@
+"""Helpers shared by the test directories (fixtures live in the conftest.py files).
+
+What one directory alone uses stays in its own ``<name>kit.py`` (serverkit,
+storekit, chaoskit, dockerkit, agentkit); what several use is here, once.
+Test modules import helpers from these uniquely named modules, never from
+``conftest``: every test directory has a conftest.py, and when one pytest call
+collects several directories ``conftest`` is whichever was imported last.
+pyproject's ``pythonpath = ["tests"]`` makes this module importable in every
+run; pytest's default ("prepend") import mode puts a test directory on
+sys.path before it imports that directory's conftest and tests, and with it
+the directory's own kit.
+
+Every wait here polls a condition with a deadline; none sleeps to synchronise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.abc
+import pytest
+
+from launchplane.core.agent import Agent, AgentSettings
+from launchplane.core.client import FINAL_STATES, LaunchplaneClient, StaleLease
+from launchplane.server.embedded import EmbeddedServer
+
+T = TypeVar("T")
+BIN = Path(sys.executable).parent
+LAUNCH_AGENT = str(BIN / "launch-agent")
+"""``launch-agent`` of this venv: the console script next to the interpreter."""
+QUEUE = "q"
+"""The queue of the ``server`` fixtures of tests/server and tests/store."""
+
+
+# -- external services and child processes ----------------------------------------------
+
+
+def require_service(name: str, available: bool, why: str = "") -> None:
+    """Skip (locally) or fail (in CI) when an external service is missing.
+
+    ``.ci/run`` sets ``LAUNCHPLANE_REQUIRE_SERVICES=1``: there a missing Docker
+    engine or PostgreSQL must not pass as a green, skipped run.
+    """
+    if available:
+        return
+    message = f"{name} is not available{': ' + why if why else ''}"
+    if os.environ.get("LAUNCHPLANE_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{message} (LAUNCHPLANE_REQUIRE_SERVICES=1: CI must provide it)")
+    pytest.skip(message)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The test's environment without LAUNCHPLANE_* settings, plus ``extra``.
+
+    A child must not pick up the caller's server, token or home: it gets only
+    what its command line (or ``extra``) says.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHPLANE_")}
+    env.update(extra)
+    return env
+
+
+def pid_gone(pid: int) -> bool:
+    """True when the process no longer exists (a zombie waiting for its parent counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+# -- bounded waits ----------------------------------------------------------------------
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], timeout: float, what: str, every: float = 0.05
+) -> T:
+    """Poll ``check`` until it returns something other than None/False; fail after ``timeout``."""
+    with anyio.move_on_after(timeout):
+        while True:
+            value = await check()
+            if value is not None and value is not False:
+                return value
+            await anyio.sleep(every)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+
+
+async def wait_gone(pid: int, timeout: float = 10.0) -> float:
+    """Seconds until ``pid`` was gone; fails after ``timeout``."""
+    started = anyio.current_time()
+
+    async def check() -> bool:
+        return pid_gone(pid)
+
+    await eventually(check, timeout, f"process {pid} to end", every=0.02)
+    return anyio.current_time() - started
+
+
+async def wait_for_state(
+    client: LaunchplaneClient,
+    job_id: str,
+    states: Sequence[str] = tuple(FINAL_STATES),
+    timeout: float = 30,
+) -> dict[str, Any]:
+    """The job once it is in one of ``states`` (by default: any final state)."""
+
+    async def check() -> dict[str, Any] | None:
+        job = await client.get_job(job_id)
+        return job if job["state"] in states else None
+
+    return await eventually(check, timeout, f"job {job_id} to reach {'/'.join(states)}")
+
+
+async def log_lines(client: LaunchplaneClient, job_id: str) -> list[str]:
+    """Every line the server holds for the job, across as many pages as it takes."""
+    lines: list[str] = []
+    after = 0
+    while True:
+        page = await client.read_logs(job_id, after=after)
+        lines += [line["line"] for line in page["lines"]]
+        if not page["lines"]:
+            return lines
+        after = page["next"]
+
+
+async def wait_for_line(
+    client: LaunchplaneClient, job_id: str, predicate: Callable[[str], bool], timeout: float = 20
+) -> str:
+    """The first log line of the job that satisfies ``predicate`` (followed with long-polls)."""
+    with anyio.fail_after(timeout):
+        after = 0
+        while True:
+            page = await client.read_logs(job_id, after=after, wait=1)
+            for line in page["lines"]:
+                if predicate(line["line"]):
+                    return line["line"]
+            after = page["next"]
+
+
+# -- agents -----------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def running_agent(
+    server: EmbeddedServer, work_dir: Path, queues: Sequence[str], **options: Any
+) -> AsyncIterator[Agent]:
+    """An agent in this event loop; on exit it stops and releases whatever still runs.
+
+    Unless ``options`` say otherwise a cancelled job gets 1 s before SIGKILL and
+    a claim long-polls 5 s, so that cancels and the agent's own shutdown are quick.
+    """
+    token = await server.create_token("agent", queues=list(queues))
+    settings = AgentSettings(
+        server=server.url,
+        token=token,
+        queues=list(queues),
+        work_dir=work_dir,
+        **{"cancel_grace": 1.0, "claim_wait": 5.0, **options},
+    )
+    agent = Agent(settings)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(partial(agent.run, handle_signals=False))
+        with anyio.fail_after(10):
+            await agent.wait_started()
+        try:
+            yield agent
+        finally:
+            agent.shutdown()  # stop claiming, drain ...
+            agent.shutdown()  # ... and stop what still runs now
+
+
+class AgentProcess:
+    """``launch-agent`` as a real child process, with its log file."""
+
+    def __init__(self, process: anyio.abc.Process, log_file: Path, agent_id: str) -> None:
+        self.process = process
+        self.log_file = log_file
+        self.agent_id = agent_id
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_file.read_text(errors="replace")
+
+    async def wait_log(self, text: str, timeout: float = 20) -> str:
+        """The agent's log once it contains ``text``."""
+
+        async def check() -> str | None:
+            log = self.log()
+            return log if text in log else None
+
+        return await eventually(check, timeout, f"'{text}' in the log of agent {self.agent_id}")
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    async def wait(self) -> int:
+        """The agent's exit code, once it has exited."""
+        return await self.process.wait()
+
+    async def kill(self) -> None:
+        """SIGKILL: the agent gets no chance to release anything."""
+        self.process.kill()
+        await self.process.wait()
+
+
+@asynccontextmanager
+async def agent_process(
+    server_url: str,
+    token: str,
+    work_dir: Path,
+    *,
+    queues: Sequence[str],
+    agent_id: str | None = None,
+    args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    log_name: str | None = None,
+) -> AsyncIterator[AgentProcess]:
+    """Start ``launch-agent``; kill it on exit if still running.
+
+    Its output goes to ``log_name`` (default: ``<agent id>.log``) next to
+    ``work_dir``. It yields at once: callers that need the agent serving wait
+    for that in its log.
+    """
+    log_file = work_dir.parent / (log_name or f"{agent_id or 'agent'}.log")
+    command = [
+        LAUNCH_AGENT,
+        "--server",
+        server_url,
+        "--token",
+        token,
+        "--work-dir",
+        str(work_dir),
+        *(["--agent-id", agent_id] if agent_id else []),
+        *(item for queue in queues for item in ("--queue", queue)),
+        *args,
+    ]
+    with log_file.open("ab") as output:
+        process = await anyio.open_process(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+            env=env or subprocess_env(),
+        )
+    try:
+        yield AgentProcess(process, log_file, agent_id or "agent")
+    finally:
+        if process.returncode is None:
+            process.kill()  # SIGKILL ends a stopped (SIGSTOP) process too
+        await process.wait()
+
+
+# -- the queue API, as an agent speaks it -----------------------------------------------
+
+
+async def agent_client(server: EmbeddedServer, queues: Sequence[str]) -> LaunchplaneClient:
+    """A client with an agent token for ``queues``; no retries, so tests see every answer."""
+    token = await server.create_token("agent", queues=list(queues))
+    return LaunchplaneClient(server.url, token, retries=0)
+
+
+async def claim_now(
+    agent: LaunchplaneClient, queue: str = QUEUE, agent_id: str = "agent-1"
+) -> dict[str, Any]:
+    """The lease of a job that is already queued (fails if none comes within 5 s)."""
+    lease = await agent.claim(queue, agent_id, wait=5)
+    assert lease is not None, "expected a job to claim"
+    return lease
+
+
+async def assert_fenced(agent: LaunchplaneClient, lease_id: str) -> None:
+    """Everything an agent may do under a lease is refused (409) once the lease is stale."""
+    for call in (
+        agent.post_event(lease_id, "running"),
+        agent.append_logs(lease_id, ["late"]),
+        agent.complete(lease_id, "succeeded", exit_code=0),
+        agent.release(lease_id),
+    ):
+        with pytest.raises(StaleLease) as caught:
+            await call
+        assert caught.value.status == 409
