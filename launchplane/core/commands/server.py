@@ -34,6 +34,13 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
     help="PostgreSQL: how often a waiting claim re-checks the database in case a "
     "notification was lost [default: 2].",
 )
+@click.option(
+    "--sweep-interval",
+    type=click.FloatRange(min=0.05),
+    metavar="SECONDS",
+    help="How often expired leases are looked for: a job whose agent died is re-queued "
+    "at most this long after its lease expires [default: min(5, shortest lease TTL / 3)].",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 def server(
     host: str,
@@ -41,6 +48,7 @@ def server(
     db_url: str | None,
     data_dir: Path | None,
     poll_interval: float | None,
+    sweep_interval: float | None,
     log_level: str,
 ) -> None:
     """Run the queue server in the foreground (Ctrl-C stops it).
@@ -59,7 +67,10 @@ def server(
     from launchplane.server.settings import ServerSettings
 
     settings = ServerSettings(
-        data_dir=data_dir or paths.data_dir(), db_url=db_url, poll_interval=poll_interval
+        data_dir=data_dir or paths.data_dir(),
+        db_url=db_url,
+        poll_interval=poll_interval,
+        sweep_interval=sweep_interval,
     )
 
     async def main() -> None:
