@@ -91,17 +91,7 @@ async def checkout(
     env = git_env()
 
     async def git(*args: str, cwd: Path | None = None) -> str:
-        try:
-            done = await anyio.run_process(
-                ["git", "-c", "advice.detachedHead=false", *args],
-                cwd=cwd,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                check=False,
-                start_new_session=True,
-            )
-        except FileNotFoundError as exc:
-            raise GitError("git is not installed on the agent host (needed for git code)") from exc
+        done = await _run_git(["-c", "advice.detachedHead=false", *args], env, cwd)
         if done.returncode != 0:
             message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
             raise GitError(
@@ -158,9 +148,17 @@ async def _git_in(path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     """A read-only git command in ``path``; its exit code is the caller's to judge."""
     # The C locale keeps git's "not a git repository" in words inspect_worktree recognises.
     env = {**git_env(), "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    return await _run_git(["-C", str(path), *args], env)
+
+
+async def _run_git(
+    args: list[str], env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """git in a session of its own, without stdin (it can never prompt on the agent's terminal)."""
     try:
         return await anyio.run_process(
-            ["git", "-C", str(path), *args],
+            ["git", *args],
+            cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
             check=False,
