@@ -125,6 +125,8 @@ async def inspect_worktree(path: Path, *, timeout: float = INSPECT_TIMEOUT) -> W
     Raises :class:`GitError` when git cannot tell (not installed, too slow, or
     refusing the repository, e.g. one owned by another user).
     """
+    if not any((directory / ".git").exists() for directory in (path, *path.parents)):
+        return None  # where git itself would look: no git process for a plain directory
     try:
         with anyio.fail_after(timeout):
             inside = await _git_in(path, "rev-parse", "--is-inside-work-tree")

@@ -174,3 +174,14 @@ async def test_the_agents_environment_does_not_reach_git(
     tree = await inspect_worktree(tmp_path / "project")
 
     assert tree is not None and tree.commit == head
+
+
+@pytest.mark.anyio
+async def test_a_plain_directory_is_told_without_running_git(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ``.git`` up the tree: nothing to ask git, so a job's launch pays no git process."""
+    (tmp_path / "plain").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin-without-git"))
+
+    assert await inspect_worktree(tmp_path / "plain") is None
