@@ -785,10 +785,8 @@ class JobPipeline:
         """Keep the count of output lines the server has, for an agent that re-adopts the run."""
         if not self.run_dir.is_dir():
             return
-        temporary = self.run_dir / f".{LOGGED_FILE}.tmp"
         with contextlib.suppress(OSError):
-            temporary.write_text(f"{count}\n")
-            os.replace(temporary, self.run_dir / LOGGED_FILE)
+            _replace_file(self.run_dir / LOGGED_FILE, f"{count}\n")
 
     def _logged_before(self) -> int:
         """Output lines an earlier agent of this run already sent (0 if unknown)."""
@@ -800,14 +798,11 @@ class JobPipeline:
     def _save_launch_facts(self) -> None:
         """Keep what the record knows in the run directory, for an agent that re-adopts the run.
 
-        Written whole or not at all (a temporary file, then a rename): an agent
-        killed mid-write leaves the previous version. Scrubbed like the record.
+        Scrubbed like the record.
         """
         facts = self.services.redactor.scrub_obj(self._recorder.launch_facts())
-        temporary = self.run_dir / f".{LAUNCH_FILE}.tmp"
         try:
-            temporary.write_text(json.dumps(facts, indent=2) + "\n")
-            os.replace(temporary, self.run_dir / LAUNCH_FILE)
+            _replace_file(self.run_dir / LAUNCH_FILE, json.dumps(facts, indent=2) + "\n")
         except OSError as exc:
             log.warning("job %s: could not keep its launch facts (%s)", self.job_id, exc)
 
@@ -888,6 +883,14 @@ class JobPipeline:
     def _release(self, reason: str) -> Outcome:
         self._outbox.finish("release", lambda: self.services.client.release(self.lease_id, reason))
         return Outcome("released", reason=reason, run_dir=self.run_dir)
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write ``path`` whole or not at all (a temporary file, then a rename): an agent
+    killed mid-write leaves the previous version for the agent that re-adopts the run."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
 
 
 def _builder_name(job: ResolvedJob) -> str:
