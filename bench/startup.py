@@ -16,7 +16,7 @@
    request) is reported too. Each repetition spawns a fresh agent with a new
    ``--agent-id``; the first one is also shown apart (colder caches).
 2. **``launch-agent --help``**: wall time of the whole process, repeated.
-3. **Imports** (``python -X importtime``): ``import launchplane.core.cli``,
+3. **Imports** (``python -X importtime``): ``import launchplane.cli``,
    ``launch-agent --help``, a running agent (until it claimed a job) and a
    running server: none of docker, kubernetes, boto3, botocore, wandb may be
    imported by any of them, and the CLI and the agent must not import
@@ -223,8 +223,8 @@ def main() -> None:
     env = c.bench_env(Path(os.environ.get("TMPDIR", "/tmp")))
     client_side = PLUGIN_HEAVY + SERVER_STACK
     checks = {
-        "import launchplane.core.cli": (
-            importtime(["-c", "import launchplane.core.cli"], env),
+        "import launchplane.cli": (
+            importtime(["-c", "import launchplane.cli"], env),
             client_side,
         ),
         "launch-agent --help": (importtime([agent_bin, "--help"], env), client_side),

@@ -28,7 +28,7 @@ import anyio
 import anyio.abc
 import pytest
 
-from launchplane.core.agent import Agent, AgentSettings
+from launchplane.agent.loop import Agent, AgentSettings
 from launchplane.core.client import FINAL_STATES, LaunchplaneClient, StaleLease
 from launchplane.server.embedded import EmbeddedServer
 

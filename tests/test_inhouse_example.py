@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "inhouse-secrets"
 TOKEN = "inhouse-token-7f3a9c"
 DB_PASSWORD = "correct horse battery staple"
-CLI = [sys.executable, "-c", "from launchplane.core.cli import main; main()"]
+CLI = [sys.executable, "-c", "from launchplane.cli import main; main()"]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,8 @@ RESOLVE = textwrap.dedent(
     import anyio
     from launchplane.core.interfaces import PluginError
     from launchplane.core.plugins import get_plugin_manager
-    from launchplane.core.secrets import Redactor, resolve_secrets
+    from launchplane.agent.secrets import resolve_secrets
+    from launchplane.core.redaction import Redactor
 
     async def main():
         redactor = Redactor()

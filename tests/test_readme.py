@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from launchplane.core.cli import cli
+from launchplane.cli import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 

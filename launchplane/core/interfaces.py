@@ -9,6 +9,7 @@ the methods that use them, never at module import time.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,54 @@ class SecretRef:
 
     def __str__(self) -> str:
         return f"{self.scheme}:{self.path}" + (f"#{self.key}" if self.key else "")
+
+
+SCHEME_RE = re.compile(r"[a-z][a-z0-9+.-]*")
+REF_FORM = "scheme:path[#key], e.g. env:HF_TOKEN or aws-sm:prod/db#password"
+
+
+class SecretRefError(PluginError, ValueError):
+    """A malformed secret reference.
+
+    A ``ValueError`` too, so a pydantic validator can raise it and the user
+    gets the field's path; a ``PluginError`` so the agent fails the job with it.
+    """
+
+
+def parse_ref(text: str) -> SecretRef:
+    """Parse ``scheme:path#key`` (``#key`` optional) into a :class:`SecretRef`.
+
+    The text is echoed in the error only when it starts like a reference
+    (``scheme:``); anything else may be a secret pasted where its reference
+    belongs, and stays out of messages and logs.
+    """
+    if not isinstance(text, str):
+        raise SecretRefError(
+            f"a secret reference is a string ({REF_FORM}), got {type(text).__name__}"
+        )
+    scheme, colon, rest = text.strip().partition(":")
+    if not colon or not SCHEME_RE.fullmatch(scheme):
+        raise SecretRefError(
+            f"not a secret reference (not shown, in case it is the secret itself); "
+            f"expected {REF_FORM}"
+        )
+    path, hash_, key = rest.partition("#")
+    problem = _ref_problem(path, hash_, key)
+    if problem:
+        raise SecretRefError(f"secret reference {text.strip()!r} {problem}; expected {REF_FORM}")
+    return SecretRef(scheme=scheme, path=path, key=key or None)
+
+
+def _ref_problem(path: str, hash_: str, key: str) -> str | None:
+    if not path:
+        return "has no path after the scheme"
+    if hash_ and not key:
+        return "has an empty #key"
+    if "#" in key:
+        return "has more than one '#'"
+    if any(ch.isspace() for ch in path + key):
+        return "contains whitespace"
+    return None
 
 
 class SecretProvider:

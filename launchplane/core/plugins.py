@@ -34,17 +34,17 @@ from typing import Any, Literal
 
 import pluggy
 
-import launchplane
+from launchplane._version import __version__
 from launchplane.core import hookspecs
 from launchplane.core.errors import suggest
 from launchplane.core.interfaces import (
+    SCHEME_RE,
     Builder,
     MissingExtraError,
     PluginError,
     Runner,
     SecretProvider,
 )
-from launchplane.core.secrets import SCHEME_RE
 
 log = logging.getLogger(__name__)
 
@@ -307,14 +307,13 @@ def _strict_message(registry: PluginRegistry) -> str:
 def _candidates(*, autoload: bool, forced: Sequence[str]) -> list[_Candidate]:
     """Every plugin to consider, in load order, the same module listed once."""
     found = [
-        _Candidate(b.name, b.module, "builtin", launchplane.__version__, _importer(b.module), b)
+        _Candidate(b.name, b.module, "builtin", __version__, _importer(b.module), b)
         for b in BUILTIN_PLUGINS
     ]
     if autoload:
         found += _entry_point_candidates()
     found += [
-        _Candidate(module, module, "--plugins", launchplane.__version__, _importer(module))
-        for module in forced
+        _Candidate(module, module, "--plugins", __version__, _importer(module)) for module in forced
     ]
     seen: set[str] = set()
     unique = []

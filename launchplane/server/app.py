@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-import launchplane
+from launchplane._version import __version__
 from launchplane.core.errors import ConfigError
 from launchplane.server import routes_admin, routes_agents, routes_jobs
 from launchplane.server import tables as t
@@ -76,7 +76,7 @@ def create_app(settings: ServerSettings | None = None, state: ServerState | None
 
     app = FastAPI(
         title="launchplane queue server",
-        version=launchplane.__version__,
+        version=__version__,
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,

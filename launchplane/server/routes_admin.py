@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-import launchplane
+from launchplane._version import __version__
 from launchplane.server.auth import ALL_QUEUES, Principal, hash_token, new_token
 from launchplane.server.bodies import YamlBodyRoute, yaml_alternative
 from launchplane.server.deps import Admin, AnyCaller, QueueName, State, hide_secret_refs
@@ -27,7 +27,7 @@ configs = APIRouter(route_class=YamlBodyRoute, tags=["queues"])
 
 @router.get("/health", tags=["server"])
 async def health() -> Health:
-    return Health(status="ok", version=launchplane.__version__)
+    return Health(status="ok", version=__version__)
 
 
 @router.post("/tokens", status_code=201, tags=["tokens"])

@@ -23,7 +23,7 @@ HEAVY = ("httpx", "pydantic", "anyio", "fastapi", "sqlalchemy", "uvicorn", "yaml
 def test_help_is_fast_and_imports_nothing_heavy() -> None:
     probe = (
         "import json, sys\n"
-        "from launchplane.core.cli import agent_main\n"
+        "from launchplane.cli import agent_main\n"
         "try:\n    agent_main(['--help'])\nexcept SystemExit:\n    pass\n"
         f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))\n"
     )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launchplane.core.gitcode import GitError, checkout, safe_url
+from launchplane.agent.gitcode import GitError, checkout, safe_url
 
 pytestmark = pytest.mark.anyio
 

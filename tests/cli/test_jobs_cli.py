@@ -18,7 +18,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-from launchplane.core.cli import cli
+from launchplane.cli import cli
 from launchplane.core.client import LaunchplaneClient
 
 LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from launchplane.core.cli import cli
+from launchplane.cli import cli
 from launchplane.core.config import resolve_local_workdir
 
 

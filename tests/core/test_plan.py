@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from launchplane.core.cli import cli
+from launchplane.cli import cli
 from launchplane.core.yamlsafe import load_document
 
 
@@ -299,7 +299,7 @@ def test_a_plugin_that_fails_to_load_is_a_note(files: dict[str, Path]) -> None:
 
 
 def test_plan_as_a_real_process(files: dict[str, Path]) -> None:
-    command = [sys.executable, "-m", "launchplane.core.cli"]
+    command = [sys.executable, "-m", "launchplane.cli"]
     script = Path(sys.executable).with_name("launchplane")
     if script.exists():
         command = [str(script)]
@@ -327,7 +327,7 @@ def test_plan_as_a_real_process(files: dict[str, Path]) -> None:
 
 def test_importing_the_command_imports_nothing_heavy() -> None:
     code = (
-        "import sys, launchplane.core.commands.plan as p; "
+        "import sys, launchplane.cli.plan as p; "
         "print(sorted(m for m in sys.modules if m in ("
         "'yaml', 'launchplane.core.config', 'launchplane.core.templates', "
         "'launchplane.core.plugins', 'launchplane.core.yamlsafe')))"

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from launchplane.cli.plugins import plugins as plugins_command
 from launchplane.core import plugins as plugins_module
-from launchplane.core.commands.plugins import plugins as plugins_command
 from launchplane.core.interfaces import JobContext, MissingExtraError, PluginError
 from launchplane.core.plugins import (
     BUILTIN_PLUGINS,
@@ -588,7 +588,7 @@ def test_plugins_command_reads_the_environment_in_a_real_process(tmp_path: Path)
         [
             sys.executable,
             "-c",
-            "from launchplane.core.cli import main; main()",
+            "from launchplane.cli import main; main()",
             "plugins",
             "--json",
         ],

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 import pytest
 
-from launchplane.core.gitcode import GitError, inspect_worktree
+from launchplane.agent.gitcode import GitError, inspect_worktree
 
 LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))
 

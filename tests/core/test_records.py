@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from launchplane.agent.records import RunRecorder
 from launchplane.core.interfaces import Image, RunState
-from launchplane.core.records import RunRecorder
 from launchplane.core.spec import ResolvedJob
 
 

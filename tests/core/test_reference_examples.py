@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from launchplane.core.cli import cli
+from launchplane.cli import cli
 from launchplane.core.config import load_job_file, load_queue_file
 from launchplane.core.errors import ConfigError
 from launchplane.core.spec import TemplateVariable
@@ -195,7 +195,7 @@ def test_arr_coc_keeps_macros_for_launch() -> None:
 
 def test_arr_coc_as_a_real_process() -> None:
     script = Path(sys.executable).with_name("launchplane")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "launchplane.core.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "launchplane.cli"]
     done = subprocess.run(
         [*command, "plan", str(example(35)), "--queue-config", str(LOCAL), "--json"],
         capture_output=True,

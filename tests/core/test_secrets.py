@@ -13,15 +13,10 @@ from urllib.parse import quote, quote_plus, urlencode
 
 import pytest
 
-from launchplane.core.interfaces import PluginError, SecretRef
+from launchplane.agent.secrets import resolve_secrets
+from launchplane.core.interfaces import PluginError, SecretRef, SecretRefError, parse_ref
 from launchplane.core.plugins import get_plugin_manager
-from launchplane.core.secrets import (
-    MIN_SECRET_LENGTH,
-    Redactor,
-    SecretRefError,
-    parse_ref,
-    resolve_secrets,
-)
+from launchplane.core.redaction import MIN_SECRET_LENGTH, Redactor
 
 SECRET = "pa ss/w+rd?&=~très"  # needs quoting, has base64 padding, non-ASCII
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from launchplane.core.interfaces import PluginError, SecretRef
+from launchplane.agent.secrets import resolve_secrets
+from launchplane.core.interfaces import PluginError, SecretRef, parse_ref
 from launchplane.core.plugins import get_plugin_manager
-from launchplane.core.secrets import Redactor, parse_ref, resolve_secrets
+from launchplane.core.redaction import Redactor
 from launchplane.plugins.secrets.env import EnvSecretProvider
 
 

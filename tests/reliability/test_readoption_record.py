@@ -27,8 +27,8 @@ from chaoskit import (
     wait_for_state,
 )
 
+from launchplane.agent.records import STAGES
 from launchplane.core.client import LaunchplaneClient
-from launchplane.core.records import STAGES
 from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.anyio

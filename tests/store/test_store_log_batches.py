@@ -11,8 +11,8 @@ import httpx
 import pytest
 from storekit import QUEUE, submit_many
 
+from launchplane.agent.outbox import LeaseOutbox
 from launchplane.core.client import LaunchplaneClient
-from launchplane.core.pipeline import LeaseOutbox
 from launchplane.server.embedded import EmbeddedServer
 from launchplane.server.schemas import AgentRegister, CompleteIn
 from launchplane.server.store import Store

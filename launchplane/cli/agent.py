@@ -2,7 +2,7 @@
 
 Only click and the standard library are imported at module level: ``--help``
 must be instant and must not pull in httpx, pydantic, anyio or any plugin.
-The agent itself (``launchplane.core.agent``) is imported when the command runs.
+The agent itself (``launchplane.agent.loop``) is imported when the command runs.
 """
 
 from __future__ import annotations
@@ -143,16 +143,12 @@ def _run(options: dict[str, Any]) -> int:
     """Start the agent; the exit code (0 after a clean shutdown)."""
     import anyio
 
+    from launchplane.agent.logging import configure_logging
+    from launchplane.agent.loop import Agent, AgentError, AgentSettings
+    from launchplane.cli._options import split_list
     from launchplane.core import paths
-    from launchplane.core.agent import (
-        Agent,
-        AgentError,
-        AgentSettings,
-        configure_logging,
-        split_list,
-    )
     from launchplane.core.interfaces import PluginError
-    from launchplane.core.secrets import Redactor
+    from launchplane.core.redaction import Redactor
 
     redactor = Redactor()
     configure_logging(str(options["log_level"]), bool(options["json_logs"]), redactor)

@@ -13,7 +13,7 @@ from pathlib import Path
 import anyio
 import click
 
-from launchplane.core.commands._output import fail
+from launchplane.cli._output import fail
 
 db_option = click.option(
     "--db",

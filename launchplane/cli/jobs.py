@@ -16,9 +16,8 @@ from typing import Any
 
 import click
 
-from launchplane.core.client import LaunchplaneClient
-from launchplane.core.commands._options import override_options
-from launchplane.core.commands._output import (
+from launchplane.cli._options import override_options
+from launchplane.cli._output import (
     EXIT_INVALID,
     Progress,
     age,
@@ -32,6 +31,7 @@ from launchplane.core.commands._output import (
     print_table,
     server_options,
 )
+from launchplane.core.client import LaunchplaneClient
 from launchplane.core.errors import ConfigError
 
 FINAL = ("succeeded", "failed", "cancelled")

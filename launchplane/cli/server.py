@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 import click
 
-from launchplane.core.commands._output import call, fail, json_option, print_json, server_options
-from launchplane.core.commands.db import db_option
+from launchplane.cli._output import call, fail, json_option, print_json, server_options
+from launchplane.cli.db import db_option
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 

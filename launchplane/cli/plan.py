@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from launchplane.core.commands._options import override_options
+from launchplane.cli._options import override_options
 
 if TYPE_CHECKING:
     from launchplane.core.interfaces import Image, Runner
@@ -237,9 +237,10 @@ def _check_secrets(secrets: dict[str, str], registry: PluginRegistry) -> dict[st
     """
     import anyio
 
+    from launchplane.agent.secrets import resolve_secrets
     from launchplane.core.errors import ConfigError, FieldError
     from launchplane.core.interfaces import PluginError
-    from launchplane.core.secrets import Redactor, resolve_secrets
+    from launchplane.core.redaction import Redactor
 
     redactor = Redactor()
     try:

@@ -64,8 +64,8 @@ def run(
     Example:
       launchplane run examples/hello/job.yaml --set hyperparameters.epochs=50
     """
+    from launchplane.cli._output import fail_invalid
     from launchplane.core import paths
-    from launchplane.core.commands._output import fail_invalid
     from launchplane.core.config import command_line_layers, load_job_file, load_queue_file
     from launchplane.core.errors import ConfigError
 
@@ -104,7 +104,7 @@ def _main(
 
     import anyio
 
-    from launchplane.core.commands._output import fail
+    from launchplane.cli._output import fail
 
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / "run.lock").open("a") as lock:
@@ -133,11 +133,12 @@ async def _session(
 
     import anyio
 
-    from launchplane.core.agent import Agent, AgentSettings, configure_logging
+    from launchplane.agent.logging import configure_logging
+    from launchplane.agent.loop import Agent, AgentSettings
+    from launchplane.cli._output import fail, fail_invalid, job_exit_code
     from launchplane.core.client import LaunchplaneClient, ValidationFailed
-    from launchplane.core.commands._output import fail, fail_invalid, job_exit_code
     from launchplane.core.errors import ConfigError
-    from launchplane.core.secrets import Redactor
+    from launchplane.core.redaction import Redactor
     from launchplane.server.embedded import EmbeddedServer
 
     redactor = Redactor()
@@ -212,8 +213,8 @@ async def _follow(client: Any, job_id: str, out: Any, started: float) -> dict[st
 
     import anyio
 
+    from launchplane.cli._output import Progress
     from launchplane.core.client import FINAL_STATES
-    from launchplane.core.commands._output import Progress
 
     state = {"value": "queued"}
 
@@ -245,11 +246,11 @@ def _summary(job: dict[str, Any], outcome: Any, seconds: float, as_json: bool) -
     """Where things are: on stderr for people, or one JSON object on stdout."""
     import json
 
-    from launchplane.core.commands._output import describe_outcome
-    from launchplane.core.pipeline import RECORD_FILE
+    from launchplane.agent.rundir import OUTPUT_DIR, RECORD_FILE
+    from launchplane.cli._output import describe_outcome
 
     run_dir: Path | None = outcome.run_dir
-    output_dir = run_dir / "output" if run_dir else None
+    output_dir = run_dir / OUTPUT_DIR if run_dir else None
     record_path = run_dir / RECORD_FILE if run_dir else None
     outputs = sorted(p for p in output_dir.rglob("*") if p.is_file()) if output_dir else []
     if as_json:

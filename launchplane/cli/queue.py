@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from launchplane.core.commands._output import (
+from launchplane.cli._output import (
     age,
     call,
     fail_invalid,

@@ -1,0 +1,178 @@
+"""Check out a job's git code into its run directory, pinned to a commit.
+
+A run is reproducible only if its exact code is known, so a branch is
+resolved to the commit it points at and that commit is what the record
+keeps. Local paths and ``file://`` URLs work like remote URLs.
+
+A job that runs from a local ``workdir`` is not checked out; when that
+directory is in a git work tree, :func:`inspect_worktree` reads its HEAD
+commit and whether the tree has changes that commit does not hold (the
+record keeps both: a dirty tree's code cannot be re-created from the commit).
+It only reads: ``GIT_OPTIONAL_LOCKS=0`` stops ``git status`` from refreshing
+the index (a lock a user's own git command could trip over).
+
+git runs with a minimal environment: ``PATH``, the locale, ``HOME`` and
+``SSH_AUTH_SOCK`` (so the host's configured git credentials and ssh keys keep
+working), ``GIT_TERMINAL_PROMPT=0`` (fail instead of waiting for a password)
+and an explicit list of allowed transports (no ``ext::``). No other variable
+of the agent - in particular no secret - reaches git, and git runs in its own
+session so ssh cannot prompt on the agent's terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+
+ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+INSPECT_TIMEOUT = 10.0
+"""Seconds git may take to describe a local work tree: a huge tree or a hung
+filesystem must not hold a job's launch for long."""
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+class GitError(Exception):
+    """A clone or checkout failed; the message names the repository and git's own words."""
+
+
+@dataclass(frozen=True)
+class Checkout:
+    path: Path
+    commit: str
+
+
+@dataclass(frozen=True)
+class WorkTree:
+    """A local work tree as a run found it."""
+
+    commit: str | None
+    """HEAD; None in a repository that has no commit yet."""
+    dirty: bool
+    """Changes to tracked files, or untracked files that are not ignored."""
+
+
+def safe_url(repository: str) -> str:
+    """The repository URL without ``user:password@`` (never put a credential in a record)."""
+    return _USERINFO.sub("", repository)
+
+
+def git_env() -> dict[str, str]:
+    env = {
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS,
+        "GIT_CONFIG_NOSYSTEM": "1",
+    }
+    for name in ("PATH", "HOME", "LANG", "LC_ALL", "SSH_AUTH_SOCK"):
+        value = os.environ.get(name)
+        if value:
+            env[name] = value
+    env.setdefault("PATH", os.defpath)
+    return env
+
+
+async def checkout(
+    repository: str,
+    dest: Path,
+    *,
+    commit: str | None = None,
+    branch: str | None = None,
+    scrub: Callable[[str], str] = str,
+) -> Checkout:
+    """Clone ``repository`` into ``dest`` at ``commit`` (or the tip of ``branch``, or HEAD).
+
+    ``scrub`` cleans git's messages before they go into an error (the job's redactor).
+    """
+    env = git_env()
+
+    async def git(*args: str, cwd: Path | None = None) -> str:
+        done = await _run_git(["-c", "advice.detachedHead=false", *args], env, cwd)
+        if done.returncode != 0:
+            message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
+            raise GitError(
+                scrub(
+                    f"git {args[0]} of {safe_url(repository)} failed: "
+                    + (" / ".join(message) or f"exit code {done.returncode}")
+                )
+            )
+        return done.stdout.decode().strip()
+
+    if dest.exists() and any(dest.iterdir()):
+        raise GitError(f"cannot clone {safe_url(repository)}: {dest} is not empty")
+    if commit and commit.startswith("-"):
+        raise GitError(f"git.commit {commit!r} is not a commit")
+    if commit:
+        await git("clone", "--quiet", "--no-checkout", "--", repository, str(dest))
+        try:
+            await git("checkout", "--quiet", "--detach", commit, cwd=dest)
+        except GitError as exc:
+            raise GitError(f"{exc} (is commit {commit} in the repository?)") from None
+    else:
+        options = ["--branch", branch, "--single-branch"] if branch else []
+        await git("clone", "--quiet", *options, "--", repository, str(dest))
+    resolved = await git("rev-parse", "HEAD", cwd=dest)
+    return Checkout(dest, resolved)
+
+
+async def inspect_worktree(path: Path, *, timeout: float = INSPECT_TIMEOUT) -> WorkTree | None:
+    """The HEAD commit and dirtiness of the git work tree ``path`` is in; None if in none.
+
+    Raises :class:`GitError` when git cannot tell (not installed, too slow, or
+    refusing the repository, e.g. one owned by another user).
+    """
+    if not any((directory / ".git").exists() for directory in (path, *path.parents)):
+        return None  # where git itself would look: no git process for a plain directory
+    try:
+        with anyio.fail_after(timeout):
+            inside = await _git_in(path, "rev-parse", "--is-inside-work-tree")
+            if inside.returncode != 0 and b"not a git repository" in inside.stderr:
+                return None
+            if inside.returncode != 0:
+                raise _failed(path, inside)
+            if inside.stdout.strip() != b"true":  # in a .git directory
+                return None
+            head = await _git_in(path, "rev-parse", "--verify", "--quiet", "HEAD")
+            status = await _git_in(path, "status", "--porcelain", "--untracked-files=normal")
+    except TimeoutError:
+        raise GitError(f"git took longer than {timeout:g}s to describe {path}") from None
+    if status.returncode != 0:
+        raise _failed(path, status)
+    commit = head.stdout.decode().strip() if head.returncode == 0 else ""
+    return WorkTree(commit or None, dirty=bool(status.stdout.strip()))
+
+
+async def _git_in(path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """A read-only git command in ``path``; its exit code is the caller's to judge."""
+    # The C locale keeps git's "not a git repository" in words inspect_worktree recognises.
+    env = {**git_env(), "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
+    return await _run_git(["-C", str(path), *args], env)
+
+
+async def _run_git(
+    args: list[str], env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """git in a session of its own, without stdin (it can never prompt on the agent's terminal)."""
+    try:
+        return await anyio.run_process(
+            ["git", *args],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            check=False,
+            start_new_session=True,
+        )
+    except FileNotFoundError as exc:
+        raise GitError("git is not installed on the agent host") from exc
+
+
+def _failed(path: Path, done: subprocess.CompletedProcess[bytes]) -> GitError:
+    message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
+    return GitError(
+        f"git {done.args[3]} in {path} failed: "  # args: git -C <path> <command> ...
+        + (" / ".join(message) or f"exit code {done.returncode}")
+    )

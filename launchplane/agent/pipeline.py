@@ -1,0 +1,681 @@
+"""One job on the agent: from a claimed lease to ``complete``.
+
+Stages, in order, each with the name a failure reports as its stage:
+
+``resolve``  the lease's queue config + job + overrides + template values ->
+             one ResolvedJob, with the same code the server ran at submit time.
+``secrets``  references -> values through the secret providers; every value
+             is registered with the agent's redactor before anything else runs.
+``prepare``  run directory ``<work>/<job_id>-<attempt>`` (``output/`` in it),
+             git checkout, the process environment, ``launchplane_prepare_job``.
+``build``    the builder (``builder.type``, default ``noop``) makes the image.
+``run``      the runner starts the workload; its output is streamed to the
+             server through the redactor; the result becomes the job's state.
+
+Server calls for one lease go through a :class:`LeaseOutbox`, in two lanes:
+events in order, and log lines in order (at most every 100 ms or per 200
+lines, the first line at once), then ``complete`` once both are drained. The
+pipeline never waits on the network before it spawns the workload, and a
+job's first output line never waits behind its state events - with one
+exception, for fencing: a lease whose claim call took longer than the lease
+TTL is confirmed by the server before the workload starts (see
+``JobPipeline._confirm_lease``).
+
+Re-adoption: a run an earlier agent started (``Runner.attach``) is watched to
+its end and completed under the same lease. The count of output lines the
+server has stored is kept in ``<run dir>/logged-lines``, so the adopting agent
+skips the lines already sent (with the same work directory; a batch in flight
+when the earlier agent died may be sent twice, never lost). What the record
+knew at launch (code, image, builder, variable names, stage times) is kept in
+``<run dir>/launch.json``, so the adopting agent's record is as complete.
+
+Stopping (``JobPipeline.stop``) comes in three kinds:
+
+``cancel``    a user cancelled the job: stop the workload (SIGTERM, ``grace``,
+              SIGKILL) and complete it as ``cancelled``.
+``shutdown``  the agent is going away: stop the workload the same way and
+              *release* the lease, so the job is re-queued (at-least-once:
+              the next attempt starts over; a job that checkpoints to its
+              output should resume from it). A job that finished on its own
+              meanwhile is completed normally.
+``stale``     the server says the lease belongs to someone else now (409, or
+              ``stale`` in a heartbeat): stop the workload at once and make no
+              further call for it - another agent owns the job (fencing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from launchplane.agent import gitcode
+from launchplane.agent.outbox import LeaseOutbox
+from launchplane.agent.records import RunRecorder
+from launchplane.agent.rundir import (
+    LAUNCH_FILE,
+    LOGGED_FILE,
+    OUTPUT_DIR,
+    RECORD_FILE,
+    replace_file,
+    run_id,
+)
+from launchplane.agent.secrets import resolve_secrets
+from launchplane.core.client import LaunchplaneClient
+from launchplane.core.config import resolve_job
+from launchplane.core.errors import ConfigError
+from launchplane.core.interfaces import (
+    Image,
+    InfrastructureError,
+    JobContext,
+    PluginError,
+    Run,
+    RunResult,
+    RunState,
+)
+from launchplane.core.plugins import PluginRegistry
+from launchplane.core.redaction import Redactor
+from launchplane.core.spec import ResolvedJob
+from launchplane.core.templates import expand_macros
+
+log = logging.getLogger("launchplane.agent")
+
+STALE_GRACE = 2.0
+"""Seconds a fenced workload gets between SIGTERM and SIGKILL: someone else owns the job."""
+
+
+class StopMode(enum.StrEnum):
+    CANCEL = "cancel"
+    SHUTDOWN = "shutdown"
+    STALE = "stale"
+
+
+@dataclass
+class AgentServices:
+    """What every job of one agent shares."""
+
+    client: LaunchplaneClient
+    registry: PluginRegistry
+    redactor: Redactor
+    agent_id: str
+    host: str
+    work_dir: Path
+    cancel_grace: float = 10.0
+    agent_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    plugin_versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended on this agent: ``state`` is a final job state, or released/fenced."""
+
+    state: str
+    exit_code: int | None = None
+    stage: str | None = None
+    reason: str | None = None
+    run_dir: Path | None = None
+    record: dict[str, Any] | None = None
+
+
+class StageFailure(Exception):
+    """A stage failed for a reason the user can act on."""
+
+    def __init__(self, stage: str, reason: str, *, infrastructure: bool = False) -> None:
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+        self.infrastructure = infrastructure
+        """Not the user's fault (e.g. an image pull): a queue's retry policy may re-run it."""
+
+
+class JobPipeline:
+    """Runs one leased job; :meth:`stop` may be called from any task of the agent.
+
+    ``confirm_first``: start the workload only once the server has accepted a
+    call on this lease (see :meth:`_confirm_lease`).
+    """
+
+    def __init__(
+        self, lease: Mapping[str, Any], services: AgentServices, *, confirm_first: bool = False
+    ) -> None:
+        self.lease = lease
+        self.services = services
+        self.lease_id: str = lease["lease_id"]
+        self.job_id: str = lease["job_id"]
+        self.attempt: int = int(lease.get("attempt") or 1)
+        self.queue: str = lease["queue"]
+        self.lease_ttl: float = float(lease.get("lease_ttl_seconds") or 60.0)
+        self.run_id = run_id(self.job_id, self.attempt)
+        self.run_dir = services.work_dir / self.run_id
+        self.stop_mode: StopMode | None = None
+        self._stop_requested = anyio.Event()
+        self._stage = "resolve"
+        self._stage_scope = anyio.CancelScope()
+        self._run: Run | None = None
+        self._claimed_at = time.monotonic()
+        """The pipeline is built as the claim answers: the start of the first-line latency."""
+        self._recorder = RunRecorder(
+            job_id=self.job_id,
+            attempt=self.attempt,
+            run_id=self.run_id,
+            queue=self.queue,
+            queue_version=lease.get("queue_version"),
+            agent_id=services.agent_id,
+            host=services.host,
+        )
+        self._outbox = LeaseOutbox(
+            services.client,
+            self.lease_id,
+            self.job_id,
+            on_stale=lambda: self.stop(StopMode.STALE),
+            give_up_after=max(self.lease_ttl, 30.0),
+            on_logged=self._note_logged,
+            first_seq=int(lease.get("log_count") or 0) + 1,
+        )
+        self._confirm_first = confirm_first
+
+    # -- control ---------------------------------------------------------------
+
+    def stop(self, mode: StopMode) -> None:
+        """Stop the job; the strongest request wins (stale > shutdown > cancel)."""
+        order = [StopMode.CANCEL, StopMode.SHUTDOWN, StopMode.STALE]
+        if self.stop_mode is not None and order.index(mode) <= order.index(self.stop_mode):
+            return
+        self.stop_mode = mode
+        self._stop_requested.set()
+        if self._run is None:
+            self._stage_scope.cancel()
+
+    # -- the job ----------------------------------------------------------------
+
+    async def run(self, adopted: Run | None = None) -> Outcome:
+        """Run the job to its end and report it; never raises for a job's own failure.
+
+        ``adopted`` is a workload an earlier agent started (``Runner.attach``):
+        it is watched to its end instead of being launched again.
+        """
+        self._recorder.mark("claimed")
+        self._emit("claimed", {"queue": self.queue, "attempt": self.attempt})
+        if self.lease.get("cancel_requested"):
+            self.stop(StopMode.CANCEL)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._outbox.run)
+            try:
+                outcome = await self._execute(adopted)
+            except Exception as exc:  # a bug, not the job's fault: still report it
+                log.exception("job %s: agent error in stage %s", self.job_id, self._stage)
+                reason = f"agent error ({type(exc).__name__}: {exc}); see the agent's log"
+                outcome = self._complete(RunState.FAILED, None, self._stage, reason)
+            finally:
+                self._outbox.close()
+        if self._outbox.stale:
+            outcome = Outcome("fenced", run_dir=self.run_dir, reason="lease is stale")
+        log.info(
+            "job %s: %s%s",
+            self.job_id,
+            outcome.state,
+            f" (exit code {outcome.exit_code})" if outcome.exit_code is not None else "",
+        )
+        return outcome
+
+    async def _execute(self, adopted: Run | None) -> Outcome:
+        try:
+            with self._stage_scope:
+                job = self._resolve()
+                if adopted is not None:
+                    self._restore_launch_facts(job)
+                    await self._mask_secrets_of_adopted(job)
+                    self._enter("run", "running")
+                    self._run = adopted
+                else:
+                    ctx = await self._prepare(job)
+                    image = await self._build(job, ctx)
+                    if self._confirm_first and self.stop_mode is None:
+                        await self._confirm_lease()
+                    if self.stop_mode is None:  # a stage may not have had a checkpoint
+                        await self._submit(job, image, ctx)
+            if self._run is None:
+                return self._stopped_before_run()
+            result = await self._watch(self._run, adopted is not None)
+        except StageFailure as failure:
+            if self.stop_mode is not None:
+                return self._stopped_before_run()
+            return self._complete(
+                RunState.FAILED,
+                None,
+                failure.stage,
+                failure.reason,
+                infrastructure_failure=failure.infrastructure,
+            )
+        if self.stop_mode is StopMode.STALE:
+            return Outcome("fenced", result.exit_code, run_dir=self.run_dir)
+        if self.stop_mode is StopMode.SHUTDOWN and result.state is RunState.CANCELLED:
+            return self._release("agent shutting down")
+        if result.state is RunState.CANCELLED:
+            return self._complete(
+                RunState.CANCELLED, result.exit_code, "run", "cancelled by request"
+            )
+        stage = None if result.state is RunState.SUCCEEDED else "run"
+        return self._complete(
+            result.state,
+            result.exit_code,
+            stage,
+            result.reason,
+            infrastructure_failure=result.infrastructure_failure,
+        )
+
+    def _stopped_before_run(self) -> Outcome:
+        if self.stop_mode is StopMode.STALE:
+            return Outcome("fenced", run_dir=self.run_dir)
+        if self.stop_mode is StopMode.SHUTDOWN:
+            return self._release("agent shutting down before the job started")
+        return self._complete(
+            RunState.CANCELLED, None, self._stage, f"cancelled by request during {self._stage}"
+        )
+
+    # -- stages -------------------------------------------------------------------
+
+    def _resolve(self) -> ResolvedJob:
+        self._enter("resolve", "resolving")
+        registry = self.services.registry
+
+        def validate(runner: str, args: dict[str, Any]) -> None:
+            registry.runner(runner).validate_resource_args(args)
+
+        try:
+            job = resolve_job(
+                self.lease["queue_config"],
+                self.lease["spec"],
+                self.lease.get("overrides") or (),
+                self.lease.get("template_variables") or {},
+                queue_name=self.queue,
+                runner_validator=validate,
+            )
+        except (ConfigError, PluginError) as exc:
+            raise StageFailure(
+                "resolve",
+                f"the job does not resolve against queue '{self.queue}' "
+                f"(version {self.lease.get('queue_version')}): {exc}",
+            ) from None
+        self._recorder.job = job
+        return job
+
+    async def _secrets(self, job: ResolvedJob) -> dict[str, str]:
+        """The job's secret values, each registered with the redactor before it is used."""
+        services = self.services
+        secrets = await resolve_secrets(job.secrets, services.registry, services.redactor)
+        for value in secrets.values():
+            services.redactor.add(value)
+        return secrets
+
+    async def _mask_secrets_of_adopted(self, job: ResolvedJob) -> None:
+        """Resolve an adopted run's secrets again, only so its output and record are masked.
+
+        The workload already has them; an agent that cannot resolve them now
+        (a provider down) still watches the run to its end rather than lose
+        it, and says that its output is not masked.
+        """
+        try:
+            await self._secrets(job)
+        except PluginError as exc:
+            log.warning(
+                "job %s: re-adopted, but its secrets did not resolve (%s): its output "
+                "is not masked for them",
+                self.job_id,
+                self._scrub(str(exc)),
+            )
+
+    async def _prepare(self, job: ResolvedJob) -> JobContext:
+        self._enter("secrets")
+        services = self.services
+        try:
+            secrets = await self._secrets(job)
+        except PluginError as exc:
+            raise StageFailure(
+                "secrets", f"{exc} (fix the queue's secrets: or the agent's secret source)"
+            ) from None
+
+        self._enter("prepare")
+        output_dir = self.run_dir / OUTPUT_DIR
+        output_dir.mkdir(parents=True, exist_ok=True)
+        ctx = JobContext(
+            job_id=self.job_id,
+            run_id=self.run_id,
+            attempt=self.attempt,
+            queue=self.queue,
+            workdir=self.run_dir,
+            log=self._log_line,
+            secret_names=frozenset(secrets),
+        )
+        if job.git is not None:
+            try:
+                checkout = await gitcode.checkout(
+                    job.git.repository,
+                    self.run_dir / "code",
+                    commit=job.git.commit,
+                    branch=job.git.branch,
+                    scrub=services.redactor.scrub,
+                )
+            except gitcode.GitError as exc:
+                raise StageFailure(
+                    "prepare", f"{exc} (check git.repository / git.commit / git.branch)"
+                ) from None
+            ctx.code_dir, ctx.git_commit = checkout.path, checkout.commit
+            self._recorder.commit, self._recorder.dirty = checkout.commit, False
+        elif job.workdir:
+            await self._inspect_workdir(job.workdir)
+        ctx.env = self._environment(job, secrets, output_dir)
+        try:
+            services.registry.hook.launchplane_prepare_job(job=job, ctx=ctx)
+        except PluginError as exc:
+            raise StageFailure("prepare", self._scrub(str(exc))) from None
+        except Exception as exc:
+            raise StageFailure(
+                "prepare", self._scrub(f"a launchplane_prepare_job plugin failed: {exc!r}")
+            ) from None
+        self._recorder.env_names = [name for name in ctx.env if name not in secrets]
+        self._recorder.secret_names = sorted(secrets)
+        return ctx
+
+    async def _inspect_workdir(self, workdir: str) -> None:
+        """Record the commit of a local ``workdir`` in a git work tree, and whether it was dirty.
+
+        Best effort: the record says ``null`` when git cannot tell, and the job
+        runs anyway (its code is there; only the record is poorer).
+        """
+        path = Path(workdir).expanduser()
+        if not path.is_absolute():
+            return  # the runner refuses it, saying why
+        try:
+            tree = await gitcode.inspect_worktree(path)
+        except gitcode.GitError as exc:
+            log.warning(
+                "job %s: the record has no commit for workdir %s: %s",
+                self.job_id,
+                path,
+                self._scrub(str(exc)),
+            )
+            return
+        if tree is not None:
+            self._recorder.commit, self._recorder.dirty = tree.commit, tree.dirty
+
+    def _macros(self, job: ResolvedJob, image: Image | None) -> dict[str, str]:
+        declared = job.docker.image if job.docker is not None else None
+        return {
+            "run_id": self.run_id,
+            "job_id": self.job_id,
+            "queue": self.queue,
+            "project": job.project or "",
+            "entity": job.entity or "",
+            "image_uri": image.ref if image is not None else (declared or ""),
+        }
+
+    def _environment(
+        self, job: ResolvedJob, secrets: Mapping[str, str], output_dir: Path
+    ) -> dict[str, str]:
+        """Resolved env (macros expanded) + passthrough + secrets + ``LAUNCHPLANE_*``.
+
+        ``${NAME}`` of the agent's environment and ``null`` (inherit) values can
+        only have come from the queue config (the resolver refuses them in a
+        job), and admins own that, so the agent fills them here.
+        """
+        agent_env = self.services.agent_env
+        declared = {name: value for name, value in job.env.items() if value is not None}
+        try:
+            env: dict[str, str] = expand_macros(declared, self._macros(job, None), agent_env)
+        except ConfigError as exc:
+            raise StageFailure("prepare", self._scrub(f"env: {exc}")) from None
+        inherited = [*job.passthrough_env, *(n for n, v in job.env.items() if v is None)]
+        for name in inherited:
+            if name not in declared and name in agent_env:
+                env[name] = agent_env[name]
+        env.update(secrets)
+        env.update(
+            LAUNCHPLANE_JOB_ID=self.job_id,
+            LAUNCHPLANE_RUN_ID=self.run_id,
+            LAUNCHPLANE_ATTEMPT=str(self.attempt),
+            LAUNCHPLANE_QUEUE=self.queue,
+            LAUNCHPLANE_OUTPUT_DIR=str(output_dir),
+            LAUNCHPLANE_HYPERPARAMETERS=json.dumps(job.hyperparameters, sort_keys=True),
+        )
+        return env
+
+    async def _build(self, job: ResolvedJob, ctx: JobContext) -> Image | None:
+        self._enter("build", "building")
+        registry = self.services.registry
+        builder_name = _builder_name(job)
+        self._recorder.builder = builder_name
+        try:
+            runner = registry.runner(job.resource)
+            builder = registry.builder(builder_name)
+            image = await builder.build(job, ctx)
+        except PluginError as exc:
+            raise StageFailure("build", self._scrub(str(exc))) from None
+        except Exception as exc:
+            raise StageFailure(
+                "build",
+                self._scrub(f"builder '{builder_name}' failed: {type(exc).__name__}: {exc}"),
+            ) from None
+        if image is None and runner.needs_image:
+            raise StageFailure(
+                "build",
+                f"runner '{job.resource}' runs container images but the job has none: "
+                f"set docker.image in the job, or a builder.type that builds one "
+                f"(builder '{builder_name}' produced no image)",
+            )
+        self._recorder.image = image
+        return image
+
+    async def _submit(self, job: ResolvedJob, image: Image | None, ctx: JobContext) -> None:
+        self._enter("run")
+        macros = self._macros(job, image)
+        agent_env = self.services.agent_env
+        if image is not None:
+            # ${image_uri} in env was expanded with the declared image; use the built one.
+            for name, raw in job.env.items():
+                if raw is not None and "${image_uri}" in raw and name in ctx.env:
+                    ctx.env[name] = expand_macros(raw, macros, agent_env)
+        update = {
+            key: expand_macros(value, macros, agent_env)
+            for key in ("command", "args", "entry_point")
+            if (value := getattr(job, key)) is not None
+        }
+        launched = job.model_copy(update=update) if update else job
+        self._save_launch_facts()  # the workload may outlive this agent from here on
+        try:
+            # Shielded: a stop arriving mid-spawn must not orphan a started process;
+            # the stop is honoured by _watch as soon as submit returns.
+            with anyio.CancelScope(shield=True):
+                run = await self.services.registry.runner(job.resource).submit(launched, image, ctx)
+        except InfrastructureError as exc:
+            raise StageFailure("run", self._scrub(str(exc)), infrastructure=True) from None
+        except PluginError as exc:
+            raise StageFailure("run", self._scrub(str(exc))) from None
+        except Exception as exc:
+            raise StageFailure(
+                "run",
+                self._scrub(
+                    f"runner '{job.resource}' could not start the job: {type(exc).__name__}: {exc}"
+                ),
+            ) from None
+        self._run = run
+        self._recorder.mark("running")
+        self._outbox.event("running")
+        self._emit("running", {"run_id": run.id})
+        self._save_launch_facts()
+
+    async def _confirm_lease(self) -> None:
+        """Wait until the server has accepted a call on this lease (the first event).
+
+        A claim answer proves the lease was live when the server made it, and
+        the lease lives for its TTL; so if the claim call took less than the TTL
+        the lease is surely live on arrival and nothing waits. A claim that took
+        longer (a long-poll that waited, an agent that was suspended, a stalled
+        network) may have been answered into a socket nobody read until the
+        lease had expired and the job gone to another agent; such a workload
+        must not start. This costs one round trip, only for those claims.
+        """
+        await self._outbox.confirmed.wait()
+        if not self._outbox.live and not self._outbox.stale:
+            log.warning(
+                "job %s: the server never confirmed lease %s; not starting the job",
+                self.job_id,
+                self.lease_id,
+            )
+            self.stop(StopMode.STALE)
+
+    async def _watch(self, run: Run, adopted: bool) -> RunResult:
+        lines = run.logs()
+        skip = self._logged_before() if adopted else 0
+        async with anyio.create_task_group() as watcher:
+            watcher.start_soon(self._cancel_on_stop, run)
+            async with anyio.create_task_group() as pump:
+                pump.start_soon(self._pump, lines, skip)
+                result = await run.wait()
+            watcher.cancel_scope.cancel()
+        return result
+
+    async def _cancel_on_stop(self, run: Run) -> None:
+        await self._stop_requested.wait()
+        grace = STALE_GRACE if self.stop_mode is StopMode.STALE else self.services.cancel_grace
+        log.info(
+            "job %s: stopping its workload (%s, grace %.0fs)", self.job_id, self.stop_mode, grace
+        )
+        await run.cancel(grace)
+
+    async def _pump(self, lines: AsyncIterator[str], skip: int) -> None:
+        """Output lines into the log; the first ``skip`` the server already has (re-adoption)."""
+        self._outbox.output_logged = skip
+        first = True
+        async for line in lines:
+            if skip:
+                skip -= 1
+                continue
+            if first:
+                first = False
+                log.debug(
+                    "job %s: first output line %.1f ms after the claim",
+                    self.job_id,
+                    (time.monotonic() - self._claimed_at) * 1000,
+                )
+            self._outbox.line(self.services.redactor.scrub(line), output=True)
+
+    async def _log_line(self, line: str) -> None:
+        """``ctx.log``: a line from a builder or plugin, into the job's log."""
+        self._outbox.line(self.services.redactor.scrub(line))
+
+    def _note_logged(self, count: int) -> None:
+        """Keep the count of output lines the server has, for an agent that re-adopts the run."""
+        if not self.run_dir.is_dir():
+            return
+        with contextlib.suppress(OSError):
+            replace_file(self.run_dir / LOGGED_FILE, f"{count}\n")
+
+    def _logged_before(self) -> int:
+        """Output lines an earlier agent of this run already sent (0 if unknown)."""
+        try:
+            return max(int((self.run_dir / LOGGED_FILE).read_text()), 0)
+        except (OSError, ValueError):
+            return 0
+
+    def _save_launch_facts(self) -> None:
+        """Keep what the record knows in the run directory, for an agent that re-adopts the run.
+
+        Scrubbed like the record.
+        """
+        facts = self.services.redactor.scrub_obj(self._recorder.launch_facts())
+        try:
+            replace_file(self.run_dir / LAUNCH_FILE, json.dumps(facts, indent=2) + "\n")
+        except OSError as exc:
+            log.warning("job %s: could not keep its launch facts (%s)", self.job_id, exc)
+
+    def _restore_launch_facts(self, job: ResolvedJob) -> None:
+        """Take back what the agent that launched this run knew (see ``_save_launch_facts``).
+
+        Without them the record still has what the lease says (the spec, the
+        builder); the commit, image and variable names stay empty.
+        """
+        try:
+            facts = json.loads((self.run_dir / LAUNCH_FILE).read_text())
+            if not isinstance(facts, dict):
+                raise ValueError("not a JSON object")
+            self._recorder.restore(facts)
+        except (OSError, ValueError) as exc:
+            self._recorder.builder = _builder_name(job)
+            log.warning(
+                "job %s: re-adopted without its launch facts (%s); its record lacks "
+                "the commit, image and variable names",
+                self.job_id,
+                exc,
+            )
+
+    # -- reporting ----------------------------------------------------------------
+
+    def _enter(self, stage: str, state: str | None = None) -> None:
+        self._stage = stage
+        if state is not None:
+            self._recorder.mark(state)
+            self._outbox.event(state)
+            self._emit(state, {})
+
+    def _emit(self, state: str, details: dict[str, Any]) -> None:
+        self.services.registry.emit_event(self.job_id, state, details)
+
+    def _scrub(self, text: str) -> str:
+        return self.services.redactor.scrub(text)
+
+    def _complete(
+        self,
+        state: RunState,
+        exit_code: int | None,
+        stage: str | None,
+        reason: str | None,
+        *,
+        infrastructure_failure: bool = False,
+    ) -> Outcome:
+        """Report the end; ``infrastructure_failure`` (the runner's word for a failure that
+        is not the job's code) lets the queue's retry policy run it again."""
+        services = self.services
+        infrastructure_failure = infrastructure_failure and state is RunState.FAILED
+        reason = self._scrub(reason) if reason else None
+        record = self._recorder.build(
+            state=state,
+            exit_code=exit_code,
+            failure_stage=stage,
+            reason=reason,
+            plugins=services.plugin_versions,
+            scrub_obj=services.redactor.scrub_obj,
+        )
+        if self.run_dir.is_dir():
+            replace_file(self.run_dir / RECORD_FILE, json.dumps(record, indent=2) + "\n")
+        self._emit(str(state), {"exit_code": exit_code, "stage": stage, "reason": reason})
+        self._outbox.finish(
+            "complete",
+            lambda: services.client.complete(
+                self.lease_id,
+                str(state),
+                exit_code=exit_code,
+                stage=stage,
+                reason=reason,
+                record=record,
+                infrastructure_failure=infrastructure_failure,
+            ),
+        )
+        return Outcome(str(state), exit_code, stage, reason, self.run_dir, record)
+
+    def _release(self, reason: str) -> Outcome:
+        self._outbox.finish("release", lambda: self.services.client.release(self.lease_id, reason))
+        return Outcome("released", reason=reason, run_dir=self.run_dir)
+
+
+def _builder_name(job: ResolvedJob) -> str:
+    return (job.builder.type if job.builder else None) or "noop"
