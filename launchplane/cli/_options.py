@@ -1,8 +1,14 @@
-"""Click options shared by commands that read a job file: one grammar, one help text.
+"""Click options shared by several commands: one grammar, one help text.
 
 ``--set``, ``--resource-args`` and ``--var`` are parsed together by
 ``config.command_line_layers``; declaring them once keeps ``plan`` and
-``submit`` accepting exactly the same flags. Only click is imported here.
+``submit`` accepting exactly the same flags. ``--plugins`` /
+``--strict-plugins`` (:func:`plugin_options`) are the same for ``plugins``,
+``plan`` and ``run`` (``launch-agent`` declares its own, which a config file
+can also set). ``LAUNCHPLANE_PLUGINS`` and
+``LAUNCHPLANE_DISABLE_PLUGIN_AUTOLOAD`` are read by
+:func:`launchplane.core.plugins.get_plugin_manager` itself, not by click, so
+they apply to Python callers too. Only click is imported here.
 """
 
 from __future__ import annotations
@@ -49,3 +55,20 @@ def override_options(function: F) -> F:
 def split_list(values: Sequence[str]) -> list[str]:
     """``--plugins a,b --plugins c`` -> ``[a, b, c]``."""
     return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def plugin_options(command: F) -> F:
+    """Add ``--plugins`` (parameter ``plugin_specs``) and ``--strict-plugins`` to a command."""
+    command = click.option(
+        "--strict-plugins",
+        is_flag=True,
+        help="Fail when any plugin fails to load, instead of skipping it.",
+    )(command)
+    return click.option(
+        "--plugins",
+        "plugin_specs",
+        multiple=True,
+        metavar="MOD[,MOD...]",
+        help="Also load these plugin modules; 'no:NAME' blocks a plugin. "
+        "Adds to LAUNCHPLANE_PLUGINS.",
+    )(command)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from launchplane.cli._options import override_options
+from launchplane.cli._options import override_options, plugin_options
 
 if TYPE_CHECKING:
     from launchplane.core.interfaces import Image, Runner
@@ -51,13 +51,7 @@ EXIT_INVALID = 2
     help="Also resolve every secret through its provider, here and now, and report "
     "whether it resolved (never its value). Run it where the agent runs.",
 )
-@click.option(
-    "--plugins",
-    "plugins",
-    multiple=True,
-    metavar="MODULES",
-    help="Extra plugin modules (comma-separated; no:NAME blocks one), as for the agent.",
-)
+@plugin_options
 @click.pass_context
 def plan(
     ctx: click.Context,
@@ -68,7 +62,8 @@ def plan(
     variables: tuple[str, ...],
     as_json: bool,
     check_secrets: bool,
-    plugins: tuple[str, ...],
+    plugin_specs: tuple[str, ...],
+    strict_plugins: bool,
 ) -> None:
     """Resolve JOB.yaml against a queue config and show what would be submitted.
 
@@ -79,6 +74,7 @@ def plan(
     listed with its path.
     """
     from launchplane.core.errors import ConfigError
+    from launchplane.core.interfaces import PluginError
 
     messages: list[str] = []
     try:
@@ -88,14 +84,19 @@ def plan(
             sets,
             resource_args,
             variables,
-            list(plugins),
+            list(plugin_specs),
             messages,
             check_secrets=check_secrets,
+            strict_plugins=strict_plugins,
         )
     except ConfigError as exc:
         _echo_all(messages)
         click.echo(f"error: {exc}", err=True)
         ctx.exit(EXIT_INVALID)
+    except PluginError as exc:  # --strict-plugins
+        _echo_all(messages)
+        click.echo(f"error: {exc}", err=True)
+        ctx.exit(1)
     _echo_all(messages)
     if as_json:
         click.echo(json.dumps(document, indent=2, ensure_ascii=False))
@@ -120,6 +121,7 @@ def _plan(
     messages: list[str],
     *,
     check_secrets: bool = False,
+    strict_plugins: bool = False,
 ) -> dict[str, Any]:
     """The plan document; warnings and notes for stderr go to ``messages``.
 
@@ -142,7 +144,7 @@ def _plan(
         messages.append("note: no --queue-config: an empty queue (local-process, no guardrails)")
     overrides, values = config.command_line_layers(sets, resource_args, variables)
 
-    registry = get_plugin_manager(plugins, strict=False)
+    registry = get_plugin_manager(plugins, strict=strict_plugins)
     messages += [
         f"note: plugin '{name}' not loaded: {why}" for name, why in registry.load_errors.items()
     ]

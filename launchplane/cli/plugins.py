@@ -1,11 +1,7 @@
 """``launchplane plugins``: what is installed, what it registered, and what failed.
 
-Also home of :func:`plugin_options`, the ``--plugins`` / ``--strict-plugins``
-options every command that loads plugins (``agent``, ``plan``, ``run``)
-shares, so they behave the same everywhere. ``LAUNCHPLANE_PLUGINS`` and
-``LAUNCHPLANE_DISABLE_PLUGIN_AUTOLOAD`` are read by
-:func:`launchplane.core.plugins.get_plugin_manager` itself, not by click, so
-they apply to Python callers too.
+``--plugins`` / ``--strict-plugins`` are
+:func:`launchplane.cli._options.plugin_options`, shared with ``plan`` and ``run``.
 """
 
 from __future__ import annotations
@@ -16,28 +12,12 @@ from typing import Any, TypeVar
 
 import click
 
+from launchplane.cli._options import plugin_options
 from launchplane.core.plugins import PluginInfo, PluginRegistry, get_plugin_manager
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 COLUMNS = ("NAME", "VERSION", "SOURCE", "REGISTERED", "ERROR")
-
-
-def plugin_options(command: F) -> F:
-    """Add ``--plugins`` (parameter ``plugin_specs``) and ``--strict-plugins`` to a command."""
-    command = click.option(
-        "--strict-plugins",
-        is_flag=True,
-        help="Fail when any plugin fails to load, instead of skipping it.",
-    )(command)
-    return click.option(
-        "--plugins",
-        "plugin_specs",
-        multiple=True,
-        metavar="MOD[,MOD...]",
-        help="Also load these plugin modules; 'no:NAME' blocks a plugin. "
-        "Adds to LAUNCHPLANE_PLUGINS.",
-    )(command)
 
 
 @click.command("plugins")

@@ -24,6 +24,8 @@ from typing import Any
 
 import click
 
+from launchplane.cli._options import plugin_options
+
 QUEUE = "local"
 DEFAULT_QUEUE_CONFIG: dict[str, Any] = {"resource": "local-process", "builder": {"type": "noop"}}
 RUN_CANCEL_GRACE = 5.0
@@ -50,6 +52,7 @@ RUN_CANCEL_GRACE = 5.0
 @click.option(
     "--json", "as_json", is_flag=True, help="Log to stderr; print a JSON summary on stdout."
 )
+@plugin_options
 def run(
     job_file: Path,
     sets: tuple[str, ...],
@@ -57,6 +60,8 @@ def run(
     queue_config: Path | None,
     data_dir: Path | None,
     as_json: bool,
+    plugin_specs: tuple[str, ...],
+    strict_plugins: bool,
 ) -> None:
     """Run JOB_FILE on an embedded server and agent; exit with the job's exit code.
 
@@ -64,6 +69,7 @@ def run(
     Example:
       launchplane run examples/hello/job.yaml --set hyperparameters.epochs=50
     """
+    from launchplane.cli._options import split_list
     from launchplane.cli._output import fail_invalid
     from launchplane.core import paths
     from launchplane.core.config import command_line_layers, load_job_file, load_queue_file
@@ -76,7 +82,8 @@ def run(
     except ConfigError as exc:
         fail_invalid(exc)
     directory = (data_dir or paths.data_dir() / "run").expanduser().resolve()
-    sys.exit(_main(job, overrides, values, queue, directory, as_json))
+    plugins = split_list(plugin_specs)
+    sys.exit(_main(job, overrides, values, queue, directory, as_json, plugins, strict_plugins))
 
 
 def with_local_code(job: dict[str, Any], job_file: Path) -> dict[str, Any]:
@@ -99,6 +106,8 @@ def _main(
     queue: dict[str, Any],
     data_dir: Path,
     as_json: bool,
+    plugins: list[str],
+    strict_plugins: bool,
 ) -> int:
     import fcntl
 
@@ -113,7 +122,17 @@ def _main(
         except BlockingIOError:
             fail(f"another `launchplane run` is using {data_dir}; pass another --data-dir")
         try:
-            return anyio.run(_session, job, overrides, variables, queue, data_dir, as_json)
+            return anyio.run(
+                _session,
+                job,
+                overrides,
+                variables,
+                queue,
+                data_dir,
+                as_json,
+                plugins,
+                strict_plugins,
+            )
         except KeyboardInterrupt:
             return 130
 
@@ -125,6 +144,8 @@ async def _session(
     queue: dict[str, Any],
     data_dir: Path,
     as_json: bool,
+    plugins: list[str],
+    strict_plugins: bool,
 ) -> int:
     """Server, agent, submit, stream, summary: all in one event loop."""
     import os
@@ -138,6 +159,7 @@ async def _session(
     from launchplane.cli._output import fail, fail_invalid, job_exit_code
     from launchplane.core.client import LaunchplaneClient, ValidationFailed
     from launchplane.core.errors import ConfigError
+    from launchplane.core.interfaces import PluginError
     from launchplane.core.redaction import Redactor
     from launchplane.server.embedded import EmbeddedServer
 
@@ -150,19 +172,24 @@ async def _session(
             await server.ensure_queue(QUEUE, queue)
         except ConfigError as exc:
             fail_invalid(exc)
-        agent = Agent(
-            AgentSettings(
-                server=server.url,
-                token=await server.create_token("agent", queues=[QUEUE]),
-                queues=[QUEUE],
-                max_jobs=1,
-                cancel_grace=RUN_CANCEL_GRACE,
-                agent_id=f"run-{socket.gethostname()}-{os.getpid()}",
-                work_dir=data_dir / "work",
-                claim_wait=5.0,
-            ),
-            redactor=redactor,
-        )
+        try:
+            agent = Agent(
+                AgentSettings(
+                    server=server.url,
+                    token=await server.create_token("agent", queues=[QUEUE]),
+                    queues=[QUEUE],
+                    max_jobs=1,
+                    cancel_grace=RUN_CANCEL_GRACE,
+                    agent_id=f"run-{socket.gethostname()}-{os.getpid()}",
+                    work_dir=data_dir / "work",
+                    claim_wait=5.0,
+                    plugins=plugins,
+                    strict_plugins=strict_plugins,
+                ),
+                redactor=redactor,
+            )
+        except PluginError as exc:  # --strict-plugins
+            fail(str(exc))
         async with LaunchplaneClient(server.url, server.admin_token) as client:
             await _cancel_leftovers(client)
             try:

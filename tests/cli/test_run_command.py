@@ -18,10 +18,13 @@ HELLO = REPO / "examples" / "hello" / "job.yaml"
 LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))
 
 
-def run(*args: str, data_dir: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, data_dir: Path, timeout: float = 60, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHPLANE_")}
     env["LAUNCHPLANE_HOME"] = str(data_dir / "home")
+    env.update(extra_env or {})
     return subprocess.run(
         [LAUNCHPLANE, "run", *args, "--data-dir", str(data_dir)],
         capture_output=True,
@@ -112,3 +115,56 @@ def test_local_code_is_found_next_to_the_job_file(tmp_path: Path, workdir: str |
     done = run(str(job), data_dir=tmp_path / "data")
     assert done.returncode == 0, done.stderr
     assert f"cwd {code}" in done.stdout
+
+
+PLUGIN = """
+from launchplane import hookimpl
+
+
+@hookimpl
+def launchplane_prepare_job(job, ctx):
+    ctx.env["FROM_PLUGIN"] = "prepared by run_test_plugin"
+"""
+
+
+def _with_plugin_dir(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "run_test_plugin.py").write_text(PLUGIN)
+    (tmp_path / "plugins" / "run_broken_plugin.py").write_text("raise RuntimeError('boom')\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "command: [python3, -c, \"import os; print(os.environ.get('FROM_PLUGIN', 'absent'))\"]\n"
+    )
+    return {
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")])
+        )
+    }
+
+
+def test_plugins_option_loads_a_plugin_for_the_embedded_agent(tmp_path: Path) -> None:
+    extra_env = _with_plugin_dir(tmp_path)
+    done = run(
+        str(tmp_path / "job.yaml"),
+        "--plugins",
+        "run_test_plugin",
+        data_dir=tmp_path / "data",
+        extra_env=extra_env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "prepared by run_test_plugin" in done.stdout
+
+
+def test_strict_plugins_stops_run_before_the_job(tmp_path: Path) -> None:
+    extra_env = _with_plugin_dir(tmp_path)
+    done = run(
+        str(tmp_path / "job.yaml"),
+        "--plugins",
+        "run_broken_plugin",
+        "--strict-plugins",
+        data_dir=tmp_path / "data",
+        extra_env=extra_env,
+    )
+    assert done.returncode == 1
+    assert "run_broken_plugin" in done.stderr and "--strict-plugins" in done.stderr
+    assert "absent" not in done.stdout  # the job never ran

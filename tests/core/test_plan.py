@@ -336,3 +336,17 @@ def test_importing_the_command_imports_nothing_heavy() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_strict_plugins_makes_a_plugin_that_fails_to_load_fatal(files: dict[str, Path]) -> None:
+    result = plan(
+        files["job"],
+        "--queue-config",
+        files["queue"],
+        "--plugins",
+        "no_such_plugin_mod",
+        "--strict-plugins",
+    )
+    assert result.exit_code == 1
+    assert "no_such_plugin_mod" in result.stderr and "--strict-plugins" in result.stderr
+    assert result.stdout == ""
