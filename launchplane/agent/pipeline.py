@@ -72,6 +72,7 @@ from launchplane.agent.rundir import (
 from launchplane.agent.secrets import resolve_secrets
 from launchplane.core.client import LaunchplaneClient
 from launchplane.core.config import resolve_job
+from launchplane.core.config.macros import expand_macros
 from launchplane.core.errors import ConfigError
 from launchplane.core.interfaces import (
     Image,
@@ -84,8 +85,7 @@ from launchplane.core.interfaces import (
 )
 from launchplane.core.plugins import PluginRegistry
 from launchplane.core.redaction import Redactor
-from launchplane.core.spec import ResolvedJob
-from launchplane.core.templates import expand_macros
+from launchplane.core.spec import QueueConfig, ResolvedJob
 
 log = logging.getLogger("launchplane.agent")
 
@@ -286,11 +286,9 @@ class JobPipeline:
 
     def _resolve(self) -> ResolvedJob:
         self._enter("resolve", "resolving")
-        registry = self.services.registry
-
-        def validate(runner: str, args: dict[str, Any]) -> None:
-            registry.runner(runner).validate_resource_args(args)
-
+        default = QueueConfig.model_fields["resource"].default
+        resource = self.lease["queue_config"].get("resource", default)
+        runner = self.services.registry.runners.get(resource)  # not installed: fails at build
         try:
             job = resolve_job(
                 self.lease["queue_config"],
@@ -298,7 +296,7 @@ class JobPipeline:
                 self.lease.get("overrides") or (),
                 self.lease.get("template_variables") or {},
                 queue_name=self.queue,
-                runner_validator=validate,
+                resource_args_model=runner.resource_args_model if runner else None,
             )
         except (ConfigError, PluginError) as exc:
             raise StageFailure(

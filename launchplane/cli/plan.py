@@ -17,7 +17,6 @@ manager are imported when the command runs.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -128,14 +127,15 @@ def _plan(
     Raises ConfigError when the input is invalid; ``messages`` keeps what was
     found before, so a queue warning is shown next to the job's errors.
     """
-    from launchplane.core import config, templates
+    from launchplane.core import config
+    from launchplane.core.config.queue_check import check_queue_config
     from launchplane.core.errors import ConfigError
     from launchplane.core.plugins import get_plugin_manager
 
     job = config.resolve_local_workdir(config.load_job_file(job_file), job_file)
     queue_raw = config.load_queue_file(queue_file) if queue_file is not None else {}
     try:
-        queue, warnings = templates.check_queue_config(queue_raw)
+        queue, warnings = check_queue_config(queue_raw)
     except ConfigError as exc:
         raise ConfigError(exc.errors, source=str(queue_file)) from None
     messages += [f"warning: {queue_file}: {warning}" for warning in warnings]
@@ -151,6 +151,7 @@ def _plan(
     runner, note = _runner(registry, queue.resource)
     if note:
         messages.append(note)
+    runner_class = registry.runners.get(queue.resource)
     try:
         resolved = config.resolve_job(
             queue_raw,
@@ -158,10 +159,12 @@ def _plan(
             overrides,
             values,
             queue_name=job.get("queue") or (queue_file.stem if queue_file else None),
-            runner_validator=_RunnerCheck(runner) if runner is not None else None,
+            resource_args_model=runner_class.resource_args_model if runner_class else None,
         )
     except ConfigError as exc:
-        raise ConfigError(exc.errors, source=str(job_file)) from None
+        # Named after the job file unless every problem names the override that caused it.
+        in_file = not all(error.origin for error in exc.errors)
+        raise ConfigError(exc.errors, source=str(job_file) if in_file else None) from None
     document: dict[str, Any] = {"resolved": _shown(resolved)}
     if check_secrets and resolved.secrets:
         document["secrets_check"] = _check_secrets(resolved.secrets, registry)
@@ -176,7 +179,8 @@ def _plan(
 
 def _job_placeholder_warnings(job: dict[str, Any], job_file: Path) -> list[str]:
     """A job is never templated; ``{{x}}`` in it is most likely meant for a queue config."""
-    from launchplane.core.templates import find_placeholders, show_path
+    from launchplane.core.config.keypath import show_path
+    from launchplane.core.config.templates import find_placeholders
 
     return [
         f"warning: {job_file}: {show_path(path)}: {{{{{name}}}}} stays as text: only a queue "
@@ -202,23 +206,9 @@ def _runner(registry: PluginRegistry, name: str) -> tuple[Runner | None, str | N
         return None, f"note: {exc}; showing the resolved job without would_submit"
 
 
-@dataclass(frozen=True)
-class _RunnerCheck:
-    """``runner_validator`` for resolve_job; exposes the model so unknown keys get suggestions."""
-
-    runner: Runner
-
-    @property
-    def resource_args_model(self) -> Any:
-        return self.runner.resource_args_model
-
-    def __call__(self, name: str, args: dict[str, Any]) -> None:
-        self.runner.validate_resource_args(args)
-
-
 def _describe(runner: Runner, resolved: ResolvedJob) -> tuple[dict[str, Any] | None, str | None]:
     """What the runner would submit, with the image the noop builder would pass through."""
-    from launchplane.core.errors import ConfigError, FieldError
+    from launchplane.core.errors import ConfigError, FieldError, runner_message
     from launchplane.core.interfaces import PluginError
 
     image = _noop_image(resolved)
@@ -227,7 +217,7 @@ def _describe(runner: Runner, resolved: ResolvedJob) -> tuple[dict[str, Any] | N
     except NotImplementedError:
         return None, f"note: runner '{resolved.resource}' cannot describe what it would submit"
     except PluginError as exc:
-        raise ConfigError([FieldError("", f"runner '{resolved.resource}': {exc}")]) from None
+        raise ConfigError([FieldError("", runner_message(resolved.resource, str(exc)))]) from None
 
 
 def _check_secrets(secrets: dict[str, str], registry: PluginRegistry) -> dict[str, str]:

@@ -8,16 +8,17 @@ run later: the server resolves every job with the same code the agent runs
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import cached_property
 from typing import Any
 
+from pydantic import BaseModel
+
 from launchplane.core.config import resolve_job
+from launchplane.core.config.queue_check import check_queue_config
 from launchplane.core.errors import ConfigError
-from launchplane.core.interfaces import PluginError, Runner
 from launchplane.core.plugins import PluginRegistry, get_plugin_manager
 from launchplane.core.spec import QueueConfig
-from launchplane.core.templates import check_queue_config
 
 DEFAULT_RUNNER = QueueConfig.model_fields["resource"].default
 
@@ -55,40 +56,18 @@ class Validator:
                 overrides,
                 variables,
                 queue_name=queue,
-                runner_validator=self._runner_validator(raw_config.get("resource", DEFAULT_RUNNER)),
+                resource_args_model=self._resource_args_model(
+                    raw_config.get("resource", DEFAULT_RUNNER)
+                ),
             )
         except ConfigError as exc:
             raise ConfigError(exc.errors, source="invalid job") from None
         return resolved.model_dump(mode="json")
 
-    def _runner_validator(self, runner: Any) -> Callable[[str, dict[str, Any]], Any] | None:
-        """The runner's own ``resource_args`` check, when that runner is installed here.
+    def _resource_args_model(self, runner: Any) -> type[BaseModel] | None:
+        """The installed runner class's ``resource_args`` model (no plugin is instantiated).
 
         A runner only the agents have is checked there instead.
         """
         cls = self.plugins.runners.get(runner) if isinstance(runner, str) else None
-        if cls is None:
-            return None
-        try:
-            instance: Runner | None = self.plugins.runner(runner)
-        except PluginError:
-            instance = None  # not constructible here (a missing extra): the class model applies
-        return _RunnerCheck(cls, instance).check
-
-
-class _RunnerCheck:
-    """Adapts ``Runner.validate_resource_args(args)`` to the engine's ``(runner, args)`` call.
-
-    The engine finds ``resource_args_model`` on the bound method's object and
-    uses it to suggest the closest valid key for a misspelt one.
-    """
-
-    def __init__(self, cls: type[Runner], instance: Runner | None) -> None:
-        self.resource_args_model = cls.resource_args_model
-        self._instance = instance
-
-    def check(self, _runner: str, args: dict[str, Any]) -> None:
-        if self._instance is not None:
-            self._instance.validate_resource_args(args)
-        elif self.resource_args_model is not None:
-            self.resource_args_model.model_validate(args)
+        return cls.resource_args_model if cls is not None else None

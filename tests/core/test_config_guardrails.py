@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from launchplane.core.config import (
     load_job_file,
@@ -14,7 +15,8 @@ from launchplane.core.config import (
     parse_set,
     resolve_job,
 )
-from launchplane.core.errors import ConfigError
+from launchplane.core.errors import ConfigError, FieldError
+from launchplane.core.interfaces import PluginError
 from launchplane.core.spec import QueueConfig
 from launchplane.plugins.runners.local import LocalProcessRunner
 
@@ -495,41 +497,50 @@ def test_invalid_queue_config_is_reported_as_such() -> None:
 # --- the runner's own model -----------------------------------------------------------
 
 
-def test_runner_validation_errors_are_prefixed_and_suggest() -> None:
-    runner = LocalProcessRunner()
+def test_runner_model_errors_are_prefixed_and_suggest() -> None:
     queue = {"resource": "local-process"}
-    job = {"entry_point": "train.py", "resource_args": {"local-process": {"nicety": 3}}}
-    assert refused(
-        queue, job, runner_validator=lambda name, args: runner.validate_resource_args(args)
-    ) == {"resource_args.local-process.nicety": "unknown key"}
-    job["resource_args"]["local-process"] = {"nicety": 3, "nice": 99}
-    assert refused(queue, job, runner_validator=_BoundValidator(runner).validate) == {
+    job = {"entry_point": "train.py", "resource_args": {"local-process": {"nicety": 3, "nice": 99}}}
+    assert refused(queue, job, resource_args_model=LocalProcessRunner.resource_args_model) == {
         "resource_args.local-process.nicety": "unknown key (did you mean 'nice'?)",
-        "resource_args.local-process.nice": "Input should be less than or equal to 19",
+        "resource_args.local-process.nice": "Input should be less than or equal to 19 (got 99)",
     }
 
 
-def test_runner_validator_config_errors_are_prefixed() -> None:
-    def validator(name: str, args: dict[str, Any]) -> None:
-        raise ConfigError("region is required for " + name)
+class _SlurmArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    partition: str = "gpu"
+    region: str | None = None
 
-    assert refused({"resource": "sagemaker"}, {}, runner_validator=validator) == {
-        "resource_args.sagemaker": "region is required for sagemaker"
+    @model_validator(mode="after")
+    def _needs_region(self) -> _SlurmArgs:
+        if self.partition == "cloud" and self.region is None:
+            raise ConfigError([FieldError("region", "is required for partition 'cloud'")])
+        if self.partition == "broken":
+            raise PluginError("the partition list could not be read")
+        return self
+
+
+def test_runner_model_config_and_plugin_errors_are_prefixed() -> None:
+    queue = {"resource": "slurm"}
+    cloud = {"resource_args": {"slurm": {"partition": "cloud"}}}
+    assert refused(queue, cloud, resource_args_model=_SlurmArgs) == {
+        "resource_args.slurm.region": "is required for partition 'cloud'"
+    }
+    broken = {"resource_args": {"slurm": {"partition": "broken"}}}
+    assert refused(queue, broken, resource_args_model=_SlurmArgs) == {
+        "resource_args.slurm": "the partition list could not be read"
     }
 
 
-def test_runner_validator_sees_the_runner_name_and_its_args() -> None:
-    seen: list[tuple[str, dict[str, Any]]] = []
-    resolve_job(QUEUE, JOB, runner_validator=lambda name, args: seen.append((name, args)))
-    assert seen == [("kubernetes", resolve_job(QUEUE, JOB).resource_args["kubernetes"])]
-
-
-class _BoundValidator:
-    """A validator object whose bound method exposes the runner's model via ``__self__``."""
-
-    def __init__(self, runner: LocalProcessRunner) -> None:
-        self.runner = runner
-        self.resource_args_model = runner.resource_args_model
-
-    def validate(self, name: str, args: dict[str, Any]) -> None:
-        self.runner.validate_resource_args(args)
+def test_runner_model_checks_only_the_queue_runners_args() -> None:
+    job = {
+        "entry_point": "train.py",
+        "resource_args": {"slurm": {"partition": "cpu"}, "docker": {"anything": 1}},
+    }
+    resolved = resolve_job({"resource": "slurm"}, job, resource_args_model=_SlurmArgs)
+    assert resolved.resource_args == job["resource_args"]  # validated, not rewritten
+    assert refused(
+        {"resource": "slurm"},
+        {"resource_args": {"slurm": {"partiton": "cpu"}}},
+        resource_args_model=_SlurmArgs,
+    ) == {"resource_args.slurm.partiton": "unknown key (did you mean 'partition'?)"}

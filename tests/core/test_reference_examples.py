@@ -22,9 +22,9 @@ from click.testing import CliRunner, Result
 
 from launchplane.cli import cli
 from launchplane.core.config import load_job_file, load_queue_file
+from launchplane.core.config.queue_check import check_queue_config
 from launchplane.core.errors import ConfigError
 from launchplane.core.spec import TemplateVariable
-from launchplane.core.templates import check_queue_config
 from launchplane.core.yamlsafe import load_document
 
 REFERENCE = Path(__file__).parents[1] / "fixtures" / "reference"

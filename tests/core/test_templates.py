@@ -6,16 +6,15 @@ from typing import Any
 
 import pytest
 
-from launchplane.core.errors import ConfigError
-from launchplane.core.spec import TemplateVariable
-from launchplane.core.templates import (
-    agent_env_references,
-    check_queue_config,
-    expand_macros,
+from launchplane.core.config.macros import agent_env_references, expand_macros
+from launchplane.core.config.queue_check import check_queue_config
+from launchplane.core.config.templates import (
     find_placeholders,
     resolve_template_values,
     substitute,
 )
+from launchplane.core.errors import ConfigError
+from launchplane.core.spec import TemplateVariable
 
 SAGEMAKER_QUEUE: dict[str, Any] = {
     "resource": "sagemaker",

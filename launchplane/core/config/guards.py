@@ -1,0 +1,241 @@
+"""The guardrails of a submitter's layers (the job config and each override).
+
+A queue config is the admin's; a submitter's layers may not hold
+``secrets``, queue settings, ``${NAME}`` references to the agent's
+environment where the agent expands them, ``null`` env values outside the
+queue's ``passthrough_env``, nor change a path that the queue fills from a
+template variable or lists in ``locked``. The protected paths form a tree
+(:class:`Guard`), built once per queue config; each layer is checked against
+it after normalisation, so no spelling gets around a lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from launchplane.core.config.keypath import PathKey, format_path, parse_path, strings
+from launchplane.core.config.macros import EXPANDED_FIELDS, agent_env_references
+from launchplane.core.config.normalise import normalise_layer, with_not_a_launch_config_hint
+from launchplane.core.config.queue_check import CheckedQueue
+from launchplane.core.errors import FieldError, from_validation_error, kind_of
+from launchplane.core.spec import QUEUE_ONLY_KEYS, JobSpec
+
+
+@dataclass
+class Guard:
+    """A node of the tree of paths a submitter may not change."""
+
+    children: dict[str | int, Guard] = field(default_factory=dict)
+    reason: str | None = None
+    """Why this exact path is protected (None: only something below it is)."""
+    mergeable: bool = True
+    """The queue holds a mapping (or nothing) here, so a mapping merges instead of replacing."""
+
+    def first_protected(self, path: PathKey) -> tuple[PathKey, str]:
+        """A protected path below this node (at ``path``) and why: for "replacing" errors."""
+        node, found = self, path
+        while node.reason is None:
+            key, node = next(iter(node.children.items()))
+            found = (*found, key)
+        assert node.reason is not None
+        return found, node.reason
+
+
+def guard_tree(checked: CheckedQueue) -> Guard:
+    """The paths of a checked queue config that its submitters may not change."""
+    data = checked.data
+    root = Guard()
+    # A valid config has placeholders in job fields only, so all of them are protected.
+    for path, names in checked.placeholders.items():
+        variables = ", ".join(f"'{name}'" for name in sorted(names))
+        hint = " ".join(f"--var {name}=..." for name in sorted(names))
+        noun = "template variable" if len(names) == 1 else "template variables"
+        _protect(
+            root, path, data, f"is set by the queue from {noun} {variables}; pass {hint} instead"
+        )
+    for entry in checked.config.locked:
+        _protect(
+            root,
+            parse_path(entry),
+            data,
+            "is locked by the queue config; only an admin can change it",
+        )
+    return root
+
+
+def _protect(root: Guard, path: PathKey, data: Mapping[str, Any], reason: str) -> None:
+    """Add ``path`` to the guard tree, noting along it where the queue holds a mapping."""
+    node, value = root, data
+    for key in path:
+        value = _child(value, key)
+        node = node.children.setdefault(key, Guard())
+        node.mergeable = value is None or isinstance(value, Mapping)
+    if node.reason is None:
+        node.reason = reason
+
+
+def _child(value: Any, key: str | int) -> Any:
+    """``value[key]`` for a mapping key or list index; None when there is no such child."""
+    if isinstance(value, Mapping):
+        return value.get(key)
+    if isinstance(value, list) and isinstance(key, int) and 0 <= key < len(value):
+        return value[key]
+    return None
+
+
+def submitter_layer(
+    raw: Any, guards: Guard, origin: str | None, errors: list[FieldError]
+) -> dict[str, Any]:
+    """Normalise one job or override layer and append every problem with it to ``errors``.
+
+    ``origin`` names an override layer (``from --set a=1``) in its errors; None
+    for the job config. The result keeps ``template_variables`` (values, in a job).
+    """
+    suffix = f" ({origin})" if origin else ""
+    if not isinstance(raw, Mapping):
+        errors.append(
+            FieldError(
+                "", f"a job or override must be a mapping, not {kind_of(raw)}{suffix}", None, origin
+            )
+        )
+        return {}
+    layer, problems = normalise_layer(raw)
+    problems += _queue_only_keys(layer)
+    if layer.get("base_config") is not None:
+        problems.append(
+            FieldError(
+                "base_config",
+                "is read by the file loader (launchplane submit/plan); it cannot be resolved here",
+            )
+        )
+    # template_variables is a queue-only key, but in a job it carries values.
+    shape = {
+        k: v for k, v in layer.items() if k not in QUEUE_ONLY_KEYS or k == "template_variables"
+    }
+    problems += _shape_errors(shape)
+    problems += _reference_errors(layer)
+    _check_guards(layer, guards, (), problems)
+    errors += [FieldError(p.path, p.message + suffix, p.line, origin) for p in problems]
+    return {k: v for k, v in shape.items() if k != "base_config"}
+
+
+def _queue_only_keys(layer: Mapping[str, Any]) -> list[FieldError]:
+    errors = []
+    for key in layer:
+        if key == "secrets":
+            errors.append(
+                FieldError(
+                    "secrets",
+                    "secrets belong to the queue config, which only admins can change; "
+                    "ask an admin to add them there (the job gets them as env variables)",
+                )
+            )
+        elif key == "resource":
+            errors.append(
+                FieldError("resource", "the queue decides the runner; submit to another queue")
+            )
+        elif key in QUEUE_ONLY_KEYS and key != "template_variables":
+            errors.append(FieldError(key, "is a queue setting that only an admin can change"))
+    return errors
+
+
+def _shape_errors(layer: Mapping[str, Any]) -> list[FieldError]:
+    """JobSpec errors of a partial layer: wrong keys and types, not missing fields.
+
+    A layer may set only ``git.commit`` and inherit ``git.repository`` from
+    the queue; required fields are checked on the resolved job.
+    """
+    try:
+        JobSpec.model_validate(layer)
+    except ValidationError as exc:
+        errors = from_validation_error(_WithoutMissing(exc), model=JobSpec)
+        return with_not_a_launch_config_hint(errors, layer)
+    return []
+
+
+class _WithoutMissing:
+    """A ValidationError view without ``missing`` errors (see :func:`_shape_errors`)."""
+
+    def __init__(self, exc: ValidationError) -> None:
+        self._errors = [e for e in exc.errors() if e["type"] != "missing"]
+
+    def errors(self) -> list[Any]:
+        return self._errors
+
+
+def track_nulls(env: Any, origin: str | None, nulls: dict[str, str | None]) -> None:
+    """Follow which env names the submitter's layers leave ``null``, and which layer did it.
+
+    Checked on the result of all submitter layers, not per layer: a job's
+    ``CUDA_HOME:`` that ``--set env.CUDA_HOME=/usr/cuda`` fills is fine.
+    """
+    if not isinstance(env, Mapping):
+        return
+    for name, value in env.items():
+        if value is None:
+            nulls[str(name)] = origin
+        else:
+            nulls.pop(str(name), None)
+
+
+def null_env_errors(
+    nulls: Mapping[str, str | None], passthrough: frozenset[str]
+) -> list[FieldError]:
+    """``null`` env values are allowed only for the queue's passthrough names."""
+    allowed = ", ".join(sorted(passthrough)) or "none"
+    return [
+        FieldError(
+            format_path(("env", name)),
+            "null (inherit from the agent) is allowed only for names in the queue's "
+            f"passthrough_env (here: {allowed}); give a value, or ask an admin to add "
+            f"{name} to passthrough_env" + (f" ({origin})" if origin else ""),
+            None,
+            origin,
+        )
+        for name, origin in nulls.items()
+        if name not in passthrough
+    ]
+
+
+def _reference_errors(layer: Mapping[str, Any]) -> list[FieldError]:
+    """``${NAME}`` of the agent's environment, wherever the agent expands it, is admin-only."""
+    errors = []
+    for key in EXPANDED_FIELDS:
+        for path, text in strings(layer.get(key), (key,)):
+            errors += [
+                FieldError(
+                    format_path(path),
+                    f"${{{name}}} would read the agent's environment, which only a queue config "
+                    f"may do; write $${{{name}}} for the literal text, or ask an admin to provide "
+                    "it (queue env, secrets or passthrough_env)",
+                )
+                for name in agent_env_references(text)
+            ]
+    return errors
+
+
+def _check_guards(
+    value: Mapping[str, Any], node: Guard, path: PathKey, errors: list[FieldError]
+) -> None:
+    """Refuse setting a protected path, anything under it, or replacing a parent of it."""
+    for key, child_value in value.items():
+        child = node.children.get(key)
+        if child is None:
+            continue
+        child_path = (*path, key)
+        if child.reason is not None:
+            errors.append(FieldError(format_path(child_path), child.reason))
+        elif isinstance(child_value, Mapping) and child.mergeable:
+            _check_guards(child_value, child, child_path, errors)
+        else:
+            protected, reason = child.first_protected(child_path)
+            errors.append(
+                FieldError(
+                    format_path(child_path),
+                    f"replacing this would change {format_path(protected)}, which {reason}",
+                )
+            )

@@ -1,0 +1,220 @@
+"""The one final job: queue config < job config < overrides, guarded and templated.
+
+:func:`resolve_job` is what the server runs at submit (and ``plan`` on a
+submitter's machine): it composes the other modules of this package -
+normalisation, guardrails, template values, the merge - and validates the
+result as a :class:`~launchplane.core.spec.ResolvedJob`, then with the
+runner's own ``resource_args`` model when that runner is installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from launchplane.core.config.guards import (
+    Guard,
+    guard_tree,
+    null_env_errors,
+    submitter_layer,
+    track_nulls,
+)
+from launchplane.core.config.keypath import PathKey, format_path
+from launchplane.core.config.merge import merge_into, merge_tracked
+from launchplane.core.config.queue_check import inspect_queue_config
+from launchplane.core.config.templates import resolve_template_values, substitute
+from launchplane.core.errors import (
+    ConfigError,
+    FieldError,
+    from_validation_error,
+    join_path,
+    without_runner_label,
+)
+from launchplane.core.interfaces import PluginError
+from launchplane.core.spec import QUEUE_ONLY_KEYS, QueueConfig, ResolvedJob
+
+
+@dataclass
+class _Queue:
+    """What resolution needs from a queue config, computed once per call."""
+
+    config: QueueConfig
+    job_defaults: dict[str, Any]
+    guards: Guard
+    passthrough: frozenset[str]
+
+
+def resolve_job(
+    queue_config: QueueConfig | Mapping[str, Any],
+    job: Mapping[str, Any],
+    overrides: Sequence[Mapping[str, Any]] = (),
+    variables: Mapping[str, Any] | None = None,
+    *,
+    queue_name: str | None = None,
+    resource_args_model: type[BaseModel] | None = None,
+) -> ResolvedJob:
+    """The one final job: queue config < job < overrides, guarded and templated.
+
+    Stage 1 checks what the submitter sent - each layer's shape, the
+    guardrails, the template variable values (``job["template_variables"]``,
+    then those of each override layer, then ``variables``; later wins).
+    Stage 2 substitutes the values into the queue config, merges the layers,
+    validates the result as a :class:`ResolvedJob` and, when given, validates
+    ``resource_args[<resource>]`` with ``resource_args_model`` (the queue's
+    runner's :attr:`~launchplane.core.interfaces.Runner.resource_args_model`),
+    whose fields also suggest the key meant by a misspelt one. A failing stage
+    raises one ConfigError that lists every problem of that stage; a problem
+    with a value an override layer set says so (``(from --set a.b=1)``).
+
+    The result still holds ``${run_id}``-style macros and, in ``env``,
+    ``${NAME}`` references and ``null`` values from the queue config; the
+    agent expands them at launch (:func:`~launchplane.core.config.macros.expand_macros`).
+    """
+    queue = _compile_queue(queue_config)
+    layers: list[tuple[dict[str, Any], str | None]] = []
+    errors: list[FieldError] = []
+    given: dict[str, Any] = {}
+    nulls: dict[str, str | None] = {}
+    for index, raw in enumerate([job, *overrides]):
+        origin = None if index == 0 else _origin(raw, index)
+        layer = submitter_layer(raw, queue.guards, origin, errors)
+        tv = layer.pop("template_variables", None)
+        if isinstance(tv, Mapping):
+            given.update(tv)
+        track_nulls(layer.get("env"), origin, nulls)
+        layers.append((layer, origin))
+    errors += null_env_errors(nulls, queue.passthrough)
+    given.update(variables or {})
+    try:
+        values = resolve_template_values(queue.config.template_variables, given)
+    except ConfigError as exc:
+        errors += exc.errors
+    if errors:
+        raise ConfigError(errors)
+    merged = substitute(queue.job_defaults, values)
+    origins: dict[PathKey, str] = {}
+    for layer, origin in layers:
+        if origin is None:
+            merge_into(merged, layer)
+        else:
+            merge_tracked(merged, layer, origin, origins)
+    merged.update(
+        resource=queue.config.resource,
+        secrets=dict(queue.config.secrets),
+        passthrough_env=list(queue.config.passthrough_env),
+        template_values=values,
+    )
+    if queue_name is not None:
+        merged["queue"] = queue_name
+    return _validate_resolved(merged, resource_args_model, origins)
+
+
+def resource_args_errors(
+    resolved: ResolvedJob, resource_args_model: type[BaseModel]
+) -> list[FieldError]:
+    """The problems ``resource_args_model`` finds in ``resource_args[<resource>]``.
+
+    Each at its full path (``resource_args.docker.memory``), an unknown key
+    with the closest field of the model. The path names the runner, so a
+    plugin message that starts ``runner 'NAME': `` loses that label here. A
+    validator of the model may raise ``ConfigError`` (its paths are taken as
+    relative to the runner's args) or ``PluginError`` as well as ``ValueError``.
+    """
+    runner = resolved.resource
+    prefix = format_path(("resource_args", runner))
+
+    def at(path: str) -> str:
+        return f"{prefix}.{path}" if path else prefix
+
+    try:
+        resource_args_model.model_validate(resolved.resource_args.get(runner, {}))
+    except ValidationError as exc:
+        errors = from_validation_error(exc, model=resource_args_model)
+    except ConfigError as exc:
+        errors = exc.errors
+    except PluginError as exc:
+        errors = [FieldError("", str(exc))]
+    else:
+        return []
+    return [FieldError(at(e.path), without_runner_label(runner, e.message)) for e in errors]
+
+
+def _origin(layer: Any, index: int) -> str:
+    """``from --set a.b=1`` for a labelled :class:`~.overrides.Layer`, else ``in override 2``."""
+    label = getattr(layer, "origin", None)
+    return f"from {label}" if label else f"in override {index}"
+
+
+def _compile_queue(queue_config: QueueConfig | Mapping[str, Any]) -> _Queue:
+    """Check the queue config and build the tree of paths its submitters may not change."""
+    raw = (
+        queue_config.model_dump(exclude_unset=True)
+        if isinstance(queue_config, QueueConfig)
+        else queue_config
+    )
+    try:
+        checked = inspect_queue_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.errors, source="queue config") from None
+    job_defaults = {k: v for k, v in checked.data.items() if k not in QUEUE_ONLY_KEYS}
+    return _Queue(
+        checked.config,
+        job_defaults,
+        guard_tree(checked),
+        frozenset(checked.config.passthrough_env),
+    )
+
+
+def _validate_resolved(
+    merged: dict[str, Any],
+    resource_args_model: type[BaseModel] | None,
+    origins: Mapping[PathKey, str],
+) -> ResolvedJob:
+    try:
+        resolved = ResolvedJob.model_validate(merged)
+    except ValidationError as exc:
+        errors = from_validation_error(exc, model=ResolvedJob)
+        raise ConfigError(_labelled(errors, origins)) from None
+    errors = _resource_key_errors(resolved)
+    if resource_args_model is not None:
+        errors += resource_args_errors(resolved, resource_args_model)
+    if errors:
+        raise ConfigError(_labelled(errors, origins))
+    return resolved
+
+
+def _labelled(errors: list[FieldError], origins: Mapping[PathKey, str]) -> list[FieldError]:
+    """Each error at a path an override layer set, with that layer named (``(from --set ...)``)."""
+    if not origins:
+        return errors
+    # Paths as from_validation_error spells them; an error at or below one was caused by it.
+    spelled = {join_path(*path): origin for path, origin in origins.items()}
+    result = []
+    for error in errors:
+        matches = [p for p in spelled if error.path == p or error.path.startswith(p + ".")]
+        if not matches:
+            result.append(error)
+            continue
+        origin = spelled[max(matches, key=len)]
+        result.append(FieldError(error.path, f"{error.message} ({origin})", error.line, origin))
+    return result
+
+
+def _resource_key_errors(resolved: ResolvedJob) -> list[FieldError]:
+    """``resource_args.Kubernetes`` on a kubernetes queue is a typo the runner would ignore."""
+
+    def canon(name: str) -> str:
+        return name.lower().replace("-", "").replace("_", "")
+
+    return [
+        FieldError(
+            format_path(("resource_args", key)),
+            f"this queue runs '{resolved.resource}'; did you mean "
+            f"resource_args.{resolved.resource}? (keys are case-sensitive)",
+        )
+        for key in resolved.resource_args
+        if key != resolved.resource and canon(key) == canon(resolved.resource)
+    ]
