@@ -128,26 +128,36 @@ def _plan(
     found before, so a queue warning is shown next to the job's errors.
     """
     from launchplane.core import config
-    from launchplane.core.config.queue_check import check_queue_config
+    from launchplane.core.config.queue_check import inspect_queue_config
     from launchplane.core.errors import ConfigError
+    from launchplane.core.plugin_checks import check_queue_plugins
     from launchplane.core.plugins import get_plugin_manager
 
     job = config.resolve_local_workdir(config.load_job_file(job_file), job_file)
     queue_raw = config.load_queue_file(queue_file) if queue_file is not None else {}
     try:
-        queue, warnings = check_queue_config(queue_raw)
+        checked = inspect_queue_config(queue_raw)
     except ConfigError as exc:
         raise ConfigError(exc.errors, source=str(queue_file)) from None
-    messages += [f"warning: {queue_file}: {warning}" for warning in warnings]
-    messages += _job_placeholder_warnings(job, job_file)
-    if queue_file is None:
-        messages.append("note: no --queue-config: an empty queue (local-process, no guardrails)")
-    overrides, values = config.command_line_layers(sets, resource_args, variables)
-
+    queue = checked.config
     registry = get_plugin_manager(plugins, strict=strict_plugins)
     messages += [
         f"note: plugin '{name}' not loaded: {why}" for name, why in registry.load_errors.items()
     ]
+    errors, plugin_warnings = check_queue_plugins(queue, checked.placeholders, registry)
+    messages += [f"warning: {queue_file}: {warning}" for warning in checked.warnings]
+    # A runner that is not installed here is the note below, which says what plan skips.
+    messages += [
+        f"warning: {queue_file}: {w.path}: {w.message}"
+        for w in plugin_warnings
+        if w.path != "resource"
+    ]
+    if errors:
+        raise ConfigError(errors, source=str(queue_file))
+    messages += _job_placeholder_warnings(job, job_file)
+    if queue_file is None:
+        messages.append("note: no --queue-config: an empty queue (local-process, no guardrails)")
+    overrides, values = config.command_line_layers(sets, resource_args, variables)
     runner, note = _runner(registry, queue.resource)
     if note:
         messages.append(note)

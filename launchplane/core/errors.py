@@ -16,7 +16,7 @@ from __future__ import annotations
 import difflib
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -153,15 +153,25 @@ def suggest(key: str, valid: Iterable[str]) -> str:
     return f" (did you mean '{prefixed[0]}'?)" if len(prefixed) == 1 else ""
 
 
-def from_validation_error(exc: Any, *, prefix: str = "", model: Any = None) -> list[FieldError]:
+def from_validation_error(
+    exc: Any,
+    *,
+    prefix: str = "",
+    model: Any = None,
+    keep: Callable[[Any], bool] | None = None,
+) -> list[FieldError]:
     """Turn a pydantic ``ValidationError`` into FieldErrors with paths and suggestions.
 
     ``model`` (a pydantic model class) lets an unknown key suggest the closest
     valid key of the mapping it was found in. pydantic's own messages gain the
     value given, as :func:`given` decides: ``Input should be a valid string (got 5)``.
+    ``keep(item)`` drops the error items it says no to (a partial layer's
+    ``missing`` fields, values that hold a placeholder).
     """
     errors: list[FieldError] = []
     for item in exc.errors():
+        if keep is not None and not keep(item):
+            continue
         loc = [p for p in item["loc"] if not _is_union_tag(p)]
         if item["type"] == "extra_forbidden" and item["loc"]:
             # The unknown key is the user's, whatever it looks like (a key "a[b]" is no union tag).

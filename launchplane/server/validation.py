@@ -15,8 +15,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from launchplane.core.config import resolve_job
-from launchplane.core.config.queue_check import check_queue_config
+from launchplane.core.config.queue_check import inspect_queue_config
 from launchplane.core.errors import ConfigError
+from launchplane.core.plugin_checks import check_queue_plugins
 from launchplane.core.plugins import PluginRegistry, get_plugin_manager
 from launchplane.core.spec import QueueConfig
 
@@ -32,12 +33,20 @@ class Validator:
         return get_plugin_manager()
 
     def check_queue(self, raw: dict[str, Any]) -> list[str]:
-        """The warnings of a valid queue config; ConfigError (a 422) listing every problem."""
+        """The warnings of a valid queue config; ConfigError (a 422) listing every problem.
+
+        Beyond the config itself, the plugins installed here judge it
+        (:func:`~launchplane.core.plugin_checks.check_queue_plugins`): a queue
+        whose ``resource_args`` the runner's model refuses would fail every submit.
+        """
         try:
-            _, warnings = check_queue_config(raw)
+            checked = inspect_queue_config(raw)
         except ConfigError as exc:
             raise ConfigError(exc.errors, source="invalid queue config") from None
-        return list(warnings)
+        errors, warnings = check_queue_plugins(checked.config, checked.placeholders, self.plugins)
+        if errors:
+            raise ConfigError(errors, source="invalid queue config")
+        return [*checked.warnings, *(f"{w.path}: {w.message}" for w in warnings)]
 
     def resolve(
         self,

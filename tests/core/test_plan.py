@@ -350,3 +350,24 @@ def test_strict_plugins_makes_a_plugin_that_fails_to_load_fatal(files: dict[str,
     assert result.exit_code == 1
     assert "no_such_plugin_mod" in result.stderr and "--strict-plugins" in result.stderr
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("queue_text", "path", "fragment"),
+    [
+        (
+            "resource_args:\n  local-process:\n    timeout: 5\n",
+            "resource_args.local-process.timeout",
+            "did you mean 'timeout_seconds'",
+        ),
+        ("secrets:\n  HF_TOKEN: evn:HF_TOKEN\n", "secrets.HF_TOKEN", "did you mean 'env'"),
+    ],
+)
+def test_a_queue_the_installed_plugins_refuse_is_invalid_without_check_secrets(
+    tmp_path: Path, files: dict[str, Path], queue_text: str, path: str, fragment: str
+) -> None:
+    queue = write(tmp_path / "bad-queue.yaml", queue_text)
+    result = plan(files["job"], "--queue-config", queue, "--set", "env.CUDA_HOME=/usr/cuda")
+    assert result.exit_code == 2
+    assert f"{path}: " in result.stderr and fragment in result.stderr
+    assert str(queue) in result.stderr

@@ -152,19 +152,11 @@ def _shape_errors(layer: Mapping[str, Any]) -> list[FieldError]:
     try:
         JobSpec.model_validate(layer)
     except ValidationError as exc:
-        errors = from_validation_error(_WithoutMissing(exc), model=JobSpec)
+        errors = from_validation_error(
+            exc, model=JobSpec, keep=lambda item: item["type"] != "missing"
+        )
         return with_not_a_launch_config_hint(errors, layer)
     return []
-
-
-class _WithoutMissing:
-    """A ValidationError view without ``missing`` errors (see :func:`_shape_errors`)."""
-
-    def __init__(self, exc: ValidationError) -> None:
-        self._errors = [e for e in exc.errors() if e["type"] != "missing"]
-
-    def errors(self) -> list[Any]:
-        return self._errors
 
 
 def track_nulls(env: Any, origin: str | None, nulls: dict[str, str | None]) -> None:

@@ -9,7 +9,7 @@ runner's own ``resource_args`` model when that runner is installed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,29 +117,53 @@ def resource_args_errors(
 ) -> list[FieldError]:
     """The problems ``resource_args_model`` finds in ``resource_args[<resource>]``.
 
-    Each at its full path (``resource_args.docker.memory``), an unknown key
-    with the closest field of the model. The path names the runner, so a
-    plugin message that starts ``runner 'NAME': `` loses that label here. A
-    validator of the model may raise ``ConfigError`` (its paths are taken as
-    relative to the runner's args) or ``PluginError`` as well as ``ValueError``.
+    Each at its full path (``resource_args.docker.memory``); see :func:`model_errors`.
     """
     runner = resolved.resource
-    prefix = format_path(("resource_args", runner))
+    return model_errors(
+        resource_args_model,
+        resolved.resource_args.get(runner, {}),
+        ("resource_args", runner),
+        runner=runner,
+    )
 
-    def at(path: str) -> str:
-        return f"{prefix}.{path}" if path else prefix
+
+def model_errors(
+    model: type[BaseModel],
+    value: Any,
+    path: PathKey,
+    *,
+    runner: str | None = None,
+    judged: Callable[[Any], bool] | None = None,
+) -> list[FieldError]:
+    """What a plugin's model (``resource_args_model``, ``options_model``) says of ``value``.
+
+    Each problem at its full path below ``path``, an unknown key with the
+    closest field of the model. A validator of the model may raise
+    ``ConfigError`` (its paths are taken as relative to ``value``) or
+    ``PluginError`` as well as ``ValueError``. The path names the runner, so
+    a message of ``runner`` that starts ``runner 'NAME': `` loses that label.
+    ``judged(item)`` keeps only some of pydantic's error items (e.g. not the
+    missing fields of a partial layer).
+    """
+    prefix = format_path(path)
+
+    def at(error_path: str) -> str:
+        return f"{prefix}.{error_path}" if error_path else prefix
 
     try:
-        resource_args_model.model_validate(resolved.resource_args.get(runner, {}))
+        model.model_validate(value)
     except ValidationError as exc:
-        errors = from_validation_error(exc, model=resource_args_model)
+        errors = from_validation_error(exc, model=model, keep=judged)
     except ConfigError as exc:
         errors = exc.errors
     except PluginError as exc:
         errors = [FieldError("", str(exc))]
     else:
         return []
-    return [FieldError(at(e.path), without_runner_label(runner, e.message)) for e in errors]
+    if runner is not None:
+        errors = [FieldError(e.path, without_runner_label(runner, e.message)) for e in errors]
+    return [FieldError(at(e.path), e.message) for e in errors]
 
 
 def _origin(layer: Any, index: int) -> str:

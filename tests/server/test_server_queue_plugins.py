@@ -1,0 +1,67 @@
+"""Queue create/update asks the installed plugins too: a queue every submit would fail on is
+refused at once, with the path and the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from launchplane.core.client import LaunchplaneClient, NotFound, ValidationFailed
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_resource_args_the_runner_model_refuses_are_refused(
+    admin: LaunchplaneClient,
+) -> None:
+    config = {"resource": "local-process", "resource_args": {"local-process": {"timeout": 5}}}
+    with pytest.raises(ValidationFailed) as caught:
+        await admin.create_queue("bad", config)
+    assert caught.value.status == 422
+    [error] = caught.value.errors
+    assert error["path"] == "resource_args.local-process.timeout"
+    assert "did you mean 'timeout_seconds'" in error["message"]
+    with pytest.raises(NotFound):
+        await admin.get_queue("bad")
+
+
+async def test_an_update_is_checked_the_same_way(admin: LaunchplaneClient) -> None:
+    await admin.create_queue("checked-update", {"resource": "local-process"})
+    bad = {"resource": "local-process", "resource_args": {"local-process": {"timeout_seconds": -1}}}
+    with pytest.raises(ValidationFailed) as caught:
+        await admin.update_queue("checked-update", bad)
+    assert [e["path"] for e in caught.value.errors] == [
+        "resource_args.local-process.timeout_seconds"
+    ]
+    assert (await admin.get_queue("checked-update"))["version"] == 1
+
+
+async def test_a_placeholder_is_judged_at_submit_not_at_create(admin: LaunchplaneClient) -> None:
+    config = {
+        "resource": "local-process",
+        "resource_args": {"local-process": {"timeout_seconds": "{{timeout}}"}},
+        "template_variables": {"timeout": {"type": "integer", "default": 60, "min": 1}},
+    }
+    created = await admin.create_queue("templated", config)
+    assert created["version"] == 1
+
+
+async def test_a_misspelt_secret_scheme_is_refused(admin: LaunchplaneClient) -> None:
+    config = {"resource": "local-process", "secrets": {"HF_TOKEN": "evn:HF_TOKEN"}}
+    with pytest.raises(ValidationFailed) as caught:
+        await admin.create_queue("bad", config)
+    [error] = caught.value.errors
+    assert error["path"] == "secrets.HF_TOKEN"
+    assert "scheme 'evn' (did you mean 'env'?)" in error["message"]
+
+
+async def test_a_provider_only_the_agents_have_is_a_warning(admin: LaunchplaneClient) -> None:
+    config = {"resource": "local-process", "secrets": {"DB": "vault:prod/db#password"}}
+    created = await admin.create_queue("vaulted", config)
+    assert any(
+        "secrets.DB" in w and "'vault' is not installed here" in w for w in created["warnings"]
+    )
+
+
+async def test_a_runner_only_the_agents_have_is_a_warning(admin: LaunchplaneClient) -> None:
+    created = await admin.create_queue("slurm", {"resource": "slurm"})
+    assert any("runner 'slurm' is not installed here" in w for w in created["warnings"])
