@@ -145,9 +145,9 @@ def _run(options: dict[str, Any]) -> int:
 
     from launchplane.agent.logging import configure_logging
     from launchplane.agent.loop import Agent, AgentError, AgentSettings
-    from launchplane.cli._options import split_list
     from launchplane.core import paths
     from launchplane.core.interfaces import PluginError
+    from launchplane.core.loader import split_list
     from launchplane.core.redaction import Redactor
 
     redactor = Redactor()

@@ -4,7 +4,7 @@ Also home of :func:`plugin_options`, the ``--plugins`` / ``--strict-plugins``
 options every command that loads plugins (``agent``, ``plan``, ``run``)
 shares, so they behave the same everywhere. ``LAUNCHPLANE_PLUGINS`` and
 ``LAUNCHPLANE_DISABLE_PLUGIN_AUTOLOAD`` are read by
-:func:`launchplane.core.plugins.get_plugin_manager` itself, not by click, so
+:func:`launchplane.core.loader.get_plugin_manager` itself, not by click, so
 they apply to Python callers too.
 """
 
@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from launchplane.core.plugins import PluginInfo, PluginRegistry, get_plugin_manager
+from launchplane.core.registry import KINDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,12 +62,10 @@ def plugins(plugin_specs: Sequence[str], strict_plugins: bool, as_json: bool) ->
 
 
 def report_json(registry: PluginRegistry) -> dict[str, Any]:
-    """A stable shape for scripts: plugins in load order, then each registry's names."""
+    """A stable shape for scripts: plugins in load order, then each kind's names."""
     return {
         "plugins": [info.as_dict() for info in registry.report()],
-        "builders": sorted(registry.builders),
-        "runners": sorted(registry.runners),
-        "secret_providers": sorted(registry.secret_providers),
+        **{kind.plural: sorted(registry.classes(kind)) for kind in KINDS},
         "load_errors": dict(registry.load_errors),
     }
 
@@ -88,11 +87,7 @@ def _row(info: PluginInfo) -> tuple[str, str, str, str, str]:
 
 
 def render_summary(registry: PluginRegistry) -> str:
-    def names(table: dict[str, Any]) -> str:
-        return ", ".join(sorted(table)) or "none"
-
-    return (
-        f"\nbuilders: {names(registry.builders)}\n"
-        f"runners: {names(registry.runners)}\n"
-        f"secret schemes: {names(registry.secret_providers)}"
-    )
+    lines = [
+        f"{kind.heading}: {', '.join(sorted(registry.classes(kind))) or 'none'}" for kind in KINDS
+    ]
+    return "\n" + "\n".join(lines)

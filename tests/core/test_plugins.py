@@ -20,14 +20,10 @@ import pytest
 from click.testing import CliRunner
 
 from launchplane.cli.plugins import plugins as plugins_command
-from launchplane.core import plugins as plugins_module
+from launchplane.core import builtin_plugins
+from launchplane.core.builtin_plugins import BUILTIN_PLUGINS, BuiltinPlugin
 from launchplane.core.interfaces import JobContext, MissingExtraError, PluginError
-from launchplane.core.plugins import (
-    BUILTIN_PLUGINS,
-    BuiltinPlugin,
-    PluginRegistry,
-    get_plugin_manager,
-)
+from launchplane.core.plugins import PluginInfo, PluginRegistry, get_plugin_manager
 from launchplane.core.spec import ResolvedJob
 from launchplane.plugins.builders.noop import NoopBuilder
 
@@ -72,7 +68,7 @@ def write_dist(root: Path, dist: str, version: str, entry_points: dict[str, str]
     (info / "entry_points.txt").write_text(f"[launchplane]\n{lines}")
 
 
-def info_of(registry: PluginRegistry, name: str) -> plugins_module.PluginInfo:
+def info_of(registry: PluginRegistry, name: str) -> PluginInfo:
     return next(info for info in registry.report() if info.name == name)
 
 
@@ -430,7 +426,7 @@ def test_builtin_missing_its_extra_gives_one_pip_line(
 ) -> None:
     write_module(plugin_dir, "fake_k8s_runner", "import kubernetes_client_that_is_not_installed")
     fake = BuiltinPlugin("kubernetes", "fake_k8s_runner", ("runner:kubernetes",), "kubernetes")
-    monkeypatch.setattr(plugins_module, "BUILTIN_PLUGINS", (*BUILTIN_PLUGINS, fake))
+    monkeypatch.setattr(builtin_plugins, "BUILTIN_PLUGINS", (*BUILTIN_PLUGINS, fake))
 
     registry = get_plugin_manager()
 
@@ -463,7 +459,7 @@ def test_builtin_whose_class_needs_its_extra_at_creation(
         """,
     )
     fake = BuiltinPlugin("sagemaker", "fake_sagemaker", ("runner:sagemaker",), "aws")
-    monkeypatch.setattr(plugins_module, "BUILTIN_PLUGINS", (*BUILTIN_PLUGINS, fake))
+    monkeypatch.setattr(builtin_plugins, "BUILTIN_PLUGINS", (*BUILTIN_PLUGINS, fake))
     registry = get_plugin_manager()
     with pytest.raises(
         MissingExtraError, match=r"^runner 'sagemaker' needs: pip install 'launchplane\[aws\]'$"

@@ -1,0 +1,272 @@
+"""Typed registries of plugin classes, keyed by kind, and the instances made from them.
+
+One table of kinds (:data:`KINDS`) drives everything: the registration hook
+each kind is collected from, what ``register()`` accepts, how a class is
+keyed, the lookups and the listing. A new
+kind (artifact stores are next) is one :class:`PluginKind` row, one hookspec
+and one interface.
+
+:mod:`launchplane.core.loader` fills a registry; this module imports no
+plugin and does no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+from launchplane.core import builtin_plugins
+from launchplane.core.errors import suggest
+from launchplane.core.interfaces import (
+    Builder,
+    MissingExtraError,
+    PluginError,
+    Runner,
+    SecretProvider,
+)
+
+if TYPE_CHECKING:
+    import pluggy
+
+# One logger for the whole plugin machinery (registry and loader): the name
+# users already filter on.
+log = logging.getLogger("launchplane.core.plugins")
+
+Source = Literal["builtin", "entrypoint", "--plugins"]
+"""Where a plugin was found: launchplane's table, an entry point, or a forced module."""
+
+
+@dataclass(frozen=True)
+class PluginKind:
+    """One typed registry: the hook it is filled from, what it accepts, how it is keyed."""
+
+    key: str
+    """``runner``: the prefix of ``runner:slurm`` in listings."""
+    label: str
+    """``secret provider``: how messages name the kind."""
+    hook: str
+    base: type
+    attr: str
+    """The class attribute holding the registry key (``name`` or ``scheme``)."""
+    plural: str
+    """``secret_providers``: the registry attribute and the ``--json`` key."""
+    heading: str
+    """``secret schemes``: the line of the ``launchplane plugins`` summary."""
+
+
+BUILDER = PluginKind(
+    "builder",
+    "builder",
+    "launchplane_register_builders",
+    Builder,
+    "name",
+    "builders",
+    "builders",
+)
+RUNNER = PluginKind(
+    "runner",
+    "runner",
+    "launchplane_register_runners",
+    Runner,
+    "name",
+    "runners",
+    "runners",
+)
+SECRET_PROVIDER = PluginKind(
+    "secret-provider",
+    "secret provider",
+    "launchplane_register_secret_providers",
+    SecretProvider,
+    "scheme",
+    "secret_providers",
+    "secret schemes",
+)
+KINDS: tuple[PluginKind, ...] = (BUILDER, RUNNER, SECRET_PROVIDER)
+"""Every kind, in the order their registration hooks are called and listed."""
+
+
+@dataclass
+class PluginInfo:
+    """One line of ``launchplane plugins``: where a plugin came from and what it did."""
+
+    name: str
+    module: str
+    version: str
+    source: Source
+    registered: list[str] = field(default_factory=list)
+    error: str | None = None
+    """Why the plugin was skipped. None for a loaded or blocked plugin."""
+    blocked: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class PluginRegistry:
+    """The loaded plugins: the pluggy manager plus one typed registry of classes per kind.
+
+    Built by :func:`launchplane.core.loader.get_plugin_manager`. Instances of
+    registered classes are created on first use and cached, one per name, for
+    the registry's life.
+    """
+
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        blocked: frozenset[str] = frozenset(),
+    ) -> None:
+        self.pm = pm
+        self.blocked = blocked
+        """``no:NAME`` values: plugin or module names that are never imported."""
+        self.load_errors: dict[str, str] = {}
+        """Plugin name -> why it was skipped. Blocked plugins are not errors."""
+        self._classes: dict[str, dict[str, type[Any]]] = {kind.key: {} for kind in KINDS}
+        self._owners: dict[tuple[str, str], str] = {}
+        self._infos: list[PluginInfo] = []
+        self._missing_extras: dict[str, MissingExtraError] = {}
+        self._instances: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    # -- lookups ------------------------------------------------------------------
+
+    @property
+    def hook(self) -> Any:
+        """``pm.hook``: call ``registry.hook.launchplane_prepare_job(job=..., ctx=...)``."""
+        return self.pm.hook
+
+    @property
+    def builders(self) -> Mapping[str, type[Builder]]:
+        return self.classes(BUILDER)
+
+    @property
+    def runners(self) -> Mapping[str, type[Runner]]:
+        return self.classes(RUNNER)
+
+    @property
+    def secret_providers(self) -> Mapping[str, type[SecretProvider]]:
+        return self.classes(SECRET_PROVIDER)
+
+    def classes(self, kind: PluginKind) -> Mapping[str, type[Any]]:
+        """The registered classes of one kind, by name (read-only)."""
+        return MappingProxyType(self._classes[kind.key])
+
+    def builder(self, name: str) -> Builder:
+        return self._instance(BUILDER, name)
+
+    def runner(self, name: str) -> Runner:
+        return self._instance(RUNNER, name)
+
+    def secret_provider(self, scheme: str) -> SecretProvider:
+        return self._instance(SECRET_PROVIDER, scheme)
+
+    # -- listing ------------------------------------------------------------------
+
+    def report(self) -> list[PluginInfo]:
+        """Every plugin found, in load order, including blocked and failed ones (copies)."""
+        return [replace(info, registered=list(info.registered)) for info in self._infos]
+
+    def emit_event(self, job_id: str, state: str, details: dict[str, Any]) -> None:
+        """Tell every ``launchplane_job_event`` observer; a failing observer is logged only.
+
+        Each observer is called on its own (pluggy would stop at the first
+        exception), so one broken notifier neither breaks a launch nor
+        silences the others.
+        """
+        args = {"job_id": job_id, "state": state, "details": details}
+        for impl in reversed(self.pm.hook.launchplane_job_event.get_hookimpls()):
+            try:
+                impl.function(**{name: args[name] for name in impl.argnames})
+            except Exception:
+                log.exception(
+                    "plugin %r: launchplane_job_event(%s, %s) failed; ignored",
+                    impl.plugin_name,
+                    job_id,
+                    state,
+                )
+
+    # -- filled by the loader -----------------------------------------------------
+
+    def track(self, info: PluginInfo) -> None:
+        """Add a plugin to the listing, in load order."""
+        self._infos.append(info)
+
+    def owner(self, kind: PluginKind, name: str) -> str | None:
+        """The plugin that registered ``name`` of ``kind``, if any."""
+        return self._owners.get((kind.key, name))
+
+    def add(self, kind: PluginKind, name: str, cls: type[Any], info: PluginInfo) -> None:
+        """Register a class checked by the loader, owned by the plugin ``info`` describes."""
+        self._classes[kind.key][name] = cls
+        self._owners[(kind.key, name)] = info.name
+        info.registered.append(f"{kind.key}:{name}")
+
+    def fail(self, info: PluginInfo, message: str) -> None:
+        """Mark a plugin as skipped, ``message`` saying why."""
+        info.error = message
+        self.load_errors[info.name] = message
+
+    def note_missing_extra(self, plugin: str, error: MissingExtraError) -> None:
+        """A built-in skipped for a missing extra: its names answer with the pip line."""
+        self._missing_extras[plugin] = error
+
+    def is_blocked(self, name: str, module: str) -> bool:
+        return name in self.blocked or module in self.blocked
+
+    # -- internals ----------------------------------------------------------------
+
+    def _class(self, kind: PluginKind, name: str) -> type[Any]:
+        cls = self._classes[kind.key].get(name)
+        if cls is None:
+            raise self._unknown(kind, name)
+        return cls
+
+    def _instance(self, kind: PluginKind, name: str) -> Any:
+        cls = self._class(kind, name)
+        key = (kind.key, name)
+        with self._lock:
+            if key not in self._instances:
+                self._instances[key] = self._construct(kind, name, cls)
+            return self._instances[key]
+
+    def _construct(self, kind: PluginKind, name: str, cls: type[Any]) -> Any:
+        owner = self._owners[(kind.key, name)]
+        try:
+            return cls()
+        except ImportError as exc:
+            builtin = builtin_plugins.builtin_named(owner)
+            if builtin is not None and builtin.extra is not None:
+                raise MissingExtraError(kind.key, name, builtin.extra) from exc
+            raise PluginError(f"{kind.label} '{name}' (plugin '{owner}'): {exc}") from exc
+        except Exception as exc:
+            raise PluginError(
+                f"{kind.label} '{name}' (plugin '{owner}') could not be created: {exc}"
+            ) from exc
+
+    def _unknown(self, kind: PluginKind, name: str) -> PluginError:
+        """The most useful error for a name nobody registered."""
+        builtin = builtin_plugins.builtin_providing(f"{kind.key}:{name}")
+        if builtin is not None and builtin.name in self._missing_extras:
+            return self._missing_extras[builtin.name]
+        if builtin is not None and builtin.name in self.load_errors:
+            return PluginError(
+                f"{kind.label} '{name}' is unavailable: plugin '{builtin.name}' failed to load: "
+                f"{self.load_errors[builtin.name]}"
+            )
+        if builtin is not None and self.is_blocked(builtin.name, builtin.module):
+            return PluginError(
+                f"{kind.label} '{name}' comes from plugin '{builtin.name}', "
+                f"which is blocked (--plugins=no:{builtin.name})"
+            )
+        available = sorted(self._classes[kind.key])
+        message = (
+            f"unknown {kind.label} '{name}'{suggest(name, available)}; "
+            f"available: {', '.join(available) or 'none'}"
+        )
+        if self.load_errors:
+            failed = ", ".join(sorted(self.load_errors))
+            message += f" (plugins that failed to load: {failed}; see `launchplane plugins`)"
+        return PluginError(message)

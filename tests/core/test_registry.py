@@ -1,0 +1,53 @@
+"""The registry keyed by kind: one table of kinds drives the registries, lookups and listing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from launchplane.cli.plugins import render_summary, report_json
+from launchplane.core.plugins import get_plugin_manager
+from launchplane.core.registry import BUILDER, KINDS, RUNNER, SECRET_PROVIDER
+from launchplane.plugins.builders.noop import NoopBuilder
+
+
+@pytest.fixture(autouse=True)
+def _builtins_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LAUNCHPLANE_PLUGINS", raising=False)
+    monkeypatch.setenv("LAUNCHPLANE_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
+def test_each_kind_has_one_read_only_registry() -> None:
+    registry = get_plugin_manager()
+    assert registry.classes(BUILDER)["noop"] is NoopBuilder
+    assert registry.builders == registry.classes(BUILDER)
+    assert registry.runners == registry.classes(RUNNER)
+    assert registry.secret_providers == registry.classes(SECRET_PROVIDER)
+    with pytest.raises(TypeError):
+        registry.runners["slurm"] = NoopBuilder  # type: ignore[index]
+
+
+def test_the_listing_follows_the_kinds_table() -> None:
+    registry = get_plugin_manager()
+    data = report_json(registry)
+    assert [key for key in data if key not in {"plugins", "load_errors"}] == [
+        kind.plural for kind in KINDS
+    ]
+    assert render_summary(registry).splitlines()[1:] == [
+        f"{kind.heading}: {', '.join(sorted(registry.classes(kind)))}" for kind in KINDS
+    ]
+
+
+def test_the_contract_modules_do_not_import_the_registry() -> None:
+    """hookspecs and interfaces are what plugins import; the registry sits above them."""
+    code = (
+        "import sys, launchplane.core.hookspecs, launchplane.core.interfaces; "
+        "print(sorted(m for m in sys.modules if m.startswith('launchplane.core.') and "
+        "m.rsplit('.', 1)[1] in ('registry', 'loader', 'plugins', 'builtin_plugins')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
