@@ -13,7 +13,7 @@ Load order (``entrypoints.md``, "How plugins are loaded", documents it for autho
 
 ``no:NAME`` in the plugin list blocks a plugin by entry point name or module
 name; a blocked plugin is never imported. A plugin that fails in any way
-(import error, unknown hook, bad or duplicate registration) is
+(import error, unknown hook, bad, incomplete or duplicate registration) is
 reported by name and skipped as a whole: none of its hooks run and nothing it
 registered is kept. ``strict=True`` turns any failure into a :class:`PluginError`.
 
@@ -24,6 +24,7 @@ every command that touches plugins pays for this module.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -283,7 +284,7 @@ class _Loader:
 def _register_function(
     kind: PluginKind, staged: Staged, plugin_name: str
 ) -> Callable[[type[Any]], None]:
-    """The ``register`` argument of one registration hook: typed, keyed, staged."""
+    """The ``register`` argument of one registration hook: typed, keyed, complete, staged."""
 
     def register(cls: type[Any]) -> None:
         if not (isinstance(cls, type) and issubclass(cls, kind.base)):
@@ -300,9 +301,22 @@ def _register_function(
                 f"{cls.__name__}.scheme {key!r} is not a valid scheme: "
                 "lowercase letters, digits, '+', '.', '-', starting with a letter"
             )
+        if inspect.isabstract(cls):
+            missing = ", ".join(f"{method}()" for method in _abstract_methods(cls))
+            raise PluginError(
+                f"{kind.label} class '{cls.__name__}' (plugin '{plugin_name}') is incomplete: "
+                f"missing {missing}"
+            )
         staged.append((kind, key, cls))
 
     return register
+
+
+def _abstract_methods(cls: type) -> list[str]:
+    """``cls``'s abstract methods in the order the classes declare them, bases first."""
+    pending = set(getattr(cls, "__abstractmethods__", ()))
+    ordered = [name for klass in reversed(cls.__mro__) for name in vars(klass) if name in pending]
+    return list(dict.fromkeys(ordered))
 
 
 def _exception_text(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ from launchplane.core import builtin_plugins
 from launchplane.core.builtin_plugins import BUILTIN_PLUGINS, BuiltinPlugin
 from launchplane.core.interfaces import JobContext, MissingExtraError, PluginError
 from launchplane.core.plugins import PluginInfo, PluginRegistry, get_plugin_manager
+from launchplane.core.registry import KINDS
 from launchplane.core.spec import ResolvedJob
 from launchplane.plugins.builders.noop import NoopBuilder
 
@@ -36,6 +37,12 @@ SLURM_PLUGIN = """
     class SlurmRunner(Runner):
         name = "slurm"
         needs_image = False
+
+        def describe(self, job, image):
+            return {}
+
+        async def submit(self, job, image, ctx):
+            raise NotImplementedError("listing tests never submit")
 
     @hookimpl
     def launchplane_register_runners(register):
@@ -231,6 +238,12 @@ def test_registration_hook_error_skips_the_whole_plugin(plugin_dir: Path) -> Non
         class GoodRunner(Runner):
             name = "good"
 
+            def describe(self, job, image):
+                return {}
+
+            async def submit(self, job, image, ctx):
+                raise NotImplementedError
+
         @hookimpl
         def launchplane_register_runners(register):
             register(GoodRunner)
@@ -325,6 +338,100 @@ def test_runner_registry_is_typed(plugin_dir: Path, body: str, expected: str) ->
     assert expected in registry.load_errors["typed_plugin"]
 
 
+INCOMPLETE_PLUGIN = """
+    import abc
+    from launchplane import hookimpl
+    from launchplane.core.interfaces import Builder, Runner, SecretProvider
+
+    # Abstract like the plugin contract's base classes: an implementation must
+    # supply every abstract method before it can be registered.
+    class RunnerContract(Runner, abc.ABC):
+        @abc.abstractmethod
+        def describe(self, job, image): ...
+
+        @abc.abstractmethod
+        async def submit(self, job, image, ctx): ...
+
+    class BuilderContract(Builder, abc.ABC):
+        @abc.abstractmethod
+        async def build(self, job, ctx): ...
+
+    class ProviderContract(SecretProvider, abc.ABC):
+        @abc.abstractmethod
+        async def resolve(self, ref): ...
+
+    class {cls}({base}):
+        {attr} = "{key}"
+        {body}
+
+    @hookimpl
+    def {hook}(register):
+        register({cls})
+"""
+
+
+@pytest.mark.parametrize(
+    ("cls", "base", "attr", "key", "body", "hook", "missing"),
+    [
+        (
+            "SlurmRunner",
+            "RunnerContract",
+            "name",
+            "slurm",
+            "def describe(self, job, image): return None",
+            "launchplane_register_runners",
+            "runner class 'SlurmRunner' (plugin 'half_done') is incomplete: missing submit()",
+        ),
+        (
+            "BuildahBuilder",
+            "BuilderContract",
+            "name",
+            "buildah",
+            "pass",
+            "launchplane_register_builders",
+            "builder class 'BuildahBuilder' (plugin 'half_done') is incomplete: missing build()",
+        ),
+        (
+            "Vault",
+            "ProviderContract",
+            "scheme",
+            "vault",
+            "pass",
+            "launchplane_register_secret_providers",
+            "secret provider class 'Vault' (plugin 'half_done') is incomplete: missing resolve()",
+        ),
+    ],
+    ids=["runner", "builder", "secret-provider"],
+)
+def test_an_incomplete_class_is_refused_naming_what_is_missing(
+    plugin_dir: Path, cls: str, base: str, attr: str, key: str, body: str, hook: str, missing: str
+) -> None:
+    source = INCOMPLETE_PLUGIN.format(cls=cls, base=base, attr=attr, key=key, body=body, hook=hook)
+    write_module(plugin_dir, "half_done", source)
+    registry = get_plugin_manager(["half_done"])
+    assert registry.load_errors["half_done"] == missing
+    assert info_of(registry, "half_done").registered == []
+    assert all(key not in registry.classes(kind) for kind in KINDS)
+
+
+def test_every_missing_method_is_named(plugin_dir: Path) -> None:
+    source = INCOMPLETE_PLUGIN.format(
+        cls="SlurmRunner",
+        base="RunnerContract",
+        attr="name",
+        key="slurm",
+        body="pass",
+        hook="launchplane_register_runners",
+    )
+    write_module(plugin_dir, "empty_runner", source)
+    error = get_plugin_manager(["empty_runner"]).load_errors["empty_runner"]
+    head, _, missing = error.partition(" is incomplete: missing ")
+    assert head == "runner class 'SlurmRunner' (plugin 'empty_runner')"
+    assert sorted(missing.split(", ")) == ["describe()", "submit()"]
+    with pytest.raises(PluginError, match=r"empty_runner.*missing"):
+        get_plugin_manager(["empty_runner"], strict=True)
+
+
 def test_secret_provider_scheme_must_be_parseable(plugin_dir: Path) -> None:
     write_module(
         plugin_dir,
@@ -335,6 +442,9 @@ def test_secret_provider_scheme_must_be_parseable(plugin_dir: Path) -> None:
 
         class Vault(SecretProvider):
             scheme = "Vault:KV"
+
+            async def resolve(self, ref):
+                return "x"
 
         @hookimpl
         def launchplane_register_secret_providers(register):
@@ -356,8 +466,17 @@ def test_duplicate_name_first_registration_wins(plugin_dir: Path) -> None:
         class ShadowNoop(Builder):
             name = "noop"
 
+            async def build(self, job, ctx):
+                return None
+
         class ExtraRunner(Runner):
             name = "extra"
+
+            def describe(self, job, image):
+                return {}
+
+            async def submit(self, job, image, ctx):
+                raise NotImplementedError
 
         @hookimpl
         def launchplane_register_builders(register):
@@ -452,6 +571,12 @@ def test_builtin_whose_class_needs_its_extra_at_creation(
 
             def __init__(self):
                 import boto3_that_is_not_installed  # noqa: F401
+
+            def describe(self, job, image):
+                return {}
+
+            async def submit(self, job, image, ctx):
+                raise NotImplementedError
 
         @hookimpl
         def launchplane_register_runners(register):
