@@ -51,3 +51,18 @@ def test_the_contract_modules_do_not_import_the_registry() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_typed_register_callbacks_are_public() -> None:
+    import launchplane
+    from launchplane.core import hookspecs
+
+    hooks = {
+        "RegisterBuilder": hookspecs.launchplane_register_builders,
+        "RegisterRunner": hookspecs.launchplane_register_runners,
+        "RegisterSecretProvider": hookspecs.launchplane_register_secret_providers,
+    }
+    for alias, hook in hooks.items():
+        assert alias in launchplane.__all__
+        assert getattr(launchplane, alias) is getattr(hookspecs, alias)
+        assert hook.__annotations__["register"] == alias
