@@ -29,7 +29,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, version
 from typing import Any
 
 import pluggy
@@ -109,12 +109,16 @@ def _strict_message(registry: PluginRegistry) -> str:
 
 @dataclass(frozen=True)
 class _Candidate:
-    """A plugin found but not yet imported."""
+    """A plugin found but not yet imported.
+
+    ``version`` is None for a forced module: it is looked up once the module
+    is imported (:func:`_module_version`).
+    """
 
     name: str
     module: str
     source: Source
-    version: str
+    version: str | None
     load: Callable[[], object]
     builtin: BuiltinPlugin | None = None
 
@@ -127,9 +131,7 @@ def _candidates(*, autoload: bool, forced: Sequence[str]) -> list[_Candidate]:
     ]
     if autoload:
         found += _entry_point_candidates()
-    found += [
-        _Candidate(module, module, "--plugins", __version__, _importer(module)) for module in forced
-    ]
+    found += [_Candidate(module, module, "--plugins", None, _importer(module)) for module in forced]
     seen: set[str] = set()
     unique = []
     for candidate in found:
@@ -153,6 +155,22 @@ def _importer(module: str) -> Callable[[], object]:
     return lambda: importlib.import_module(module)
 
 
+def _module_version(module: str, loaded: object | None) -> str:
+    """A forced module's version: its distribution's, else its ``__version__``, else unknown.
+
+    The distribution is the one installed package that ships the module's
+    top-level package; several (a namespace package) or none fall back.
+    """
+    dists = set(packages_distributions().get(module.partition(".")[0], ()))
+    if len(dists) == 1:
+        try:
+            return version(dists.pop())
+        except PackageNotFoundError:
+            pass
+    declared = getattr(loaded, "__version__", None)
+    return declared if isinstance(declared, str) and declared else "unknown"
+
+
 class _Loader:
     """Imports, validates and registers candidates into one registry, isolating failures."""
 
@@ -165,7 +183,9 @@ class _Loader:
     def load(self, candidates: Sequence[_Candidate]) -> None:
         names: dict[str, str] = {}
         for candidate in candidates:
-            info = PluginInfo(candidate.name, candidate.module, candidate.version, candidate.source)
+            info = PluginInfo(
+                candidate.name, candidate.module, candidate.version or "unknown", candidate.source
+            )
             self.registry.track(info)
             if self.registry.is_blocked(candidate.name, candidate.module):
                 self.pm.set_blocked(candidate.name)
@@ -185,8 +205,12 @@ class _Loader:
         try:
             plugin = candidate.load()
         except Exception as exc:
+            if candidate.version is None:
+                info.version = _module_version(candidate.module, None)
             self._fail(info, self._describe_import_error(candidate, exc), exc)
             return
+        if candidate.version is None:
+            info.version = _module_version(candidate.module, plugin)
         if self.pm.is_registered(plugin):
             other = self.pm.get_name(plugin)
             self._fail(info, f"the same object is already registered as plugin '{other}'")

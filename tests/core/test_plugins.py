@@ -151,7 +151,30 @@ def test_load_order_builtins_entry_points_env_then_option(
     slurm = info_of(registry, "slurm")
     assert (slurm.source, slurm.version, slurm.module) == ("entrypoint", "2.3.4", "acme_slurm")
     assert slurm.registered == ["runner:slurm"]
-    assert info_of(registry, "from_env").version == info_of(registry, "noop").version
+    assert info_of(registry, "from_env").version == "unknown"  # no distribution, no __version__
+
+
+def test_a_forced_module_shows_its_own_version(plugin_dir: Path) -> None:
+    """Its distribution's version, else its ``__version__``, else unknown; never launchplane's."""
+    write_module(plugin_dir, "versioned", '__version__ = "3.1.4"\n')
+    (plugin_dir / "acme_tools").mkdir()
+    (plugin_dir / "acme_tools" / "__init__.py").write_text('__version__ = "0.0.0-stale"\n')
+    (plugin_dir / "acme_tools" / "launch.py").write_text("")
+    write_dist(plugin_dir, "acme-tools", "4.5.6", {})
+    info = next(plugin_dir.glob("acme_tools-*.dist-info"))
+    (info / "top_level.txt").write_text("acme_tools\n")
+    write_module(plugin_dir, "bare", "")
+
+    registry = get_plugin_manager(["versioned,acme_tools.launch,bare,no_such_module_xyz"])
+
+    assert info_of(registry, "versioned").version == "3.1.4"
+    assert info_of(registry, "acme_tools.launch").version == "4.5.6"
+    assert info_of(registry, "bare").version == "unknown"
+    missing = info_of(registry, "no_such_module_xyz")
+    assert (missing.version, missing.error) == (
+        "unknown",
+        "ModuleNotFoundError: No module named 'no_such_module_xyz'",
+    )
 
 
 def test_forcing_an_installed_plugin_lists_it_once(plugin_dir: Path) -> None:
