@@ -97,7 +97,7 @@ def test_it_can_be_blocked_or_forced(env: dict[str, str]) -> None:
     assert "inhouse" not in plugins_json(env)["secret_providers"]
     forced = plugins_json({**env, "LAUNCHPLANE_PLUGINS": "inhouse_secrets"})
     assert [p["source"] for p in forced["plugins"] if p["module"] == "inhouse_secrets"] == [
-        "--plugins"
+        "LAUNCHPLANE_PLUGINS"
     ]
     assert "inhouse" in forced["secret_providers"]
 

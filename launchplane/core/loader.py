@@ -27,7 +27,7 @@ import importlib
 import inspect
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, entry_points, packages_distributions, version
 from typing import Any
@@ -72,11 +72,16 @@ def get_plugin_manager(
     every call builds a new pluggy manager, new registries and new instances,
     so tests and callers with different ``--plugins`` never share state.
     """
-    specs = split_list([os.environ.get(PLUGINS_ENV, "")]) + split_list(
-        [plugins] if isinstance(plugins, str) else plugins
-    )
+    from_env = split_list([os.environ.get(PLUGINS_ENV, "")])
+    from_option = split_list([plugins] if isinstance(plugins, str) else plugins)
+    specs = from_env + from_option
     blocked = frozenset(s.removeprefix(BLOCK_PREFIX) for s in specs if s.startswith(BLOCK_PREFIX))
-    forced = list(dict.fromkeys(s for s in specs if not s.startswith(BLOCK_PREFIX)))
+    forced: dict[str, Source] = {}
+    for spec in from_env:
+        forced.setdefault(spec, "LAUNCHPLANE_PLUGINS")
+    for spec in from_option:
+        forced.setdefault(spec, "--plugins")
+    forced = {spec: source for spec, source in forced.items() if not spec.startswith(BLOCK_PREFIX)}
     if autoload is None:
         autoload = os.environ.get(DISABLE_AUTOLOAD_ENV, "").strip().lower() not in {
             "1",
@@ -123,7 +128,7 @@ class _Candidate:
     builtin: BuiltinPlugin | None = None
 
 
-def _candidates(*, autoload: bool, forced: Sequence[str]) -> list[_Candidate]:
+def _candidates(*, autoload: bool, forced: Mapping[str, Source]) -> list[_Candidate]:
     """Every plugin to consider, in load order, the same module listed once."""
     found = [
         _Candidate(b.name, b.module, "builtin", __version__, _importer(b.module), b)
@@ -131,7 +136,10 @@ def _candidates(*, autoload: bool, forced: Sequence[str]) -> list[_Candidate]:
     ]
     if autoload:
         found += _entry_point_candidates()
-    found += [_Candidate(module, module, "--plugins", None, _importer(module)) for module in forced]
+    found += [
+        _Candidate(module, module, source, None, _importer(module))
+        for module, source in forced.items()
+    ]
     seen: set[str] = set()
     unique = []
     for candidate in found:

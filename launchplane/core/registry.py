@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 # users already filter on.
 log = logging.getLogger("launchplane.core.plugins")
 
-Source = Literal["builtin", "entrypoint", "--plugins"]
-"""Where a plugin was found: launchplane's table, an entry point, or a forced module."""
+Source = Literal["builtin", "entrypoint", "LAUNCHPLANE_PLUGINS", "--plugins"]
+"""Where a plugin was found: launchplane's table, an entry point, or the variable or
+option that forced it."""
 
 
 @dataclass(frozen=True)

@@ -142,9 +142,10 @@ def test_load_order_builtins_entry_points_env_then_option(
 
     report = registry.report()
     sources = [i.source for i in report]
-    assert sources == sorted(sources, key=["builtin", "entrypoint", "--plugins"].index)
+    order = ["builtin", "entrypoint", "LAUNCHPLANE_PLUGINS", "--plugins"]
+    assert sources == sorted(sources, key=order.index)
+    assert [i.name for i in report if i.source == "LAUNCHPLANE_PLUGINS"] == ["from_env"]
     assert [i.name for i in report if i.source == "--plugins"] == [
-        "from_env",
         "from_option_a",
         "from_option_b",
     ]
@@ -175,6 +176,15 @@ def test_a_forced_module_shows_its_own_version(plugin_dir: Path) -> None:
         "unknown",
         "ModuleNotFoundError: No module named 'no_such_module_xyz'",
     )
+
+
+def test_a_module_named_twice_keeps_the_source_that_loaded_it(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_module(plugin_dir, "both", "")
+    monkeypatch.setenv("LAUNCHPLANE_PLUGINS", "both")
+    registry = get_plugin_manager(["both"])
+    assert [i.source for i in registry.report() if i.module == "both"] == ["LAUNCHPLANE_PLUGINS"]
 
 
 def test_forcing_an_installed_plugin_lists_it_once(plugin_dir: Path) -> None:
