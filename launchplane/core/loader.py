@@ -298,6 +298,7 @@ class _Loader:
             seen.add((kind.key, name))
 
     def _fail(self, info: PluginInfo, message: str, exc: Exception | None = None) -> None:
+        message = _one_line(message)
         self.registry.fail(info, message)
         log.warning(
             "plugin '%s' (%s) skipped: %s",
@@ -353,3 +354,8 @@ def _abstract_methods(cls: type) -> list[str]:
 
 def _exception_text(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}"
+
+
+def _one_line(message: str) -> str:
+    """A listing's error column: the lines of a message (pluggy's span three) joined by ``; ``."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())

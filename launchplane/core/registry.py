@@ -100,7 +100,7 @@ class PluginInfo:
     source: Source
     registered: list[str] = field(default_factory=list)
     error: str | None = None
-    """Why the plugin was skipped. None for a loaded or blocked plugin."""
+    """Why the plugin was skipped, on one line. None for a loaded or blocked plugin."""
     blocked: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -206,7 +206,7 @@ class PluginRegistry:
         info.registered.append(f"{kind.key}:{name}")
 
     def fail(self, info: PluginInfo, message: str) -> None:
-        """Mark a plugin as skipped, ``message`` saying why."""
+        """Mark a plugin as skipped, ``message`` saying why (on one line)."""
         info.error = message
         self.load_errors[info.name] = message
 

@@ -341,6 +341,30 @@ def test_hookimpl_asking_for_an_unknown_argument_is_an_error(plugin_dir: Path) -
     registry.pm.check_pending()
 
 
+def test_the_error_column_keeps_the_whole_reason_on_one_line(plugin_dir: Path) -> None:
+    write_module(
+        plugin_dir,
+        "wrong_args",
+        """
+        from launchplane import hookimpl
+
+        @hookimpl
+        def launchplane_prepare_job(job, ctx, settings):
+            pass
+        """,
+    )
+    error = get_plugin_manager(["wrong_args"]).load_errors["wrong_args"]
+    assert "\n" not in error
+    assert error.startswith(
+        "PluginValidationError: Plugin 'wrong_args' for hook 'launchplane_prepare_job'; "
+    )
+    assert "{'settings'} are declared in the hookimpl but can not be found" in error
+
+    result = CliRunner().invoke(plugins_command, ["--plugins", "wrong_args"])
+    row = next(line for line in result.stdout.splitlines() if line.startswith("wrong_args "))
+    assert row.endswith("are declared in the hookimpl but can not be found in the hookspec")
+
+
 # --- typed registries -------------------------------------------------------------
 
 
