@@ -257,17 +257,48 @@ class PluginRegistry:
                 f"{kind.label} '{name}' is unavailable: plugin '{builtin.name}' failed to load: "
                 f"{self.load_errors[builtin.name]}"
             )
-        if builtin is not None and self.is_blocked(builtin.name, builtin.module):
-            return PluginError(
-                f"{kind.label} '{name}' comes from plugin '{builtin.name}', "
-                f"which is blocked (--plugins=no:{builtin.name})"
-            )
+        blocked = self._blocked_names(kind)
+        if name in blocked:
+            return PluginError(f"{kind.label} '{name}' {blocked[name]}")
         available = sorted(self._classes[kind.key])
+        hint = suggest(name, [*available, *blocked])
+        for candidate, why in blocked.items():
+            if hint == f" (did you mean '{candidate}'?)":
+                hint = f" (did you mean '{candidate}'? it {why})"
         message = (
-            f"unknown {kind.label} '{name}'{suggest(name, available)}; "
-            f"available: {', '.join(available) or 'none'}"
+            f"unknown {kind.label} '{name}'{hint}; available: {', '.join(available) or 'none'}"
         )
         if self.load_errors:
             failed = ", ".join(sorted(self.load_errors))
             message += f" (plugins that failed to load: {failed}; see `launchplane plugins`)"
         return PluginError(message)
+
+    def _blocked_names(self, kind: PluginKind) -> dict[str, str]:
+        """Names of ``kind`` a blocked plugin would have registered -> why they are missing.
+
+        A built-in's names are known from its table row. A third-party plugin
+        is never imported when blocked, so what it registers is unknown; its
+        plugin (entry point) name is taken as a name it registers, which is
+        the convention (``slurm = "acme_slurm"`` registers runner ``slurm``).
+        """
+        names: dict[str, str] = {}
+        prefix = f"{kind.key}:"
+        for info in self._infos:
+            if not info.blocked:
+                continue
+            spec = info.name if info.name in self.blocked else info.module
+            builtin = builtin_plugins.builtin_named(info.name)
+            if builtin is not None and builtin.module == info.module:
+                for item in builtin.provides:
+                    if item.startswith(prefix):
+                        names[item.removeprefix(prefix)] = (
+                            f"comes from plugin '{info.name}', which is blocked "
+                            f"(--plugins=no:{spec})"
+                        )
+            else:
+                names.setdefault(
+                    info.name,
+                    f"is not registered: plugin '{info.name}' ({info.module}) is blocked "
+                    f"(--plugins=no:{spec})",
+                )
+        return names

@@ -588,6 +588,42 @@ def test_unknown_name_lists_available_and_suggests(plugin_dir: Path) -> None:
     assert "local-process" in str(caught.value)
 
 
+NICE_PLUGIN = SLURM_PLUGIN.replace("SlurmRunner", "NiceRunner").replace('"slurm"', '"nice-process"')
+
+
+def test_a_blocked_third_party_runner_says_it_is_blocked(plugin_dir: Path) -> None:
+    write_module(plugin_dir, "acme_nice", NICE_PLUGIN)
+    write_dist(plugin_dir, "acme-nice", "1.2", {"nice-process": "acme_nice"})
+    assert "nice-process" in get_plugin_manager().runners
+
+    for block in ("no:nice-process", "no:acme_nice"):
+        registry = get_plugin_manager([block])
+        with pytest.raises(PluginError) as caught:
+            registry.runner("nice-process")
+        assert str(caught.value) == (
+            "runner 'nice-process' is not registered: plugin 'nice-process' (acme_nice) "
+            f"is blocked (--plugins={block})"
+        )
+        assert "local-process" not in str(caught.value)
+
+
+def test_a_near_miss_of_a_blocked_runner_says_the_suggestion_is_blocked(
+    plugin_dir: Path,
+) -> None:
+    registry = get_plugin_manager(["no:local-process"])
+    with pytest.raises(PluginError) as caught:
+        registry.runner("local-proces")
+    assert str(caught.value).startswith(
+        "unknown runner 'local-proces' (did you mean 'local-process'? it comes from plugin "
+        "'local-process', which is blocked (--plugins=no:local-process)); available: "
+    )
+
+    write_module(plugin_dir, "acme_nice", NICE_PLUGIN)
+    write_dist(plugin_dir, "acme-nice", "1.2", {"nice-process": "acme_nice"})
+    with pytest.raises(PluginError, match=r"did you mean 'nice-process'\? it is not registered: "):
+        get_plugin_manager(["no:nice-process"]).runner("nice-proces")
+
+
 def test_unknown_name_mentions_plugins_that_failed(plugin_dir: Path) -> None:
     write_module(plugin_dir, "broken_vendor", "raise RuntimeError('x')")
     registry = get_plugin_manager(["broken_vendor"])
