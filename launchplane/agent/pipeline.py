@@ -312,7 +312,9 @@ class JobPipeline:
     async def _secrets(self, job: ResolvedJob) -> dict[str, str]:
         """The job's secret values, each registered with the redactor before it is used."""
         services = self.services
-        secrets = await resolve_secrets(job.secrets, services.registry, services.redactor)
+        secrets = await resolve_secrets(
+            job.secrets, services.registry, services.redactor, options=job.secret_providers
+        )
         for value in secrets.values():
             services.redactor.add(value)
         return secrets

@@ -42,6 +42,7 @@ from launchplane.core.interfaces import SCHEME_RE, MissingExtraError, PluginErro
 from launchplane.core.registry import (
     KINDS,
     SECRET_PROVIDER,
+    Options,
     PluginInfo,
     PluginKind,
     PluginRegistry,
@@ -63,14 +64,18 @@ def get_plugin_manager(
     *,
     strict: bool = False,
     autoload: bool | None = None,
+    defaults: Mapping[str, Mapping[str, Options]] | None = None,
 ) -> PluginRegistry:
     """Build a fresh registry: built-ins, entry points, then ``LAUNCHPLANE_PLUGINS``/``plugins``.
 
     ``plugins`` holds ``--plugins`` values (each may be comma-separated);
-    ``autoload=None`` reads ``LAUNCHPLANE_DISABLE_PLUGIN_AUTOLOAD``. Nothing is
-    cached between calls (Python still imports each module once per process):
-    every call builds a new pluggy manager, new registries and new instances,
-    so tests and callers with different ``--plugins`` never share state.
+    ``autoload=None`` reads ``LAUNCHPLANE_DISABLE_PLUGIN_AUTOLOAD``;
+    ``defaults`` holds option defaults by kind key and name
+    (``{"secret-provider": {"file-vault": {"path": ...}}}``, from an agent
+    config). Nothing is cached between calls (Python still imports each
+    module once per process): every call builds a new pluggy manager, new
+    registries and new instances, so tests and callers with different
+    ``--plugins`` never share state.
     """
     from_env = split_list([os.environ.get(PLUGINS_ENV, "")])
     from_option = split_list([plugins] if isinstance(plugins, str) else plugins)
@@ -90,7 +95,7 @@ def get_plugin_manager(
         }
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    registry = PluginRegistry(pm, blocked)
+    registry = PluginRegistry(pm, blocked, defaults)
     _Loader(registry).load(_candidates(autoload=autoload, forced=forced))
     if strict and registry.load_errors:
         raise PluginError(_strict_message(registry))

@@ -2,16 +2,18 @@
 
 One table of kinds (:data:`KINDS`) drives everything: the registration hook
 each kind is collected from, what ``register()`` accepts, how a class is
-keyed, the lookups and the listing. A new
+keyed, where its options live in config, the lookups and the listing. A new
 kind (artifact stores are next) is one :class:`PluginKind` row, one hookspec
 and one interface.
 
-:mod:`launchplane.core.loader` fills a registry; this module imports no
-plugin and does no I/O.
+Instances are created on first use, one per (kind, name, options) for the
+registry's life. :mod:`launchplane.core.loader` fills a registry; this module
+imports no plugin and does no I/O.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -19,8 +21,10 @@ from dataclasses import asdict, dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from pydantic import BaseModel, ValidationError
+
 from launchplane.core import builtin_plugins
-from launchplane.core.errors import suggest
+from launchplane.core.errors import FieldError, from_validation_error, join_path, suggest
 from launchplane.core.interfaces import (
     Builder,
     MissingExtraError,
@@ -40,15 +44,24 @@ Source = Literal["builtin", "entrypoint", "LAUNCHPLANE_PLUGINS", "--plugins"]
 """Where a plugin was found: launchplane's table, an entry point, or the variable or
 option that forced it."""
 
+Options = Mapping[str, Any]
+"""A plugin's options as configured: a mapping its ``options_model`` validates."""
+
 
 @dataclass(frozen=True)
 class PluginKind:
-    """One typed registry: the hook it is filled from, what it accepts, how it is keyed."""
+    """One typed registry: the hook it is filled from, what it accepts, how it is keyed.
+
+    Errors in a plugin's options are reported under ``options_at``
+    (``secret_providers.file-vault.path: Field required (provider 'file-vault')``).
+    """
 
     key: str
     """``runner``: the prefix of ``runner:slurm`` in listings."""
     label: str
     """``secret provider``: how messages name the kind."""
+    short: str
+    """``provider``: how an options error names the plugin."""
     hook: str
     base: type
     attr: str
@@ -57,9 +70,12 @@ class PluginKind:
     """``secret_providers``: the registry attribute and the ``--json`` key."""
     heading: str
     """``secret schemes``: the line of the ``launchplane plugins`` summary."""
+    options_at: tuple[str, ...] | None
+    """Where a plugin's options are configured, ``{name}`` for its key; None: nowhere yet."""
 
 
 BUILDER = PluginKind(
+    "builder",
     "builder",
     "builder",
     "launchplane_register_builders",
@@ -67,8 +83,10 @@ BUILDER = PluginKind(
     "name",
     "builders",
     "builders",
+    ("builder", "options"),
 )
 RUNNER = PluginKind(
+    "runner",
     "runner",
     "runner",
     "launchplane_register_runners",
@@ -76,15 +94,18 @@ RUNNER = PluginKind(
     "name",
     "runners",
     "runners",
+    None,  # configured per job: resource_args.<name>, validated by resource_args_model
 )
 SECRET_PROVIDER = PluginKind(
     "secret-provider",
     "secret provider",
+    "provider",
     "launchplane_register_secret_providers",
     SecretProvider,
     "scheme",
     "secret_providers",
     "secret schemes",
+    ("secret_providers", "{name}"),
 )
 KINDS: tuple[PluginKind, ...] = (BUILDER, RUNNER, SECRET_PROVIDER)
 """Every kind, in the order their registration hooks are called and listed."""
@@ -107,29 +128,45 @@ class PluginInfo:
         return asdict(self)
 
 
+class PluginOptionsError(PluginError):
+    """A plugin's options do not validate with its ``options_model``.
+
+    ``errors`` holds one :class:`FieldError` per problem, with its config path
+    (``secret_providers.file-vault.path``), for callers that report fields.
+    """
+
+    def __init__(self, kind: PluginKind, name: str, errors: list[FieldError]) -> None:
+        self.errors = errors
+        problems = "; ".join(str(error) for error in errors)
+        super().__init__(f"{problems} ({kind.short} '{name}')")
+
+
 class PluginRegistry:
     """The loaded plugins: the pluggy manager plus one typed registry of classes per kind.
 
-    Built by :func:`launchplane.core.loader.get_plugin_manager`. Instances of
-    registered classes are created on first use and cached, one per name, for
-    the registry's life.
+    Built by :func:`launchplane.core.loader.get_plugin_manager`. ``defaults``
+    holds option defaults by kind key and name (an agent config's
+    ``secret_providers:`` under ``"secret-provider"``); the options given to a
+    lookup merge over them key by key, so a queue's value wins.
     """
 
     def __init__(
         self,
         pm: pluggy.PluginManager,
         blocked: frozenset[str] = frozenset(),
+        defaults: Mapping[str, Mapping[str, Options]] | None = None,
     ) -> None:
         self.pm = pm
         self.blocked = blocked
         """``no:NAME`` values: plugin or module names that are never imported."""
         self.load_errors: dict[str, str] = {}
         """Plugin name -> why it was skipped. Blocked plugins are not errors."""
+        self._defaults = {kind: dict(names) for kind, names in (defaults or {}).items()}
         self._classes: dict[str, dict[str, type[Any]]] = {kind.key: {} for kind in KINDS}
         self._owners: dict[tuple[str, str], str] = {}
         self._infos: list[PluginInfo] = []
         self._missing_extras: dict[str, MissingExtraError] = {}
-        self._instances: dict[tuple[str, str], Any] = {}
+        self._instances: dict[tuple[str, str, str], Any] = {}
         self._lock = threading.Lock()
 
     # -- lookups ------------------------------------------------------------------
@@ -155,14 +192,48 @@ class PluginRegistry:
         """The registered classes of one kind, by name (read-only)."""
         return MappingProxyType(self._classes[kind.key])
 
-    def builder(self, name: str) -> Builder:
-        return self._instance(BUILDER, name)
+    def builder(self, name: str, options: Options | None = None) -> Builder:
+        """The builder ``name`` made with ``options`` (a job's ``builder.options``)."""
+        return self._instance(BUILDER, name, options)
 
     def runner(self, name: str) -> Runner:
-        return self._instance(RUNNER, name)
+        return self._instance(RUNNER, name, None)
 
-    def secret_provider(self, scheme: str) -> SecretProvider:
-        return self._instance(SECRET_PROVIDER, scheme)
+    def secret_provider(self, scheme: str, options: Options | None = None) -> SecretProvider:
+        """The provider of ``scheme`` made with ``options`` (a queue's ``secret_providers``)."""
+        return self._instance(SECRET_PROVIDER, scheme, options)
+
+    def validate_options(
+        self, kind: PluginKind, name: str, options: Options | None = None
+    ) -> BaseModel | None:
+        """``options`` over the defaults, validated by the class's ``options_model``.
+
+        None for a class without a model, which takes no options (any given
+        are an error). Raises :class:`PluginOptionsError` naming each field
+        and the plugin, or the lookup's error for a name nobody registered.
+        Creates nothing, so a queue's options can be checked with it.
+        """
+        cls = self._class(kind, name)
+        merged = self._merged(kind, name, options)
+        model: type[BaseModel] | None = getattr(cls, "options_model", None)
+        where = join_path(*(part.format(name=name) for part in kind.options_at or ("options",)))
+        if model is None:
+            if merged:
+                keys = ", ".join(sorted(map(str, merged)))
+                raise PluginOptionsError(
+                    kind,
+                    name,
+                    [FieldError(where, f"takes no options, got: {keys}")],
+                )
+            return None
+        try:
+            return model.model_validate(merged)
+        except ValidationError as exc:
+            errors = [
+                FieldError(f"{where}.{error.path}" if error.path else where, error.message)
+                for error in from_validation_error(exc, model=model)
+            ]
+            raise PluginOptionsError(kind, name, errors) from None
 
     # -- listing ------------------------------------------------------------------
 
@@ -225,18 +296,29 @@ class PluginRegistry:
             raise self._unknown(kind, name)
         return cls
 
-    def _instance(self, kind: PluginKind, name: str) -> Any:
-        cls = self._class(kind, name)
-        key = (kind.key, name)
+    def _merged(self, kind: PluginKind, name: str, options: Options | None) -> dict[str, Any]:
+        default = self._defaults.get(kind.key, {}).get(name)
+        if not default:
+            return dict(options or {})
+        from launchplane.core.config import deep_merge
+
+        return deep_merge(default, options or {})
+
+    def _instance(self, kind: PluginKind, name: str, options: Options | None) -> Any:
+        validated = self.validate_options(kind, name, options)
+        # Keyed by the options as given (merged), not as dumped: a dump masks SecretStr.
+        given = json.dumps(self._merged(kind, name, options), sort_keys=True, default=repr)
+        key = (kind.key, name, given)
         with self._lock:
             if key not in self._instances:
-                self._instances[key] = self._construct(kind, name, cls)
+                self._instances[key] = self._construct(kind, name, validated)
             return self._instances[key]
 
-    def _construct(self, kind: PluginKind, name: str, cls: type[Any]) -> Any:
+    def _construct(self, kind: PluginKind, name: str, options: BaseModel | None) -> Any:
+        cls = self._classes[kind.key][name]
         owner = self._owners[(kind.key, name)]
         try:
-            return cls()
+            return cls() if options is None else cls(options=options)
         except ImportError as exc:
             builtin = builtin_plugins.builtin_named(owner)
             if builtin is not None and builtin.extra is not None:
