@@ -458,7 +458,7 @@ class JobPipeline:
         self._recorder.builder = builder_name
         try:
             runner = registry.runner(job.resource)
-            builder = registry.builder(builder_name)
+            builder = registry.builder(builder_name, job.builder.options if job.builder else None)
             image = await builder.build(job, ctx)
         except PluginError as exc:
             raise StageFailure("build", self._scrub(str(exc))) from None
