@@ -162,7 +162,7 @@ def _plan(
         raise ConfigError(exc.errors, source=str(job_file)) from None
     document: dict[str, Any] = {"resolved": _shown(resolved)}
     if check_secrets and resolved.secrets:
-        document["secrets_check"] = _check_secrets(resolved.secrets, registry)
+        document["secrets_check"] = _check_secrets(resolved, registry)
     if runner is not None:
         description, note = _describe(runner, resolved)
         if description is not None:
@@ -228,13 +228,15 @@ def _describe(runner: Runner, resolved: ResolvedJob) -> tuple[dict[str, Any] | N
         raise ConfigError([FieldError("", f"runner '{resolved.resource}': {exc}")]) from None
 
 
-def _check_secrets(secrets: dict[str, str], registry: PluginRegistry) -> dict[str, str]:
+def _check_secrets(resolved: ResolvedJob, registry: PluginRegistry) -> dict[str, str]:
     """Resolve every secret through its provider and say ``resolved`` - never the value.
 
     This is how an admin proves a queue's secret references work (an in-house
     provider is installed, credentials are in place) before any job runs.
     A failure is a ConfigError naming the variable and the reference.
     """
+    from functools import partial
+
     import anyio
 
     from launchplane.agent.secrets import resolve_secrets
@@ -244,7 +246,15 @@ def _check_secrets(secrets: dict[str, str], registry: PluginRegistry) -> dict[st
 
     redactor = Redactor()
     try:
-        values = anyio.run(resolve_secrets, secrets, registry, redactor)
+        values = anyio.run(
+            partial(
+                resolve_secrets,
+                resolved.secrets,
+                registry,
+                redactor,
+                options=resolved.secret_providers,
+            )
+        )
     except PluginError as exc:
         raise ConfigError([FieldError("secrets", str(exc))]) from None
     return {name: f"resolved ({len(values[name])} characters)" for name in sorted(values)}
