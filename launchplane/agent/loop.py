@@ -223,7 +223,18 @@ class Agent:
     # -- main -------------------------------------------------------------------------
 
     async def run(self, *, handle_signals: bool = True) -> None:
-        """Serve until shutdown; returns once every job has finished or been released."""
+        """Serve until shutdown; returns once every job has finished or been released.
+
+        Then, also after an error, every plugin instance is closed (``aclose``),
+        for up to 30 seconds in all: a hanging client must not keep the agent up.
+        """
+        try:
+            await self._run(handle_signals)
+        finally:
+            with anyio.move_on_after(30.0, shield=True):
+                await self.registry.aclose()
+
+    async def _run(self, handle_signals: bool) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with self._identity_lock():
             async with LaunchplaneClient(self.settings.server, self.settings.token) as client:

@@ -7,8 +7,9 @@ kind (artifact stores are next) is one :class:`PluginKind` row, one hookspec
 and one interface.
 
 Instances are created on first use, one per (kind, name, options) for the
-registry's life. :mod:`launchplane.core.loader` fills a registry; this module
-imports no plugin and does no I/O.
+registry's life, and closed together by :meth:`PluginRegistry.aclose` when
+the agent (or ``launchplane run``/``plan``) stops. :mod:`launchplane.core.loader`
+fills a registry; this module imports no plugin and does no I/O.
 """
 
 from __future__ import annotations
@@ -234,6 +235,29 @@ class PluginRegistry:
                 for error in from_validation_error(exc, model=model)
             ]
             raise PluginOptionsError(kind, name, errors) from None
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close every instance created so far, once each; a failure is logged, not raised.
+
+        Called when the agent stops (and by ``launchplane run``/``plan``), after
+        its jobs have ended or been released. A lookup after this creates a new
+        instance, which the next call closes.
+        """
+        with self._lock:
+            instances = list(self._instances.items())
+            self._instances.clear()
+        for (kind_key, name, _), instance in instances:
+            try:
+                await instance.aclose()
+            except Exception:
+                log.exception(
+                    "plugin %r: %s '%s': aclose() failed; ignored",
+                    self._owners.get((kind_key, name)),
+                    kind_key,
+                    name,
+                )
 
     # -- listing ------------------------------------------------------------------
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 import subprocess
 import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +70,82 @@ def test_typed_register_callbacks_are_public() -> None:
         assert alias in launchplane.__all__
         assert getattr(launchplane, alias) is getattr(hookspecs, alias)
         assert hook.__annotations__["register"] == alias
+
+
+LIFECYCLE_PLUGIN = """
+    from pydantic import BaseModel
+
+    from launchplane import hookimpl
+    from launchplane.core.interfaces import Builder, SecretProvider
+
+    CLOSED = []
+
+
+    class Tagged(BaseModel):
+        tag: str = "default"
+
+
+    class ClientBuilder(Builder):
+        name = "client-builder"
+        options_model = Tagged
+
+        def __init__(self, options):
+            self.options = options
+
+        async def build(self, job, ctx):
+            return None
+
+        async def aclose(self):
+            CLOSED.append(f"builder:{self.options.tag}")
+
+
+    class BrokenClose(SecretProvider):
+        scheme = "broken-close"
+
+        async def resolve(self, ref):
+            return "value"
+
+        async def aclose(self):
+            CLOSED.append("provider")
+            raise RuntimeError("socket already gone")
+
+
+    @hookimpl
+    def launchplane_register_builders(register):
+        register(ClientBuilder)
+
+
+    @hookimpl
+    def launchplane_register_secret_providers(register):
+        register(BrokenClose)
+"""
+
+
+@pytest.mark.anyio
+async def test_aclose_closes_every_instance_once_and_logs_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "lifecycle_plugin.py").write_text(textwrap.dedent(LIFECYCLE_PLUGIN))
+    monkeypatch.delitem(sys.modules, "lifecycle_plugin", raising=False)
+    registry = get_plugin_manager(["lifecycle_plugin"], strict=True)
+    closed = importlib.import_module("lifecycle_plugin").CLOSED
+    registry.secret_provider("broken-close")
+    registry.builder("client-builder", {"tag": "a"})
+    registry.builder("client-builder", {"tag": "b"})
+    registry.builder("client-builder", {"tag": "a"})  # the same instance as the first
+
+    with caplog.at_level(logging.ERROR, logger="launchplane.core.plugins"):
+        await registry.aclose()
+
+    assert sorted(closed) == ["builder:a", "builder:b", "provider"]
+    assert "plugin 'lifecycle_plugin': secret-provider 'broken-close': aclose() failed" in (
+        caplog.text
+    )
+    assert "socket already gone" in caplog.text
+    await registry.aclose()  # nothing left to close
+    assert len(closed) == 3
+    registry.builder("client-builder", {"tag": "a"})  # a new instance, closed next time
+    await registry.aclose()
+    assert closed[3:] == ["builder:a"]
+    sys.modules.pop("lifecycle_plugin", None)

@@ -1,0 +1,118 @@
+"""Plugin options and lifecycle on a real agent: queue and agent config reach the plugin,
+and every plugin instance is closed when the agent stops."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from agentkit import QUEUE
+from kit import running_agent, wait_for_state
+
+from launchplane.core.client import LaunchplaneClient
+from launchplane.server.embedded import EmbeddedServer
+
+pytestmark = pytest.mark.anyio
+
+PLUGIN = """
+    import json
+    from pathlib import Path
+
+    from pydantic import BaseModel, ConfigDict
+
+    from launchplane import hookimpl
+    from launchplane.core.interfaces import SecretProvider
+
+    CLOSED = []
+
+
+    class VaultOptions(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        path: str
+        prefix: str = ""
+
+
+    class FakeVault(SecretProvider):
+        scheme = "fake-vault"
+        options_model = VaultOptions
+
+        def __init__(self, options):
+            self.options = options
+
+        async def resolve(self, ref):
+            return self.options.prefix + json.loads(Path(self.options.path).read_text())[ref.path]
+
+        async def aclose(self):
+            CLOSED.append(self.options.prefix)
+
+
+    @hookimpl
+    def launchplane_register_secret_providers(register):
+        register(FakeVault)
+"""
+
+
+@pytest.fixture
+def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """``agent_options_plugin`` importable by the in-process agent's ``--plugins``."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "agent_options_plugin.py").write_text(textwrap.dedent(PLUGIN))
+    monkeypatch.delitem(sys.modules, "agent_options_plugin", raising=False)
+    yield importlib.import_module("agent_options_plugin")
+    sys.modules.pop("agent_options_plugin", None)
+
+
+async def test_queue_options_over_agent_defaults_reach_the_provider_and_it_is_closed(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path, plugin: ModuleType
+) -> None:
+    vault = tmp_path / "vault.json"
+    vault.write_text(json.dumps({"ci/token": "s3cret-value"}))
+    await server.ensure_queue(
+        QUEUE,
+        {
+            "resource": "local-process",
+            "secrets": {"TOKEN": "fake-vault:ci/token"},
+            "secret_providers": {"fake-vault": {"prefix": "queue-"}},
+        },
+    )
+    check = '[ "$TOKEN" = "queue-s3cret-value" ]'
+    async with running_agent(
+        server,
+        tmp_path / "work",
+        [QUEUE],
+        plugins=["agent_options_plugin"],
+        secret_providers={"fake-vault": {"path": str(vault), "prefix": "agent-"}},
+    ):
+        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", check]})
+        done = await wait_for_state(client, job["id"])
+        assert plugin.CLOSED == []  # instances live as long as the agent
+
+    assert done["state"] == "succeeded", done
+    assert plugin.CLOSED == ["queue-"]  # closed once, when the agent stopped
+
+
+async def test_a_bad_provider_option_fails_the_job_naming_it(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path, plugin: ModuleType
+) -> None:
+    await server.ensure_queue(
+        QUEUE,
+        {
+            "resource": "local-process",
+            "secrets": {"TOKEN": "fake-vault:ci/token"},
+            "secret_providers": {"fake-vault": {"prefix": "queue-"}},
+        },
+    )
+    async with running_agent(server, tmp_path / "work", [QUEUE], plugins=["agent_options_plugin"]):
+        job = await client.submit_job(QUEUE, {"command": ["true"]})
+        done = await wait_for_state(client, job["id"])
+
+    assert (done["state"], done["failure_stage"]) == ("failed", "secrets")
+    assert done["reason"].startswith(
+        "secret_providers.fake-vault.path: Field required (provider 'fake-vault')"
+    )
