@@ -116,12 +116,14 @@ RESOLVE = textwrap.dedent(
     async def main():
         redactor = Redactor()
         try:
-            values = await resolve_secrets(
-                json.loads(sys.argv[1]),
-                get_plugin_manager(),
-                redactor,
-                options=json.loads(sys.argv[2]),
-            )
+            values = (
+                await resolve_secrets(
+                    json.loads(sys.argv[1]),
+                    get_plugin_manager(),
+                    redactor,
+                    options=json.loads(sys.argv[2]),
+                )
+            ).values
         except PluginError as exc:
             print(json.dumps({"error": str(exc)}))
             return

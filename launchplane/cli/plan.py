@@ -246,18 +246,22 @@ def _check_secrets(resolved: ResolvedJob, registry: PluginRegistry) -> dict[str,
 
     redactor = Redactor()
     try:
-        values = anyio.run(
+        secrets = anyio.run(
             partial(
                 resolve_secrets,
                 resolved.secrets,
                 registry,
                 redactor,
                 options=resolved.secret_providers,
+                runner=resolved.resource,
             )
         )
     except PluginError as exc:
         raise ConfigError([FieldError("secrets", str(exc))]) from None
-    return {name: f"resolved ({len(values[name])} characters)" for name in sorted(values)}
+    native = f"native reference for runner '{resolved.resource}' (not fetched)"
+    checked = {name: f"resolved ({len(text)} characters)" for name, text in secrets.values.items()}
+    checked |= dict.fromkeys(secrets.native, native)
+    return dict(sorted(checked.items()))
 
 
 def _noop_image(resolved: ResolvedJob) -> Image | None:

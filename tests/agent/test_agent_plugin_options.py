@@ -116,3 +116,76 @@ async def test_a_bad_provider_option_fails_the_job_naming_it(
     assert done["reason"].startswith(
         "secret_providers.fake-vault.path: Field required (provider 'fake-vault')"
     )
+
+
+NATIVE = """
+    import json
+
+    from launchplane import hookimpl
+    from launchplane.core.interfaces import SecretProvider
+    from launchplane.plugins.runners.local import LocalProcessRunner
+
+
+    class ClusterSecrets(SecretProvider):
+        scheme = "cluster"
+
+        async def resolve(self, ref):
+            raise AssertionError("resolve() called: the value passed the agent")
+
+        def native_ref(self, ref, runner):
+            if runner == "recording":
+                return {"secretKeyRef": {"name": ref.path, "key": ref.key}}
+            return None
+
+
+    class RecordingRunner(LocalProcessRunner):
+        '''local-process, writing what it received to <run dir>/received.json first.'''
+        name = "recording"
+
+        async def submit(self, job, image, ctx):
+            received = {"native": ctx.native_secrets, "env": sorted(ctx.env)}
+            (ctx.workdir / "received.json").write_text(json.dumps(received))
+            return await super().submit(job, image, ctx)
+
+
+    @hookimpl
+    def launchplane_register_secret_providers(register):
+        register(ClusterSecrets)
+
+
+    @hookimpl
+    def launchplane_register_runners(register):
+        register(RecordingRunner)
+"""
+
+
+async def test_the_runner_receives_native_references_the_agent_never_fetches(
+    server: EmbeddedServer,
+    client: LaunchplaneClient,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "agent_native_plugin.py").write_text(textwrap.dedent(NATIVE))
+    monkeypatch.delitem(sys.modules, "agent_native_plugin", raising=False)
+    await server.ensure_queue(
+        "cluster",
+        {
+            "resource": "recording",
+            "secrets": {"DB_PASSWORD": "cluster:db-credentials#password"},
+        },
+    )
+    async with running_agent(
+        server, tmp_path / "work", ["cluster"], plugins=["agent_native_plugin"]
+    ):
+        job = await client.submit_job("cluster", {"command": ["sh", "-c", "env"]})
+        done = await wait_for_state(client, job["id"])
+    sys.modules.pop("agent_native_plugin", None)
+
+    assert done["state"] == "succeeded", done
+    run_dir = next((tmp_path / "work").glob(f"{job['id']}-*"))
+    received = json.loads((run_dir / "received.json").read_text())
+    assert received["native"] == {
+        "DB_PASSWORD": {"secretKeyRef": {"name": "db-credentials", "key": "password"}}
+    }
+    assert "DB_PASSWORD" not in received["env"]  # no value to put there

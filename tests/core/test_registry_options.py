@@ -147,13 +147,13 @@ def test_validate_options_checks_without_creating(vault_file: Path) -> None:
 @pytest.mark.anyio
 async def test_secret_providers_are_built_with_the_queue_options(vault_file: Path) -> None:
     redactor = Redactor()
-    values = await resolve_secrets(
+    resolved = await resolve_secrets(
         {"DB": "file-vault:db", "HF": "file-vault:hf"},
         registry(),
         redactor,
         options={"file-vault": {"path": str(vault_file)}},
     )
-    assert values == {"DB": "db-password-1", "HF": "hf-token-22"}
+    assert resolved.values == {"DB": "db-password-1", "HF": "hf-token-22"}
     assert redactor.scrub("db-password-1") == "***"
 
 
@@ -188,8 +188,8 @@ async def test_agent_defaults_apply_and_the_queue_wins_key_by_key(vault_file: Pa
         options={"file-vault": {"prefix": "queue-"}},
     )
 
-    assert defaults_only == {"DB": "agent-db-password-1"}
-    assert queue_wins == {"DB": "queue-db-password-1"}  # the agent's path is kept
+    assert defaults_only.values == {"DB": "agent-db-password-1"}
+    assert queue_wins.values == {"DB": "queue-db-password-1"}  # the agent's path is kept
 
 
 @pytest.mark.anyio
