@@ -14,7 +14,9 @@ the whole plugin is skipped, for a class that is not a subclass of the kind's
 base class, lacks its key attribute (``name``, or ``scheme``), or is still
 abstract (the message names the missing methods). A name registered earlier
 (built-ins load first) is kept and the later plugin fails. The registry
-instantiates a class on first use.
+instantiates a class on first use, once per name and options:
+``cls(options=...)`` with its validated ``options_model`` when it has one,
+else ``cls()``; it calls ``aclose()`` on each instance when the agent stops.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ RegisterSecretProvider: TypeAlias = Callable[[type[SecretProvider]], None]
 def launchplane_register_builders(register: RegisterBuilder) -> None:
     """Register builder classes: ``register(BuildahBuilder)``, keyed by ``BuildahBuilder.name``.
 
-    A queue's ``builder.type`` names the builder.
+    A queue's ``builder.type`` names the builder; ``builder.options`` are its options.
     """
 
 
@@ -61,7 +63,8 @@ def launchplane_register_runners(register: RegisterRunner) -> None:
 def launchplane_register_secret_providers(register: RegisterSecretProvider) -> None:
     """Register secret provider classes, keyed by their ``scheme`` (``vault``, ``aws-sm``...).
 
-    A secret reference's scheme (``vault:kv/app#token``) names the provider.
+    A secret reference's scheme (``vault:kv/app#token``) names the provider; a
+    queue's ``secret_providers.<scheme>`` (over the agent config's) are its options.
     """
 
 

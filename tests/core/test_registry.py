@@ -149,3 +149,17 @@ async def test_aclose_closes_every_instance_once_and_logs_failures(
     await registry.aclose()
     assert closed[3:] == ["builder:a"]
     sys.modules.pop("lifecycle_plugin", None)
+
+
+def test_entrypoints_md_documents_every_kind_and_register_type() -> None:
+    """A new kind is one row here too: its hook, base class and key in the Registries table."""
+    text = (Path(__file__).resolve().parents[2] / "entrypoints.md").read_text()
+    sections = {line for line in text.splitlines() if line.startswith("## ")}
+    assert {"## Loading", "## Registries", "## Options", "## Listing"} <= sections
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    for kind in KINDS:
+        row = next(line for line in rows if line.startswith(f"| `{kind.key}` |"))
+        assert f"`{kind.hook}`" in row and f"`{kind.base.__name__}`" in row
+        assert f"`{kind.attr}`" in row
+    for alias in ("RegisterBuilder", "RegisterRunner", "RegisterSecretProvider"):
+        assert alias in text
