@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -12,8 +13,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from agentkit import QUEUE
-from kit import running_agent, wait_for_state
+from agentkit import QUEUE, agent_process
+from kit import running_agent, subprocess_env, wait_for_state
 
 from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
@@ -95,6 +96,30 @@ async def test_queue_options_over_agent_defaults_reach_the_provider_and_it_is_cl
 
     assert done["state"] == "succeeded", done
     assert plugin.CLOSED == ["queue-"]  # closed once, when the agent stopped
+
+
+async def test_launch_agent_config_file_gives_provider_defaults(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path, plugin: ModuleType
+) -> None:
+    """``launch-agent -c agent.yaml`` with ``secret_providers:``, as an operator runs it."""
+    vault = tmp_path / "vault.json"
+    vault.write_text(json.dumps({"ci/token": "s3cret-value"}))
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        json.dumps({"secret_providers": {"fake-vault": {"path": str(vault), "prefix": "agent-"}}})
+    )
+    await server.ensure_queue(
+        QUEUE, {"resource": "local-process", "secrets": {"TOKEN": "fake-vault:ci/token"}}
+    )
+    path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    env = subprocess_env(PYTHONPATH=path)
+    args = ("-c", str(config), "--plugins", "agent_options_plugin")
+    async with agent_process(server, tmp_path, *args, env=env):
+        check = '[ "$TOKEN" = "agent-s3cret-value" ]'
+        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", check]})
+        done = await wait_for_state(client, job["id"])
+
+    assert done["state"] == "succeeded", done
 
 
 async def test_a_bad_provider_option_fails_the_job_naming_it(
