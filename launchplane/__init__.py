@@ -1,8 +1,10 @@
 """launchplane: a plugin-based launch agent for ML training jobs.
 
-Public API: ``hookimpl`` for plugin authors, the spec models, the plugin base
-classes, and ``submit()`` (``asubmit()`` from async code) to put a job on a
-queue from Python. Everything else is internal and may change.
+Public API: ``hookimpl`` and the typed ``register`` callbacks
+(``RegisterBuilder``, ``RegisterRunner``, ``RegisterSecretProvider``) for
+plugin authors, the spec models, the plugin base classes, and ``submit()``
+(``asubmit()`` from async code) to put a job on a queue from Python.
+Everything else is internal and may change.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ __all__ = [
     "JobContext",
     "JobSpec",
     "QueueConfig",
+    "RegisterBuilder",
+    "RegisterRunner",
+    "RegisterSecretProvider",
     "ResolvedJob",
     "Run",
     "RunResult",
@@ -33,6 +38,9 @@ __all__ = [
 _LAZY = {
     # Lazy too: hookspecs imports pluggy and pydantic, which `launch-agent --help` must not.
     "hookimpl": "launchplane.core.hookspecs",
+    "RegisterBuilder": "launchplane.core.hookspecs",
+    "RegisterRunner": "launchplane.core.hookspecs",
+    "RegisterSecretProvider": "launchplane.core.hookspecs",
     "JobSpec": "launchplane.core.spec",
     "QueueConfig": "launchplane.core.spec",
     "ResolvedJob": "launchplane.core.spec",
@@ -51,7 +59,12 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from launchplane.core.client import asubmit, submit
-    from launchplane.core.hookspecs import hookimpl
+    from launchplane.core.hookspecs import (
+        RegisterBuilder,
+        RegisterRunner,
+        RegisterSecretProvider,
+        hookimpl,
+    )
     from launchplane.core.interfaces import (
         Builder,
         Image,

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,8 @@ def env(site: Path, tmp_path: Path) -> dict[str, str]:
         json.dumps({"ci/token": {"value": TOKEN}, "prod/db": {"password": DB_PASSWORD}})
     )
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHPLANE_")}
-    environment["PYTHONPATH"] = str(site)
+    # The package under test next to the example, whatever the cwd of a command.
+    environment["PYTHONPATH"] = os.pathsep.join([str(site), str(REPO)])
     environment["INHOUSE_SECRETS_FILE"] = str(secrets_file)
     return environment
 
@@ -97,7 +99,7 @@ def test_it_can_be_blocked_or_forced(env: dict[str, str]) -> None:
     assert "inhouse" not in plugins_json(env)["secret_providers"]
     forced = plugins_json({**env, "LAUNCHPLANE_PLUGINS": "inhouse_secrets"})
     assert [p["source"] for p in forced["plugins"] if p["module"] == "inhouse_secrets"] == [
-        "--plugins"
+        "LAUNCHPLANE_PLUGINS"
     ]
     assert "inhouse" in forced["secret_providers"]
 
@@ -114,7 +116,14 @@ RESOLVE = textwrap.dedent(
     async def main():
         redactor = Redactor()
         try:
-            values = await resolve_secrets(json.loads(sys.argv[1]), get_plugin_manager(), redactor)
+            values = (
+                await resolve_secrets(
+                    json.loads(sys.argv[1]),
+                    get_plugin_manager(),
+                    redactor,
+                    options=json.loads(sys.argv[2]),
+                )
+            ).values
         except PluginError as exc:
             print(json.dumps({"error": str(exc)}))
             return
@@ -125,8 +134,13 @@ RESOLVE = textwrap.dedent(
 )
 
 
-def resolve(env: dict[str, str], secrets: dict[str, str]) -> dict:
-    completed = run([sys.executable, "-c", RESOLVE, json.dumps(secrets)], env)
+def resolve(
+    env: dict[str, str], secrets: dict[str, str], options: dict[str, Any] | None = None
+) -> dict:
+    """Resolve in a subprocess; ``options`` are the queue's ``secret_providers``."""
+    completed = run(
+        [sys.executable, "-c", RESOLVE, json.dumps(secrets), json.dumps(options or {})], env
+    )
     assert completed.returncode == 0, completed.stderr
     return json.loads(completed.stdout)
 
@@ -156,6 +170,73 @@ def test_missing_secrets_file_variable_is_explained(env: dict[str, str]) -> None
         "secret MY_TOKEN (inhouse:ci/token#value): INHOUSE_SECRETS_FILE is not set on the agent; "
         "point it at the secrets file"
     )
+
+
+def without_file_variable(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if k != "INHOUSE_SECRETS_FILE"}
+
+
+def test_a_queue_points_the_provider_at_its_file(env: dict[str, str], tmp_path: Path) -> None:
+    """``secret_providers.inhouse.path``; it wins over the agent's INHOUSE_SECRETS_FILE."""
+    store = tmp_path / "queue-secrets.json"
+    store.write_text(json.dumps({"ci/token": {"value": "queue-file-token-1"}}))
+    options = {"inhouse": {"path": str(store)}}
+
+    for environment in (without_file_variable(env), env):
+        result = resolve(environment, {"MY_TOKEN": "inhouse:ci/token#value"}, options)
+        assert result["values"] == {"MY_TOKEN": "queue-file-token-1"}
+
+    missing = resolve(env, {"DB": "inhouse:prod/dbb#password"}, options)
+    assert missing["error"] == (
+        f"secret DB (inhouse:prod/dbb#password): no secret 'prod/dbb' in {store}"
+    )
+
+
+def test_a_bad_provider_option_names_its_path_and_the_provider(env: dict[str, str]) -> None:
+    result = resolve(env, {"MY_TOKEN": "inhouse:ci/token#value"}, {"inhouse": {"pth": "/x"}})
+    assert result["error"] == (
+        "secret_providers.inhouse.pth: unknown key (did you mean 'path'?) (provider 'inhouse')"
+    )
+
+
+def test_a_job_runs_with_the_secret_from_the_queue_configured_file(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """Queue config -> server -> lease -> agent -> provider options -> the job's environment."""
+    store = tmp_path / "queue-secrets.json"
+    store.write_text(json.dumps({"ci/token": {"value": TOKEN}}))
+    (tmp_path / "queue.yaml").write_text(
+        textwrap.dedent(
+            f"""
+            resource: local-process
+            secrets:
+              MY_TOKEN: "inhouse:ci/token#value"
+            secret_providers:
+              inhouse: {{path: "{store}"}}
+            """
+        )
+    )
+    check = f"import os; print('token ok' if os.environ['MY_TOKEN'] == {TOKEN!r} else 'wrong')"
+    (tmp_path / "job.yaml").write_text(json.dumps({"command": ["python3", "-c", check]}))
+    environment = {**without_file_variable(env), "LAUNCHPLANE_HOME": str(tmp_path / "home")}
+
+    done = run(
+        [
+            *CLI,
+            "run",
+            "job.yaml",
+            "--queue-config",
+            "queue.yaml",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
+        environment,
+        cwd=tmp_path,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "token ok" in done.stdout
+    assert TOKEN not in done.stdout + done.stderr
 
 
 def test_plan_shows_the_reference_not_the_value(env: dict[str, str], tmp_path: Path) -> None:
@@ -198,3 +279,25 @@ def test_plan_shows_the_reference_not_the_value(env: dict[str, str], tmp_path: P
     )
     assert failed.returncode == 2
     assert "MY_TOKEN" in failed.stderr and "inhouse:ci/nope#value" in failed.stderr
+
+
+def test_plan_checks_secrets_with_the_queue_provider_options(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    store = tmp_path / "queue-secrets.json"
+    store.write_text(json.dumps({"ci/token": {"value": TOKEN}}))
+    queue = {
+        "resource": "local-process",
+        "secrets": {"MY_TOKEN": "inhouse:ci/token#value"},
+        "secret_providers": {"inhouse": {"path": str(store)}},
+    }
+    (tmp_path / "queue.yaml").write_text(json.dumps(queue))
+    (tmp_path / "job.yaml").write_text('command: ["true"]\n')
+    plan = [*CLI, "plan", "job.yaml", "--queue-config", "queue.yaml", "--check-secrets", "--json"]
+
+    checked = run(plan, without_file_variable(env), cwd=tmp_path)
+
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["secrets_check"] == {
+        "MY_TOKEN": f"resolved ({len(TOKEN)} characters)"
+    }

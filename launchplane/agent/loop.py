@@ -92,6 +92,7 @@ from launchplane.core import paths
 from launchplane.core.client import ApiError, LaunchplaneClient, StaleLease
 from launchplane.core.plugins import PluginRegistry, get_plugin_manager
 from launchplane.core.redaction import Redactor
+from launchplane.core.registry import SECRET_PROVIDER
 
 log = logging.getLogger("launchplane.agent")
 
@@ -119,6 +120,8 @@ class AgentSettings:
     agent_id: str | None = None
     work_dir: Path | None = None
     claim_wait: float = 30.0
+    secret_providers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Default options per secret scheme; a queue's ``secret_providers`` win key by key."""
 
     def resolved_work_dir(self) -> Path:
         return (self.work_dir or paths.data_dir() / "work").expanduser().resolve()
@@ -155,7 +158,9 @@ class Agent:
         self.agent_id = settings.resolved_agent_id()
         self.work_dir = settings.resolved_work_dir()
         self.registry = registry or get_plugin_manager(
-            settings.plugins, strict=settings.strict_plugins
+            settings.plugins,
+            strict=settings.strict_plugins,
+            defaults={SECRET_PROVIDER.key: settings.secret_providers},
         )
         self.redactor = redactor or Redactor()
         self.outcomes: dict[str, Outcome] = {}
@@ -218,7 +223,18 @@ class Agent:
     # -- main -------------------------------------------------------------------------
 
     async def run(self, *, handle_signals: bool = True) -> None:
-        """Serve until shutdown; returns once every job has finished or been released."""
+        """Serve until shutdown; returns once every job has finished or been released.
+
+        Then, also after an error, every plugin instance is closed (``aclose``),
+        for up to 30 seconds in all: a hanging client must not keep the agent up.
+        """
+        try:
+            await self._run(handle_signals)
+        finally:
+            with anyio.move_on_after(30.0, shield=True):
+                await self.registry.aclose()
+
+    async def _run(self, handle_signals: bool) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with self._identity_lock():
             async with LaunchplaneClient(self.settings.server, self.settings.token) as client:

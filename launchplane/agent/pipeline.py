@@ -69,7 +69,7 @@ from launchplane.agent.rundir import (
     replace_file,
     run_id,
 )
-from launchplane.agent.secrets import resolve_secrets
+from launchplane.agent.secrets import ResolvedSecrets, resolve_secrets
 from launchplane.core.client import LaunchplaneClient
 from launchplane.core.config import resolve_job
 from launchplane.core.config.macros import expand_macros
@@ -307,11 +307,17 @@ class JobPipeline:
         self._recorder.job = job
         return job
 
-    async def _secrets(self, job: ResolvedJob) -> dict[str, str]:
+    async def _secrets(self, job: ResolvedJob) -> ResolvedSecrets:
         """The job's secret values, each registered with the redactor before it is used."""
         services = self.services
-        secrets = await resolve_secrets(job.secrets, services.registry, services.redactor)
-        for value in secrets.values():
+        secrets = await resolve_secrets(
+            job.secrets,
+            services.registry,
+            services.redactor,
+            options=job.secret_providers,
+            runner=job.resource,
+        )
+        for value in secrets.values.values():
             services.redactor.add(value)
         return secrets
 
@@ -336,11 +342,12 @@ class JobPipeline:
         self._enter("secrets")
         services = self.services
         try:
-            secrets = await self._secrets(job)
+            resolved_secrets = await self._secrets(job)
         except PluginError as exc:
             raise StageFailure(
                 "secrets", f"{exc} (fix the queue's secrets: or the agent's secret source)"
             ) from None
+        secrets = resolved_secrets.values
 
         self._enter("prepare")
         output_dir = self.run_dir / OUTPUT_DIR
@@ -352,8 +359,9 @@ class JobPipeline:
             queue=self.queue,
             workdir=self.run_dir,
             log=self._log_line,
-            secret_names=frozenset(secrets),
+            secret_names=resolved_secrets.names,
         )
+        ctx.native_secrets = dict(resolved_secrets.native)
         if job.git is not None:
             try:
                 checkout = await gitcode.checkout(
@@ -381,7 +389,7 @@ class JobPipeline:
                 "prepare", self._scrub(f"a launchplane_prepare_job plugin failed: {exc!r}")
             ) from None
         self._recorder.env_names = [name for name in ctx.env if name not in secrets]
-        self._recorder.secret_names = sorted(secrets)
+        self._recorder.secret_names = sorted(resolved_secrets.names)
         return ctx
 
     async def _inspect_workdir(self, workdir: str) -> None:
@@ -454,7 +462,7 @@ class JobPipeline:
         self._recorder.builder = builder_name
         try:
             runner = registry.runner(job.resource)
-            builder = registry.builder(builder_name)
+            builder = registry.builder(builder_name, job.builder.options if job.builder else None)
             image = await builder.build(job, ctx)
         except PluginError as exc:
             raise StageFailure("build", self._scrub(str(exc))) from None

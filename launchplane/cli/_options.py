@@ -13,7 +13,7 @@ they apply to Python callers too. Only click is imported here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 import click
@@ -50,11 +50,6 @@ def override_options(function: F) -> F:
     for option in reversed(options):
         function = option(function)
     return function
-
-
-def split_list(values: Sequence[str]) -> list[str]:
-    """``--plugins a,b --plugins c`` -> ``[a, b, c]``."""
-    return [part.strip() for value in values for part in value.split(",") if part.strip()]
 
 
 def plugin_options(command: F) -> F:

@@ -24,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "work_dir": None,
     "log_level": "info",
     "json_logs": False,
+    "secret_providers": {},
 }
 CONFIG_KEYS = {"server", "token", "queues", *DEFAULTS}
 
@@ -116,6 +117,12 @@ def _read_config(path: Path) -> dict[str, Any]:
     for key in ("queues", "plugins"):
         if isinstance(data.get(key), str):
             data[key] = [data[key]]
+    providers = data.get("secret_providers", {})
+    if not (isinstance(providers, dict) and all(isinstance(v, dict) for v in providers.values())):
+        raise click.BadParameter(
+            f"{path}: secret_providers: expected a mapping of scheme -> options mapping",
+            param_hint="--config",
+        )
     return data
 
 
@@ -145,9 +152,9 @@ def _run(options: dict[str, Any]) -> int:
 
     from launchplane.agent.logging import configure_logging
     from launchplane.agent.loop import Agent, AgentError, AgentSettings
-    from launchplane.cli._options import split_list
     from launchplane.core import paths
     from launchplane.core.interfaces import PluginError
+    from launchplane.core.loader import split_list
     from launchplane.core.redaction import Redactor
 
     redactor = Redactor()
@@ -174,6 +181,7 @@ def _run(options: dict[str, Any]) -> int:
         cancel_grace=float(options["cancel_grace"]),
         agent_id=options["agent_id"],
         work_dir=Path(options["work_dir"]) if options["work_dir"] else None,
+        secret_providers=options["secret_providers"],
     )
 
     async def serve() -> None:

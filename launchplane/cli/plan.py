@@ -177,7 +177,7 @@ def _plan(
         raise ConfigError(exc.errors, source=str(job_file) if in_file else None) from None
     document: dict[str, Any] = {"resolved": _shown(resolved)}
     if check_secrets and resolved.secrets:
-        document["secrets_check"] = _check_secrets(resolved.secrets, registry)
+        document["secrets_check"] = _check_secrets(resolved, registry)
     if runner is not None:
         description, note = _describe(runner, resolved)
         if description is not None:
@@ -230,13 +230,15 @@ def _describe(runner: Runner, resolved: ResolvedJob) -> tuple[dict[str, Any] | N
         raise ConfigError([FieldError("", runner_message(resolved.resource, str(exc)))]) from None
 
 
-def _check_secrets(secrets: dict[str, str], registry: PluginRegistry) -> dict[str, str]:
+def _check_secrets(resolved: ResolvedJob, registry: PluginRegistry) -> dict[str, str]:
     """Resolve every secret through its provider and say ``resolved`` - never the value.
 
     This is how an admin proves a queue's secret references work (an in-house
     provider is installed, credentials are in place) before any job runs.
     A failure is a ConfigError naming the variable and the reference.
     """
+    from functools import partial
+
     import anyio
 
     from launchplane.agent.secrets import resolve_secrets
@@ -246,10 +248,22 @@ def _check_secrets(secrets: dict[str, str], registry: PluginRegistry) -> dict[st
 
     redactor = Redactor()
     try:
-        values = anyio.run(resolve_secrets, secrets, registry, redactor)
+        secrets = anyio.run(
+            partial(
+                resolve_secrets,
+                resolved.secrets,
+                registry,
+                redactor,
+                options=resolved.secret_providers,
+                runner=resolved.resource,
+            )
+        )
     except PluginError as exc:
         raise ConfigError([FieldError("secrets", str(exc))]) from None
-    return {name: f"resolved ({len(values[name])} characters)" for name in sorted(values)}
+    native = f"native reference for runner '{resolved.resource}' (not fetched)"
+    checked = {name: f"resolved ({len(text)} characters)" for name, text in secrets.values.items()}
+    checked |= dict.fromkeys(secrets.native, native)
+    return dict(sorted(checked.items()))
 
 
 def _noop_image(resolved: ResolvedJob) -> Image | None:

@@ -14,6 +14,7 @@ import click
 
 from launchplane.cli._options import plugin_options
 from launchplane.core.plugins import PluginInfo, PluginRegistry, get_plugin_manager
+from launchplane.core.registry import KINDS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,12 +42,10 @@ def plugins(plugin_specs: Sequence[str], strict_plugins: bool, as_json: bool) ->
 
 
 def report_json(registry: PluginRegistry) -> dict[str, Any]:
-    """A stable shape for scripts: plugins in load order, then each registry's names."""
+    """A stable shape for scripts: plugins in load order, then each kind's names."""
     return {
         "plugins": [info.as_dict() for info in registry.report()],
-        "builders": sorted(registry.builders),
-        "runners": sorted(registry.runners),
-        "secret_providers": sorted(registry.secret_providers),
+        **{kind.plural: sorted(registry.classes(kind)) for kind in KINDS},
         "load_errors": dict(registry.load_errors),
     }
 
@@ -68,11 +67,7 @@ def _row(info: PluginInfo) -> tuple[str, str, str, str, str]:
 
 
 def render_summary(registry: PluginRegistry) -> str:
-    def names(table: dict[str, Any]) -> str:
-        return ", ".join(sorted(table)) or "none"
-
-    return (
-        f"\nbuilders: {names(registry.builders)}\n"
-        f"runners: {names(registry.runners)}\n"
-        f"secret schemes: {names(registry.secret_providers)}"
-    )
+    lines = [
+        f"{kind.heading}: {', '.join(sorted(registry.classes(kind))) or 'none'}" for kind in KINDS
+    ]
+    return "\n" + "\n".join(lines)

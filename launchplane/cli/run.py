@@ -69,11 +69,11 @@ def run(
     Example:
       launchplane run examples/hello/job.yaml --set hyperparameters.epochs=50
     """
-    from launchplane.cli._options import split_list
     from launchplane.cli._output import fail_invalid
     from launchplane.core import paths
     from launchplane.core.config import command_line_layers, load_job_file, load_queue_file
     from launchplane.core.errors import ConfigError
+    from launchplane.core.loader import split_list
 
     try:
         job = with_local_code(load_job_file(job_file), job_file)

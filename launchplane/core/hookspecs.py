@@ -5,12 +5,24 @@ these functions, decorated with ``launchplane.hookimpl``, and is found through
 the ``launchplane`` entry point group (or ``--plugins``). Keep this set small:
 add a hook only when a real plugin needs it. Each hook is documented for
 plugin authors in ``entrypoints.md``.
+
+The three registration hooks receive a ``register`` callable, typed
+:data:`RegisterBuilder`, :data:`RegisterRunner` and
+:data:`RegisterSecretProvider` (also importable from ``launchplane``), and
+pass it classes, never instances. ``register()`` raises ``PluginError``, and
+the whole plugin is skipped, for a class that is not a subclass of the kind's
+base class, lacks its key attribute (``name``, or ``scheme``), or is still
+abstract (the message names the missing methods). A name registered earlier
+(built-ins load first) is kept and the later plugin fails. The registry
+instantiates a class on first use, once per name and options:
+``cls(options=...)`` with its validated ``options_model`` when it has one,
+else ``cls()``; it calls ``aclose()`` on each instance when the agent stops.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeAlias
 
 import pluggy
 
@@ -22,22 +34,38 @@ PROJECT_NAME = "launchplane"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-
-@hookspec
-def launchplane_register_builders(register: Callable[[type[Builder]], None]) -> None:
-    """Register builder classes: ``register(DockerBuilder)``, keyed by ``DockerBuilder.name``."""
-
-
-@hookspec
-def launchplane_register_runners(register: Callable[[type[Runner]], None]) -> None:
-    """Register runner classes: ``register(SlurmRunner)``, keyed by ``SlurmRunner.name``."""
+RegisterBuilder: TypeAlias = Callable[[type[Builder]], None]
+"""The ``register`` argument of :func:`launchplane_register_builders`."""
+RegisterRunner: TypeAlias = Callable[[type[Runner]], None]
+"""The ``register`` argument of :func:`launchplane_register_runners`."""
+RegisterSecretProvider: TypeAlias = Callable[[type[SecretProvider]], None]
+"""The ``register`` argument of :func:`launchplane_register_secret_providers`."""
 
 
 @hookspec
-def launchplane_register_secret_providers(
-    register: Callable[[type[SecretProvider]], None],
-) -> None:
-    """Register secret provider classes, keyed by their ``scheme`` (``vault``, ``aws-sm``...)."""
+def launchplane_register_builders(register: RegisterBuilder) -> None:
+    """Register builder classes: ``register(BuildahBuilder)``, keyed by ``BuildahBuilder.name``.
+
+    A queue's ``builder.type`` names the builder; ``builder.options`` are its options.
+    """
+
+
+@hookspec
+def launchplane_register_runners(register: RegisterRunner) -> None:
+    """Register runner classes: ``register(SlurmRunner)``, keyed by ``SlurmRunner.name``.
+
+    A queue's ``resource:`` names the runner; ``resource_args.<name>`` is
+    validated by its ``resource_args_model``.
+    """
+
+
+@hookspec
+def launchplane_register_secret_providers(register: RegisterSecretProvider) -> None:
+    """Register secret provider classes, keyed by their ``scheme`` (``vault``, ``aws-sm``...).
+
+    A secret reference's scheme (``vault:kv/app#token``) names the provider; a
+    queue's ``secret_providers.<scheme>`` (over the agent config's) are its options.
+    """
 
 
 @hookspec

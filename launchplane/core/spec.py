@@ -12,7 +12,8 @@ Three shapes exist:
 * :class:`JobSpec` - what a submitter writes. May not hold ``secrets``.
 * :class:`QueueConfig` - what an admin writes: job-shaped defaults plus the
   queue's runner (``resource``), guardrails (``template_variables``,
-  ``locked``, ``passthrough_env``), ``secrets`` and lease/retry settings.
+  ``locked``, ``passthrough_env``), ``secrets``, the options of the secret
+  providers they use (``secret_providers``) and lease/retry settings.
 * :class:`ResolvedJob` - the single final job after queue < job < overrides
   have been merged and templates substituted. Agents launch exactly this.
 """
@@ -175,11 +176,19 @@ class JobSpec(_JobFields):
     template_variables: dict[str, Scalar] = Field(default_factory=dict)
 
 
+SecretProviderOptions = dict[str, dict[str, Any]]
+"""``{scheme: {option: value}}``: options of secret providers, each validated by the
+provider's own ``options_model`` when the agent builds it (``{file-vault: {path: ...}}``)."""
+
+
 class QueueConfig(_JobFields):
     """A queue as an admin configures it."""
 
     resource: str = "local-process"
     secrets: dict[str, str] = Field(default_factory=dict)
+    secret_providers: SecretProviderOptions = Field(default_factory=dict)
+    """Options per secret scheme, over the agent config's ``secret_providers`` (key by key).
+    Configuration, not credentials: a token belongs in ``secrets``."""
     template_variables: dict[str, TemplateVariable] = Field(default_factory=dict)
     locked: list[str] = Field(default_factory=list)
     passthrough_env: list[str] = Field(default_factory=list)
@@ -193,6 +202,7 @@ QUEUE_ONLY_KEYS = frozenset(
     {
         "resource",
         "secrets",
+        "secret_providers",
         "template_variables",
         "locked",
         "passthrough_env",
@@ -207,13 +217,15 @@ class ResolvedJob(_JobFields):
     """The final job: queue config < job config < overrides, templates substituted.
 
     ``secrets`` holds *references* (``aws-sm:prod/db#password``), never values;
-    they are resolved by the agent at launch. ``env`` may still hold
-    ``${NAME}`` agent-environment references and ``${run_id}``-style macros
-    (expanded at launch by ``templates.expand_macros``), and ``None`` values
-    for names the queue passes through from the agent.
+    they are resolved by the agent at launch, through providers built with the
+    queue's ``secret_providers`` options. ``env`` may still hold ``${NAME}``
+    agent-environment references and ``${run_id}``-style macros (expanded at
+    launch by ``templates.expand_macros``), and ``None`` values for names the
+    queue passes through from the agent.
     """
 
     resource: str = "local-process"
     secrets: dict[str, str] = Field(default_factory=dict)
+    secret_providers: SecretProviderOptions = Field(default_factory=dict)
     template_values: dict[str, Scalar] = Field(default_factory=dict)
     passthrough_env: list[str] = Field(default_factory=list)

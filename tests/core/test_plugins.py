@@ -20,14 +20,11 @@ import pytest
 from click.testing import CliRunner
 
 from launchplane.cli.plugins import plugins as plugins_command
-from launchplane.core import plugins as plugins_module
+from launchplane.core import builtin_plugins
+from launchplane.core.builtin_plugins import BUILTIN_PLUGINS, BuiltinPlugin
 from launchplane.core.interfaces import JobContext, MissingExtraError, PluginError
-from launchplane.core.plugins import (
-    BUILTIN_PLUGINS,
-    BuiltinPlugin,
-    PluginRegistry,
-    get_plugin_manager,
-)
+from launchplane.core.plugins import PluginInfo, PluginRegistry, get_plugin_manager
+from launchplane.core.registry import KINDS
 from launchplane.core.spec import ResolvedJob
 from launchplane.plugins.builders.noop import NoopBuilder
 
@@ -40,6 +37,12 @@ SLURM_PLUGIN = """
     class SlurmRunner(Runner):
         name = "slurm"
         needs_image = False
+
+        def describe(self, job, image):
+            return {}
+
+        async def submit(self, job, image, ctx):
+            raise NotImplementedError("listing tests never submit")
 
     @hookimpl
     def launchplane_register_runners(register):
@@ -72,7 +75,7 @@ def write_dist(root: Path, dist: str, version: str, entry_points: dict[str, str]
     (info / "entry_points.txt").write_text(f"[launchplane]\n{lines}")
 
 
-def info_of(registry: PluginRegistry, name: str) -> plugins_module.PluginInfo:
+def info_of(registry: PluginRegistry, name: str) -> PluginInfo:
     return next(info for info in registry.report() if info.name == name)
 
 
@@ -139,16 +142,49 @@ def test_load_order_builtins_entry_points_env_then_option(
 
     report = registry.report()
     sources = [i.source for i in report]
-    assert sources == sorted(sources, key=["builtin", "entrypoint", "--plugins"].index)
+    order = ["builtin", "entrypoint", "LAUNCHPLANE_PLUGINS", "--plugins"]
+    assert sources == sorted(sources, key=order.index)
+    assert [i.name for i in report if i.source == "LAUNCHPLANE_PLUGINS"] == ["from_env"]
     assert [i.name for i in report if i.source == "--plugins"] == [
-        "from_env",
         "from_option_a",
         "from_option_b",
     ]
     slurm = info_of(registry, "slurm")
     assert (slurm.source, slurm.version, slurm.module) == ("entrypoint", "2.3.4", "acme_slurm")
     assert slurm.registered == ["runner:slurm"]
-    assert info_of(registry, "from_env").version == info_of(registry, "noop").version
+    assert info_of(registry, "from_env").version == "unknown"  # no distribution, no __version__
+
+
+def test_a_forced_module_shows_its_own_version(plugin_dir: Path) -> None:
+    """Its distribution's version, else its ``__version__``, else unknown; never launchplane's."""
+    write_module(plugin_dir, "versioned", '__version__ = "3.1.4"\n')
+    (plugin_dir / "acme_tools").mkdir()
+    (plugin_dir / "acme_tools" / "__init__.py").write_text('__version__ = "0.0.0-stale"\n')
+    (plugin_dir / "acme_tools" / "launch.py").write_text("")
+    write_dist(plugin_dir, "acme-tools", "4.5.6", {})
+    info = next(plugin_dir.glob("acme_tools-*.dist-info"))
+    (info / "top_level.txt").write_text("acme_tools\n")
+    write_module(plugin_dir, "bare", "")
+
+    registry = get_plugin_manager(["versioned,acme_tools.launch,bare,no_such_module_xyz"])
+
+    assert info_of(registry, "versioned").version == "3.1.4"
+    assert info_of(registry, "acme_tools.launch").version == "4.5.6"
+    assert info_of(registry, "bare").version == "unknown"
+    missing = info_of(registry, "no_such_module_xyz")
+    assert (missing.version, missing.error) == (
+        "unknown",
+        "ModuleNotFoundError: No module named 'no_such_module_xyz'",
+    )
+
+
+def test_a_module_named_twice_keeps_the_source_that_loaded_it(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_module(plugin_dir, "both", "")
+    monkeypatch.setenv("LAUNCHPLANE_PLUGINS", "both")
+    registry = get_plugin_manager(["both"])
+    assert [i.source for i in registry.report() if i.module == "both"] == ["LAUNCHPLANE_PLUGINS"]
 
 
 def test_forcing_an_installed_plugin_lists_it_once(plugin_dir: Path) -> None:
@@ -235,6 +271,12 @@ def test_registration_hook_error_skips_the_whole_plugin(plugin_dir: Path) -> Non
         class GoodRunner(Runner):
             name = "good"
 
+            def describe(self, job, image):
+                return {}
+
+            async def submit(self, job, image, ctx):
+                raise NotImplementedError
+
         @hookimpl
         def launchplane_register_runners(register):
             register(GoodRunner)
@@ -299,6 +341,30 @@ def test_hookimpl_asking_for_an_unknown_argument_is_an_error(plugin_dir: Path) -
     registry.pm.check_pending()
 
 
+def test_the_error_column_keeps_the_whole_reason_on_one_line(plugin_dir: Path) -> None:
+    write_module(
+        plugin_dir,
+        "wrong_args",
+        """
+        from launchplane import hookimpl
+
+        @hookimpl
+        def launchplane_prepare_job(job, ctx, settings):
+            pass
+        """,
+    )
+    error = get_plugin_manager(["wrong_args"]).load_errors["wrong_args"]
+    assert "\n" not in error
+    assert error.startswith(
+        "PluginValidationError: Plugin 'wrong_args' for hook 'launchplane_prepare_job'; "
+    )
+    assert "{'settings'} are declared in the hookimpl but can not be found" in error
+
+    result = CliRunner().invoke(plugins_command, ["--plugins", "wrong_args"])
+    row = next(line for line in result.stdout.splitlines() if line.startswith("wrong_args "))
+    assert row.endswith("are declared in the hookimpl but can not be found in the hookspec")
+
+
 # --- typed registries -------------------------------------------------------------
 
 
@@ -329,6 +395,100 @@ def test_runner_registry_is_typed(plugin_dir: Path, body: str, expected: str) ->
     assert expected in registry.load_errors["typed_plugin"]
 
 
+INCOMPLETE_PLUGIN = """
+    import abc
+    from launchplane import hookimpl
+    from launchplane.core.interfaces import Builder, Runner, SecretProvider
+
+    # Abstract like the plugin contract's base classes: an implementation must
+    # supply every abstract method before it can be registered.
+    class RunnerContract(Runner, abc.ABC):
+        @abc.abstractmethod
+        def describe(self, job, image): ...
+
+        @abc.abstractmethod
+        async def submit(self, job, image, ctx): ...
+
+    class BuilderContract(Builder, abc.ABC):
+        @abc.abstractmethod
+        async def build(self, job, ctx): ...
+
+    class ProviderContract(SecretProvider, abc.ABC):
+        @abc.abstractmethod
+        async def resolve(self, ref): ...
+
+    class {cls}({base}):
+        {attr} = "{key}"
+        {body}
+
+    @hookimpl
+    def {hook}(register):
+        register({cls})
+"""
+
+
+@pytest.mark.parametrize(
+    ("cls", "base", "attr", "key", "body", "hook", "missing"),
+    [
+        (
+            "SlurmRunner",
+            "RunnerContract",
+            "name",
+            "slurm",
+            "def describe(self, job, image): return None",
+            "launchplane_register_runners",
+            "runner class 'SlurmRunner' (plugin 'half_done') is incomplete: missing submit()",
+        ),
+        (
+            "BuildahBuilder",
+            "BuilderContract",
+            "name",
+            "buildah",
+            "pass",
+            "launchplane_register_builders",
+            "builder class 'BuildahBuilder' (plugin 'half_done') is incomplete: missing build()",
+        ),
+        (
+            "Vault",
+            "ProviderContract",
+            "scheme",
+            "vault",
+            "pass",
+            "launchplane_register_secret_providers",
+            "secret provider class 'Vault' (plugin 'half_done') is incomplete: missing resolve()",
+        ),
+    ],
+    ids=["runner", "builder", "secret-provider"],
+)
+def test_an_incomplete_class_is_refused_naming_what_is_missing(
+    plugin_dir: Path, cls: str, base: str, attr: str, key: str, body: str, hook: str, missing: str
+) -> None:
+    source = INCOMPLETE_PLUGIN.format(cls=cls, base=base, attr=attr, key=key, body=body, hook=hook)
+    write_module(plugin_dir, "half_done", source)
+    registry = get_plugin_manager(["half_done"])
+    assert registry.load_errors["half_done"] == missing
+    assert info_of(registry, "half_done").registered == []
+    assert all(key not in registry.classes(kind) for kind in KINDS)
+
+
+def test_every_missing_method_is_named(plugin_dir: Path) -> None:
+    source = INCOMPLETE_PLUGIN.format(
+        cls="SlurmRunner",
+        base="RunnerContract",
+        attr="name",
+        key="slurm",
+        body="pass",
+        hook="launchplane_register_runners",
+    )
+    write_module(plugin_dir, "empty_runner", source)
+    error = get_plugin_manager(["empty_runner"]).load_errors["empty_runner"]
+    head, _, missing = error.partition(" is incomplete: missing ")
+    assert head == "runner class 'SlurmRunner' (plugin 'empty_runner')"
+    assert sorted(missing.split(", ")) == ["describe()", "submit()"]
+    with pytest.raises(PluginError, match=r"empty_runner.*missing"):
+        get_plugin_manager(["empty_runner"], strict=True)
+
+
 def test_secret_provider_scheme_must_be_parseable(plugin_dir: Path) -> None:
     write_module(
         plugin_dir,
@@ -339,6 +499,9 @@ def test_secret_provider_scheme_must_be_parseable(plugin_dir: Path) -> None:
 
         class Vault(SecretProvider):
             scheme = "Vault:KV"
+
+            async def resolve(self, ref):
+                return "x"
 
         @hookimpl
         def launchplane_register_secret_providers(register):
@@ -360,8 +523,17 @@ def test_duplicate_name_first_registration_wins(plugin_dir: Path) -> None:
         class ShadowNoop(Builder):
             name = "noop"
 
+            async def build(self, job, ctx):
+                return None
+
         class ExtraRunner(Runner):
             name = "extra"
+
+            def describe(self, job, image):
+                return {}
+
+            async def submit(self, job, image, ctx):
+                raise NotImplementedError
 
         @hookimpl
         def launchplane_register_builders(register):
@@ -416,6 +588,42 @@ def test_unknown_name_lists_available_and_suggests(plugin_dir: Path) -> None:
     assert "local-process" in str(caught.value)
 
 
+NICE_PLUGIN = SLURM_PLUGIN.replace("SlurmRunner", "NiceRunner").replace('"slurm"', '"nice-process"')
+
+
+def test_a_blocked_third_party_runner_says_it_is_blocked(plugin_dir: Path) -> None:
+    write_module(plugin_dir, "acme_nice", NICE_PLUGIN)
+    write_dist(plugin_dir, "acme-nice", "1.2", {"nice-process": "acme_nice"})
+    assert "nice-process" in get_plugin_manager().runners
+
+    for block in ("no:nice-process", "no:acme_nice"):
+        registry = get_plugin_manager([block])
+        with pytest.raises(PluginError) as caught:
+            registry.runner("nice-process")
+        assert str(caught.value) == (
+            "runner 'nice-process' is not registered: plugin 'nice-process' (acme_nice) "
+            f"is blocked (--plugins={block})"
+        )
+        assert "local-process" not in str(caught.value)
+
+
+def test_a_near_miss_of_a_blocked_runner_says_the_suggestion_is_blocked(
+    plugin_dir: Path,
+) -> None:
+    registry = get_plugin_manager(["no:local-process"])
+    with pytest.raises(PluginError) as caught:
+        registry.runner("local-proces")
+    assert str(caught.value).startswith(
+        "unknown runner 'local-proces' (did you mean 'local-process'? it comes from plugin "
+        "'local-process', which is blocked (--plugins=no:local-process)); available: "
+    )
+
+    write_module(plugin_dir, "acme_nice", NICE_PLUGIN)
+    write_dist(plugin_dir, "acme-nice", "1.2", {"nice-process": "acme_nice"})
+    with pytest.raises(PluginError, match=r"did you mean 'nice-process'\? it is not registered: "):
+        get_plugin_manager(["no:nice-process"]).runner("nice-proces")
+
+
 def test_unknown_name_mentions_plugins_that_failed(plugin_dir: Path) -> None:
     write_module(plugin_dir, "broken_vendor", "raise RuntimeError('x')")
     registry = get_plugin_manager(["broken_vendor"])
@@ -430,7 +638,7 @@ def test_builtin_missing_its_extra_gives_one_pip_line(
 ) -> None:
     write_module(plugin_dir, "fake_k8s_runner", "import kubernetes_client_that_is_not_installed")
     fake = BuiltinPlugin("kubernetes", "fake_k8s_runner", ("runner:kubernetes",), "kubernetes")
-    monkeypatch.setattr(plugins_module, "BUILTIN_PLUGINS", (*BUILTIN_PLUGINS, fake))
+    monkeypatch.setattr(builtin_plugins, "BUILTIN_PLUGINS", (*BUILTIN_PLUGINS, fake))
 
     registry = get_plugin_manager()
 
@@ -457,13 +665,19 @@ def test_builtin_whose_class_needs_its_extra_at_creation(
             def __init__(self):
                 import boto3_that_is_not_installed  # noqa: F401
 
+            def describe(self, job, image):
+                return {}
+
+            async def submit(self, job, image, ctx):
+                raise NotImplementedError
+
         @hookimpl
         def launchplane_register_runners(register):
             register(SageMakerRunner)
         """,
     )
     fake = BuiltinPlugin("sagemaker", "fake_sagemaker", ("runner:sagemaker",), "aws")
-    monkeypatch.setattr(plugins_module, "BUILTIN_PLUGINS", (*BUILTIN_PLUGINS, fake))
+    monkeypatch.setattr(builtin_plugins, "BUILTIN_PLUGINS", (*BUILTIN_PLUGINS, fake))
     registry = get_plugin_manager()
     with pytest.raises(
         MissingExtraError, match=r"^runner 'sagemaker' needs: pip install 'launchplane\[aws\]'$"

@@ -205,9 +205,10 @@ async def test_resolves_through_the_env_provider_and_registers_values(
     monkeypatch.setenv("AGENT_DB", SECRET)
     redactor = Redactor()
 
-    values = await resolve_secrets(
+    resolved = await resolve_secrets(
         {"HF_TOKEN": "env:AGENT_HF", "DB_PASSWORD": "env:AGENT_DB"}, get_plugin_manager(), redactor
     )
+    values = resolved.values
 
     assert values == {"HF_TOKEN": "hf_0123456789abcdef", "DB_PASSWORD": SECRET}
     assert list(values) == ["HF_TOKEN", "DB_PASSWORD"]
@@ -264,3 +265,47 @@ async def test_provider_failure_names_variable_and_reference_never_a_value(
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
     # The value that did resolve is registered even though the call failed.
     assert redactor.scrub("agent-token-value-42") == "***"
+
+
+NATIVE_PROVIDER = """
+    from launchplane import hookimpl
+    from launchplane.core.interfaces import SecretProvider
+
+    class ClusterSecrets(SecretProvider):
+        '''Kubernetes-like: the cluster's runner reads the secret itself.'''
+        scheme = "cluster"
+
+        async def resolve(self, ref):
+            raise AssertionError(f"resolve({ref}) called: the value passed the agent")
+
+        def native_ref(self, ref, runner):
+            if runner != "cluster-runner":
+                return None
+            return {"secretKeyRef": {"name": ref.path, "key": ref.key}}
+
+    @hookimpl
+    def launchplane_register_secret_providers(register):
+        register(ClusterSecrets)
+"""
+
+
+@pytest.mark.anyio
+async def test_a_native_reference_is_handed_on_and_the_value_never_fetched(
+    plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (plugin_dir / "native_provider.py").write_text(textwrap.dedent(NATIVE_PROVIDER))
+    monkeypatch.setenv("AGENT_HF", "hf_0123456789abcdef")
+    secrets = {"HF_TOKEN": "env:AGENT_HF", "DB": "cluster:db-credentials#password"}
+    registry = get_plugin_manager(["native_provider"])
+
+    resolved = await resolve_secrets(secrets, registry, Redactor(), runner="cluster-runner")
+
+    assert resolved.values == {"HF_TOKEN": "hf_0123456789abcdef"}
+    assert resolved.native == {
+        "DB": {"secretKeyRef": {"name": "db-credentials", "key": "password"}}
+    }
+    assert resolved.names == {"HF_TOKEN", "DB"}
+
+    # Another runner cannot use the reference: the provider is asked for the value.
+    with pytest.raises(PluginError, match=r"^secret DB \(cluster:db-credentials#password\): "):
+        await resolve_secrets(secrets, registry, Redactor(), runner="local-process")

@@ -10,7 +10,13 @@ import pytest
 from dockerkit import BASE_IMAGE, HELLO, NONCE, Log, context, job_spec, make_app
 
 from launchplane.core.interfaces import Image, PluginError
-from launchplane.plugins.builders.docker import CONTENT_HASH_LABEL, DockerBuilder, LocalImage
+from launchplane.core.plugins import get_plugin_manager
+from launchplane.plugins.builders.docker import (
+    CONTENT_HASH_LABEL,
+    DockerBuilder,
+    DockerBuilderOptions,
+    LocalImage,
+)
 from launchplane.plugins.runners.docker import DockerRunner
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
@@ -205,7 +211,8 @@ async def test_push_to_the_registry_and_run_by_digest(
         builder={"type": "docker", "base_image": BASE_IMAGE, "options": {"registry": registry}},
     )
     log = Log()
-    image = await DockerBuilder().build(job, context(tmp_path, "push", log=log))
+    options = DockerBuilderOptions(registry=registry)
+    image = await DockerBuilder(options).build(job, context(tmp_path, "push", log=log))
 
     assert image is not None and image.built
     assert image.ref.startswith(f"{registry}/lptest-pushed:")
@@ -216,7 +223,7 @@ async def test_push_to_the_registry_and_run_by_digest(
     # Another engine has nothing locally: drop the local copy, then skip + pull by digest.
     docker.images.remove(image.ref, force=True)
     log = Log()
-    again = await DockerBuilder().build(job, context(tmp_path, "push-again", log=log))
+    again = await DockerBuilder(options).build(job, context(tmp_path, "push-again", log=log))
     assert again == Image(ref=image.ref, digest=image.digest, built=False)
     assert f"found in registry {registry}); skipping build" in log.lines[0]
 
@@ -244,10 +251,10 @@ async def test_no_code_and_no_image_is_an_error(docker: Any, tmp_path: Path) -> 
 
 
 async def test_unknown_builder_option_names_its_path(docker: Any, tmp_path: Path) -> None:
-    job = job_spec(
-        "options",
-        workdir=str(tmp_path),
-        builder={"type": "docker", "options": {"registy": "x"}},
-    )
-    with pytest.raises(PluginError, match=r"builder\.options\.registy: Extra inputs"):
-        await DockerBuilder().build(job, context(tmp_path, "options"))
+    """The registry validates builder.options with DockerBuilderOptions before building."""
+    with pytest.raises(
+        PluginError,
+        match=r"^builder\.options\.registy: unknown key \(did you mean 'registry'\?\) "
+        r"\(builder 'docker'\)$",
+    ):
+        get_plugin_manager().builder("docker", {"registy": "x"})

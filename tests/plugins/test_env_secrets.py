@@ -48,6 +48,6 @@ async def test_through_the_registry_and_resolve_secrets(monkeypatch: pytest.Monk
     registry = get_plugin_manager()
     assert isinstance(registry.secret_provider("env"), EnvSecretProvider)
     redactor = Redactor()
-    values = await resolve_secrets({"WANDB_API_KEY": "env:AGENT_WANDB_KEY"}, registry, redactor)
-    assert values == {"WANDB_API_KEY": "wandb-key-0123456789"}
+    resolved = await resolve_secrets({"WANDB_API_KEY": "env:AGENT_WANDB_KEY"}, registry, redactor)
+    assert resolved.values == {"WANDB_API_KEY": "wandb-key-0123456789"}
     assert redactor.scrub("key=wandb-key-0123456789") == "key=***"

@@ -104,6 +104,7 @@ def resolve_job(
     merged.update(
         resource=queue.config.resource,
         secrets=dict(queue.config.secrets),
+        secret_providers=dict(queue.config.secret_providers),
         passthrough_env=list(queue.config.passthrough_env),
         template_values=values,
     )

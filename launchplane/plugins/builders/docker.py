@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
@@ -84,7 +84,10 @@ _NAME_INVALID = re.compile(r"[^a-z0-9._-]+")
 
 
 class DockerBuilderOptions(BaseModel):
-    """``builder.options`` of a queue using the docker builder; unknown keys are errors."""
+    """``builder.options`` of a queue using the docker builder (its ``options_model``).
+
+    The registry validates them before the builder is made; unknown keys are errors.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -152,13 +155,15 @@ class DockerBuilder(Builder):
     """Builds, tags by content hash, optionally pushes; see the module docstring."""
 
     name: ClassVar[str] = "docker"
+    options_model: ClassVar[type[BaseModel]] = DockerBuilderOptions
 
-    def __init__(self) -> None:
+    def __init__(self, options: DockerBuilderOptions | None = None) -> None:
+        self.options = options or DockerBuilderOptions()
         self._docker: DockerClient | None = None
         self._lock = threading.Lock()
 
     async def build(self, job: ResolvedJob, ctx: JobContext) -> Image | None:
-        options = _options(job)
+        options = self.options
         declared = job.docker.image if job.docker is not None else None
         if declared and not (job.docker is not None and job.docker.dockerfile):
             await ctx.emit(
@@ -225,18 +230,6 @@ def connect() -> DockerClient:
             f"cannot reach the Docker engine at {where}: {exc} "
             "(start it, e.g. scripts/services/docker.sh, or set DOCKER_HOST)"
         ) from None
-
-
-def _options(job: ResolvedJob) -> DockerBuilderOptions:
-    raw = job.builder.options if job.builder is not None else {}
-    try:
-        return DockerBuilderOptions.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"builder.options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
-            for e in exc.errors()
-        )
-        raise PluginError(f"{problems} (docker builder options: registry, network)") from None
 
 
 def code_root(job: ResolvedJob, ctx: JobContext) -> Path | None:
