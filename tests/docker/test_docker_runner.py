@@ -11,12 +11,12 @@ import pytest
 from dockerkit import BASE_IMAGE, NONCE, Log, collect, context, eventually, job_spec
 
 from launchplane.core.interfaces import Image, PluginError, RunState
+from launchplane.core.launch import run_labels
 from launchplane.plugins.runners.docker import (
     OUTPUT_DIR,
     DockerRunner,
     container_create_kwargs,
     container_name,
-    run_labels,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]

@@ -8,7 +8,8 @@ Container
     (:meth:`DockerRunner.attach`). It runs the image the builder produced,
     by its pin (registry digest or local image id). The command is
     ``command`` + ``args``, else ``entry_point`` + ``args`` (a ``.py`` entry
-    point runs with ``python``), else the image's own ``CMD``. ``init`` (tini)
+    point runs with ``python``), else the image's own ``CMD``
+    (:func:`launchplane.core.launch.job_argv`). ``init`` (tini)
     is on by default, so SIGTERM reaches the job and zombies are reaped.
 
 Environment
@@ -66,17 +67,19 @@ from launchplane.core.interfaces import (
     RunResult,
     RunState,
 )
+from launchplane.core.launch import (
+    LABEL_PREFIX,
+    RUN_LABEL,
+    job_argv,
+    preview_labels,
+    run_labels,
+)
 from launchplane.core.spec import ResolvedJob
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
 NAME_PREFIX = "lp-"
-LABEL_PREFIX = "launchplane."
-JOB_LABEL = "launchplane.job_id"
-ATTEMPT_LABEL = "launchplane.attempt"
-RUN_LABEL = "launchplane.run_id"
-QUEUE_LABEL = "launchplane.queue"
 KEEP_LABEL = "launchplane.keep"
 OUTPUT_DIR = "/launchplane/output"
 """Where the run's output directory is mounted inside the container."""
@@ -239,39 +242,9 @@ def docker_args(job: ResolvedJob) -> DockerArgs:
         raise PluginError(problems) from None
 
 
-def run_command(job: ResolvedJob) -> list[str] | None:
-    """``command`` + ``args``, else ``entry_point`` + ``args``; None keeps the image's CMD."""
-    args = list(job.args or [])
-    if job.command:
-        return [*job.command, *args]
-    entry = job.entry_point
-    if not entry:
-        return args or None
-    import shlex
-
-    parts = shlex.split(entry) if isinstance(entry, str) else list(entry)
-    if parts and parts[0].endswith(".py"):
-        parts.insert(0, "python")
-    return [*parts, *args]
-
-
 def container_name(run_id: str) -> str:
     """``lp-<job_id>-<attempt>``: deterministic, so a restarted agent can find it."""
     return NAME_PREFIX + _NAME_INVALID.sub("-", run_id)
-
-
-def run_labels(ctx: JobContext, keep: bool = False) -> dict[str, str]:
-    """The labels that identify a run's container (plus any a plugin set in ``ctx.labels``)."""
-    labels = {
-        **ctx.labels,
-        JOB_LABEL: ctx.job_id,
-        ATTEMPT_LABEL: str(ctx.attempt),
-        RUN_LABEL: ctx.run_id,
-        QUEUE_LABEL: ctx.queue,
-    }
-    if keep:
-        labels[KEEP_LABEL] = "true"
-    return labels
 
 
 def container_create_kwargs(
@@ -298,7 +271,7 @@ def container_create_kwargs(
     kwargs: dict[str, Any] = {
         "image": image_ref,
         "name": name,
-        "command": run_command(job),
+        "command": job_argv(job),
         "environment": environment,
         "labels": {**args.labels, **labels},
         "init": args.init,
@@ -590,12 +563,7 @@ class DockerRunner(Runner):
             job,
             image.pinned if image is not None else "<image built by the queue's builder>",
             name=f"{NAME_PREFIX}<job_id>-<attempt>",
-            labels={
-                JOB_LABEL: "<job_id>",
-                ATTEMPT_LABEL: "<attempt>",
-                RUN_LABEL: "<job_id>-<attempt>",
-                QUEUE_LABEL: job.queue or "<queue>",
-            },
+            labels=preview_labels(job),
             env={},
             output_dir="<run dir>/output",
         )
@@ -621,7 +589,7 @@ class DockerRunner(Runner):
             job,
             image.pinned,
             name=name,
-            labels=run_labels(ctx, keep=args.keep),
+            labels={**run_labels(ctx), **({KEEP_LABEL: "true"} if args.keep else {})},
             env=ctx.env,
             output_dir=output_dir,
         )
