@@ -24,8 +24,9 @@ Identity
 Restart
     ``register`` answers with the leases the server thinks this agent holds
     (it died without releasing them). A runner that can re-adopt its workload
-    (``Runner.attach``) gets it back and the agent watches it to the end
-    under the same lease and attempt (output the server already has is
+    (``Runner.attach(run_id, run_dir)``, with the run directory
+    ``<work dir>/<job_id>-<attempt>``) gets it back and the agent watches it
+    to the end under the same lease and attempt (output the server already has is
     skipped: ``<run dir>/logged-lines`` counts it; the run record gets the
     code, image and variable names its launcher kept in
     ``<run dir>/launch.json``); otherwise - the
@@ -88,6 +89,7 @@ import anyio.abc
 from launchplane._version import __version__
 from launchplane.agent.outbox import backoff_delay, is_transient
 from launchplane.agent.pipeline import AgentServices, JobPipeline, Outcome, StopMode
+from launchplane.agent.rundir import run_id
 from launchplane.core import paths
 from launchplane.core.client import ApiError, LaunchplaneClient, StaleLease
 from launchplane.core.plugins import PluginRegistry, get_plugin_manager
@@ -335,10 +337,9 @@ class Agent:
         """Re-adopt a held lease's run if its runner can, else release it for re-queueing."""
         runner_name = (lease.get("queue_config") or {}).get("resource") or "local-process"
         run = None
+        rid = run_id(lease["job_id"], int(lease.get("attempt") or 1))
         try:
-            run = await self.registry.runner(runner_name).attach(
-                f"{lease['job_id']}-{lease.get('attempt') or 1}"
-            )
+            run = await self.registry.runner(runner_name).attach(rid, self.work_dir / rid)
         except Exception as exc:  # a runner that cannot look: treat as not re-adoptable
             log.warning(
                 "job %s: %s runner could not re-adopt it: %s", lease["job_id"], runner_name, exc

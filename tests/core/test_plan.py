@@ -252,9 +252,12 @@ def test_a_third_party_runner_describes_its_submission(
             resource_args_model = SlurmArgs
 
             def describe(self, job: Any, image: Any) -> dict[str, Any]:
-                args = self.validate_resource_args(job.resource_args.get("slurm", {}))
+                args = SlurmArgs.model_validate(job.resource_args.get("slurm", {}))
                 return {"sbatch": ["--partition", args.partition, "--nodes", str(args.nodes)],
                         "image": image.ref if image else None}
+
+            async def submit(self, job: Any, image: Any, ctx: Any) -> Any:
+                raise AssertionError("plan never submits")
 
         @hookimpl
         def launchplane_register_runners(register):

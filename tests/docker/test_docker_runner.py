@@ -166,7 +166,7 @@ async def test_a_new_runner_re_adopts_a_running_container(docker: Any, tmp_path:
     assert await first.logs().__anext__() == "one"
 
     # The agent restarts: a new process, a new runner, only the run id is known.
-    adopted = await DockerRunner().attach(ctx.run_id)
+    adopted = await DockerRunner().attach(ctx.run_id, ctx.workdir)
 
     assert adopted is not None and adopted.container_id == first.container_id
     assert await adopted.status() is RunState.RUNNING
@@ -175,7 +175,7 @@ async def test_a_new_runner_re_adopts_a_running_container(docker: Any, tmp_path:
     assert lines == ["one", "two"]
     assert result.state is RunState.SUCCEEDED
     assert gone(docker, adopted.name)
-    assert await DockerRunner().attach(ctx.run_id) is None  # gone now
+    assert await DockerRunner().attach(ctx.run_id, ctx.workdir) is None  # gone now
 
 
 async def test_attach_reports_a_container_that_ended_meanwhile(docker: Any, tmp_path: Path) -> None:
@@ -183,7 +183,7 @@ async def test_attach_reports_a_container_that_ended_meanwhile(docker: Any, tmp_
     run = await DockerRunner().submit(python("import sys; sys.exit(4)"), BASE, ctx)
     await eventually(lambda: docker.containers.get(run.name).status == "exited")
 
-    adopted = await DockerRunner().attach(ctx.run_id)
+    adopted = await DockerRunner().attach(ctx.run_id, ctx.workdir)
 
     assert adopted is not None
     result = await adopted.wait()
@@ -191,11 +191,12 @@ async def test_attach_reports_a_container_that_ended_meanwhile(docker: Any, tmp_
 
 
 async def test_attach_ignores_unknown_and_foreign_containers(docker: Any, tmp_path: Path) -> None:
-    assert await DockerRunner().attach(f"lptest-nothing-{NONCE}-1") is None
+    assert await DockerRunner().attach(f"lptest-nothing-{NONCE}-1", tmp_path) is None
     run_id = f"lptest-foreign-{NONCE[:8]}-1"
     foreign = docker.containers.create(BASE_IMAGE, ["true"], name=container_name(run_id))
     try:
-        assert await DockerRunner().attach(run_id) is None  # not labelled as that run
+        adopted = await DockerRunner().attach(run_id, tmp_path / run_id)
+        assert adopted is None  # not labelled as that run
     finally:
         foreign.remove(force=True)
 

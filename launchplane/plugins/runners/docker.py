@@ -548,6 +548,7 @@ class DockerRunner(Runner):
     resource_args_model: ClassVar[type[BaseModel] | None] = DockerArgs
 
     def __init__(self) -> None:
+        super().__init__()
         self._clients: _Clients | None = None
         self._lock = threading.Lock()
 
@@ -598,10 +599,11 @@ class DockerRunner(Runner):
         await ctx.emit(f"started container {name} from image {image.pinned}")
         return DockerRun(clients, container_id, name, ctx.run_id, args.keep)
 
-    async def attach(self, run_id: str) -> DockerRun | None:
+    async def attach(self, run_id: str, run_dir: Path) -> DockerRun | None:
         """The container of ``run_id`` (by its deterministic name, checked by label), if any.
 
-        A container that was created but never started (the agent died in
+        ``run_dir`` is not needed: the engine knows the container. A
+        container that was created but never started (the agent died in
         between) is removed: the job is re-queued and starts over.
         """
         clients = await anyio.to_thread.run_sync(self._connect)

@@ -314,7 +314,7 @@ class LocalProcessRunner(Runner):
                 os.setpriority(os.PRIO_PGRP, process.pid, options.nice)
         return LocalRun(process, ctx.run_id, options.timeout_seconds)
 
-    async def attach(self, run_id: str) -> Run | None:
+    async def attach(self, run_id: str, run_dir: Path) -> Run | None:
         """Always None: a child process of a dead agent cannot be re-adopted."""
         return None
 
