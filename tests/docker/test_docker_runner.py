@@ -56,6 +56,22 @@ async def test_a_container_runs_and_reports_logs_and_exit_code(docker: Any, tmp_
     assert gone(docker, run.name)  # removed once its result and logs were collected
 
 
+async def test_aclose_closes_both_docker_clients(docker: Any, tmp_path: Path) -> None:
+    runner = DockerRunner()
+    run = await runner.submit(python("print('x')"), BASE, context(tmp_path, "close"))
+    await collect(run.logs())
+    await run.wait()
+    clients = runner._clients
+    assert clients is not None
+    pools = [c.api.get_adapter(c.api.base_url).pools for c in (clients.short, clients.long)]
+    assert all(len(pool) > 0 for pool in pools)  # both have talked to the engine
+
+    await runner.aclose()
+    await runner.aclose()  # a second call finds nothing left to close
+
+    assert [len(pool) for pool in pools] == [0, 0] and runner._clients is None
+
+
 async def test_the_built_hello_image_writes_its_checkpoint_to_the_run_output(
     docker: Any, hello_image: Image, tmp_path: Path
 ) -> None:

@@ -213,6 +213,13 @@ class DockerBuilder(Builder):
                 self._docker = connect()
             return self._docker
 
+    async def aclose(self) -> None:
+        """Close the docker-py client (the agent stops; no build runs any more)."""
+        with self._lock:
+            client, self._docker = self._docker, None
+        if client is not None:
+            await anyio.to_thread.run_sync(client.close)
+
 
 def connect() -> DockerClient:
     """A client for the engine at ``DOCKER_HOST`` (or the default socket), with clear errors."""

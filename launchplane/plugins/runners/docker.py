@@ -36,7 +36,8 @@ Lifetime
     exit code 0 -> succeeded; ``State.OOMKilled`` -> failed with ``OOMKilled:
     container exceeded its memory limit (512m)``; anything else -> failed with
     the exit code and the last lines of output. Once the result and the logs
-    are collected the container is removed, unless ``keep: true``.
+    are collected the container is removed, unless ``keep: true``. The
+    runner's docker-py clients are closed by ``aclose()`` when the agent stops.
 """
 
 from __future__ import annotations
@@ -311,6 +312,11 @@ class _Clients:
                 "(start it, e.g. scripts/services/docker.sh, or set DOCKER_HOST)"
             ) from None
 
+    def close(self) -> None:
+        """Close both clients' connection pools (worker thread: it may touch sockets)."""
+        self.short.close()
+        self.long.close()
+
 
 class DockerRun(Run):
     """A container started (or re-adopted) by the docker runner."""
@@ -551,6 +557,13 @@ class DockerRunner(Runner):
         super().__init__()
         self._clients: _Clients | None = None
         self._lock = threading.Lock()
+
+    async def aclose(self) -> None:
+        """Close the docker-py clients (the agent stops; its runs have ended or been released)."""
+        with self._lock:
+            clients, self._clients = self._clients, None
+        if clients is not None:
+            await anyio.to_thread.run_sync(clients.close)
 
     def _connect(self) -> _Clients:
         with self._lock:
