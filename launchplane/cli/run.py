@@ -160,6 +160,7 @@ async def _session(
                 agent_id=f"run-{socket.gethostname()}-{os.getpid()}",
                 work_dir=data_dir / "work",
                 claim_wait=5.0,
+                check_queues=False,
             ),
             redactor=redactor,
         )
