@@ -7,12 +7,12 @@ what each method receives, returns and raises, and when it is called.
 ``entrypoints.md`` ("Classes you implement", "Writing a runner", "Run
 contract") says the same with examples.
 
-Every class is an :class:`abc.ABC`: a subclass that leaves a required
-(abstract) method out cannot be instantiated, and the plugin registry refuses
-to register it, naming the missing methods. Every method that does I/O is
-async (anyio), so one agent process can watch many jobs; heavy client
-libraries (docker, kubernetes, boto3) are imported inside the methods that
-use them, never at module import time.
+The plugin base classes are abstract (:class:`abc.ABC`): a subclass that
+leaves a required method out cannot be instantiated, and the plugin
+registry refuses to register it, naming the missing methods. Every method
+that does I/O is async (anyio), so one agent process can watch many jobs;
+heavy client libraries (docker, kubernetes, boto3) are imported inside the
+methods that use them, never at module import time.
 
 One launch on the agent, in order (stages of ``launchplane.agent.pipeline``)::
 
@@ -25,7 +25,7 @@ One launch on the agent, in order (stages of ``launchplane.agent.pipeline``)::
 
 After an agent restart, ``Runner.attach(run_id, run_dir)`` replaces
 build + submit for a run that is still going. ``launchplane plan`` calls
-``Runner.describe(job, image)`` and nothing else.
+``Runner.describe(job, image)`` instead of building and submitting.
 """
 
 from __future__ import annotations
@@ -307,9 +307,9 @@ class Runner(Plugin):
     needs_image: ClassVar[bool] = True
     """False for a runner that starts a process without an image (``local-process``)."""
     resource_args_model: ClassVar[type[BaseModel] | None] = None
-    """Validates ``resource_args.<name>``: the server checks it when a job is submitted (and a
-    queue created), the agent again before launch, so a bad field fails with its path and a
-    "did you mean" hint before anything runs. Validate it again in ``submit``/``describe`` to
+    """Validates ``resource_args.<name>``: the server checks it when a job is submitted, the
+    agent again before launch, so a bad field fails with its path and a "did you mean" hint
+    before anything runs. Validate it again in ``submit``/``describe`` to
     read it (``self.resource_args_model.model_validate(job.resource_args.get(self.name, {}))``)."""
 
     @abc.abstractmethod
