@@ -15,6 +15,7 @@ Every wait here polls a condition with a deadline; none sleeps to synchronise.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -55,6 +56,27 @@ def require_service(name: str, available: bool, why: str = "") -> None:
     if os.environ.get("LAUNCHPLANE_REQUIRE_SERVICES") == "1":
         pytest.fail(f"{message} (LAUNCHPLANE_REQUIRE_SERVICES=1: CI must provide it)")
     pytest.skip(message)
+
+
+DOCKER_BASE_IMAGE = "launchplane/python-base:bookworm"
+"""The image Docker tests run and build on (``scripts/services/docker.sh`` makes it)."""
+DOCKER_HINT = "run scripts/services/docker.sh"
+
+
+def require_docker() -> Any:
+    """A docker-py client of a running engine that has the base image; else skip (or fail in CI)."""
+    client = None
+    with contextlib.suppress(Exception):  # no docker-py, no engine
+        import docker
+
+        engine = docker.from_env(timeout=10)
+        engine.ping()
+        client = engine
+    require_service("Docker engine", client is not None, f"no docker-py or engine; {DOCKER_HINT}")
+    assert client is not None
+    has_base = bool(client.images.list(name=DOCKER_BASE_IMAGE))
+    require_service(f"base image {DOCKER_BASE_IMAGE}", has_base, DOCKER_HINT)
+    return client
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

@@ -21,11 +21,20 @@ Identity
     A lock file in the work directory refuses a second agent with the same id
     on one host (it would release the first one's leases).
 
+Queues it cannot serve
+    At start, after registering, the agent reads each queue's config and
+    leaves alone a queue whose runner or builder it lacks (not installed,
+    its extra missing, blocked by ``--plugins=no:...``): one error line
+    names the queue and the registry's reason, and that queue's jobs stay
+    queued for an agent that can run them (:mod:`launchplane.agent.servable`).
+    With no queue left to serve, ``launch-agent`` exits 2 with those lines.
+
 Restart
     ``register`` answers with the leases the server thinks this agent holds
     (it died without releasing them). A runner that can re-adopt its workload
-    (``Runner.attach``) gets it back and the agent watches it to the end
-    under the same lease and attempt (output the server already has is
+    (``Runner.attach(run_id, run_dir)``, with the run directory
+    ``<work dir>/<job_id>-<attempt>``) gets it back and the agent watches it
+    to the end under the same lease and attempt (output the server already has is
     skipped: ``<run dir>/logged-lines`` counts it; the run record gets the
     code, image and variable names its launcher kept in
     ``<run dir>/launch.json``); otherwise - the
@@ -88,6 +97,8 @@ import anyio.abc
 from launchplane._version import __version__
 from launchplane.agent.outbox import backoff_delay, is_transient
 from launchplane.agent.pipeline import AgentServices, JobPipeline, Outcome, StopMode
+from launchplane.agent.rundir import run_id
+from launchplane.agent.servable import unservable_queues
 from launchplane.core import paths
 from launchplane.core.client import ApiError, LaunchplaneClient, StaleLease
 from launchplane.core.plugins import PluginRegistry, get_plugin_manager
@@ -102,7 +113,15 @@ IDLE_HEARTBEAT_SECONDS = 20.0
 
 
 class AgentError(Exception):
-    """The agent cannot start (bad token, identity taken); the message says why."""
+    """The agent cannot start (bad token, identity taken); the message says why.
+
+    ``exit_code`` is what ``launch-agent`` exits with: 2 for a setup the
+    operator must change (no queue it can serve), 1 otherwise.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass
@@ -122,6 +141,9 @@ class AgentSettings:
     claim_wait: float = 30.0
     secret_providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Default options per secret scheme; a queue's ``secret_providers`` win key by key."""
+    check_queues: bool = True
+    """Leave queues whose runner or builder this agent lacks (see the module docstring).
+    ``launchplane run`` turns it off: its one job fails, saying why, rather than wait."""
 
     def resolved_work_dir(self) -> Path:
         return (self.work_dir or paths.data_dir() / "work").expanduser().resolve()
@@ -248,18 +270,25 @@ class Agent:
                     cancel_grace=self.settings.cancel_grace,
                     plugin_versions=self._plugin_versions(),
                 )
+                fatal: AgentError | None = None
                 async with anyio.create_task_group() as root:
                     if handle_signals:
                         root.start_soon(self._signals)
-                    held = await self._register(client)
-                    if held is not None:
-                        await self._serve(client, root, held)
+                    try:
+                        held = await self._register(client)
+                        if held is not None:
+                            await self._serve(client, root, held)
+                    except AgentError as exc:
+                        fatal = exc  # raised as is, not inside the task group's ExceptionGroup
                     root.cancel_scope.cancel()
+                if fatal is not None:
+                    raise fatal
         log.info("agent %s stopped", self.agent_id)
 
     async def _serve(
         self, client: LaunchplaneClient, root: anyio.abc.TaskGroup, held: list[dict[str, Any]]
     ) -> None:
+        queues = await self._servable_queues(client)
         root.start_soon(self._heartbeat_loop, client)
         async with anyio.create_task_group() as jobs:
             for lease in held:
@@ -268,12 +297,12 @@ class Agent:
                 if self._draining:
                     self._claim_scope.cancel()
                 async with anyio.create_task_group() as claimers:
-                    for queue in self.settings.queues:
+                    for queue in queues:
                         claimers.start_soon(self._claim_loop, client, jobs, queue)
                     log.info(
                         "agent %s serving queue(s) %s on %s (max %d jobs, work dir %s)",
                         self.agent_id,
-                        ", ".join(self.settings.queues),
+                        ", ".join(queues),
                         self.settings.server,
                         self.settings.max_jobs,
                         self.work_dir,
@@ -286,6 +315,18 @@ class Agent:
                     await self._job_ended.wait()
             if self._pipelines:
                 self._stop_all(f"drain timeout ({self.settings.drain_timeout:g}s)")
+
+    async def _servable_queues(self, client: LaunchplaneClient) -> list[str]:
+        """The queues whose runner and builder this agent has (see ``agent.servable``)."""
+        if not self.settings.check_queues:
+            return list(self.settings.queues)
+        refused = await unservable_queues(client, self.registry, self.settings.queues)
+        for line in refused.values():
+            log.error("%s", line)
+        queues = [queue for queue in self.settings.queues if queue not in refused]
+        if not queues:
+            raise AgentError("; ".join(refused.values()) + "; no queue left to serve", exit_code=2)
+        return queues
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -351,10 +392,9 @@ class Agent:
         """Re-adopt a held lease's run if its runner can, else release it for re-queueing."""
         runner_name = (lease.get("queue_config") or {}).get("resource") or "local-process"
         run = None
+        rid = run_id(lease["job_id"], int(lease.get("attempt") or 1))
         try:
-            run = await self.registry.runner(runner_name).attach(
-                f"{lease['job_id']}-{lease.get('attempt') or 1}"
-            )
+            run = await self.registry.runner(runner_name).attach(rid, self.work_dir / rid)
         except Exception as exc:  # a runner that cannot look: treat as not re-adoptable
             log.warning(
                 "job %s: %s runner could not re-adopt it: %s", lease["job_id"], runner_name, exc

@@ -83,6 +83,7 @@ from launchplane.core.interfaces import (
     RunResult,
     RunState,
 )
+from launchplane.core.launch import builder_name
 from launchplane.core.plugins import PluginRegistry
 from launchplane.core.redaction import Redactor
 from launchplane.core.spec import QueueConfig, ResolvedJob
@@ -684,4 +685,4 @@ class JobPipeline:
 
 
 def _builder_name(job: ResolvedJob) -> str:
-    return (job.builder.type if job.builder else None) or "noop"
+    return builder_name(job)

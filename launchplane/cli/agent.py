@@ -192,7 +192,7 @@ def _run(options: dict[str, Any]) -> int:
         anyio.run(serve)
     except (AgentError, PluginError) as exc:
         click.echo(f"error: {redactor.scrub(str(exc))}", err=True)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:  # before the signal handlers were installed
         return 130
     return 0

@@ -185,6 +185,7 @@ async def _session(
                     claim_wait=5.0,
                     plugins=plugins,
                     strict_plugins=strict_plugins,
+                    check_queues=False,
                 ),
                 redactor=redactor,
             )

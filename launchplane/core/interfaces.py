@@ -1,13 +1,36 @@
-"""The classes plugins implement: builders, runners, runs and secret providers.
+"""The plugin contract (v1): the classes builders, runners and secret providers implement.
 
-Hooks *register* these classes; the plugin manager instantiates them. Every
-method that does I/O is async (anyio), so one agent process can watch many
-jobs. Heavy client libraries (docker, kubernetes, boto3) are imported inside
-the methods that use them, never at module import time.
+Hooks *register* these classes (``launchplane.core.hookspecs``); launchplane
+instantiates them, once per agent process, the first time a job needs one.
+The docstrings here are the contract a plugin author implements against:
+what each method receives, returns and raises, and when it is called.
+``entrypoints.md`` ("Classes you implement", "Writing a runner", "Run
+contract") says the same with examples.
+
+The plugin base classes are abstract (:class:`abc.ABC`): a subclass that
+leaves a required method out cannot be instantiated, and the plugin
+registry refuses to register it, naming the missing methods. Every method
+that does I/O is async (anyio), so one agent process can watch many jobs;
+heavy client libraries (docker, kubernetes, boto3) are imported inside the
+methods that use them, never at module import time.
+
+One launch on the agent, in order (stages of ``launchplane.agent.pipeline``)::
+
+    SecretProvider.native_ref / resolve   secrets stage, per reference
+    Builder.build(job, ctx)               build stage -> Image | None
+    Runner.submit(job, image, ctx)        run stage   -> Run
+    Run.logs() then Run.wait()            watched together until the end
+    Run.cancel(grace)                     any time a stop is requested
+    Plugin.aclose()                       once, when the agent stops
+
+After an agent restart, ``Runner.attach(run_id, run_dir)`` replaces
+build + submit for a run that is still going. ``launchplane plan`` calls
+``Runner.describe(job, image)`` instead of building and submitting.
 """
 
 from __future__ import annotations
 
+import abc
 import enum
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +47,14 @@ LogSink = Callable[[str], Awaitable[None]]
 
 
 class PluginError(Exception):
-    """A plugin failed in a way the user can fix; the message says how."""
+    """A plugin failed in a way the user can fix; the message says how.
+
+    The message is shown as it is (scrubbed of secret values) as the job's
+    failure reason, after the stage that failed. launchplane adds
+    ``runner '<name>'`` where a message needs it: do not start yours with
+    ``runner '<name>':`` (it would be shown twice). Never put a secret value
+    in it.
+    """
 
 
 class InfrastructureError(PluginError):
@@ -47,13 +77,19 @@ class Image:
     """What a builder produced: a reference a runner can start, pinned by digest if known."""
 
     ref: str
+    """A reference the runner's engine can start or pull (``registry/name:tag``)."""
     digest: str | None = None
+    """``sha256:...`` when known (a registry digest), so the run record pins exactly these bytes."""
     built: bool = False
     """True when this launch built the image; False when it was reused or passed through."""
 
     @property
     def pinned(self) -> str:
-        """``repo@sha256:...`` when the digest is known, else the plain reference."""
+        """``repo@sha256:...`` when the digest is known, else the plain reference.
+
+        What a runner should start: the image the record names, even if the
+        tag moves meanwhile.
+        """
         if not self.digest or "@" in self.ref:
             return self.ref
         repository, _, last = self.ref.rpartition("/")
@@ -63,34 +99,62 @@ class Image:
 
 @dataclass
 class JobContext:
-    """Everything about one launch that is not in the resolved spec.
+    """Everything about one launch that is not in the resolved job.
 
-    ``env`` is the final environment for the job's process: the resolved
-    ``env`` with macros expanded, passthrough names filled from the agent,
-    and secret values added. It is handed to the runner at create time only;
-    it never goes into a record or a log.
+    The agent builds it in the prepare stage and hands the same object to
+    ``launchplane_prepare_job`` hooks, ``Builder.build`` and ``Runner.submit``.
+    It never goes into a record or a log as a whole: ``env`` holds secret values.
     """
 
     job_id: str
+    """The job's id on the queue server."""
     run_id: str
+    """``f"{job_id}-{attempt}"``: this attempt's id, the run directory's name, and what
+    ``Runner.attach`` receives after an agent restart. Name your workload after it
+    (deterministically) to find it again."""
     attempt: int
+    """1 for the first run; one more each time the job is re-queued (a lost agent, a retry)."""
     queue: str
+    """The queue the job was claimed from."""
     workdir: Path
+    """The run directory, ``<agent work dir>/<run_id>`` on the agent host, created before
+    the build. It holds ``output/`` (``$LAUNCHPLANE_OUTPUT_DIR``), the git checkout
+    (``code/``) and the agent's own files (``record.json``, ``launch.json``,
+    ``logged-lines``: leave them alone). A runner may keep files of its own here, named
+    after itself; ``Runner.attach`` receives the same path."""
     env: dict[str, str] = field(default_factory=dict)
+    """The final environment of the job's process: the resolved ``env`` with macros
+    expanded, passthrough names filled from the agent, secret values, and
+    ``LAUNCHPLANE_*`` (job id, run id, attempt, queue, output dir, hyperparameters).
+    Give it to the workload when it is created, and nowhere else (never to a build,
+    a label or a log line)."""
+    native_secrets: dict[str, Any] = field(default_factory=dict)
+    """Environment name -> the secret provider's native reference
+    (``SecretProvider.native_ref``, e.g. a Kubernetes ``secretKeyRef``), for the
+    secrets whose provider gave one for this job's runner. Their values never pass
+    the agent and are not in ``env``: the runner wires them into the workload itself."""
     labels: dict[str, str] = field(default_factory=dict)
+    """Extra labels for the workload, set by ``launchplane_prepare_job`` hooks.
+    ``launchplane.core.launch.run_labels(ctx)`` adds the ones that identify the run."""
     log: LogSink | None = None
+    """Where :meth:`emit` sends lines; None when nothing listens (tests, ``plan``)."""
     code_dir: Path | None = None
-    """A checkout of the job's code (git clone at its commit), when it has code."""
+    """A checkout of the job's code (git clone at its commit), when it has git code.
+    ``launchplane.core.launch.code_root(job, ctx)`` says where the code is in general."""
     git_commit: str | None = None
+    """The commit checked out in ``code_dir``."""
     secret_names: frozenset[str] = frozenset()
+    """The names in ``env`` that hold secret values: show them as references, never log them."""
 
     async def emit(self, line: str) -> None:
-        """Send one line to the job's log (no-op when nothing listens)."""
+        """Send one line (progress, a decision) to the job's log; scrubbed of secret values."""
         if self.log is not None:
             await self.log(line)
 
 
 class RunState(enum.StrEnum):
+    """Where a workload is: ``pending`` and ``running``, or one of the final states."""
+
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -104,69 +168,197 @@ class RunState(enum.StrEnum):
 
 @dataclass(frozen=True)
 class RunResult:
+    """How a workload ended: what ``Run.wait`` returns and the job's final state."""
+
     state: RunState
+    """A final state: ``SUCCEEDED`` (exit code 0), ``FAILED``, or ``CANCELLED`` (stopped
+    by ``Run.cancel``)."""
     exit_code: int | None = None
+    """The main process's exit code (128+N for a signal N, as a shell reports it);
+    None when there is none (the workload never started or vanished)."""
     reason: str | None = None
-    """Why it failed, in words a user can act on (``OOMKilled``, last log lines, ...)."""
+    """Why it failed, in words a user can act on (``OOMKilled``, last log lines, ...);
+    None for a success. Never a secret value."""
     infrastructure_failure: bool = False
     """True when the failure is not the user's code (eviction, image pull): retryable."""
 
 
-class Run:
-    """A handle on one submitted workload."""
+class Plugin(abc.ABC):  # noqa: B024 (a base of ABCs; its own methods have defaults)
+    """What builders, runners and secret providers share: options and a lifecycle.
+
+    Construction: a class whose ``options_model`` is set is built as
+    ``cls(options=<an instance of options_model>)``, validated from the
+    queue's or the agent's config (a bad option fails with its path and the
+    plugin's name before the plugin sees it); a class without one as
+    ``cls()``. One instance per name (and options) lives as long as the
+    agent process and serves every job, concurrently: keep per-job state in
+    the :class:`Run`, not on the instance. Do no I/O in ``__init__``; connect
+    lazily in the async methods. If you override ``__init__``, accept
+    ``options`` and call ``super().__init__(options)``.
+    """
+
+    options_model: ClassVar[type[BaseModel] | None] = None
+    """A pydantic model of this plugin's options; None when it takes none."""
+
+    def __init__(self, options: BaseModel | None = None) -> None:
+        self.options = options
+        """The validated options (an ``options_model`` instance), or None."""
+
+    async def aclose(self) -> None:
+        """Release what the instance holds (clients, connections, threads).
+
+        Called once per instance when the agent (or ``launchplane run``)
+        stops, after its jobs have ended or been released. The default does
+        nothing. An exception is logged, not raised.
+        """
+        return None
+
+
+class Run(abc.ABC):
+    """A handle on one submitted workload; see "Run contract" in ``entrypoints.md``.
+
+    What the agent does with a run (``Runner.submit`` or ``Runner.attach``
+    returned it), and therefore what an implementation must support:
+
+    1. It calls :meth:`logs` **once**, right before :meth:`wait`, and
+       iterates it in another task **while** ``wait()`` runs. Every line
+       must arrive, in order, also when ``wait()`` returns quickly (a
+       workload that already ended).
+    2. :meth:`wait` is awaited once; it returns when the workload has ended.
+       The agent then waits for the ``logs()`` iterator to end too, so it
+       must end once the workload has (not hang on an open stream).
+    3. :meth:`cancel` may come at any time from another task: before
+       ``logs()``/``wait()`` were called (a stop that arrived during
+       ``submit``), while ``wait()`` runs, after the workload ended on its
+       own, and more than once (a user's cancel, then the agent's shutdown).
+    4. :meth:`status` is not part of the launch flow; tools may call it.
+    """
 
     id: str
+    """The runner's id for the workload (a container name, a cluster job id); shown in the
+    job's ``running`` event. The agent does not pass it back to ``attach``."""
 
+    @abc.abstractmethod
     async def status(self) -> RunState:
-        raise NotImplementedError
+        """Where the workload is now, without waiting and without consuming its logs."""
 
+    @abc.abstractmethod
     async def wait(self) -> RunResult:
-        raise NotImplementedError
+        """Until the workload ends; then how it ended.
 
+        A run stopped by :meth:`cancel` ends ``CANCELLED``; one that ended on
+        its own first reports how it ended. Raise nothing for the workload's
+        own failure: return ``FAILED`` with a reason (and
+        ``infrastructure_failure=True`` when the compute, not the code, failed).
+        """
+
+    @abc.abstractmethod
     async def cancel(self, grace: float = 10.0) -> None:
-        """Ask the workload to stop; kill it after ``grace`` seconds."""
-        raise NotImplementedError
+        """Ask the workload to stop (SIGTERM or its equivalent); kill it after ``grace`` seconds.
 
+        May be called at any time and more than once (see the class
+        docstring); a call for a workload that has already ended does
+        nothing and must not raise. It may return once the workload was
+        asked to stop or once it is gone; ``wait()`` then returns
+        ``CANCELLED``.
+        """
+
+    @abc.abstractmethod
     def logs(self) -> AsyncIterator[str]:
-        """Lines of output, from the start, until the workload ends."""
-        raise NotImplementedError
+        """The workload's output (stdout and stderr merged), one line per item, without newlines.
+
+        From the workload's **start**, not from now: for a run re-adopted
+        after an agent restart it replays what was printed before, and the
+        agent skips the lines the server already has. The iterator ends once
+        the workload has ended and its output is read. Called once per run
+        object; an ``async def`` generator is the simplest implementation.
+        """
 
 
-class Builder:
+class Builder(Plugin):
     """Turns a resolved job into an image a runner can start."""
 
     name: ClassVar[str]
+    """Registry key: what a queue's ``builder.type`` names."""
 
+    @abc.abstractmethod
     async def build(self, job: ResolvedJob, ctx: JobContext) -> Image | None:
-        """Return the image to run, or None for a runner that needs none."""
-        raise NotImplementedError
+        """Return the image to run, or None for a runner that needs none.
+
+        Called once per attempt in the build stage, after secrets, the git
+        checkout and ``launchplane_prepare_job``, before ``Runner.submit``.
+        ``job`` is the resolved job (macros in ``command``/``args``/``env``
+        not yet expanded: the image is not known yet); the job's code is at
+        ``launchplane.core.launch.code_root(job, ctx)``. ``ctx.env`` holds
+        secret values: never pass it to a build. Send progress with
+        ``await ctx.emit(line)``. Raise :class:`PluginError` to fail the job
+        in the ``build`` stage. A stopped job cancels the build (anyio
+        cancellation): stop promptly. Returning None for a runner whose
+        ``needs_image`` is True fails the job with a message naming
+        ``docker.image``.
+        """
 
 
-class Runner:
-    """Starts and watches workloads on some compute."""
+class Runner(Plugin):
+    """Starts and watches workloads on some compute; see "Writing a runner" in entrypoints.md."""
 
     name: ClassVar[str]
+    """Registry key: what a queue's ``resource:`` names."""
     needs_image: ClassVar[bool] = True
+    """False for a runner that starts a process without an image (``local-process``)."""
     resource_args_model: ClassVar[type[BaseModel] | None] = None
-    """Validates ``resource_args.<name>``; a bad field fails at submit time with its path."""
+    """Validates ``resource_args.<name>``: the server checks it when a job is submitted, the
+    agent again before launch, so a bad field fails with its path and a "did you mean" hint
+    before anything runs. Validate it again in ``submit``/``describe`` to
+    read it (``self.resource_args_model.model_validate(job.resource_args.get(self.name, {}))``)."""
 
-    def validate_resource_args(self, args: dict[str, Any]) -> BaseModel | None:
-        if self.resource_args_model is None:
-            return None
-        return self.resource_args_model.model_validate(args)
-
+    @abc.abstractmethod
     def describe(self, job: ResolvedJob, image: Image | None) -> dict[str, Any]:
-        """What ``submit`` would send (docker run args, manifest, API request), for ``plan``.
+        """What ``submit`` would send (docker run args, a manifest, an API request), for ``plan``.
 
-        Must not contact any service and must show secrets as references.
+        Called by ``launchplane plan`` only, never by the agent. There is no
+        run yet: macros (``${run_id}``, ``${job_id}``, ...) in ``command``,
+        ``args`` and ``entry_point`` are not expanded with real values (they
+        hold the macro text or a preview placeholder), and ``image`` is the
+        image the job names, or None. Return a JSON-serialisable mapping.
+        Must not contact any service; show secrets as references
+        (``job.secrets``), never values. Raise :class:`PluginError` for a
+        job this runner cannot run.
         """
-        raise NotImplementedError
 
+    @abc.abstractmethod
     async def submit(self, job: ResolvedJob, image: Image | None, ctx: JobContext) -> Run:
-        raise NotImplementedError
+        """Start the workload and return its :class:`Run` once it has started.
 
-    async def attach(self, run_id: str) -> Run | None:
-        """Re-adopt a workload started by an earlier agent; None if it is gone or unsupported."""
+        Called once per attempt in the run stage, after ``Builder.build``.
+        ``job`` has its macros expanded in ``command``, ``args`` and
+        ``entry_point`` (``launchplane.core.launch.job_argv(job)`` is the
+        command line); ``image`` is the builder's (None only when
+        ``needs_image`` is False); the process environment is ``ctx.env``
+        plus ``ctx.native_secrets`` (see :class:`JobContext`). The call is
+        shielded from cancellation so a started workload is never orphaned: a
+        stop that arrives meanwhile reaches the returned run's ``cancel``.
+        Raise :class:`PluginError` (or :class:`InfrastructureError`, which a
+        queue's retry policy re-runs) when it cannot start, leaving nothing
+        running behind; any other exception fails the job too, with its type
+        in the reason.
+        """
+
+    async def attach(self, run_id: str, run_dir: Path) -> Run | None:
+        """Re-adopt a workload started by an earlier agent; None if it is gone or unsupported.
+
+        Called by an agent that (re)starts with leases the server says it
+        still holds, before it claims anything. ``run_id`` is the attempt's
+        ``f"{job_id}-{attempt}"`` (``JobContext.run_id`` at submit, the run
+        directory's name; not ``Run.id``) and ``run_dir`` is that run's
+        directory on this host (``JobContext.workdir`` at submit; it may be
+        missing, e.g. after a move to another host). Find the workload by
+        deterministic name or label, or by a file you kept in ``run_dir``.
+        The returned run is watched to its end under the same lease: its
+        ``logs()`` replays from the start (the agent skips what was sent).
+        None (the default) makes the agent release the lease, so the job is
+        re-queued as a new attempt; an exception counts as None and is logged.
+        """
         return None
 
 
@@ -230,17 +422,30 @@ def _ref_problem(path: str, hash_: str, key: str) -> str | None:
     return None
 
 
-class SecretProvider:
-    """Resolves secret references of one scheme."""
+class SecretProvider(Plugin):
+    """Resolves secret references of one scheme (``scheme:path#key``)."""
 
     scheme: ClassVar[str]
+    """Registry key: the part of a reference before the colon (``vault`` in ``vault:kv/app``)."""
 
+    @abc.abstractmethod
     async def resolve(self, ref: SecretRef) -> str:
-        raise NotImplementedError
+        """The secret's value.
+
+        Called on the agent in the secrets stage, concurrently for every
+        reference of the job, before anything else runs (and again when a
+        run is re-adopted, only to mask its output). Read the value at each
+        call, so a rotated secret is picked up without a restart. Raise
+        :class:`PluginError` with a message that names the path and key,
+        never the value.
+        """
 
     def native_ref(self, ref: SecretRef, runner: str) -> Any | None:
-        """A reference the runner can use itself (e.g. a Kubernetes ``secretKeyRef``).
+        """A reference the runner named ``runner`` can use itself (a Kubernetes ``secretKeyRef``).
 
-        When this returns something, the value never passes through the agent.
+        Asked before :meth:`resolve`; when it returns something, ``resolve``
+        is not called for that reference, the runner receives it in
+        ``JobContext.native_secrets[<env name>]`` and the value never passes
+        through the agent. The default, None, means "resolve it".
         """
         return None

@@ -256,6 +256,9 @@ def test_a_third_party_runner_describes_its_submission(
                 return {"sbatch": ["--partition", args.partition, "--nodes", str(args.nodes)],
                         "image": image.ref if image else None}
 
+            async def submit(self, job: Any, image: Any, ctx: Any) -> Any:
+                raise AssertionError("plan never submits")
+
         @hookimpl
         def launchplane_register_runners(register):
             register(SlurmRunner)

@@ -14,16 +14,14 @@ import pytest
 from dockerkit import (
     BASE_IMAGE,
     REGISTRY,
-    SERVICES_HINT,
     Log,
     cleanup,
     context,
-    docker_client,
     job_spec,
     make_app,
     registry_up,
 )
-from kit import require_service
+from kit import DOCKER_HINT, require_docker, require_service
 
 from launchplane.core.interfaces import Image
 from launchplane.plugins.builders.docker import BASE_IMAGE_ENV, DockerBuilder
@@ -32,13 +30,7 @@ from launchplane.plugins.builders.docker import BASE_IMAGE_ENV, DockerBuilder
 @pytest.fixture(scope="session")
 def engine() -> Iterator[Any]:
     """The docker-py client of the running engine; cleans up what the tests made."""
-    client = docker_client()
-    require_service(
-        "Docker engine", client is not None, f"no docker-py or no engine; {SERVICES_HINT}"
-    )
-    assert client is not None
-    has_base = bool(client.images.list(name=BASE_IMAGE))
-    require_service(f"base image {BASE_IMAGE}", has_base, SERVICES_HINT)
+    client = require_docker()
     try:
         yield client
     finally:
@@ -55,7 +47,7 @@ def docker(engine: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 @pytest.fixture
 def registry(engine: Any) -> str:
     """``<registry>/lptest``: where push tests put their images."""
-    require_service(f"Docker registry on {REGISTRY}", registry_up(), SERVICES_HINT)
+    require_service(f"Docker registry on {REGISTRY}", registry_up(), DOCKER_HINT)
     return f"{REGISTRY}/lptest"
 
 

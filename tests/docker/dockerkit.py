@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from kit import DOCKER_BASE_IMAGE as BASE_IMAGE
 
 from launchplane.core.interfaces import JobContext
 from launchplane.core.spec import ResolvedJob
@@ -27,26 +28,10 @@ from launchplane.core.spec import ResolvedJob
 TESTS = Path(__file__).resolve().parents[1]
 REPO = TESTS.parent
 HELLO = REPO / "examples" / "hello"
-BASE_IMAGE = "launchplane/python-base:bookworm"
 REGISTRY = os.environ.get("LAUNCHPLANE_REGISTRY", "127.0.0.1:5000")
 TEST_PREFIX = "lptest"
 NONCE = uuid.uuid4().hex
 """Changes every session, so content hashes (and tags) of test apps are new each time."""
-SERVICES_HINT = "run scripts/services/docker.sh"
-
-
-def docker_client() -> Any | None:
-    """A docker-py client that answered a ping, or None (no docker-py, no engine)."""
-    try:
-        import docker
-    except ImportError:
-        return None
-    try:
-        client = docker.from_env(timeout=10)
-        client.ping()
-    except Exception:
-        return None
-    return client
 
 
 def registry_up() -> bool:

@@ -258,3 +258,22 @@ async def test_unknown_builder_option_names_its_path(docker: Any, tmp_path: Path
         r"\(builder 'docker'\)$",
     ):
         get_plugin_manager().builder("docker", {"registy": "x"})
+
+
+async def test_aclose_closes_the_docker_client(
+    docker: Any, hello_image: Image, tmp_path: Path
+) -> None:
+    builder = DockerBuilder()
+    app = make_app(tmp_path / "hello")
+    await builder.build(
+        job_spec("hello", workdir=str(app), entry_point="train.py"), context(tmp_path, "close")
+    )
+    client = builder._docker
+    assert client is not None
+    pools = client.api.get_adapter(client.api.base_url).pools
+    assert len(pools) > 0  # connections to the engine are open
+
+    await builder.aclose()
+    await builder.aclose()  # a second call finds nothing left to close
+
+    assert len(pools) == 0 and builder._docker is None

@@ -11,12 +11,12 @@ import pytest
 from dockerkit import BASE_IMAGE, NONCE, Log, collect, context, eventually, job_spec
 
 from launchplane.core.interfaces import Image, PluginError, RunState
+from launchplane.core.launch import run_labels
 from launchplane.plugins.runners.docker import (
     OUTPUT_DIR,
     DockerRunner,
     container_create_kwargs,
     container_name,
-    run_labels,
 )
 
 pytestmark = [pytest.mark.docker, pytest.mark.anyio]
@@ -54,6 +54,22 @@ async def test_a_container_runs_and_reports_logs_and_exit_code(docker: Any, tmp_
     assert run.id == ctx.run_id and run.name == f"lp-{ctx.run_id}"
     assert log.lines == [f"started container lp-{ctx.run_id} from image {BASE_IMAGE}"]
     assert gone(docker, run.name)  # removed once its result and logs were collected
+
+
+async def test_aclose_closes_both_docker_clients(docker: Any, tmp_path: Path) -> None:
+    runner = DockerRunner()
+    run = await runner.submit(python("print('x')"), BASE, context(tmp_path, "close"))
+    await collect(run.logs())
+    await run.wait()
+    clients = runner._clients
+    assert clients is not None
+    pools = [c.api.get_adapter(c.api.base_url).pools for c in (clients.short, clients.long)]
+    assert all(len(pool) > 0 for pool in pools)  # both have talked to the engine
+
+    await runner.aclose()
+    await runner.aclose()  # a second call finds nothing left to close
+
+    assert [len(pool) for pool in pools] == [0, 0] and runner._clients is None
 
 
 async def test_the_built_hello_image_writes_its_checkpoint_to_the_run_output(
@@ -166,7 +182,7 @@ async def test_a_new_runner_re_adopts_a_running_container(docker: Any, tmp_path:
     assert await first.logs().__anext__() == "one"
 
     # The agent restarts: a new process, a new runner, only the run id is known.
-    adopted = await DockerRunner().attach(ctx.run_id)
+    adopted = await DockerRunner().attach(ctx.run_id, ctx.workdir)
 
     assert adopted is not None and adopted.container_id == first.container_id
     assert await adopted.status() is RunState.RUNNING
@@ -175,7 +191,7 @@ async def test_a_new_runner_re_adopts_a_running_container(docker: Any, tmp_path:
     assert lines == ["one", "two"]
     assert result.state is RunState.SUCCEEDED
     assert gone(docker, adopted.name)
-    assert await DockerRunner().attach(ctx.run_id) is None  # gone now
+    assert await DockerRunner().attach(ctx.run_id, ctx.workdir) is None  # gone now
 
 
 async def test_attach_reports_a_container_that_ended_meanwhile(docker: Any, tmp_path: Path) -> None:
@@ -183,7 +199,7 @@ async def test_attach_reports_a_container_that_ended_meanwhile(docker: Any, tmp_
     run = await DockerRunner().submit(python("import sys; sys.exit(4)"), BASE, ctx)
     await eventually(lambda: docker.containers.get(run.name).status == "exited")
 
-    adopted = await DockerRunner().attach(ctx.run_id)
+    adopted = await DockerRunner().attach(ctx.run_id, ctx.workdir)
 
     assert adopted is not None
     result = await adopted.wait()
@@ -191,11 +207,12 @@ async def test_attach_reports_a_container_that_ended_meanwhile(docker: Any, tmp_
 
 
 async def test_attach_ignores_unknown_and_foreign_containers(docker: Any, tmp_path: Path) -> None:
-    assert await DockerRunner().attach(f"lptest-nothing-{NONCE}-1") is None
+    assert await DockerRunner().attach(f"lptest-nothing-{NONCE}-1", tmp_path) is None
     run_id = f"lptest-foreign-{NONCE[:8]}-1"
     foreign = docker.containers.create(BASE_IMAGE, ["true"], name=container_name(run_id))
     try:
-        assert await DockerRunner().attach(run_id) is None  # not labelled as that run
+        adopted = await DockerRunner().attach(run_id, tmp_path / run_id)
+        assert adopted is None  # not labelled as that run
     finally:
         foreign.remove(force=True)
 

@@ -17,6 +17,7 @@ from dockerkit import BASE_IMAGE, context, job_spec
 from kit import require_service
 
 from launchplane.core.interfaces import Image, PluginError
+from launchplane.core.launch import entry_argv
 from launchplane.plugins.builders import dockerfile
 from launchplane.plugins.builders.docker import (
     DEFAULT_BASE_IMAGE,
@@ -118,9 +119,9 @@ def test_conda_environments_use_the_base_images_tool(tool: str, install: str) ->
 
 
 def test_entry_points_run_with_python() -> None:
-    assert dockerfile.entry_command("train.py --fast") == ["python", "train.py", "--fast"]
-    assert dockerfile.entry_command(["bash", "run.sh"]) == ["bash", "run.sh"]
-    assert dockerfile.entry_command(None) is None
+    assert entry_argv("train.py --fast") == ["python", "train.py", "--fast"]
+    assert entry_argv(["bash", "run.sh"]) == ["bash", "run.sh"]
+    assert entry_argv(None) is None
 
 
 # -- the content hash ---------------------------------------------------------------------

@@ -202,13 +202,14 @@ async def test_nice_applies_to_the_process(ctx: JobContext) -> None:
 
 
 def test_resource_args_are_strict() -> None:
-    runner = LocalProcessRunner()
+    model = LocalProcessRunner.resource_args_model
+    assert model is not None
     with pytest.raises(ValidationError) as info:
-        runner.validate_resource_args({"timeout_secs": 5})
+        model.model_validate({"timeout_secs": 5})
     assert info.value.errors()[0]["loc"] == ("timeout_secs",)
     with pytest.raises(ValidationError):
-        runner.validate_resource_args({"nice": 40})
-    assert runner.validate_resource_args({"timeout_seconds": 5}) is not None
+        model.model_validate({"nice": 40})
+    assert model.model_validate({"timeout_seconds": 5}) is not None
 
 
 def test_describe_shows_names_and_references_never_values() -> None:
@@ -227,8 +228,8 @@ def test_describe_shows_names_and_references_never_values() -> None:
     assert set(plan["baseline_env"]) == BASELINE | {"LANG", "LC_ALL"}
 
 
-async def test_attach_is_unsupported() -> None:
-    assert await LocalProcessRunner().attach("j-1-1") is None
+async def test_attach_is_unsupported(tmp_path: Path) -> None:
+    assert await LocalProcessRunner().attach("j-1-1", tmp_path / "j-1-1") is None
 
 
 async def test_command_takes_args_appended(ctx: JobContext) -> None:

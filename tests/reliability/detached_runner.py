@@ -153,7 +153,7 @@ class DetachedProcessRunner(Runner):
         (directory / "pid").write_text(f"{process.pid}\n")
         return DetachedRun(ctx.run_id, directory, process.pid, process)
 
-    async def attach(self, run_id: str) -> DetachedRun | None:
+    async def attach(self, run_id: str, run_dir: Path) -> DetachedRun | None:
         directory = runs_dir() / run_id
         try:
             pid = int((directory / "pid").read_text())

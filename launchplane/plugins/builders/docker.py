@@ -67,6 +67,7 @@ from launchplane.core.interfaces import (
     MissingExtraError,
     PluginError,
 )
+from launchplane.core.launch import code_root, entry_argv
 from launchplane.core.spec import ResolvedJob
 from launchplane.plugins.builders import dockerfile
 
@@ -176,6 +177,8 @@ class DockerBuilder(Builder):
                 "builder 'docker' has nothing to build: the job has no code "
                 "(git:, or an absolute workdir:) and no docker.image"
             )
+        if not root.is_dir():
+            raise PluginError(f"the job's code directory {root} does not exist on the agent host")
         client = await anyio.to_thread.run_sync(self._client)
         plan = await anyio.to_thread.run_sync(_plan, client, job, root, options)
         existing = await anyio.to_thread.run_sync(_existing, client, plan, options)
@@ -215,6 +218,13 @@ class DockerBuilder(Builder):
                 self._docker = connect()
             return self._docker
 
+    async def aclose(self) -> None:
+        """Close the docker-py client (the agent stops; no build runs any more)."""
+        with self._lock:
+            client, self._docker = self._docker, None
+        if client is not None:
+            await anyio.to_thread.run_sync(client.close)
+
 
 def connect() -> DockerClient:
     """A client for the engine at ``DOCKER_HOST`` (or the default socket), with clear errors."""
@@ -230,24 +240,6 @@ def connect() -> DockerClient:
             f"cannot reach the Docker engine at {where}: {exc} "
             "(start it, e.g. scripts/services/docker.sh, or set DOCKER_HOST)"
         ) from None
-
-
-def code_root(job: ResolvedJob, ctx: JobContext) -> Path | None:
-    """The directory to build: the checkout (or its ``workdir``), else an absolute ``workdir``."""
-    if ctx.code_dir is not None:
-        root = ctx.code_dir / job.workdir if job.workdir else ctx.code_dir
-    elif job.workdir:
-        root = Path(job.workdir).expanduser()
-        if not root.is_absolute():
-            raise PluginError(
-                f"workdir {job.workdir!r} is relative and the job has no git code; "
-                "give an absolute path (the CLI resolves workdir against the job file)"
-            )
-    else:
-        return None
-    if not root.is_dir():
-        raise PluginError(f"the job's code directory {root} does not exist on the agent host")
-    return root
 
 
 def base_image(job: ResolvedJob) -> str:
@@ -301,9 +293,7 @@ def _generate(client: DockerClient, job: ResolvedJob, root: Path) -> str:
                 "conda (e.g. condaforge/miniforge3 or mambaorg/micromamba), or replace "
                 f"{deps.file} with a requirements.txt"
             )
-    return dockerfile.generate_dockerfile(
-        base, deps, dockerfile.entry_command(job.entry_point), tool
-    )
+    return dockerfile.generate_dockerfile(base, deps, entry_argv(job.entry_point), tool)
 
 
 def conda_tool(client: DockerClient, image: str) -> str | None:

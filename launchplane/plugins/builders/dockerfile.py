@@ -39,7 +39,6 @@ import hashlib
 import io
 import json
 import os
-import shlex
 import stat
 import tarfile
 import tomllib
@@ -101,16 +100,6 @@ def _is_installable(pyproject: Path) -> bool:
     except tomllib.TOMLDecodeError:
         return True  # let pip report the syntax error in the build log
     return "project" in data or "build-system" in data
-
-
-def entry_command(entry_point: str | Sequence[str] | None) -> list[str] | None:
-    """``train.py --fast`` -> ``["python", "train.py", "--fast"]``; other programs as given."""
-    if not entry_point:
-        return None
-    parts = shlex.split(entry_point) if isinstance(entry_point, str) else list(entry_point)
-    if parts and parts[0].endswith(".py"):
-        parts.insert(0, "python")
-    return parts
 
 
 def generate_dockerfile(

@@ -8,7 +8,8 @@ Container
     (:meth:`DockerRunner.attach`). It runs the image the builder produced,
     by its pin (registry digest or local image id). The command is
     ``command`` + ``args``, else ``entry_point`` + ``args`` (a ``.py`` entry
-    point runs with ``python``), else the image's own ``CMD``. ``init`` (tini)
+    point runs with ``python``), else the image's own ``CMD``
+    (:func:`launchplane.core.launch.job_argv`). ``init`` (tini)
     is on by default, so SIGTERM reaches the job and zombies are reaped.
 
 Environment
@@ -35,7 +36,8 @@ Lifetime
     exit code 0 -> succeeded; ``State.OOMKilled`` -> failed with ``OOMKilled:
     container exceeded its memory limit (512m)``; anything else -> failed with
     the exit code and the last lines of output. Once the result and the logs
-    are collected the container is removed, unless ``keep: true``.
+    are collected the container is removed, unless ``keep: true``. The
+    runner's docker-py clients are closed by ``aclose()`` when the agent stops.
 """
 
 from __future__ import annotations
@@ -66,17 +68,19 @@ from launchplane.core.interfaces import (
     RunResult,
     RunState,
 )
+from launchplane.core.launch import (
+    LABEL_PREFIX,
+    RUN_LABEL,
+    job_argv,
+    preview_labels,
+    run_labels,
+)
 from launchplane.core.spec import ResolvedJob
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
 NAME_PREFIX = "lp-"
-LABEL_PREFIX = "launchplane."
-JOB_LABEL = "launchplane.job_id"
-ATTEMPT_LABEL = "launchplane.attempt"
-RUN_LABEL = "launchplane.run_id"
-QUEUE_LABEL = "launchplane.queue"
 KEEP_LABEL = "launchplane.keep"
 OUTPUT_DIR = "/launchplane/output"
 """Where the run's output directory is mounted inside the container."""
@@ -239,39 +243,9 @@ def docker_args(job: ResolvedJob) -> DockerArgs:
         raise PluginError(problems) from None
 
 
-def run_command(job: ResolvedJob) -> list[str] | None:
-    """``command`` + ``args``, else ``entry_point`` + ``args``; None keeps the image's CMD."""
-    args = list(job.args or [])
-    if job.command:
-        return [*job.command, *args]
-    entry = job.entry_point
-    if not entry:
-        return args or None
-    import shlex
-
-    parts = shlex.split(entry) if isinstance(entry, str) else list(entry)
-    if parts and parts[0].endswith(".py"):
-        parts.insert(0, "python")
-    return [*parts, *args]
-
-
 def container_name(run_id: str) -> str:
     """``lp-<job_id>-<attempt>``: deterministic, so a restarted agent can find it."""
     return NAME_PREFIX + _NAME_INVALID.sub("-", run_id)
-
-
-def run_labels(ctx: JobContext, keep: bool = False) -> dict[str, str]:
-    """The labels that identify a run's container (plus any a plugin set in ``ctx.labels``)."""
-    labels = {
-        **ctx.labels,
-        JOB_LABEL: ctx.job_id,
-        ATTEMPT_LABEL: str(ctx.attempt),
-        RUN_LABEL: ctx.run_id,
-        QUEUE_LABEL: ctx.queue,
-    }
-    if keep:
-        labels[KEEP_LABEL] = "true"
-    return labels
 
 
 def container_create_kwargs(
@@ -298,7 +272,7 @@ def container_create_kwargs(
     kwargs: dict[str, Any] = {
         "image": image_ref,
         "name": name,
-        "command": run_command(job),
+        "command": job_argv(job),
         "environment": environment,
         "labels": {**args.labels, **labels},
         "init": args.init,
@@ -337,6 +311,11 @@ class _Clients:
                 f"cannot reach the Docker engine: {exc} "
                 "(start it, e.g. scripts/services/docker.sh, or set DOCKER_HOST)"
             ) from None
+
+    def close(self) -> None:
+        """Close both clients' connection pools (worker thread: it may touch sockets)."""
+        self.short.close()
+        self.long.close()
 
 
 class DockerRun(Run):
@@ -575,8 +554,16 @@ class DockerRunner(Runner):
     resource_args_model: ClassVar[type[BaseModel] | None] = DockerArgs
 
     def __init__(self) -> None:
+        super().__init__()
         self._clients: _Clients | None = None
         self._lock = threading.Lock()
+
+    async def aclose(self) -> None:
+        """Close the docker-py clients (the agent stops; its runs have ended or been released)."""
+        with self._lock:
+            clients, self._clients = self._clients, None
+        if clients is not None:
+            await anyio.to_thread.run_sync(clients.close)
 
     def _connect(self) -> _Clients:
         with self._lock:
@@ -590,12 +577,7 @@ class DockerRunner(Runner):
             job,
             image.pinned if image is not None else "<image built by the queue's builder>",
             name=f"{NAME_PREFIX}<job_id>-<attempt>",
-            labels={
-                JOB_LABEL: "<job_id>",
-                ATTEMPT_LABEL: "<attempt>",
-                RUN_LABEL: "<job_id>-<attempt>",
-                QUEUE_LABEL: job.queue or "<queue>",
-            },
+            labels=preview_labels(job),
             env={},
             output_dir="<run dir>/output",
         )
@@ -621,7 +603,7 @@ class DockerRunner(Runner):
             job,
             image.pinned,
             name=name,
-            labels=run_labels(ctx, keep=args.keep),
+            labels={**run_labels(ctx), **({KEEP_LABEL: "true"} if args.keep else {})},
             env=ctx.env,
             output_dir=output_dir,
         )
@@ -630,10 +612,11 @@ class DockerRunner(Runner):
         await ctx.emit(f"started container {name} from image {image.pinned}")
         return DockerRun(clients, container_id, name, ctx.run_id, args.keep)
 
-    async def attach(self, run_id: str) -> DockerRun | None:
+    async def attach(self, run_id: str, run_dir: Path) -> DockerRun | None:
         """The container of ``run_id`` (by its deterministic name, checked by label), if any.
 
-        A container that was created but never started (the agent died in
+        ``run_dir`` is not needed: the engine knows the container. A
+        container that was created but never started (the agent died in
         between) is removed: the job is re-queued and starts over.
         """
         clients = await anyio.to_thread.run_sync(self._connect)

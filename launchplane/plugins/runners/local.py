@@ -47,7 +47,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -71,6 +70,7 @@ from launchplane.core.interfaces import (
     RunResult,
     RunState,
 )
+from launchplane.core.launch import code_root, job_argv
 from launchplane.core.spec import ResolvedJob
 
 TAIL_LINES = 10
@@ -97,35 +97,23 @@ class LocalProcessArgs(BaseModel):
 
 
 def build_argv(job: ResolvedJob) -> list[str]:
-    """The argv a job runs: ``command`` + ``args``, else ``entry_point`` + ``args``."""
-    args = list(job.args or [])
-    if job.command:
-        return [*job.command, *args]
-    entry = job.entry_point
-    if not entry:
+    """The argv a job runs (:func:`~launchplane.core.launch.job_argv`, ``.py`` with this Python).
+
+    Unlike a container, a process has no image ``CMD`` to fall back on.
+    """
+    argv = job_argv(job, python=sys.executable) if job.command or job.entry_point else None
+    if argv is None:
         raise PluginError(
             "the job has neither 'command' nor 'entry_point'; "
             "set entry_point: train.py or command: [python, train.py]"
         )
-    parts = shlex.split(entry) if isinstance(entry, str) else list(entry)
-    if parts and parts[0].endswith(".py"):
-        parts.insert(0, sys.executable)
-    return [*parts, *args]
+    return argv
 
 
 def working_directory(job: ResolvedJob, ctx: JobContext) -> Path:
-    """Where the process starts; see the module docstring for the rules."""
-    if ctx.code_dir is not None:
-        return ctx.code_dir / job.workdir if job.workdir else ctx.code_dir
-    if job.workdir:
-        path = Path(job.workdir).expanduser()
-        if not path.is_absolute():
-            raise PluginError(
-                f"workdir {job.workdir!r} is relative and the job has no git code; "
-                "give an absolute path (the CLI resolves workdir against the job file)"
-            )
-        return path
-    return ctx.workdir
+    """Where the process starts: the job's code (:func:`~launchplane.core.launch.code_root`),
+    else its run directory."""
+    return code_root(job, ctx) or ctx.workdir
 
 
 BASELINE_NAMES = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PYTHONUNBUFFERED")
@@ -326,7 +314,7 @@ class LocalProcessRunner(Runner):
                 os.setpriority(os.PRIO_PGRP, process.pid, options.nice)
         return LocalRun(process, ctx.run_id, options.timeout_seconds)
 
-    async def attach(self, run_id: str) -> Run | None:
+    async def attach(self, run_id: str, run_dir: Path) -> Run | None:
         """Always None: a child process of a dead agent cannot be re-adopted."""
         return None
 
