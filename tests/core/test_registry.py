@@ -156,7 +156,8 @@ def test_entrypoints_md_documents_every_kind_and_register_type() -> None:
     text = (Path(__file__).resolve().parents[2] / "entrypoints.md").read_text()
     sections = {line for line in text.splitlines() if line.startswith("## ")}
     assert {"## Loading", "## Registries", "## Options", "## Listing"} <= sections
-    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    registries = text.split("\n## Registries\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in registries.splitlines() if line.startswith("| `")]
     for kind in KINDS:
         row = next(line for line in rows if line.startswith(f"| `{kind.key}` |"))
         assert f"`{kind.hook}`" in row and f"`{kind.base.__name__}`" in row
