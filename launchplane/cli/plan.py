@@ -140,7 +140,7 @@ def _plan(
     except ConfigError as exc:
         raise ConfigError(exc.errors, source=str(queue_file)) from None
     queue = checked.config
-    registry = get_plugin_manager(plugins, strict=strict_plugins)
+    registry = get_plugin_manager(plugins, strict=strict_plugins, log_failures=False)
     messages += [
         f"note: plugin '{name}' not loaded: {why}" for name, why in registry.load_errors.items()
     ]

@@ -29,7 +29,7 @@ def plugins(plugin_specs: Sequence[str], strict_plugins: bool, as_json: bool) ->
 
     Exits 1 under --strict-plugins when a plugin failed to load.
     """
-    registry = get_plugin_manager(plugin_specs)
+    registry = get_plugin_manager(plugin_specs, log_failures=False)
     if as_json:
         click.echo(json.dumps(report_json(registry), indent=2))
     else:

@@ -65,6 +65,7 @@ def get_plugin_manager(
     strict: bool = False,
     autoload: bool | None = None,
     defaults: Mapping[str, Mapping[str, Options]] | None = None,
+    log_failures: bool = True,
 ) -> PluginRegistry:
     """Build a fresh registry: built-ins, entry points, then ``LAUNCHPLANE_PLUGINS``/``plugins``.
 
@@ -75,7 +76,10 @@ def get_plugin_manager(
     config). Nothing is cached between calls (Python still imports each
     module once per process): every call builds a new pluggy manager, new
     registries and new instances, so tests and callers with different
-    ``--plugins`` never share state.
+    ``--plugins`` never share state. ``log_failures=False`` logs a plugin
+    that failed to load at debug level only: for a command that reports
+    ``registry.load_errors`` itself (``plan``, ``plugins``), so the user reads
+    each failure once.
     """
     from_env = split_list([os.environ.get(PLUGINS_ENV, "")])
     from_option = split_list([plugins] if isinstance(plugins, str) else plugins)
@@ -96,7 +100,7 @@ def get_plugin_manager(
     pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
     registry = PluginRegistry(pm, blocked, defaults)
-    _Loader(registry).load(_candidates(autoload=autoload, forced=forced))
+    _Loader(registry, log_failures).load(_candidates(autoload=autoload, forced=forced))
     if strict and registry.load_errors:
         raise PluginError(_strict_message(registry))
     return registry
@@ -187,9 +191,10 @@ def _module_version(module: str, loaded: object | None) -> str:
 class _Loader:
     """Imports, validates and registers candidates into one registry, isolating failures."""
 
-    def __init__(self, registry: PluginRegistry) -> None:
+    def __init__(self, registry: PluginRegistry, log_failures: bool = True) -> None:
         self.registry = registry
         self.pm = registry.pm
+        self._failure_level = logging.WARNING if log_failures else logging.DEBUG
         for name in registry.blocked:
             self.pm.set_blocked(name)
 
@@ -305,7 +310,8 @@ class _Loader:
     def _fail(self, info: PluginInfo, message: str, exc: Exception | None = None) -> None:
         message = _one_line(message)
         self.registry.fail(info, message)
-        log.warning(
+        log.log(
+            self._failure_level,
             "plugin '%s' (%s) skipped: %s",
             info.name,
             info.module,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -374,3 +375,25 @@ def test_a_queue_the_installed_plugins_refuse_is_invalid_without_check_secrets(
     assert result.exit_code == 2
     assert f"{path}: " in result.stderr and fragment in result.stderr
     assert str(queue) in result.stderr
+
+
+@pytest.mark.parametrize("command", ["plan", "plugins"])
+def test_a_plugin_that_fails_to_load_is_reported_once(
+    files: dict[str, Path], tmp_path: Path, command: str
+) -> None:
+    """The command lists load failures itself; the loader's own log line would repeat it."""
+    write(tmp_path / "plugins" / "plan_broken_plugin.py", "raise RuntimeError('boom at import')\n")
+    script = Path(sys.executable).with_name("launchplane")
+    args = [str(files["job"]), "--queue-config", str(files["queue"])] if command == "plan" else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "plugins"), *sys.path])}
+    done = subprocess.run(
+        [str(script), command, *args, "--plugins", "plan_broken_plugin"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    output = done.stdout + done.stderr
+    assert output.count("boom at import") == 1, output
