@@ -16,7 +16,9 @@ manager are imported when the command runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,50 +143,64 @@ def _plan(
         raise ConfigError(exc.errors, source=str(queue_file)) from None
     queue = checked.config
     registry = get_plugin_manager(plugins, strict=strict_plugins, log_failures=False)
-    messages += [
-        f"note: plugin '{name}' not loaded: {why}" for name, why in registry.load_errors.items()
-    ]
-    errors, plugin_warnings = check_queue_plugins(queue, checked.placeholders, registry)
-    messages += [f"warning: {queue_file}: {warning}" for warning in checked.warnings]
-    # A runner that is not installed here is the note below, which says what plan skips.
-    messages += [
-        f"warning: {queue_file}: {w.path}: {w.message}"
-        for w in plugin_warnings
-        if w.path != "resource"
-    ]
-    if errors:
-        raise ConfigError(errors, source=str(queue_file))
-    messages += _job_placeholder_warnings(job, job_file)
-    if queue_file is None:
-        messages.append("note: no --queue-config: an empty queue (local-process, no guardrails)")
-    overrides, values = config.command_line_layers(sets, resource_args, variables)
-    runner, note = _runner(registry, queue.resource)
-    if note:
-        messages.append(note)
-    runner_class = registry.runners.get(queue.resource)
-    try:
-        resolved = config.resolve_job(
-            queue_raw,
-            job,
-            overrides,
-            values,
-            queue_name=job.get("queue") or (queue_file.stem if queue_file else None),
-            resource_args_model=runner_class.resource_args_model if runner_class else None,
-        )
-    except ConfigError as exc:
-        # Named after the job file unless every problem names the override that caused it.
-        in_file = not all(error.origin for error in exc.errors)
-        raise ConfigError(exc.errors, source=str(job_file) if in_file else None) from None
-    document: dict[str, Any] = {"resolved": _shown(resolved)}
-    if check_secrets and resolved.secrets:
-        document["secrets_check"] = _check_secrets(resolved, registry)
-    if runner is not None:
-        description, note = _describe(runner, resolved)
-        if description is not None:
-            document["would_submit"] = description
+    with _closing(registry):
+        messages += [
+            f"note: plugin '{name}' not loaded: {why}" for name, why in registry.load_errors.items()
+        ]
+        errors, plugin_warnings = check_queue_plugins(queue, checked.placeholders, registry)
+        messages += [f"warning: {queue_file}: {warning}" for warning in checked.warnings]
+        # A runner that is not installed here is the note below, which says what plan skips.
+        messages += [
+            f"warning: {queue_file}: {w.path}: {w.message}"
+            for w in plugin_warnings
+            if w.path != "resource"
+        ]
+        if errors:
+            raise ConfigError(errors, source=str(queue_file))
+        messages += _job_placeholder_warnings(job, job_file)
+        if queue_file is None:
+            messages.append(
+                "note: no --queue-config: an empty queue (local-process, no guardrails)"
+            )
+        overrides, values = config.command_line_layers(sets, resource_args, variables)
+        runner, note = _runner(registry, queue.resource)
         if note:
             messages.append(note)
-    return document
+        runner_class = registry.runners.get(queue.resource)
+        try:
+            resolved = config.resolve_job(
+                queue_raw,
+                job,
+                overrides,
+                values,
+                queue_name=job.get("queue") or (queue_file.stem if queue_file else None),
+                resource_args_model=runner_class.resource_args_model if runner_class else None,
+            )
+        except ConfigError as exc:
+            # Named after the job file unless every problem names the override that caused it.
+            in_file = not all(error.origin for error in exc.errors)
+            raise ConfigError(exc.errors, source=str(job_file) if in_file else None) from None
+        document: dict[str, Any] = {"resolved": _shown(resolved)}
+        if check_secrets and resolved.secrets:
+            document["secrets_check"] = _check_secrets(resolved, registry)
+        if runner is not None:
+            description, note = _describe(runner, resolved)
+            if description is not None:
+                document["would_submit"] = description
+            if note:
+                messages.append(note)
+        return document
+
+
+@contextlib.contextmanager
+def _closing(registry: PluginRegistry) -> Iterator[PluginRegistry]:
+    """Close the plugin instances the plan created (docker clients, ...), also on error."""
+    try:
+        yield registry
+    finally:
+        import anyio
+
+        anyio.run(registry.aclose)
 
 
 def _job_placeholder_warnings(job: dict[str, Any], job_file: Path) -> list[str]:
@@ -204,16 +220,15 @@ def _runner(registry: PluginRegistry, name: str) -> tuple[Runner | None, str | N
     """The queue's runner, or None and a note saying why the plan stops at the resolved job."""
     from launchplane.core.interfaces import PluginError
 
-    if name not in registry.runners:
-        available = ", ".join(sorted(registry.runners)) or "none"
-        return None, (
-            f"note: runner '{name}' is not installed here (installed: {available}); "
-            "showing the resolved job without would_submit"
-        )
     try:
         return registry.runner(name), None
     except PluginError as exc:
-        return None, f"note: {exc}; showing the resolved job without would_submit"
+        # The registry's word says why: unknown, blocked, failed to load, missing extra.
+        absent = "is not installed here: " if name not in registry.runners else ""
+        return (
+            None,
+            f"note: runner '{name}' {absent}{exc}; showing the resolved job without would_submit",
+        )
 
 
 def _describe(runner: Runner, resolved: ResolvedJob) -> tuple[dict[str, Any] | None, str | None]:

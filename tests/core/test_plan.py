@@ -397,3 +397,12 @@ def test_a_plugin_that_fails_to_load_is_reported_once(
     assert done.returncode == 0, done.stderr
     output = done.stdout + done.stderr
     assert output.count("boom at import") == 1, output
+
+
+def test_a_blocked_runner_is_named_as_blocked(files: dict[str, Path]) -> None:
+    result = plan(files["job"], "--queue-config", files["queue"], "--plugins", "no:local-process")
+    assert result.exit_code == 0, result.stderr
+    assert "runner 'local-process' comes from plugin 'local-process', which is blocked" in (
+        result.stderr
+    )
+    assert "would_submit" not in load_document(result.stdout, source="out")
