@@ -216,12 +216,41 @@ QUEUE_ONLY_KEYS = frozenset(
 class ResolvedJob(_JobFields):
     """The final job: queue config < job config < overrides, templates substituted.
 
-    ``secrets`` holds *references* (``aws-sm:prod/db#password``), never values;
-    they are resolved by the agent at launch, through providers built with the
-    queue's ``secret_providers`` options. ``env`` may still hold ``${NAME}``
-    agent-environment references and ``${run_id}``-style macros (expanded at
-    launch by ``templates.expand_macros``), and ``None`` values for names the
-    queue passes through from the agent.
+    The server resolves and validates it once, at submit, and stores it; the
+    lease hands it to the agent, which launches exactly this. What plugins see
+    (``Builder.build``, ``Runner.describe``/``submit``, ``launchplane_prepare_job``);
+    read it, do not mutate it:
+
+    ``resource``              the runner's name (the queue decides it).
+    ``resource_args``         ``{runner name: {...}}``; the runner's own entry has passed
+                              its ``resource_args_model``.
+    ``command`` / ``args`` / ``entry_point``
+                              what to run (``launchplane.core.launch.job_argv``). Macros
+                              (``${run_id}``, ``${job_id}``, ...) are expanded in the job
+                              ``Runner.submit`` receives, not in the one ``describe`` gets.
+    ``workdir``               a folder of the git checkout, or an absolute path on the
+                              agent host (``launchplane.core.launch.code_root``).
+    ``git``                   ``repository``, ``branch``, ``commit``; checked out by the agent
+                              to ``JobContext.code_dir``.
+    ``docker``                ``image`` (pre-built, run as is) and ``dockerfile`` (the job's own).
+    ``builder``               ``type`` (default ``noop``), ``base_image``,
+                              ``accelerator.base_image``, ``options`` (the builder's).
+    ``env``                   as declared: may still hold ``${NAME}`` agent-environment
+                              references and macros, and ``None`` for names passed through
+                              from the agent. The final environment is ``JobContext.env``.
+    ``passthrough_env``       names the queue passes through from the agent's environment.
+    ``secrets``               ``{ENV_NAME: "scheme:path#key"}``: *references*, never values;
+                              the agent resolves them at launch into ``JobContext.env`` (or
+                              ``JobContext.native_secrets``).
+    ``secret_providers``      ``{scheme: {option: value}}``: the queue's options for the
+                              providers that resolve ``secrets`` (configuration, not secrets).
+    ``hyperparameters``       free-form; also in ``$LAUNCHPLANE_HYPERPARAMETERS`` (JSON).
+    ``input_artifacts`` / ``output_artifacts``
+                              ``name``, ``alias``, ``type``, ``path``.
+    ``queue``, ``entity``, ``project``, ``job``, ``name``, ``artifact``
+                              identity and W&B fields, for names and labels.
+    ``template_values``       the queue's template variables as this job set them
+                              (already substituted into the fields above).
     """
 
     resource: str = "local-process"
