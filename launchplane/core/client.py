@@ -32,9 +32,9 @@ import anyio
 import httpx
 
 from launchplane.core import paths
+from launchplane.core.states import FINAL_STATES
 
 API_PREFIX = "/api/v1"
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 LONG_POLL_MARGIN = 15.0
 """Seconds a long-poll's read timeout exceeds its ``wait``, for a slow or busy server."""
 

@@ -18,14 +18,13 @@ from launchplane.core.yamlsafe import MAX_DEPTH
 
 Role = Literal["admin", "submitter", "agent"]
 Scalar = str | int | float | bool
+# Spelled out for the OpenAPI document; tests/server/test_lifecycle.py checks that they
+# name the states of launchplane.core.states.
 ActiveState = Literal["claimed", "resolving", "building", "running"]
 FinalState = Literal["succeeded", "failed", "cancelled"]
 JobState = Literal[
     "queued", "claimed", "resolving", "building", "running", "succeeded", "failed", "cancelled"
 ]
-
-FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-ACTIVE_STATES: frozenset[str] = frozenset({"claimed", "resolving", "building", "running"})
 
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 INT32 = 2**31
