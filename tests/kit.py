@@ -68,6 +68,16 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def pythonpath(*directories: Path) -> str:
+    """``PYTHONPATH`` for a child that imports test plugins from ``directories``.
+
+    The caller's own ``PYTHONPATH`` is kept after them, so the child runs the
+    launchplane under test (a checkout on ``PYTHONPATH``), not whichever one the
+    venv has installed.
+    """
+    return os.pathsep.join([*map(str, directories), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 def pid_gone(pid: int) -> bool:
     """True when the process no longer exists (a zombie waiting for its parent counts as gone)."""
     try:
