@@ -30,6 +30,7 @@ import pytest
 
 from launchplane.agent.loop import Agent, AgentSettings
 from launchplane.core.client import FINAL_STATES, LaunchplaneClient, StaleLease
+from launchplane.core.lease import Lease
 from launchplane.server.embedded import EmbeddedServer
 
 T = TypeVar("T")
@@ -282,7 +283,7 @@ async def agent_client(server: EmbeddedServer, queues: Sequence[str]) -> Launchp
 
 async def claim_now(
     agent: LaunchplaneClient, queue: str = QUEUE, agent_id: str = "agent-1"
-) -> dict[str, Any]:
+) -> Lease:
     """The lease of a job that is already queued (fails if none comes within 5 s)."""
     lease = await agent.claim(queue, agent_id, wait=5)
     assert lease is not None, "expected a job to claim"

@@ -250,15 +250,17 @@ class ClaimRequest(Request):
 
 
 class Lease(BaseModel):
+    """A claimed job, as the agent receives it (the agent's typed view: ``core/lease.py``)."""
+
     lease_id: str
     job_id: str
     attempt: int
     queue: str
-    queue_version: int
-    queue_config: dict[str, Any]
-    spec: dict[str, Any]
-    overrides: list[dict[str, Any]]
-    template_variables: dict[str, Any]
+    queue_version: int = Field(description="The queue config version the job was resolved with.")
+    resolved: dict[str, Any] = Field(
+        description="The job as the server resolved it at submit (a ResolvedJob), sent as "
+        "stored: the agent launches it without resolving it again."
+    )
     lease_ttl_seconds: float
     expires_at: datetime
     cancel_requested: bool

@@ -9,7 +9,9 @@ agent stops the workload.
 Claims (:meth:`LeaseStore._next_job`) take the oldest claimable job
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent claimers pass each
 other instead of queueing on one row; a conditional ``UPDATE ... WHERE
-state='queued'`` on both backends.
+state='queued'`` on both backends. The lease hands the agent the job as the
+server resolved it at submit (``jobs.resolved``) and the queue version that
+was: the agent never resolves it again.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ class LeaseStore(StoreBase):
                     .order_by(t.leases.c.created_at)
                 )
             ).all()
-            return [await self._lease(tx.conn, row) for row in rows]
+            return [_lease(row) for row in rows]
 
     async def list_agents(self) -> list[Agent]:
         async with self._read() as conn:
@@ -93,24 +95,6 @@ class LeaseStore(StoreBase):
             )
             for row in rows
         ]
-
-    async def _lease(self, conn: AsyncConnection, row: Row[Any]) -> Lease:
-        """A Lease from a row of :func:`_lease_query`."""
-        return Lease(
-            lease_id=row.lease_id,
-            job_id=row.job_id,
-            attempt=row.attempt,
-            queue=row.queue,
-            queue_version=row.queue_version,
-            queue_config=await self._load_config(conn, row.queue, row.queue_version),
-            spec=row.spec,
-            overrides=row.overrides,
-            template_variables=row.template_variables,
-            lease_ttl_seconds=row.ttl_seconds,
-            expires_at=row.expires_at,
-            cancel_requested=row.cancel_requested,
-            log_count=row.log_count,
-        )
 
     # -- leases --------------------------------------------------------------
 
@@ -158,10 +142,7 @@ class LeaseStore(StoreBase):
                 attempt=job.attempt,
                 queue=job.queue,
                 queue_version=job.queue_version,
-                queue_config=config,
-                spec=job.spec,
-                overrides=job.overrides,
-                template_variables=job.template_variables,
+                resolved=job.resolved,
                 lease_ttl_seconds=ttl,
                 expires_at=expires_at,
                 cancel_requested=job.cancel_requested,
@@ -426,12 +407,26 @@ def _lease_query() -> Select[Any]:
         t.leases.c.ttl_seconds,
         t.leases.c.expires_at,
         t.jobs.c.queue_version,
-        t.jobs.c.spec,
-        t.jobs.c.overrides,
-        t.jobs.c.template_variables,
+        t.jobs.c.resolved,
         t.jobs.c.cancel_requested,
         t.jobs.c.log_count,
     ).join(t.jobs, t.jobs.c.id == t.leases.c.job_id)
+
+
+def _lease(row: Row[Any]) -> Lease:
+    """A Lease from a row of :func:`_lease_query`."""
+    return Lease(
+        lease_id=row.lease_id,
+        job_id=row.job_id,
+        attempt=row.attempt,
+        queue=row.queue,
+        queue_version=row.queue_version,
+        resolved=row.resolved,
+        lease_ttl_seconds=row.ttl_seconds,
+        expires_at=row.expires_at,
+        cancel_requested=row.cancel_requested,
+        log_count=row.log_count,
+    )
 
 
 def _live(row: Row[Any], now: datetime) -> bool:
