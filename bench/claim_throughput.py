@@ -71,8 +71,8 @@ async def _claims(server: c.ServerProcess, db_url: str, jobs: int, agents: int) 
                 if lease is None:
                     continue
                 latencies.append(time.perf_counter() - sent)
-                claimed.append(lease["job_id"])
-                await client.complete(lease["lease_id"], "succeeded", exit_code=0)
+                claimed.append(lease.job_id)
+                await client.complete(lease.lease_id, "succeeded", exit_code=0)
                 if len(claimed) == jobs:
                     done.set()
 

@@ -61,19 +61,17 @@ async def _measure(server: c.ServerProcess, n: int) -> dict[str, dict[str, float
         leases = await phase("claim", lambda i: agent.claim(c.QUEUE, "bench-calls", wait=0))
         if any(lease is None for lease in leases):
             raise RuntimeError("a claim came back empty")
-        await phase("event", lambda i: agent.post_event(leases[i]["lease_id"], "resolving"))
+        await phase("event", lambda i: agent.post_event(leases[i].lease_id, "resolving"))
         await phase(
             "logs",
             # Numbered like the agent's batches (a retried batch is stored once).
-            lambda i: agent.append_logs(
-                leases[i]["lease_id"], ["a line"], leases[i]["log_count"] + 1
-            ),
+            lambda i: agent.append_logs(leases[i].lease_id, ["a line"], leases[i].log_count + 1),
         )
-        await phase("heartbeat", lambda i: agent.heartbeat("bench-calls", [leases[i]["lease_id"]]))
+        await phase("heartbeat", lambda i: agent.heartbeat("bench-calls", [leases[i].lease_id]))
         await phase(
             "complete",
             lambda i: agent.complete(
-                leases[i]["lease_id"], "succeeded", exit_code=0, record={"bench": True}
+                leases[i].lease_id, "succeeded", exit_code=0, record={"bench": True}
             ),
         )
         await phase("get_job", lambda i: submitter.get_job(jobs[i]["id"]))

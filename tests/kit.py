@@ -31,6 +31,7 @@ import pytest
 
 from launchplane.agent.loop import Agent, AgentSettings
 from launchplane.core.client import FINAL_STATES, LaunchplaneClient, StaleLease
+from launchplane.core.lease import Lease
 from launchplane.server.embedded import EmbeddedServer
 
 T = TypeVar("T")
@@ -88,6 +89,16 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHPLANE_")}
     env.update(extra)
     return env
+
+
+def pythonpath(*directories: Path) -> str:
+    """``PYTHONPATH`` for a child that imports test plugins from ``directories``.
+
+    The caller's own ``PYTHONPATH`` is kept after them, so the child runs the
+    launchplane under test (a checkout on ``PYTHONPATH``), not whichever one the
+    venv has installed.
+    """
+    return os.pathsep.join([*map(str, directories), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def pid_gone(pid: int) -> bool:
@@ -294,7 +305,7 @@ async def agent_client(server: EmbeddedServer, queues: Sequence[str]) -> Launchp
 
 async def claim_now(
     agent: LaunchplaneClient, queue: str = QUEUE, agent_id: str = "agent-1"
-) -> dict[str, Any]:
+) -> Lease:
     """The lease of a job that is already queued (fails if none comes within 5 s)."""
     lease = await agent.claim(queue, agent_id, wait=5)
     assert lease is not None, "expected a job to claim"

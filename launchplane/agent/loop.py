@@ -100,7 +100,8 @@ from launchplane.agent.pipeline import AgentServices, JobPipeline, Outcome, Stop
 from launchplane.agent.rundir import run_id
 from launchplane.agent.servable import unservable_queues
 from launchplane.core import paths
-from launchplane.core.client import ApiError, LaunchplaneClient, StaleLease
+from launchplane.core.client import ApiError, ClientError, LaunchplaneClient, StaleLease
+from launchplane.core.lease import Lease, UnreadableLease
 from launchplane.core.plugins import PluginRegistry, get_plugin_manager
 from launchplane.core.redaction import Redactor
 from launchplane.core.registry import SECRET_PROVIDER
@@ -286,7 +287,7 @@ class Agent:
         log.info("agent %s stopped", self.agent_id)
 
     async def _serve(
-        self, client: LaunchplaneClient, root: anyio.abc.TaskGroup, held: list[dict[str, Any]]
+        self, client: LaunchplaneClient, root: anyio.abc.TaskGroup, held: list[Lease]
     ) -> None:
         queues = await self._servable_queues(client)
         root.start_soon(self._heartbeat_loop, client)
@@ -360,12 +361,12 @@ class Agent:
 
     # -- registration and re-adoption ----------------------------------------------------
 
-    async def _register(self, client: LaunchplaneClient) -> list[dict[str, Any]] | None:
+    async def _register(self, client: LaunchplaneClient) -> list[Lease] | None:
         """Register, retrying while the server is unreachable; None if shut down meanwhile."""
         failures = 0
         while not self._draining:
             try:
-                answer = await client.register_agent(
+                held = await client.register_agent(
                     agent_id=self.agent_id,
                     host=socket.gethostname(),
                     queues=list(self.settings.queues),
@@ -383,24 +384,24 @@ class Agent:
                 failures = await self._server_trouble(exc, failures)
                 continue
             self._server_ok()
-            return list(answer.get("leases") or [])
+            return held
         return None
 
     async def _take_back(
-        self, client: LaunchplaneClient, jobs: anyio.abc.TaskGroup, lease: dict[str, Any]
+        self, client: LaunchplaneClient, jobs: anyio.abc.TaskGroup, lease: Lease
     ) -> None:
         """Re-adopt a held lease's run if its runner can, else release it for re-queueing."""
-        runner_name = (lease.get("queue_config") or {}).get("resource") or "local-process"
+        runner_name = lease.resolved.resource
         run = None
-        rid = run_id(lease["job_id"], int(lease.get("attempt") or 1))
+        rid = run_id(lease.job_id, lease.attempt)
         try:
             run = await self.registry.runner(runner_name).attach(rid, self.work_dir / rid)
         except Exception as exc:  # a runner that cannot look: treat as not re-adoptable
             log.warning(
-                "job %s: %s runner could not re-adopt it: %s", lease["job_id"], runner_name, exc
+                "job %s: %s runner could not re-adopt it: %s", lease.job_id, runner_name, exc
             )
         if run is not None:
-            log.info("job %s: re-adopted its %s run after a restart", lease["job_id"], runner_name)
+            log.info("job %s: re-adopted its %s run after a restart", lease.job_id, runner_name)
             borrower = object()
             try:
                 self._limiter.acquire_on_behalf_of_nowait(borrower)
@@ -410,12 +411,12 @@ class Agent:
             return
         log.info(
             "job %s: lease held from before a restart; %s runs cannot be re-adopted, releasing it",
-            lease["job_id"],
+            lease.job_id,
             runner_name,
         )
         with contextlib.suppress(StaleLease, ApiError):
             await client.release(
-                lease["lease_id"], f"agent {self.agent_id} restarted and cannot re-adopt the run"
+                lease.lease_id, f"agent {self.agent_id} restarted and cannot re-adopt the run"
             )
 
     # -- claiming -----------------------------------------------------------------------
@@ -434,6 +435,9 @@ class Agent:
                 self._limiter.release_on_behalf_of(borrower)
                 if not isinstance(exc, Exception):
                     raise
+                if isinstance(exc, UnreadableLease):
+                    await self._fail_unreadable(client, exc)
+                    continue
                 if isinstance(exc, ApiError) and not is_transient(exc):
                     log.error("claim on queue %s refused: %s (retrying in 30s)", queue, exc)
                     await anyio.sleep(30)
@@ -450,12 +454,23 @@ class Agent:
             # An answer that took longer than the lease's TTL may come from a lease that
             # expired before it arrived: the pipeline confirms it before starting work.
             took = time.monotonic() - sent
-            late = took >= float(lease.get("lease_ttl_seconds") or DEFAULT_LEASE_TTL)
+            late = took >= lease.lease_ttl_seconds
             jobs.start_soon(self._run_job, lease, borrower, None, late)
+
+    async def _fail_unreadable(self, client: LaunchplaneClient, exc: UnreadableLease) -> None:
+        """Fail a claimed job whose lease this agent cannot read, rather than hold it."""
+        reason = self.redactor.scrub(
+            f"{exc} (the agent runs launchplane {__version__}: is the server newer?)"
+        )
+        log.error("job %s: %s", exc.job_id, reason)
+        if exc.lease_id is None:
+            return  # not even its id: the lease expires and the job is re-queued
+        with contextlib.suppress(ClientError):
+            await client.complete(exc.lease_id, "failed", stage="resolve", reason=reason)
 
     async def _run_job(
         self,
-        lease: dict[str, Any],
+        lease: Lease,
         borrower: object | None,
         adopted: Any,
         confirm_first: bool = False,

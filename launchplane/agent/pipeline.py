@@ -2,8 +2,9 @@
 
 Stages, in order, each with the name a failure reports as its stage:
 
-``resolve``  the lease's queue config + job + overrides + template values ->
-             one ResolvedJob, with the same code the server ran at submit time.
+``resolve``  the lease's job, as the server resolved it at submit (never
+             resolved again here), checked against what only this agent
+             knows: its runner's ``resource_args`` model.
 ``secrets``  references -> values through the secret providers; every value
              is registered with the agent's redactor before anything else runs.
 ``prepare``  run directory ``<work>/<job_id>-<attempt>`` (``output/`` in it),
@@ -71,8 +72,8 @@ from launchplane.agent.rundir import (
 )
 from launchplane.agent.secrets import ResolvedSecrets, resolve_secrets
 from launchplane.core.client import LaunchplaneClient
-from launchplane.core.config import resolve_job
 from launchplane.core.config.macros import expand_macros
+from launchplane.core.config.resolve import resource_args_errors
 from launchplane.core.errors import ConfigError
 from launchplane.core.interfaces import (
     Image,
@@ -84,9 +85,10 @@ from launchplane.core.interfaces import (
     RunState,
 )
 from launchplane.core.launch import builder_name
+from launchplane.core.lease import Lease
 from launchplane.core.plugins import PluginRegistry
 from launchplane.core.redaction import Redactor
-from launchplane.core.spec import QueueConfig, ResolvedJob
+from launchplane.core.spec import ResolvedJob
 
 log = logging.getLogger("launchplane.agent")
 
@@ -146,15 +148,15 @@ class JobPipeline:
     """
 
     def __init__(
-        self, lease: Mapping[str, Any], services: AgentServices, *, confirm_first: bool = False
+        self, lease: Lease, services: AgentServices, *, confirm_first: bool = False
     ) -> None:
         self.lease = lease
         self.services = services
-        self.lease_id: str = lease["lease_id"]
-        self.job_id: str = lease["job_id"]
-        self.attempt: int = int(lease.get("attempt") or 1)
-        self.queue: str = lease["queue"]
-        self.lease_ttl: float = float(lease.get("lease_ttl_seconds") or 60.0)
+        self.lease_id = lease.lease_id
+        self.job_id = lease.job_id
+        self.attempt = lease.attempt
+        self.queue = lease.queue
+        self.lease_ttl = lease.lease_ttl_seconds
         self.run_id = run_id(self.job_id, self.attempt)
         self.run_dir = services.work_dir / self.run_id
         self.stop_mode: StopMode | None = None
@@ -169,7 +171,7 @@ class JobPipeline:
             attempt=self.attempt,
             run_id=self.run_id,
             queue=self.queue,
-            queue_version=lease.get("queue_version"),
+            queue_version=lease.queue_version,
             agent_id=services.agent_id,
             host=services.host,
         )
@@ -180,7 +182,7 @@ class JobPipeline:
             on_stale=lambda: self.stop(StopMode.STALE),
             give_up_after=max(self.lease_ttl, 30.0),
             on_logged=self._note_logged,
-            first_seq=int(lease.get("log_count") or 0) + 1,
+            first_seq=lease.log_count + 1,
         )
         self._confirm_first = confirm_first
 
@@ -206,7 +208,7 @@ class JobPipeline:
         """
         self._recorder.mark("claimed")
         self._emit("claimed", {"queue": self.queue, "attempt": self.attempt})
-        if self.lease.get("cancel_requested"):
+        if self.lease.cancel_requested:
             self.stop(StopMode.CANCEL)
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._outbox.run)
@@ -286,24 +288,25 @@ class JobPipeline:
     # -- stages -------------------------------------------------------------------
 
     def _resolve(self) -> ResolvedJob:
+        """The lease's resolved job, if this agent's runner accepts its ``resource_args``.
+
+        The server resolved the job at submit and checked it with the runner's
+        model when it had that runner installed; it may not have, so the agent,
+        which runs it, checks again. Nothing else is resolved here.
+        """
         self._enter("resolve", "resolving")
-        default = QueueConfig.model_fields["resource"].default
-        resource = self.lease["queue_config"].get("resource", default)
-        runner = self.services.registry.runners.get(resource)  # not installed: fails at build
+        job = self.lease.resolved
         try:
-            job = resolve_job(
-                self.lease["queue_config"],
-                self.lease["spec"],
-                self.lease.get("overrides") or (),
-                self.lease.get("template_variables") or {},
-                queue_name=self.queue,
-                resource_args_model=runner.resource_args_model if runner else None,
-            )
+            runner = self.services.registry.runner(job.resource)
+            if runner.resource_args_model is not None and (
+                errors := resource_args_errors(job, runner.resource_args_model)
+            ):
+                raise ConfigError(errors)
         except (ConfigError, PluginError) as exc:
             raise StageFailure(
                 "resolve",
                 f"the job does not resolve against queue '{self.queue}' "
-                f"(version {self.lease.get('queue_version')}): {exc}",
+                f"(version {self.lease.queue_version}): {exc}",
             ) from None
         self._recorder.job = job
         return job

@@ -16,7 +16,9 @@ Fields (all JSON; times ISO 8601 UTC):
     against (the server keeps every version, so the queue half is recoverable).
 ``spec``
     The resolved job exactly as launched (queue < job < overrides, templates
-    substituted). ``secrets`` are *references* (``env:HF_TOKEN``), never values;
+    substituted): the same document as the job's ``resolved`` on the server
+    (``GET /jobs/{id}``), except that a git URL has no credentials.
+    ``secrets`` are *references* (``env:HF_TOKEN``), never values;
     macros (``${run_id}``) are left unexpanded - they are re-derived per run.
 ``code``
     ``{"repository", "branch", "commit", "dirty", "workdir"}``. For ``git``
@@ -106,8 +108,8 @@ class RunRecorder:
     def launch_facts(self) -> dict[str, Any]:
         """What this run's record knows that a re-adopting agent could not learn again.
 
-        The spec is not among them: the lease holds it, and resolving it again
-        gives the same job. Variable names only, never values.
+        The spec is not among them: the lease holds it. Variable names only,
+        never values.
         """
         return {
             "version": LAUNCH_FACTS_VERSION,
@@ -189,8 +191,8 @@ class RunRecorder:
 def _spec(job: ResolvedJob | None) -> dict[str, Any] | None:
     if job is None:
         return None
-    spec = job.model_dump(mode="json", exclude_none=True)
-    if "git" in spec:
+    spec = job.model_dump(mode="json")  # as the server stores it (server/validation.py)
+    if spec["git"] is not None:
         spec["git"]["repository"] = safe_url(spec["git"]["repository"])
     return spec
 

@@ -1,8 +1,10 @@
 """Async client of the queue server's HTTP API (docs/api.md), and ``launchplane.submit``.
 
 Used by the CLI, the agent and Python callers. It imports only httpx, anyio
-and the standard library, so the agent and ``launchplane --help`` never load
-the server stack.
+and the standard library at import time, so the agent and ``launchplane --help``
+never load the server stack; the agent's calls (claim, register) parse their
+answers into :class:`~launchplane.core.lease.Lease` objects (pydantic), loaded
+on first use.
 
 Failures are exceptions a caller can act on: :class:`ServerUnreachable` when
 no server answers, :class:`ApiError` subclasses for 4xx answers
@@ -25,16 +27,19 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
 
 from launchplane.core import paths
+from launchplane.core.states import FINAL_STATES
+
+if TYPE_CHECKING:
+    from launchplane.core.lease import Lease
 
 API_PREFIX = "/api/v1"
-FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 LONG_POLL_MARGIN = 15.0
 """Seconds a long-poll's read timeout exceeds its ``wait``, for a slow or busy server."""
 
@@ -318,7 +323,14 @@ class LaunchplaneClient:
         queues: Sequence[str] = (),
         version: str = "",
         plugins: Mapping[str, str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> list[Lease]:
+        """Say the agent is here; the leases the server says it still holds (to re-adopt).
+
+        Raises :class:`~launchplane.core.lease.UnreadableLease` for a held
+        lease whose job this version cannot read.
+        """
+        from launchplane.core.lease import Lease  # pydantic: only agents pay for it
+
         body = {
             "agent_id": agent_id,
             "host": host,
@@ -326,18 +338,24 @@ class LaunchplaneClient:
             "version": version,
             "plugins": dict(plugins or {}),
         }
-        return await self._json("POST", "/agents", json=body, idempotent=True)
+        answer = await self._json("POST", "/agents", json=body, idempotent=True)
+        return [Lease.from_answer(lease) for lease in answer.get("leases") or []]
 
     async def list_agents(self) -> list[dict[str, Any]]:
         return (await self._json("GET", "/agents", idempotent=True))["agents"]
 
-    async def claim(self, queue: str, agent_id: str, wait: float = 30.0) -> dict[str, Any] | None:
+    async def claim(self, queue: str, agent_id: str, wait: float = 30.0) -> Lease | None:
         """A Lease, or None when no job arrived within ``wait`` seconds.
 
         Not retried once the request may have reached the server: a lost
         answer would leave a claimed job nobody runs (until its lease expires).
+        A lease whose job this version cannot read raises
+        :class:`~launchplane.core.lease.UnreadableLease` (the job is claimed:
+        the caller should fail it with the reason).
         """
-        return await self._json(
+        from launchplane.core.lease import Lease  # pydantic: only agents pay for it
+
+        answer = await self._json(
             "POST",
             f"/queues/{queue}/claim",
             params={"wait": wait},
@@ -345,6 +363,7 @@ class LaunchplaneClient:
             read_timeout=wait + LONG_POLL_MARGIN,
             idempotent=False,
         )
+        return None if answer is None else Lease.from_answer(answer)
 
     async def heartbeat(self, agent_id: str, leases: Sequence[str]) -> dict[str, Any]:
         body = {"agent_id": agent_id, "leases": list(leases)}

@@ -18,14 +18,13 @@ from launchplane.core.yamlsafe import MAX_DEPTH
 
 Role = Literal["admin", "submitter", "agent"]
 Scalar = str | int | float | bool
+# Spelled out for the OpenAPI document; tests/server/test_lifecycle.py checks that they
+# name the states of launchplane.core.states.
 ActiveState = Literal["claimed", "resolving", "building", "running"]
 FinalState = Literal["succeeded", "failed", "cancelled"]
 JobState = Literal[
     "queued", "claimed", "resolving", "building", "running", "succeeded", "failed", "cancelled"
 ]
-
-FINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
-ACTIVE_STATES: frozenset[str] = frozenset({"claimed", "resolving", "building", "running"})
 
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 INT32 = 2**31
@@ -251,15 +250,17 @@ class ClaimRequest(Request):
 
 
 class Lease(BaseModel):
+    """A claimed job, as the agent receives it (the agent's typed view: ``core/lease.py``)."""
+
     lease_id: str
     job_id: str
     attempt: int
     queue: str
-    queue_version: int
-    queue_config: dict[str, Any]
-    spec: dict[str, Any]
-    overrides: list[dict[str, Any]]
-    template_variables: dict[str, Any]
+    queue_version: int = Field(description="The queue config version the job was resolved with.")
+    resolved: dict[str, Any] = Field(
+        description="The job as the server resolved it at submit (a ResolvedJob), sent as "
+        "stored: the agent launches it without resolving it again."
+    )
     lease_ttl_seconds: float
     expires_at: datetime
     cancel_requested: bool

@@ -1,9 +1,11 @@
 """The server's use of the configuration engine: queue checks and submit-time resolution.
 
 A submitter learns about a bad job when submitting it, not from a failed
-run later: the server resolves every job with the same code the agent runs
-(``launchplane.core.config.resolve_job``), including the runner's own
-``resource_args`` model when that runner is installed here.
+run later. A job is resolved once, here (``launchplane.core.config.resolve_job``),
+including the runner's own ``resource_args`` model when that runner is
+installed here; the store keeps the result with the queue version it used,
+and agents launch exactly that (they check only the runner's model, which
+the server may lack).
 """
 
 from __future__ import annotations

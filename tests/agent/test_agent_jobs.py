@@ -204,7 +204,7 @@ async def test_agent_restart_releases_leases_it_cannot_readopt(
     async with LaunchplaneClient(server.url, token) as dead_agent:
         await dead_agent.register_agent("agent-x", queues=[QUEUE])
         lease = await dead_agent.claim(QUEUE, "agent-x", wait=1)
-    assert lease is not None and lease["job_id"] == job["id"]
+    assert lease is not None and lease.job_id == job["id"]
 
     async with running_agent(server, tmp_path / "work", [QUEUE], agent_id="agent-x"):
         done = await wait_for_state(client, job["id"])
@@ -243,9 +243,9 @@ async def test_stale_lease_stops_the_workload_without_completing(
         # registers and releases what it is told it holds). The job is re-queued.
         token = await server.create_token("agent", queues=[QUEUE])
         async with LaunchplaneClient(server.url, token) as intruder:
-            held = (await intruder.register_agent("agent-s", queues=[QUEUE]))["leases"]
-            assert [lease["job_id"] for lease in held] == [job["id"]]
-            await intruder.release(held[0]["lease_id"], "taken away by the test")
+            held = await intruder.register_agent("agent-s", queues=[QUEUE])
+            assert [lease.job_id for lease in held] == [job["id"]]
+            await intruder.release(held[0].lease_id, "taken away by the test")
 
         assert await wait_gone(first_pid) >= 0  # fenced: the first run is stopped
         await wait_for_line(client, job["id"], lambda text: "attempt=2" in text)

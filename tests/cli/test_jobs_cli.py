@@ -304,12 +304,12 @@ class FakeAgent:
         async with LaunchplaneClient(self.server.url, self.token) as client:
             lease = await client.claim(self.queue, "fake-agent", wait=30)
             assert lease is not None
-            self.job_id = lease["job_id"]
-            await client.post_event(lease["lease_id"], "running")
+            self.job_id = lease.job_id
+            await client.post_event(lease.lease_id, "running")
             for line in self.lines:
                 await anyio.sleep(0.05)
-                await client.append_logs(lease["lease_id"], [line])
-            await client.complete(lease["lease_id"], self.state, self.exit_code, record=self.record)
+                await client.append_logs(lease.lease_id, [line])
+            await client.complete(lease.lease_id, self.state, self.exit_code, record=self.record)
 
     def running(self) -> _Thread:
         return _Thread(lambda: anyio.run(self._work))

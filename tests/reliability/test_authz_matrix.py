@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from launchplane.core.client import LaunchplaneClient, Unauthorized
+from launchplane.core.lease import Lease
 from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
@@ -49,7 +50,7 @@ class World:
     async def job(self) -> str:
         return (await self.admin.submit_job(MINE, {"command": ["true"]}))["id"]
 
-    async def lease(self) -> dict[str, Any]:
+    async def lease(self) -> Lease:
         await self.job()
         lease = await self.agent.claim(MINE, "agent-1", wait=5)
         assert lease is not None
@@ -57,16 +58,16 @@ class World:
 
     async def finished_job(self) -> str:
         lease = await self.lease()
-        await self.agent.complete(lease["lease_id"], "succeeded", exit_code=0, record={"x": 1})
-        return str(lease["job_id"])
+        await self.agent.complete(lease.lease_id, "succeeded", exit_code=0, record={"x": 1})
+        return str(lease.job_id)
 
 
 async def lease_call(world: World, action: str, body: dict[str, Any]) -> Request:
-    return f"/leases/{(await world.lease())['lease_id']}/{action}", body
+    return f"/leases/{(await world.lease()).lease_id}/{action}", body
 
 
 async def heartbeat(world: World) -> Request:
-    return "/heartbeat", {"agent_id": "agent-1", "leases": [(await world.lease())["lease_id"]]}
+    return "/heartbeat", {"agent_id": "agent-1", "leases": [(await world.lease()).lease_id]}
 
 
 async def new_queue(world: World) -> Request:
@@ -187,13 +188,13 @@ async def test_a_stranger_cannot_renew_or_discover_another_queues_leases(world: 
     lease = await world.lease()
     async with LaunchplaneClient(world.server.url, world.tokens["stranger"], retries=0) as stranger:
         with pytest.raises(Unauthorized) as refused:
-            await stranger.heartbeat("agent-1", [lease["lease_id"]])
+            await stranger.heartbeat("agent-1", [lease.lease_id])
         assert refused.value.status == 403
         # Posing as the holder's agent id hands back none of its leases.
         registered = await stranger.register_agent("agent-1", queues=[THEIRS])
-        assert registered["leases"] == []
+        assert registered == []
     mine = await world.agent.register_agent("agent-1", queues=[MINE])
-    assert [held["lease_id"] for held in mine["leases"]] == [lease["lease_id"]]
+    assert [held.lease_id for held in mine] == [lease.lease_id]
 
 
 async def test_secret_references_are_shown_to_admins_only(world: World) -> None:
@@ -213,4 +214,4 @@ async def test_secret_references_are_shown_to_admins_only(world: World) -> None:
                 assert {j["resolved"]["secrets"]["HF_TOKEN"] for j in jobs} == {expected}
     # The agent that runs the job gets the reference it must resolve, in its lease.
     lease = await world.lease()
-    assert lease["queue_config"]["secrets"] == {"HF_TOKEN": "env:HF_TOKEN"}
+    assert lease.resolved.secrets == {"HF_TOKEN": "env:HF_TOKEN"}

@@ -27,6 +27,7 @@ from chaoskit import (
     eventually,
     log_lines,
     pid_gone,
+    pythonpath,
     subprocess_env,
     wait_for_line,
     wait_for_state,
@@ -52,7 +53,7 @@ async def test_killed_agent_readopts_an_attachable_run_and_completes_it(
     token = await agent_token(client, [queue])
     runs = tmp_path / "runs"
     go = tmp_path / "go"
-    env = subprocess_env(PYTHONPATH=str(HERE), DETACHED_RUNNER_DIR=str(runs))
+    env = subprocess_env(PYTHONPATH=pythonpath(HERE), DETACHED_RUNNER_DIR=str(runs))
     options = {
         "agent_id": "box-1",
         "queues": [queue],
@@ -136,7 +137,7 @@ async def test_a_vanished_workload_is_an_infrastructure_failure_and_is_retried(
     await server.ensure_queue(queue, {**config, "retry": {"max_attempts": 2}})
     token = await agent_token(client, [queue])
     runs = tmp_path / "runs"
-    env = subprocess_env(PYTHONPATH=str(HERE), DETACHED_RUNNER_DIR=str(runs))
+    env = subprocess_env(PYTHONPATH=pythonpath(HERE), DETACHED_RUNNER_DIR=str(runs))
     script = 'echo attempt=$LAUNCHPLANE_ATTEMPT; [ "$LAUNCHPLANE_ATTEMPT" = 1 ] && exec sleep 60'
     async with agent_process(
         server.url,

@@ -22,6 +22,7 @@ from chaoskit import (
     agent_process,
     agent_token,
     eventually,
+    pythonpath,
     subprocess_env,
     wait_for_line,
     wait_for_state,
@@ -72,7 +73,9 @@ class Scenario:
         self.repo = tmp_path / "code"
         self.head = dirty_repo(self.repo)
         self.env = subprocess_env(
-            PYTHONPATH=str(HERE), DETACHED_RUNNER_DIR=str(tmp_path / "runs"), READOPT_SECRET=SECRET
+            PYTHONPATH=pythonpath(HERE),
+            DETACHED_RUNNER_DIR=str(tmp_path / "runs"),
+            READOPT_SECRET=SECRET,
         )
         self.token = ""
 

@@ -84,10 +84,10 @@ async def test_agent_tokens_serve_only_their_queues(
     async with await agent_client(server, ["other"]) as other_agent:
         lease = await claim_now(other_agent, "other")
     for call in (
-        agent.post_event(lease["lease_id"], "running"),
-        agent.append_logs(lease["lease_id"], ["x"]),
-        agent.complete(lease["lease_id"], "succeeded"),
-        agent.release(lease["lease_id"]),
+        agent.post_event(lease.lease_id, "running"),
+        agent.append_logs(lease.lease_id, ["x"]),
+        agent.complete(lease.lease_id, "succeeded"),
+        agent.release(lease.lease_id),
     ):
         with pytest.raises(Unauthorized) as caught:
             await call

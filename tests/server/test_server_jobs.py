@@ -36,23 +36,26 @@ async def test_submit_claim_events_logs_complete(
     assert job["resolved"]["queue"] == QUEUE
 
     lease = await claim_now(agent)
-    assert lease["lease_id"].startswith("l-")
-    assert lease["job_id"] == job["id"]
-    assert lease["attempt"] == 1
-    assert lease["spec"] == {"entry_point": "python train.py"}
-    assert lease["queue_config"] == {"resource": "local-process"}
-    assert lease["lease_ttl_seconds"] == 60
+    assert lease.lease_id.startswith("l-")
+    assert lease.job_id == job["id"]
+    assert lease.attempt == 1
+    assert lease.resolved.model_dump(mode="json") == job["resolved"]
+    assert (lease.resolved.entry_point, lease.resolved.resource) == (
+        "python train.py",
+        "local-process",
+    )
+    assert lease.lease_ttl_seconds == 60
 
-    await agent.post_event(lease["lease_id"], "building", stage="build")
-    await agent.post_event(lease["lease_id"], "running", details={"run_id": "r-1"})
+    await agent.post_event(lease.lease_id, "building", stage="build")
+    await agent.post_event(lease.lease_id, "running", details={"run_id": "r-1"})
     assert (await submitter.get_job(job["id"]))["state"] == "running"
-    assert await agent.append_logs(lease["lease_id"], ["epoch 1", "epoch 2"]) == 2
-    assert await agent.append_logs(lease["lease_id"], ["done"]) == 3
+    assert await agent.append_logs(lease.lease_id, ["epoch 1", "epoch 2"]) == 2
+    assert await agent.append_logs(lease.lease_id, ["done"]) == 3
 
     with pytest.raises(NotFound):
         await submitter.get_record(job["id"])
     finished = await agent.complete(
-        lease["lease_id"], "succeeded", exit_code=0, record={"image": "python:3.11"}
+        lease.lease_id, "succeeded", exit_code=0, record={"image": "python:3.11"}
     )
     assert finished["state"] == "succeeded"
     assert finished["exit_code"] == 0
@@ -81,7 +84,7 @@ async def test_failed_job_keeps_stage_reason_and_exit_code(
 ) -> None:
     job = await submitter.submit_job(QUEUE, {"entry_point": "false"})
     lease = await claim_now(agent)
-    await agent.complete(lease["lease_id"], "failed", 3, stage="run", reason="exit code 3")
+    await agent.complete(lease.lease_id, "failed", 3, stage="run", reason="exit code 3")
     shown = await submitter.get_job(job["id"])
     assert (shown["state"], shown["exit_code"], shown["failure_stage"], shown["reason"]) == (
         "failed",
@@ -90,7 +93,7 @@ async def test_failed_job_keeps_stage_reason_and_exit_code(
         "exit code 3",
     )
     # A retried completion (the answer was lost) is answered, not fenced.
-    again = await agent.complete(lease["lease_id"], "failed", 3, stage="run", reason="exit code 3")
+    again = await agent.complete(lease.lease_id, "failed", 3, stage="run", reason="exit code 3")
     assert again["state"] == "failed"
 
 
@@ -154,9 +157,10 @@ async def test_job_records_the_queue_version_it_resolved_against(
     assert (old["queue_version"], new["queue_version"]) == (1, 2)
     assert new["resolved"]["env"] == {"STAGE": "v2"}
     lease = await claim_now(agent)
-    assert lease["job_id"] == old["id"], "oldest first"
-    assert lease["queue_version"] == 1
-    assert lease["queue_config"] == {"resource": "local-process"}
+    assert lease.job_id == old["id"], "oldest first"
+    assert lease.queue_version == 1
+    assert lease.resolved.env == {}, "resolved against version 1, before STAGE was set"
+    assert lease.resolved.model_dump(mode="json") == old["resolved"]
 
 
 async def test_idempotency_key_returns_the_same_job(
@@ -212,17 +216,17 @@ async def test_cancel_running_job_reaches_the_agent_on_heartbeat(
 ) -> None:
     job = await submitter.submit_job(QUEUE, {})
     lease = await claim_now(agent)
-    await agent.post_event(lease["lease_id"], "running")
-    beat = await agent.heartbeat("agent-1", [lease["lease_id"]])
-    assert (beat["renewed"], beat["cancel"]) == ([lease["lease_id"]], [])
+    await agent.post_event(lease.lease_id, "running")
+    beat = await agent.heartbeat("agent-1", [lease.lease_id])
+    assert (beat["renewed"], beat["cancel"]) == ([lease.lease_id], [])
 
     requested = await submitter.cancel_job(job["id"])
     assert (requested["state"], requested["cancel_requested"]) == ("running", True)
-    beat = await agent.heartbeat("agent-1", [lease["lease_id"]])
-    assert beat["cancel"] == [lease["lease_id"]]
-    assert beat["renewed"] == [lease["lease_id"]]
+    beat = await agent.heartbeat("agent-1", [lease.lease_id])
+    assert beat["cancel"] == [lease.lease_id]
+    assert beat["renewed"] == [lease.lease_id]
 
-    await agent.complete(lease["lease_id"], "cancelled", exit_code=-15, reason="cancelled by user")
+    await agent.complete(lease.lease_id, "cancelled", exit_code=-15, reason="cancelled by user")
     final = await submitter.get_job(job["id"])
     assert final["state"] == "cancelled"
 
@@ -242,11 +246,11 @@ async def test_follow_logs_wakes_on_new_lines_and_ends_with_the_job(
         tasks.start_soon(follow)
         for n in range(3):
             await anyio.sleep(0.05)
-            await agent.append_logs(lease["lease_id"], [f"line {n}"])
+            await agent.append_logs(lease.lease_id, [f"line {n}"])
         with anyio.fail_after(2):
             while len(seen) < 3:
                 await anyio.sleep(0.01)
-        await agent.complete(lease["lease_id"], "succeeded", exit_code=0)
+        await agent.complete(lease.lease_id, "succeeded", exit_code=0)
     assert seen == ["line 0", "line 1", "line 2"]
 
 
@@ -264,7 +268,7 @@ async def test_log_long_poll_returns_when_a_line_arrives(
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(wait_for_line)
             await anyio.sleep(0.2)
-            await agent.append_logs(lease["lease_id"], ["hello"])
+            await agent.append_logs(lease.lease_id, ["hello"])
     assert [line["line"] for line in pages[0]["lines"]] == ["hello"]
     assert pages[0]["done"] is False
     empty = await submitter.read_logs(job["id"], after=1, wait=0.2)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
+import httpx
 import pytest
 from kit import QUEUE, agent_client, assert_fenced, claim_now
 
 from launchplane.core.client import ApiError, LaunchplaneClient
+from launchplane.core.lease import Lease
 from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
@@ -21,6 +22,27 @@ async def test_claim_returns_204_after_wait_when_no_job(agent: LaunchplaneClient
     assert await agent.claim(QUEUE, "agent-1", wait=0.5) is None
     elapsed = time.perf_counter() - started
     assert 0.45 <= elapsed < 5
+
+
+async def test_a_lease_carries_the_stored_resolved_job_and_no_raw_layers(
+    submitter: LaunchplaneClient, agent: LaunchplaneClient, http: httpx.AsyncClient
+) -> None:
+    job = await submitter.submit_job(
+        QUEUE,
+        {"entry_point": "train.py", "hyperparameters": {"lr": 0.1}},
+        overrides=[{"env": {"STAGE": "test"}}],
+    )
+    answer = await http.post(
+        f"/queues/{QUEUE}/claim",
+        params={"wait": 5},
+        json={"agent_id": "agent-1"},
+        headers={"Authorization": f"Bearer {agent.token}"},
+    )
+    lease = answer.json()
+    assert set(lease) == set(Lease.model_fields), "the agent's Lease reads every field sent"
+    assert not {"queue_config", "spec", "overrides", "template_variables"} & set(lease)
+    assert (lease["resolved"], lease["queue_version"]) == (job["resolved"], job["queue_version"])
+    assert Lease.model_validate(lease).resolved.env == {"STAGE": "test"}
 
 
 async def test_claim_wakes_at_once_when_a_job_is_submitted(
@@ -64,7 +86,7 @@ async def test_claims_are_exclusive_and_oldest_first(
     async def claimer(n: int) -> None:
         async with await agent_client(server, [QUEUE]) as client:
             while (lease := await client.claim(QUEUE, f"agent-{n}", wait=0.2)) is not None:
-                claimed.append(lease["job_id"])
+                claimed.append(lease.job_id)
 
     async with anyio.create_task_group() as tasks:
         for n in range(3):
@@ -78,18 +100,18 @@ async def test_stale_lease_is_fenced_after_the_sweeper_requeued_it(
     await server.ensure_queue(QUEUE, {"lease_ttl_seconds": 0.3, "max_attempts": 3})
     job = await submitter.submit_job(QUEUE, {})
     lost = await claim_now(agent)
-    assert lost["lease_ttl_seconds"] == 0.3
+    assert lost.lease_ttl_seconds == 0.3
     await anyio.sleep(0.6)  # no heartbeat: the lease expires and the sweeper re-queues
 
     requeued = await submitter.get_job(job["id"])
     assert (requeued["state"], requeued["attempt"], requeued["agent_id"]) == ("queued", 1, None)
     assert "agent lost" in requeued["events"][-1]["reason"]
-    await assert_fenced(agent, lost["lease_id"])
-    beat = await agent.heartbeat("agent-1", [lost["lease_id"]])
-    assert (beat["renewed"], beat["stale"]) == ([], [lost["lease_id"]])
+    await assert_fenced(agent, lost.lease_id)
+    beat = await agent.heartbeat("agent-1", [lost.lease_id])
+    assert (beat["renewed"], beat["stale"]) == ([], [lost.lease_id])
 
     second = await claim_now(agent)
-    assert (second["job_id"], second["attempt"]) == (job["id"], 2)
+    assert (second.job_id, second.attempt) == (job["id"], 2)
 
 
 async def test_heartbeats_keep_a_lease_alive(
@@ -100,12 +122,12 @@ async def test_heartbeats_keep_a_lease_alive(
     lease = await claim_now(agent)
     for _ in range(6):
         await anyio.sleep(0.15)
-        beat = await agent.heartbeat("agent-1", [lease["lease_id"]])
-        assert beat["renewed"] == [lease["lease_id"]]
+        beat = await agent.heartbeat("agent-1", [lease.lease_id])
+        assert beat["renewed"] == [lease.lease_id]
         assert beat["lease_ttl_seconds"] == 0.4
     assert (await submitter.get_job(job["id"]))["state"] == "claimed"
     # Another agent cannot renew (or learn about) this agent's lease.
-    assert (await agent.heartbeat("agent-2", [lease["lease_id"]]))["stale"] == [lease["lease_id"]]
+    assert (await agent.heartbeat("agent-2", [lease.lease_id]))["stale"] == [lease.lease_id]
 
 
 async def test_max_attempts_exhausted_fails_the_job_as_agent_lost(
@@ -115,8 +137,8 @@ async def test_max_attempts_exhausted_fails_the_job_as_agent_lost(
     job = await submitter.submit_job(QUEUE, {})
     for attempt in (1, 2):
         lease = await claim_now(agent)
-        assert lease["attempt"] == attempt
-        await agent.post_event(lease["lease_id"], "running")
+        assert lease.attempt == attempt
+        await agent.post_event(lease.lease_id, "running")
         await anyio.sleep(0.5)
     final = await submitter.get_job(job["id"])
     assert (final["state"], final["reason"], final["failure_stage"]) == (
@@ -134,7 +156,7 @@ async def test_release_requeues_at_once_and_wakes_claimers(
 ) -> None:
     job = await submitter.submit_job(QUEUE, {})
     lease = await claim_now(agent)
-    claims: list[dict[str, Any] | None] = []
+    claims: list[Lease | None] = []
 
     async def wait_for_claim() -> None:
         claims.append(await agent.claim(QUEUE, "agent-2", wait=10))
@@ -143,12 +165,12 @@ async def test_release_requeues_at_once_and_wakes_claimers(
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(wait_for_claim)
             await anyio.sleep(0.1)
-            await agent.release(lease["lease_id"], "agent shutting down")
+            await agent.release(lease.lease_id, "agent shutting down")
     assert claims[0] is not None
-    assert (claims[0]["job_id"], claims[0]["attempt"]) == (job["id"], 2)
+    assert (claims[0].job_id, claims[0].attempt) == (job["id"], 2)
     events = (await submitter.get_job(job["id"]))["events"]
     assert events[-2]["reason"] == "released by agent: agent shutting down"
-    await agent.release(lease["lease_id"])  # a retried release is answered, not fenced
+    await agent.release(lease.lease_id)  # a retried release is answered, not fenced
 
 
 async def test_cancel_then_lost_agent_ends_cancelled(
@@ -167,14 +189,13 @@ async def test_register_returns_the_leases_the_agent_still_holds(
 ) -> None:
     job = await submitter.submit_job(QUEUE, {"entry_point": "train"})
     lease = await claim_now(agent)
-    answer = await agent.register_agent(
+    held = await agent.register_agent(
         "agent-1", host="box", queues=[QUEUE], version="0.1.0", plugins={"local-process": "0.1.0"}
     )
-    assert answer["agent_id"] == "agent-1"
-    assert [held["lease_id"] for held in answer["leases"]] == [lease["lease_id"]]
-    assert answer["leases"][0]["spec"] == {"entry_point": "train"}
-    assert answer["leases"][0]["job_id"] == job["id"]
-    assert (await agent.register_agent("agent-9", queues=[QUEUE]))["leases"] == []
+    assert [lease.lease_id for lease in held] == [lease.lease_id]
+    assert held[0].resolved.entry_point == "train"
+    assert held[0].job_id == job["id"]
+    assert await agent.register_agent("agent-9", queues=[QUEUE]) == []
 
     async with LaunchplaneClient(server.url, server.admin_token) as admin:
         agents = {entry["agent_id"]: entry for entry in await admin.list_agents()}
@@ -205,7 +226,7 @@ async def test_a_claim_counts_as_a_heartbeat_and_a_missing_queue_is_404(
 
 
 async def test_shutdown_ends_long_polls_at_once(tmp_path: Path) -> None:
-    results: list[dict[str, Any] | None] = []
+    results: list[Lease | None] = []
     async with anyio.create_task_group() as tasks, EmbeddedServer(data_dir=tmp_path) as server:
         await server.ensure_queue(QUEUE, {})
         client = await agent_client(server, [QUEUE])

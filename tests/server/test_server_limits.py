@@ -126,7 +126,7 @@ async def test_hostile_values_are_422_not_500(
         ("POST", "/jobs", {"json": deep_dict}),
         ("GET", f"/jobs/{job['id']}/logs?after={10**30}", {}),
         ("GET", f"/jobs/{job['id']}/logs?wait=nan", {}),
-        ("POST", f"/leases/{lease['lease_id']}/complete", {"json": huge_exit_code}),
+        ("POST", f"/leases/{lease.lease_id}/complete", {"json": huge_exit_code}),
     ]
     for method, path, options in cases:
         headers = {**admin, **options.pop("headers", {})}

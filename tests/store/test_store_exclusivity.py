@@ -52,8 +52,8 @@ async def test_many_agents_claim_every_job_exactly_once(server_process: ServerPr
                     lease = await client.claim(QUEUE, f"agent-{n}", wait=0.5)
                     if lease is None:
                         continue
-                    leases.append((lease["job_id"], lease["lease_id"], lease["attempt"]))
-                    await client.complete(lease["lease_id"], "succeeded", exit_code=0)
+                    leases.append((lease.job_id, lease.lease_id, lease.attempt))
+                    await client.complete(lease.lease_id, "succeeded", exit_code=0)
                     if len(leases) == JOBS:
                         finished.set()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import anyio
 import httpx
@@ -12,6 +11,7 @@ from kit import assert_fenced, claim_now
 from storekit import QUEUE
 
 from launchplane.core.client import LaunchplaneClient
+from launchplane.core.lease import Lease
 from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
@@ -23,14 +23,14 @@ async def test_a_job_from_submit_to_success_with_its_history(
     job = await submitter.submit_job(QUEUE, {"entry_point": "python train.py"})
     assert (job["state"], job["attempt"]) == ("queued", 0)
     lease = await claim_now(agent)
-    assert (lease["job_id"], lease["attempt"], lease["spec"]) == (
+    assert (lease.job_id, lease.attempt, lease.resolved.entry_point) == (
         job["id"],
         1,
-        {"entry_point": "python train.py"},
+        "python train.py",
     )
-    await agent.post_event(lease["lease_id"], "running")
-    assert await agent.append_logs(lease["lease_id"], ["epoch 1", "epoch 2"]) == 2
-    await agent.complete(lease["lease_id"], "succeeded", exit_code=0, record={"run": "r1"})
+    await agent.post_event(lease.lease_id, "running")
+    assert await agent.append_logs(lease.lease_id, ["epoch 1", "epoch 2"]) == 2
+    await agent.complete(lease.lease_id, "succeeded", exit_code=0, record={"run": "r1"})
 
     shown = await submitter.get_job(job["id"])
     assert (shown["state"], shown["exit_code"], shown["attempt"]) == ("succeeded", 0, 1)
@@ -71,9 +71,9 @@ async def test_claims_are_oldest_first_and_wake_when_a_job_arrives(
     submitter: LaunchplaneClient, agent: LaunchplaneClient
 ) -> None:
     submitted = [(await submitter.submit_job(QUEUE, {}))["id"] for _ in range(4)]
-    assert [(await claim_now(agent))["job_id"] for _ in submitted] == submitted
+    assert [(await claim_now(agent)).job_id for _ in submitted] == submitted
 
-    claims: list[dict[str, Any] | None] = []
+    claims: list[Lease | None] = []
 
     async def wait_for_job() -> None:
         claims.append(await agent.claim(QUEUE, "agent-2", wait=20))
@@ -83,7 +83,7 @@ async def test_claims_are_oldest_first_and_wake_when_a_job_arrives(
         tasks.start_soon(wait_for_job)
         await anyio.sleep(0.2)
         late = await submitter.submit_job(QUEUE, {})
-    assert claims[0] is not None and claims[0]["job_id"] == late["id"]
+    assert claims[0] is not None and claims[0].job_id == late["id"]
     assert time.perf_counter() - started < 2
 
 
@@ -96,11 +96,11 @@ async def test_expired_lease_is_requeued_and_fenced_then_agent_lost(
     await anyio.sleep(0.6)
     requeued = await submitter.get_job(job["id"])
     assert (requeued["state"], requeued["attempt"], requeued["agent_id"]) == ("queued", 1, None)
-    await assert_fenced(agent, lost["lease_id"])
+    await assert_fenced(agent, lost.lease_id)
 
     second = await claim_now(agent, agent_id="agent-2")
-    assert second["attempt"] == 2
-    await agent.post_event(second["lease_id"], "building")
+    assert second.attempt == 2
+    await agent.post_event(second.lease_id, "building")
     await anyio.sleep(0.6)
     final = await submitter.get_job(job["id"])
     assert (final["state"], final["reason"], final["failure_stage"], final["attempt"]) == (
@@ -123,9 +123,9 @@ async def test_cancel_queued_at_once_and_active_through_the_heartbeat(
     assert (await submitter.cancel_job(waiting["id"]))["state"] == "cancelled"
     flagged = await submitter.cancel_job(running["id"])
     assert (flagged["state"], flagged["cancel_requested"]) == ("claimed", True)
-    beat = await agent.heartbeat("agent-1", [lease["lease_id"]])
-    assert beat["cancel"] == [lease["lease_id"]]
-    await agent.complete(lease["lease_id"], "cancelled", reason="cancelled by user")
+    beat = await agent.heartbeat("agent-1", [lease.lease_id])
+    assert beat["cancel"] == [lease.lease_id]
+    await agent.complete(lease.lease_id, "cancelled", reason="cancelled by user")
     assert (await submitter.get_job(running["id"]))["state"] == "cancelled"
     assert await agent.claim(QUEUE, "agent-1", wait=0) is None
 
@@ -148,10 +148,10 @@ async def test_log_followers_wake_on_new_lines_and_end_with_the_job(
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(follow)
             await anyio.sleep(0.2)
-            await agent.append_logs(lease["lease_id"], ["first"])
+            await agent.append_logs(lease.lease_id, ["first"])
             await anyio.sleep(0.2)
-            await agent.append_logs(lease["lease_id"], [f"line {n}" for n in range(1500)])
-            await agent.complete(lease["lease_id"], "succeeded", exit_code=0)
+            await agent.append_logs(lease.lease_id, [f"line {n}" for n in range(1500)])
+            await agent.complete(lease.lease_id, "succeeded", exit_code=0)
     assert followed == ["first", *(f"line {n}" for n in range(1500))]
     assert woke_after[0] < 1.0, "a follower is woken, not left to its wait"
     page = await submitter.read_logs(job["id"], after=1000)
@@ -165,7 +165,7 @@ async def test_retried_infrastructure_failure_keeps_every_attempt_in_history(
     job = await submitter.submit_job(QUEUE, {})
     first = await claim_now(agent)
     answer = await agent.complete(
-        first["lease_id"],
+        first.lease_id,
         "failed",
         stage="run",
         reason="ErrImagePull: registry unreachable",
@@ -176,9 +176,9 @@ async def test_retried_infrastructure_failure_keeps_every_attempt_in_history(
     started = time.perf_counter()
     second = await agent.claim(QUEUE, "agent-2", wait=10)
     waited = time.perf_counter() - started
-    assert second is not None and second["attempt"] == 2
+    assert second is not None and second.attempt == 2
     assert 0.3 < waited < 2.5, f"claimed {waited:.2f}s after the failure; backoff is 0.5s"
-    await agent.complete(second["lease_id"], "failed", exit_code=3, stage="run", reason="bug")
+    await agent.complete(second.lease_id, "failed", exit_code=3, stage="run", reason="bug")
 
     final = await submitter.get_job(job["id"])
     assert (final["state"], final["attempt"], final["exit_code"], final["reason"]) == (

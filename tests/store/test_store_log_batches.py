@@ -90,15 +90,15 @@ async def test_the_agent_outbox_retries_a_lost_answer_without_duplicating_lines(
         assert lease is not None
         outbox = LeaseOutbox(
             agent,
-            lease["lease_id"],
-            lease["job_id"],
+            lease.lease_id,
+            lease.job_id,
             on_stale=lambda: None,
             give_up_after=30,
-            first_seq=lease["log_count"] + 1,
+            first_seq=lease.log_count + 1,
         )
         for text in ("epoch 1", "epoch 2"):
             outbox.line(text, output=True)
-        outbox.finish("complete", lambda: agent.complete(lease["lease_id"], "succeeded", 0))
+        outbox.finish("complete", lambda: agent.complete(lease.lease_id, "succeeded", 0))
         await outbox.run()
     assert transport.lost == 1, "the fault was injected"
     assert outbox.output_logged == 2

@@ -13,7 +13,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -21,6 +20,7 @@ from sqlalchemy import text
 from storekit import QUEUE, ServerProcess, submit_many
 
 from launchplane.core.client import LaunchplaneClient
+from launchplane.core.lease import Lease
 from launchplane.server.embedded import EmbeddedServer
 from launchplane.server.settings import ServerSettings
 from launchplane.server.store import Store
@@ -33,9 +33,9 @@ PICKUPS = 50
 
 async def submit_and_time_pickup(
     submitter: LaunchplaneClient, agent: LaunchplaneClient
-) -> tuple[float, dict[str, Any] | None]:
+) -> tuple[float, Lease | None]:
     """Seconds from sending a submit (to one server) to the lease (from another)."""
-    claims: list[dict[str, Any] | None] = []
+    claims: list[Lease | None] = []
     sent = 0.0
 
     async def claim() -> None:
@@ -76,8 +76,8 @@ async def test_two_server_processes_share_work_and_wake_each_other(
             url = (a, b)[n % 2].url
             async with LaunchplaneClient(url, agent_token, retries=0) as client:
                 while (lease := await client.claim(QUEUE, f"agent-{n}", wait=0.5)) is not None:
-                    leases.append(lease["job_id"])
-                    await client.complete(lease["lease_id"], "succeeded", exit_code=0)
+                    leases.append(lease.job_id)
+                    await client.complete(lease.lease_id, "succeeded", exit_code=0)
 
         with anyio.fail_after(120):
             async with anyio.create_task_group() as tasks:
@@ -178,7 +178,7 @@ async def test_polling_picks_up_what_no_notification_announced(pg_url: str, tmp_
         hold = "UPDATE jobs SET not_before = now() + interval '1 hour' WHERE id = :id"
         async with a.state.store.engine.begin() as conn:
             await conn.execute(text(hold), {"id": job["id"]})
-        claims: list[dict[str, Any] | None] = []
+        claims: list[Lease | None] = []
 
         async def claim() -> None:
             claims.append(await agent.claim(QUEUE, "agent-1", wait=20))
@@ -193,7 +193,7 @@ async def test_polling_picks_up_what_no_notification_announced(pg_url: str, tmp_
                 await conn.execute(
                     text("UPDATE jobs SET not_before = NULL WHERE id = :id"), {"id": job["id"]}
                 )
-        assert claims[0] is not None and claims[0]["job_id"] == job["id"]
+        assert claims[0] is not None and claims[0].job_id == job["id"]
         assert time.perf_counter() - released < 2.0
 
 
@@ -226,14 +226,14 @@ async def test_log_followers_on_another_server_poll_and_end_with_the_job(
                 tasks.start_soon(follow)
                 await anyio.sleep(0.3)
                 appended = time.perf_counter()
-                await agent.append_logs(lease["lease_id"], ["epoch 1"])
+                await agent.append_logs(lease.lease_id, ["epoch 1"])
                 with anyio.fail_after(poll + 1):
                     await seen.wait()
                 arrived = time.perf_counter() - appended
                 # The follower waits again now; polling alone would end it ~1.8 s later.
                 await anyio.sleep(0.2)
                 completed = time.perf_counter()
-                await agent.complete(lease["lease_id"], "succeeded", exit_code=0)
+                await agent.complete(lease.lease_id, "succeeded", exit_code=0)
             ended = time.perf_counter() - completed
     assert lines == ["epoch 1"]
     print(f"\nfollower on server B: line after {arrived:.2f}s (polled), end after {ended:.2f}s")

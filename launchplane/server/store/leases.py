@@ -1,0 +1,463 @@
+"""Agents and their leases: register, claim, heartbeat, and every call made under a lease.
+
+A claim is a lease on one job: the agent that holds it reports the job's
+events, log lines and end under it, and renews it by heartbeat. Every lease
+call is fenced: a lease that expired, was released or was superseded is
+refused (:class:`~launchplane.server.problems.StaleLease`, a 409), and its
+agent stops the workload.
+
+Claims (:meth:`LeaseStore._next_job`) take the oldest claimable job
+``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent claimers pass each
+other instead of queueing on one row; a conditional ``UPDATE ... WHERE
+state='queued'`` on both backends. The lease hands the agent the job as the
+server resolved it at submit (``jobs.resolved``) and the queue version that
+was: the agent never resolves it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Row, Select, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from launchplane.core.states import CLAIMED, QUEUED
+from launchplane.server import lifecycle
+from launchplane.server import tables as t
+from launchplane.server.hub import job_key
+from launchplane.server.problems import NotFound, StaleLease
+from launchplane.server.schemas import (
+    Agent,
+    AgentRegister,
+    CompleteIn,
+    EventIn,
+    HeartbeatResponse,
+    Job,
+    Lease,
+)
+from launchplane.server.store.base import StoreBase, new_id, upsert
+from launchplane.server.store.jobs import add_event, end_job, job_model, locked_job, requeue
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """What the auth layer needs to know about a lease before letting a call through."""
+
+    lease_id: str
+    job_id: str
+    queue: str
+    agent_id: str
+
+
+class LeaseStore(StoreBase):
+    # -- agents --------------------------------------------------------------
+
+    async def register_agent(self, agent: AgentRegister) -> list[Lease]:
+        """Record the agent and return the live leases it still holds (for re-adoption)."""
+        now = t.utcnow()
+        values = {
+            "host": agent.host,
+            "queues": agent.queues,
+            "version": agent.version,
+            "plugins": agent.plugins,
+            "last_heartbeat": now,
+        }
+        async with self._write() as tx:
+            await _upsert_agent(tx.conn, agent.agent_id, values, now)
+            rows = (
+                await tx.conn.execute(
+                    _lease_query()
+                    .where(
+                        t.leases.c.agent_id == agent.agent_id,
+                        t.leases.c.active.is_(True),
+                        t.leases.c.expires_at > now,
+                    )
+                    .order_by(t.leases.c.created_at)
+                )
+            ).all()
+            return [_lease(row) for row in rows]
+
+    async def list_agents(self) -> list[Agent]:
+        async with self._read() as conn:
+            rows = (await conn.execute(select(t.agents).order_by(t.agents.c.agent_id))).all()
+        return [
+            Agent(
+                agent_id=row.agent_id,
+                host=row.host,
+                queues=row.queues,
+                version=row.version,
+                plugins=row.plugins,
+                last_heartbeat=row.last_heartbeat,
+                registered_at=row.registered_at,
+            )
+            for row in rows
+        ]
+
+    # -- leases --------------------------------------------------------------
+
+    async def claim(self, queue: str, agent_id: str) -> Lease | None:
+        """Claim the oldest claimable job of ``queue`` for ``agent_id``; ``None`` if there is none.
+
+        One transaction notes that the agent is alive (a claim counts as much
+        as a heartbeat), takes the job, inserts its lease and records the
+        event, so a claim is all or nothing. ``NotFound`` if the queue does
+        not exist (asked only when there was no job, which is the rare case).
+        """
+        async with self._write() as tx:
+            now = t.utcnow()
+            await _upsert_agent(tx.conn, agent_id, {"last_heartbeat": now}, now)
+            job = await self._next_job(tx.conn, queue, agent_id, now)
+            if job is None:
+                exists = select(t.queues.c.name).where(t.queues.c.name == queue)
+                if (await tx.conn.execute(exists)).first() is None:
+                    raise NotFound(f"queue '{queue}' not found")
+                return None
+            config = await self._load_config(tx.conn, job.queue, job.queue_version)
+            ttl = lifecycle.lease_ttl(config)
+            lease_id = new_id("l")
+            expires_at = now + timedelta(seconds=ttl)
+            await tx.conn.execute(
+                insert(t.leases).values(
+                    lease_id=lease_id,
+                    job_id=job.id,
+                    queue=job.queue,
+                    attempt=job.attempt,
+                    agent_id=agent_id,
+                    ttl_seconds=ttl,
+                    expires_at=expires_at,
+                    active=True,
+                    created_at=now,
+                )
+            )
+            await add_event(
+                tx.conn, job.id, job.attempt, CLAIMED, details={"agent_id": agent_id}, at=now
+            )
+            tx.notify(job_key(job.id), local=True)
+            return Lease(
+                lease_id=lease_id,
+                job_id=job.id,
+                attempt=job.attempt,
+                queue=job.queue,
+                queue_version=job.queue_version,
+                resolved=job.resolved,
+                lease_ttl_seconds=ttl,
+                expires_at=expires_at,
+                cancel_requested=job.cancel_requested,
+                log_count=job.log_count,
+            )
+
+    async def _next_job(
+        self, conn: AsyncConnection, queue: str, agent_id: str, now: datetime
+    ) -> Row[Any] | None:
+        """Mark the oldest claimable job claimed and return its row (attempt incremented).
+
+        PostgreSQL locks the candidate and skips rows other claimers hold, so
+        the conditional update below always wins there. On SQLite the write
+        lock already excludes other claimers; the condition is a backstop.
+        """
+        candidate = (
+            select(t.jobs.c.id)
+            .where(
+                t.jobs.c.queue == queue,
+                t.jobs.c.state == QUEUED,
+                (t.jobs.c.not_before.is_(None)) | (t.jobs.c.not_before <= now),
+            )
+            .order_by(t.jobs.c.created_at, t.jobs.c.id)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        job_id = (await conn.execute(candidate)).scalar()
+        if job_id is None:
+            return None
+        claimed = await conn.execute(
+            update(t.jobs)
+            .where(t.jobs.c.id == job_id, t.jobs.c.state == QUEUED)
+            .values(
+                state=CLAIMED,
+                agent_id=agent_id,
+                attempt=t.jobs.c.attempt + 1,
+                not_before=None,
+                updated_at=now,
+            )
+            .returning(*t.jobs.c)
+        )
+        return claimed.first()
+
+    async def heartbeat(self, agent_id: str, lease_ids: Iterable[str]) -> HeartbeatResponse:
+        """Renew every live lease of the agent; report the stale ones and cancel requests."""
+        wanted = list(dict.fromkeys(lease_ids))
+        renewed: set[str] = set()
+        cancel: list[str] = []
+        ttls: list[float] = []
+        async with self._write() as tx:
+            now = t.utcnow()
+            await _upsert_agent(tx.conn, agent_id, {"last_heartbeat": now}, now)
+            rows: dict[str, Row[Any]] = {}
+            if wanted:
+                result = await tx.conn.execute(
+                    select(
+                        t.leases.c.lease_id,
+                        t.leases.c.agent_id,
+                        t.leases.c.active,
+                        t.leases.c.expires_at,
+                        t.leases.c.ttl_seconds,
+                        t.jobs.c.cancel_requested,
+                    )
+                    .join(t.jobs, t.jobs.c.id == t.leases.c.job_id)
+                    .where(t.leases.c.lease_id.in_(wanted))
+                )
+                rows = {row.lease_id: row for row in result}
+            by_ttl: dict[float, list[str]] = {}
+            for lease_id in wanted:
+                row = rows.get(lease_id)
+                if row is not None and _live(row, now) and row.agent_id == agent_id:
+                    by_ttl.setdefault(row.ttl_seconds, []).append(lease_id)
+            for ttl, ids in by_ttl.items():
+                # Conditional: a sweeper in another process may have expired one meanwhile.
+                result = await tx.conn.execute(
+                    update(t.leases)
+                    .where(t.leases.c.lease_id.in_(ids), t.leases.c.active.is_(True))
+                    .values(expires_at=now + timedelta(seconds=ttl))
+                    .returning(t.leases.c.lease_id)
+                )
+                kept = set(result.scalars())
+                renewed |= kept
+                ttls.extend(ttl for _ in kept)
+        for lease_id in wanted:
+            if lease_id in renewed and rows[lease_id].cancel_requested:
+                cancel.append(lease_id)
+        return HeartbeatResponse(
+            renewed=[lease_id for lease_id in wanted if lease_id in renewed],
+            stale=[lease_id for lease_id in wanted if lease_id not in renewed],
+            cancel=cancel,
+            lease_ttl_seconds=min(ttls, default=lifecycle.DEFAULT_LEASE_TTL),
+        )
+
+    async def lease_info(self, lease_id: str) -> LeaseInfo:
+        async with self._read() as conn:
+            row = (
+                await conn.execute(select(t.leases).where(t.leases.c.lease_id == lease_id))
+            ).first()
+        if row is None:
+            raise NotFound(f"lease '{lease_id}' not found")
+        return LeaseInfo(row.lease_id, row.job_id, row.queue, row.agent_id)
+
+    async def post_event(self, lease_id: str, body: EventIn) -> None:
+        async with self._write() as tx:
+            lease = await _live_lease(tx.conn, lease_id)
+            now = t.utcnow()
+            moved = await tx.conn.execute(
+                update(t.jobs)
+                .where(
+                    t.jobs.c.id == lease.job_id,
+                    t.jobs.c.state.in_(lifecycle.preceding(body.state)),
+                )
+                .values(state=body.state, updated_at=now)
+            )
+            if moved.rowcount != 1:  # a live lease's job is active: a backstop, not a path
+                raise StaleLease(f"lease '{lease_id}': its job cannot become {body.state} now")
+            await add_event(
+                tx.conn,
+                lease.job_id,
+                lease.attempt,
+                body.state,
+                stage=body.stage,
+                reason=body.reason,
+                details=body.details,
+                at=now,
+            )
+            tx.notify(job_key(lease.job_id), local=True)
+
+    async def append_logs(
+        self, lease_id: str, lines: Sequence[str], first_seq: int | None = None
+    ) -> int:
+        """Store lines with consecutive seqs; returns the seq of the last line stored.
+
+        ``first_seq`` is the seq the sender numbered the first line with. A
+        batch sent again because its answer was lost then overlaps what the
+        log holds, and only the lines past the log's end are stored. (A
+        ``first_seq`` past the end means lines in between were given up on:
+        the batch is appended as it is.)
+        """
+        async with self._write() as tx:
+            lease = await _live_lease(tx.conn, lease_id)
+            if first_seq is not None or not lines:
+                stored = int(
+                    (
+                        await tx.conn.execute(
+                            select(t.jobs.c.log_count)
+                            .where(t.jobs.c.id == lease.job_id)
+                            .with_for_update()
+                        )
+                    ).scalar_one()
+                )
+                if first_seq is not None:
+                    lines = lines[max(0, stored - first_seq + 1) :]
+                if not lines:
+                    return stored
+            # The UPDATE takes the job's row lock, so concurrent appends get disjoint seqs.
+            count = (
+                await tx.conn.execute(
+                    update(t.jobs)
+                    .where(t.jobs.c.id == lease.job_id)
+                    .values(log_count=t.jobs.c.log_count + len(lines))
+                    .returning(t.jobs.c.log_count)
+                )
+            ).scalar_one()
+            first = count - len(lines) + 1
+            await tx.conn.execute(
+                insert(t.log_lines),
+                [
+                    {"job_id": lease.job_id, "seq": seq, "attempt": lease.attempt, "line": text}
+                    # NUL cannot be stored in a PostgreSQL text column.
+                    for seq, text in enumerate(
+                        (line.replace("\x00", "\ufffd") for line in lines), start=first
+                    )
+                ],
+            )
+            # Followers elsewhere catch up within the poll interval (see store/base.py).
+            tx.notify(job_key(lease.job_id), local=True)
+            return int(count)
+
+    async def complete(self, lease_id: str, body: CompleteIn) -> Job:
+        """Finish the job of a live lease, or re-queue it when its queue's retry policy says so.
+
+        A retried completion (the agent lost the answer) is answered, not refused.
+        """
+        async with self._write() as tx:
+            lease = await _live_lease(tx.conn, lease_id, accept_outcome="completed")
+            if lease.active:
+                now = t.utcnow()
+                await tx.conn.execute(
+                    update(t.leases)
+                    .where(t.leases.c.lease_id == lease_id)
+                    .values(active=False, outcome="completed")
+                )
+                job = await locked_job(tx.conn, lease.job_id)
+                config = await self._load_config(tx.conn, job.queue, job.queue_version)
+                infrastructure = body.infrastructure_failure
+                details: dict[str, Any] = {}
+                if body.exit_code is not None:
+                    details["exit_code"] = body.exit_code
+                if infrastructure:
+                    details["infrastructure_failure"] = True
+                await add_event(
+                    tx.conn,
+                    job.id,
+                    lease.attempt,
+                    body.state,
+                    stage=body.stage,
+                    reason=body.reason,
+                    details=details or None,
+                    at=now,
+                )
+                again = lifecycle.on_completion(job, config, body.state, infrastructure)
+                if again is not None:
+                    await requeue(tx, job, again, now)
+                else:
+                    await tx.conn.execute(
+                        update(t.jobs)
+                        .where(t.jobs.c.id == job.id)
+                        .values(
+                            state=body.state,
+                            exit_code=body.exit_code,
+                            failure_stage=body.stage,
+                            reason=body.reason,
+                            updated_at=now,
+                        )
+                    )
+                    await upsert(
+                        tx.conn,
+                        t.records,
+                        {"job_id": job.id},
+                        {"record": body.record, "created_at": now},
+                    )
+                    tx.notify(job_key(job.id))
+            return await job_model(tx.conn, await locked_job(tx.conn, lease.job_id))
+
+    async def release(self, lease_id: str, reason: str | None) -> None:
+        """Give a job back: it is queued again at once (or cancelled, if that was asked)."""
+        async with self._write() as tx:
+            lease = await _live_lease(tx.conn, lease_id, accept_outcome="released")
+            if not lease.active:
+                return
+            await tx.conn.execute(
+                update(t.leases)
+                .where(t.leases.c.lease_id == lease_id)
+                .values(active=False, outcome="released")
+            )
+            job = await locked_job(tx.conn, lease.job_id)
+            decision = lifecycle.on_release(job, reason)
+            if isinstance(decision, lifecycle.Requeue):
+                await requeue(tx, job, decision, t.utcnow())
+            else:
+                await end_job(tx, job, decision, t.utcnow())
+
+
+def _lease_query() -> Select[Any]:
+    """Leases joined with their jobs: the columns a :class:`Lease` is made of."""
+    return select(
+        t.leases.c.lease_id,
+        t.leases.c.job_id,
+        t.leases.c.attempt,
+        t.leases.c.queue,
+        t.leases.c.ttl_seconds,
+        t.leases.c.expires_at,
+        t.jobs.c.queue_version,
+        t.jobs.c.resolved,
+        t.jobs.c.cancel_requested,
+        t.jobs.c.log_count,
+    ).join(t.jobs, t.jobs.c.id == t.leases.c.job_id)
+
+
+def _lease(row: Row[Any]) -> Lease:
+    """A Lease from a row of :func:`_lease_query`."""
+    return Lease(
+        lease_id=row.lease_id,
+        job_id=row.job_id,
+        attempt=row.attempt,
+        queue=row.queue,
+        queue_version=row.queue_version,
+        resolved=row.resolved,
+        lease_ttl_seconds=row.ttl_seconds,
+        expires_at=row.expires_at,
+        cancel_requested=row.cancel_requested,
+        log_count=row.log_count,
+    )
+
+
+def _live(row: Row[Any], now: datetime) -> bool:
+    return bool(row.active) and row.expires_at > now
+
+
+async def _live_lease(
+    conn: AsyncConnection, lease_id: str, *, accept_outcome: str | None = None
+) -> Row[Any]:
+    """The lease row, locked, if it may still act; ``accept_outcome`` lets a retry through.
+
+    The lock (PostgreSQL) makes the check and the caller's writes one step
+    against a sweeper or another call on the same lease in another process.
+    """
+    row = (
+        await conn.execute(
+            select(t.leases).where(t.leases.c.lease_id == lease_id).with_for_update()
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"lease '{lease_id}' not found")
+    if accept_outcome is not None and not row.active and row.outcome == accept_outcome:
+        return row
+    if not _live(row, t.utcnow()):
+        why = row.outcome or "expired"
+        raise StaleLease(f"lease '{lease_id}' is no longer valid ({why}): stop this workload")
+    return row
+
+
+async def _upsert_agent(
+    conn: AsyncConnection, agent_id: str, values: dict[str, Any], now: datetime
+) -> None:
+    defaults = {"host": "", "queues": [], "version": "", "plugins": {}, "registered_at": now}
+    await upsert(conn, t.agents, {"agent_id": agent_id}, values, defaults)
