@@ -60,6 +60,13 @@ from typing import Any
 import anyio
 
 from launchplane.agent import gitcode
+from launchplane.agent.environment import (
+    job_environment,
+    launch_macros,
+    launch_variables,
+    launched_job,
+    with_built_image,
+)
 from launchplane.agent.outbox import LeaseOutbox
 from launchplane.agent.records import RunRecorder
 from launchplane.agent.rundir import (
@@ -72,7 +79,6 @@ from launchplane.agent.rundir import (
 )
 from launchplane.agent.secrets import ResolvedSecrets, resolve_secrets
 from launchplane.core.client import LaunchplaneClient
-from launchplane.core.config.macros import expand_macros
 from launchplane.core.config.resolve import resource_args_errors
 from launchplane.core.errors import ConfigError
 from launchplane.core.interfaces import (
@@ -419,45 +425,28 @@ class JobPipeline:
             self._recorder.commit, self._recorder.dirty = tree.commit, tree.dirty
 
     def _macros(self, job: ResolvedJob, image: Image | None) -> dict[str, str]:
-        declared = job.docker.image if job.docker is not None else None
-        return {
-            "run_id": self.run_id,
-            "job_id": self.job_id,
-            "queue": self.queue,
-            "project": job.project or "",
-            "entity": job.entity or "",
-            "image_uri": image.ref if image is not None else (declared or ""),
-        }
+        return launch_macros(
+            job, run_id=self.run_id, job_id=self.job_id, queue=self.queue, image=image
+        )
 
     def _environment(
         self, job: ResolvedJob, secrets: Mapping[str, str], output_dir: Path
     ) -> dict[str, str]:
-        """Resolved env (macros expanded) + passthrough + secrets + ``LAUNCHPLANE_*``.
-
-        ``${NAME}`` of the agent's environment and ``null`` (inherit) values can
-        only have come from the queue config (the resolver refuses them in a
-        job), and admins own that, so the agent fills them here.
-        """
-        agent_env = self.services.agent_env
-        declared = {name: value for name, value in job.env.items() if value is not None}
+        """The process environment: see :func:`launchplane.agent.environment.job_environment`."""
+        variables = launch_variables(
+            job,
+            job_id=self.job_id,
+            run_id=self.run_id,
+            attempt=self.attempt,
+            queue=self.queue,
+            output_dir=output_dir,
+        )
         try:
-            env: dict[str, str] = expand_macros(declared, self._macros(job, None), agent_env)
+            return job_environment(
+                job, self._macros(job, None), self.services.agent_env, secrets, variables
+            )
         except ConfigError as exc:
             raise StageFailure("prepare", self._scrub(f"env: {exc}")) from None
-        inherited = [*job.passthrough_env, *(n for n, v in job.env.items() if v is None)]
-        for name in inherited:
-            if name not in declared and name in agent_env:
-                env[name] = agent_env[name]
-        env.update(secrets)
-        env.update(
-            LAUNCHPLANE_JOB_ID=self.job_id,
-            LAUNCHPLANE_RUN_ID=self.run_id,
-            LAUNCHPLANE_ATTEMPT=str(self.attempt),
-            LAUNCHPLANE_QUEUE=self.queue,
-            LAUNCHPLANE_OUTPUT_DIR=str(output_dir),
-            LAUNCHPLANE_HYPERPARAMETERS=json.dumps(job.hyperparameters, sort_keys=True),
-        )
-        return env
 
     async def _build(self, job: ResolvedJob, ctx: JobContext) -> Image | None:
         self._enter("build", "building")
@@ -490,16 +479,8 @@ class JobPipeline:
         macros = self._macros(job, image)
         agent_env = self.services.agent_env
         if image is not None:
-            # ${image_uri} in env was expanded with the declared image; use the built one.
-            for name, raw in job.env.items():
-                if raw is not None and "${image_uri}" in raw and name in ctx.env:
-                    ctx.env[name] = expand_macros(raw, macros, agent_env)
-        update = {
-            key: expand_macros(value, macros, agent_env)
-            for key in ("command", "args", "entry_point")
-            if (value := getattr(job, key)) is not None
-        }
-        launched = job.model_copy(update=update) if update else job
+            with_built_image(ctx.env, job, macros, agent_env)
+        launched = launched_job(job, macros, agent_env)
         self._save_launch_facts()  # the workload may outlive this agent from here on
         try:
             # Shielded: a stop arriving mid-spawn must not orphan a started process;
