@@ -162,12 +162,14 @@ async def _session(
     from launchplane.core.interfaces import PluginError
     from launchplane.core.redaction import Redactor
     from launchplane.server.embedded import EmbeddedServer
+    from launchplane.server.settings import ServerSettings
 
     redactor = Redactor()
     configure_logging("warning", False, redactor)
     out = sys.stderr if as_json else sys.stdout
     started = time.monotonic()
-    async with EmbeddedServer(data_dir=data_dir) as server:
+    settings = ServerSettings(data_dir=data_dir, plugins=tuple(plugins))
+    async with EmbeddedServer(settings=settings) as server:
         try:
             await server.ensure_queue(QUEUE, queue)
         except ConfigError as exc:

@@ -42,6 +42,15 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
     "at most this long after its lease expires [default: min(5, shortest lease TTL / 3)].",
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option(
+    "--plugins",
+    "plugin_specs",
+    multiple=True,
+    metavar="MOD[,MOD...]",
+    help="Also load these plugin modules for the submit-time checks (a runner's "
+    "resource_args model, a builder's options); 'no:NAME' blocks a plugin. The server "
+    "never launches anything. Adds to LAUNCHPLANE_PLUGINS.",
+)
 def server(
     host: str,
     port: int,
@@ -50,6 +59,7 @@ def server(
     poll_interval: float | None,
     sweep_interval: float | None,
     log_level: str,
+    plugin_specs: tuple[str, ...],
 ) -> None:
     """Run the queue server in the foreground (Ctrl-C stops it).
 
@@ -62,6 +72,7 @@ def server(
     run 'launchplane db upgrade --db URL' after installing a new version.
     """
     from launchplane.core import paths
+    from launchplane.core.loader import split_list
     from launchplane.server.db import DatabaseError
     from launchplane.server.embedded import EmbeddedServer
     from launchplane.server.settings import ServerSettings
@@ -71,6 +82,7 @@ def server(
         db_url=db_url,
         poll_interval=poll_interval,
         sweep_interval=sweep_interval,
+        plugins=tuple(split_list(plugin_specs)),
     )
 
     async def main() -> None:

@@ -30,6 +30,7 @@ from launchplane.server.limits import BodyLimit
 from launchplane.server.problems import Problem
 from launchplane.server.settings import ServerSettings
 from launchplane.server.store import Store
+from launchplane.server.validation import Validator
 
 API_PREFIX = "/api/v1"
 SWEEP_EVERY_SECONDS = 5.0
@@ -39,7 +40,13 @@ log = logging.getLogger("launchplane.server")
 def build_state(settings: ServerSettings, store: Store | None = None) -> ServerState:
     hub = store.hub if store is not None else Hub(settings.hub_poll_interval)
     store = store or Store(settings.database_url, hub)
-    return ServerState(settings=settings, store=store, hub=hub, tokens=TokenCache(store))
+    return ServerState(
+        settings=settings,
+        store=store,
+        hub=hub,
+        tokens=TokenCache(store),
+        validator=Validator(settings.plugins),
+    )
 
 
 async def bootstrap(state: ServerState) -> None:

@@ -33,6 +33,10 @@ class ServerSettings:
     """PostgreSQL only: the longest a waiting claim or log follow goes without re-checking
     the database, in case a NOTIFY was lost (``None``: 2 s). SQLite needs none: every
     change is made by this process, which wakes its waiters directly."""
+    plugins: tuple[str, ...] = ()
+    """``--plugins`` modules (``no:NAME`` blocks one) for the submit-time checks: the
+    server validates a job's ``resource_args`` with its runner's model when that runner is
+    installed here. Never instantiated to launch anything."""
 
     @classmethod
     def default(cls) -> ServerSettings:

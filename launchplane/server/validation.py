@@ -29,10 +29,13 @@ DEFAULT_RUNNER = QueueConfig.model_fields["resource"].default
 class Validator:
     """Checks queue configs and resolves jobs; one per app (it holds the plugin registry)."""
 
+    def __init__(self, plugin_specs: Sequence[str] = ()) -> None:
+        self._plugin_specs = tuple(plugin_specs)
+
     @cached_property
     def plugins(self) -> PluginRegistry:
-        """Built on first submit, not at startup: a server that only serves agents never pays."""
-        return get_plugin_manager()
+        """Built on first use, not at startup: a server that only serves agents never pays."""
+        return get_plugin_manager(self._plugin_specs)
 
     def check_queue(self, raw: dict[str, Any]) -> list[str]:
         """The warnings of a valid queue config; ConfigError (a 422) listing every problem.
