@@ -1,17 +1,5 @@
 """Deprecated: moved to :mod:`launchplane.agent.pipeline` in 0.2; this alias goes away in 0.3."""
 
-from __future__ import annotations
+from launchplane.core.moved import moved_names
 
-import importlib
-import warnings
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    warnings.warn(
-        f"launchplane.core.pipeline.{name} moved to launchplane.agent.pipeline.{name}; "
-        "launchplane.core.pipeline goes away in 0.3",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module("launchplane.agent.pipeline"), name)
+__getattr__ = moved_names(__name__, "launchplane.agent.pipeline")

@@ -6,11 +6,7 @@
 * ``resolve_secrets`` -> :mod:`launchplane.agent.secrets` (the agent's secrets stage)
 """
 
-from __future__ import annotations
-
-import importlib
-import warnings
-from typing import Any
+from launchplane.core.moved import moved_names
 
 _MOVED = {
     "Redactor": "launchplane.core.redaction",
@@ -23,15 +19,4 @@ _MOVED = {
     "resolve_secrets": "launchplane.agent.secrets",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"launchplane.core.secrets.{name} moved to {module}.{name}; "
-        "launchplane.core.secrets goes away in 0.3",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(module), name)
+__getattr__ = moved_names(__name__, _MOVED)

@@ -12,11 +12,7 @@
 * ``kind_of`` -> :mod:`launchplane.core.errors`
 """
 
-from __future__ import annotations
-
-import importlib
-import warnings
-from typing import Any
+from launchplane.core.moved import moved_names
 
 _MOVED = {
     "find_placeholders": "launchplane.core.config.templates",
@@ -39,15 +35,4 @@ _MOVED = {
     "kind_of": "launchplane.core.errors",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _MOVED.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"launchplane.core.templates.{name} moved to {module}.{name}; "
-        "launchplane.core.templates goes away in 0.3",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return getattr(importlib.import_module(module), name)
+__getattr__ = moved_names(__name__, _MOVED)
