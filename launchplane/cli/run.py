@@ -19,6 +19,7 @@ start, so this run's agent only ever runs this run's job.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +83,10 @@ def run(
     except ConfigError as exc:
         fail_invalid(exc)
     directory = (data_dir or paths.data_dir() / "run").expanduser().resolve()
-    plugins = split_list(plugin_specs)
-    sys.exit(_main(job, overrides, values, queue, directory, as_json, plugins, strict_plugins))
+    request = RunRequest(
+        job, overrides, values, queue, directory, as_json, split_list(plugin_specs), strict_plugins
+    )
+    sys.exit(_main(request))
 
 
 def with_local_code(job: dict[str, Any], job_file: Path) -> dict[str, Any]:
@@ -99,22 +102,28 @@ def with_local_code(job: dict[str, Any], job_file: Path) -> dict[str, Any]:
     return resolve_local_workdir(job, job_file)
 
 
-def _main(
-    job: dict[str, Any],
-    overrides: list[dict[str, Any]],
-    variables: dict[str, Any],
-    queue: dict[str, Any],
-    data_dir: Path,
-    as_json: bool,
-    plugins: list[str],
-    strict_plugins: bool,
-) -> int:
+@dataclass(frozen=True)
+class RunRequest:
+    """One ``launchplane run``: the job and its layers, the queue, and how to run them."""
+
+    job: dict[str, Any]
+    overrides: list[dict[str, Any]]
+    variables: dict[str, Any]
+    queue: dict[str, Any]
+    data_dir: Path
+    as_json: bool
+    plugins: list[str]
+    strict_plugins: bool
+
+
+def _main(request: RunRequest) -> int:
     import fcntl
 
     import anyio
 
     from launchplane.cli._output import fail
 
+    data_dir = request.data_dir
     data_dir.mkdir(parents=True, exist_ok=True)
     with (data_dir / "run.lock").open("a") as lock:
         try:
@@ -122,31 +131,12 @@ def _main(
         except BlockingIOError:
             fail(f"another `launchplane run` is using {data_dir}; pass another --data-dir")
         try:
-            return anyio.run(
-                _session,
-                job,
-                overrides,
-                variables,
-                queue,
-                data_dir,
-                as_json,
-                plugins,
-                strict_plugins,
-            )
+            return anyio.run(_session, request)
         except KeyboardInterrupt:
             return 130
 
 
-async def _session(
-    job: dict[str, Any],
-    overrides: list[dict[str, Any]],
-    variables: dict[str, Any],
-    queue: dict[str, Any],
-    data_dir: Path,
-    as_json: bool,
-    plugins: list[str],
-    strict_plugins: bool,
-) -> int:
+async def _session(request: RunRequest) -> int:
     """Server, agent, submit, stream, summary: all in one event loop."""
     import os
     import socket
@@ -166,12 +156,13 @@ async def _session(
 
     redactor = Redactor()
     configure_logging("warning", False, redactor)
-    out = sys.stderr if as_json else sys.stdout
+    out = sys.stderr if request.as_json else sys.stdout
     started = time.monotonic()
-    settings = ServerSettings(data_dir=data_dir, plugins=tuple(plugins))
+    data_dir = request.data_dir
+    settings = ServerSettings(data_dir=data_dir, plugins=tuple(request.plugins))
     async with EmbeddedServer(settings=settings) as server:
         try:
-            await server.ensure_queue(QUEUE, queue)
+            await server.ensure_queue(QUEUE, request.queue)
         except ConfigError as exc:
             fail_invalid(exc)
         try:
@@ -185,8 +176,8 @@ async def _session(
                     agent_id=f"run-{socket.gethostname()}-{os.getpid()}",
                     work_dir=data_dir / "work",
                     claim_wait=5.0,
-                    plugins=plugins,
-                    strict_plugins=strict_plugins,
+                    plugins=request.plugins,
+                    strict_plugins=request.strict_plugins,
                     check_queues=False,
                 ),
                 redactor=redactor,
@@ -196,7 +187,9 @@ async def _session(
         async with LaunchplaneClient(server.url, server.admin_token) as client:
             await _cancel_leftovers(client)
             try:
-                submitted = await client.submit_job(QUEUE, job, overrides, variables)
+                submitted = await client.submit_job(
+                    QUEUE, request.job, request.overrides, request.variables
+                )
             except ValidationFailed as exc:
                 fail_invalid(exc)
             job_id = submitted["id"]
@@ -213,7 +206,7 @@ async def _session(
     outcome = agent.outcomes.get(job_id)
     if outcome is None:
         fail(f"job {job_id} ended as {final['state']} but the agent kept no outcome")
-    _summary(final, outcome, time.monotonic() - started, as_json)
+    _summary(final, outcome, time.monotonic() - started, request.as_json)
     return job_exit_code(final)
 
 

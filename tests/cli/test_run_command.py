@@ -170,48 +170,23 @@ def test_strict_plugins_stops_run_before_the_job(tmp_path: Path) -> None:
     assert "absent" not in done.stdout  # the job never ran
 
 
-STRICT_RUNNER = """
-from pydantic import BaseModel, ConfigDict
-
-from launchplane import hookimpl
-from launchplane.plugins.runners.local import LocalProcessRunner
-
-
-class StrictArgs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    cores: int = 1
-
-
-class StrictLocal(LocalProcessRunner):
-    name = "strict-local"
-    resource_args_model = StrictArgs
-
-
-@hookimpl
-def launchplane_register_runners(register):
-    register(StrictLocal)
-"""
-
-
 def test_the_embedded_server_checks_a_job_with_the_plugins_of_run(tmp_path: Path) -> None:
     """--plugins reaches the embedded server too: a bad resource_args is an invalid job at
     submit (exit 2, the path and the fix), not a run that fails at the agent."""
-    extra_env = _with_plugin_dir(tmp_path)
-    (tmp_path / "plugins" / "run_strict_runner.py").write_text(STRICT_RUNNER)
+    # tests/agent/strict_runner_plugin.py: a runner whose resource_args model has `gpus`.
+    path = [str(REPO / "tests" / "agent"), os.environ.get("PYTHONPATH", "")]
     queue = tmp_path / "queue.yaml"
-    queue.write_text("resource: strict-local\n")
+    queue.write_text("resource: strict-runner\n")
     job = tmp_path / "strict-job.yaml"
-    job.write_text(
-        "command: [python3, -c, 'print(1)']\nresource_args:\n  strict-local:\n    cors: 2\n"
-    )
+    job.write_text("command: [python3, -c, 'print(1)']\nresource_args: {strict-runner: {gpu: 2}}\n")
     done = run(
         str(job),
         "--queue-config",
         str(queue),
         "--plugins",
-        "run_strict_runner",
+        "strict_runner_plugin",
         data_dir=tmp_path / "data",
-        extra_env=extra_env,
+        extra_env={"PYTHONPATH": os.pathsep.join(filter(None, path))},
     )
     assert done.returncode == 2, done.stderr
-    assert "resource_args.strict-local.cors: unknown key (did you mean 'cores'?)" in done.stderr
+    assert "resource_args.strict-runner.gpu: unknown key (did you mean 'gpus'?)" in done.stderr
