@@ -84,8 +84,20 @@ LeaseId = Annotated[Text, Path(max_length=200)]
 """Path parameters: an id no store could hold (a NUL, a lone surrogate) is a 422, not a query."""
 
 
+ADMIN_ONLY_VALUES = ("secrets", "secret_providers")
+"""Keys of a queue config (and of a resolved job) whose values only admins see: secret
+references, and the options of the providers that resolve them (a provider's address or
+mount path; credentials do not belong there, but an admin may put them there anyway)."""
+
+
 def hide_secret_refs(document: dict[str, Any], principal: Principal) -> dict[str, Any]:
-    """Secret references are for admins (and agents, through their leases): others see names."""
-    if principal.is_admin or not isinstance(document.get("secrets"), dict):
+    """Secret references and provider options are for admins (and agents, through their
+    leases): others see the names only."""
+    if principal.is_admin:
         return document
-    return {**document, "secrets": dict.fromkeys(document["secrets"], HIDDEN)}
+    hidden = {
+        key: dict.fromkeys(document[key], HIDDEN)
+        for key in ADMIN_ONLY_VALUES
+        if isinstance(document.get(key), dict)
+    }
+    return {**document, **hidden} if hidden else document

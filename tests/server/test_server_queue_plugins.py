@@ -65,3 +65,22 @@ async def test_a_provider_only_the_agents_have_is_a_warning(admin: LaunchplaneCl
 async def test_a_runner_only_the_agents_have_is_a_warning(admin: LaunchplaneClient) -> None:
     created = await admin.create_queue("slurm", {"resource": "slurm"})
     assert any("runner 'slurm' is not installed here" in w for w in created["warnings"])
+
+
+async def test_provider_options_are_shown_to_admins_only(
+    admin: LaunchplaneClient, submitter: LaunchplaneClient
+) -> None:
+    """A provider's options (an address, a mount path) are the admin's, like secret refs."""
+    config = {
+        "resource": "local-process",
+        "secret_providers": {"vault": {"addr": "https://v:8200"}},
+    }
+    await admin.create_queue("provider-options", config)
+    assert (await admin.get_queue("provider-options"))["config"]["secret_providers"] == {
+        "vault": {"addr": "https://v:8200"}
+    }
+    seen = await submitter.get_queue("provider-options")
+    assert list(seen["config"]["secret_providers"]) == ["vault"]
+    job = await submitter.submit_job("provider-options", {"entry_point": "true"})
+    assert "v:8200" not in str(seen) and "v:8200" not in str(job)
+    assert "v:8200" not in str(await submitter.get_job(job["id"]))
