@@ -7,7 +7,8 @@ submit would then fail on:
 
 * ``resource_args.<runner>`` against the queue's runner's ``resource_args_model``;
 * ``builder.options`` against the builder's ``options_model``;
-* every ``secrets:`` reference's scheme against the installed secret providers.
+* every ``secrets:`` reference's scheme against the installed secret providers,
+  and ``secret_providers.<scheme>`` against that provider's ``options_model``.
 
 Only what is installed *here* can be checked: the server and a workstation
 running ``plan`` may lack a runner or a provider that the agents have. So a
@@ -70,6 +71,7 @@ def check_queue_plugins(
                 model, config.builder.options, ("builder", "options"), placeholders
             )
     errors += _scheme_errors(config.secrets, registry, warnings)
+    errors += _provider_option_errors(config.secret_providers, placeholders, registry, warnings)
     return errors, warnings
 
 
@@ -112,6 +114,33 @@ def _scheme_errors(
                 errors,
                 warnings,
             )
+    return errors
+
+
+def _provider_option_errors(
+    options: Mapping[str, Mapping[str, Any]],
+    placeholders: Mapping[PathKey, Any],
+    registry: PluginRegistry,
+    warnings: list[FieldError],
+) -> list[FieldError]:
+    """``secret_providers.<scheme>`` against each installed provider's ``options_model``."""
+    errors: list[FieldError] = []
+    for scheme, given in options.items():
+        path = ("secret_providers", scheme)
+        provider = registry.secret_providers.get(scheme)
+        if provider is None:
+            _not_installed(
+                join_path(*path),
+                "secret provider for scheme",
+                scheme,
+                registry.secret_providers,
+                errors,
+                warnings,
+            )
+        elif provider.options_model is not None:
+            errors += _model_errors(provider.options_model, given, path, placeholders)
+        elif given:
+            errors.append(FieldError(join_path(*path), f"provider '{scheme}' takes no options"))
     return errors
 
 

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ValidationError
 
 from launchplane.core import builtin_plugins
-from launchplane.core.errors import FieldError, from_validation_error, join_path, suggest
+from launchplane.core.config.resolve import model_errors
+from launchplane.core.errors import FieldError, join_path, suggest
 from launchplane.core.interfaces import (
     Builder,
     MissingExtraError,
@@ -217,24 +218,20 @@ class PluginRegistry:
         cls = self._class(kind, name)
         merged = self._merged(kind, name, options)
         model: type[BaseModel] | None = getattr(cls, "options_model", None)
-        where = join_path(*(part.format(name=name) for part in kind.options_at or ("options",)))
+        where = tuple(part.format(name=name) for part in kind.options_at or ("options",))
         if model is None:
             if merged:
                 keys = ", ".join(sorted(map(str, merged)))
                 raise PluginOptionsError(
                     kind,
                     name,
-                    [FieldError(where, f"takes no options, got: {keys}")],
+                    [FieldError(join_path(*where), f"takes no options, got: {keys}")],
                 )
             return None
         try:
             return model.model_validate(merged)
-        except ValidationError as exc:
-            errors = [
-                FieldError(f"{where}.{error.path}" if error.path else where, error.message)
-                for error in from_validation_error(exc, model=model)
-            ]
-            raise PluginOptionsError(kind, name, errors) from None
+        except ValidationError:
+            raise PluginOptionsError(kind, name, model_errors(model, merged, where)) from None
 
     # -- lifecycle ----------------------------------------------------------------
 

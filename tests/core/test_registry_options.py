@@ -248,3 +248,36 @@ def test_an_agent_config_gives_provider_defaults(
     refused = CliRunner().invoke(agent_command.agent, ["-c", str(config)])
     assert refused.exit_code == 2
     assert "secret_providers: expected a mapping of scheme -> options mapping" in refused.output
+
+
+# --- queue checks (queue create, plan) ------------------------------------------------
+
+
+def _queue_problems(config: dict[str, Any]) -> tuple[list[str], list[str]]:
+    from launchplane.core.config.queue_check import inspect_queue_config
+    from launchplane.core.plugin_checks import check_queue_plugins
+
+    checked = inspect_queue_config(config)
+    errors, warnings = check_queue_plugins(checked.config, checked.placeholders, registry())
+    return [f"{e.path}: {e.message}" for e in errors], [f"{w.path}: {w.message}" for w in warnings]
+
+
+def test_a_queue_s_provider_options_are_checked_by_the_provider_s_model(
+    vault_file: Path,
+) -> None:
+    errors, _ = _queue_problems({"secret_providers": {"file-vault": {"pth": "/etc/vault.json"}}})
+    assert errors == ["secret_providers.file-vault.pth: unknown key (did you mean 'path'?)"]
+    errors, _ = _queue_problems({"secret_providers": {"env": {"prefix": "X_"}}})
+    assert errors == ["secret_providers.env: provider 'env' takes no options"]
+    errors, warnings = _queue_problems({"secret_providers": {"aws-sm": {"region": "eu-west-1"}}})
+    assert errors == [] and warnings[0].startswith("secret_providers.aws-sm: ")
+    # A missing field may come from the agent config's defaults: not judged here.
+    assert _queue_problems({"secret_providers": {"file-vault": {"prefix": "p"}}}) == ([], [])
+
+
+def test_a_queue_s_builder_options_are_checked_by_the_builder_s_model(vault_file: Path) -> None:
+    errors, _ = _queue_problems({"builder": {"type": "buildah", "options": {"layers": "often"}}})
+    assert errors == [
+        "builder.options.layers: Input should be a valid boolean, unable to interpret input "
+        "(got 'often')"
+    ]
