@@ -89,8 +89,12 @@ async def cancel_job(job_id: JobId, state: State, caller: Submitter) -> Job:
 
 
 @router.get("/jobs/{job_id}/record")
-async def get_record(job_id: JobId, state: State, _: Submitter) -> dict[str, Any]:
-    return await state.store.get_record(job_id)
+async def get_record(job_id: JobId, state: State, caller: Submitter) -> dict[str, Any]:
+    """The run record; its ``spec`` shows secret references and provider options to admins."""
+    record = await state.store.get_record(job_id)
+    if isinstance(record.get("spec"), dict):
+        record = {**record, "spec": hide_secret_refs(record["spec"], caller)}
+    return record
 
 
 @router.get("/jobs/{job_id}/logs")

@@ -4,8 +4,10 @@ refused at once, with the path and the fix."""
 from __future__ import annotations
 
 import pytest
+from kit import QUEUE, claim_now
 
 from launchplane.core.client import LaunchplaneClient, NotFound, ValidationFailed
+from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
 
@@ -84,3 +86,27 @@ async def test_provider_options_are_shown_to_admins_only(
     job = await submitter.submit_job("provider-options", {"entry_point": "true"})
     assert "v:8200" not in str(seen) and "v:8200" not in str(job)
     assert "v:8200" not in str(await submitter.get_job(job["id"]))
+
+
+async def test_a_run_record_shows_references_and_options_to_admins_only(
+    server: EmbeddedServer,
+    admin: LaunchplaneClient,
+    submitter: LaunchplaneClient,
+    agent: LaunchplaneClient,
+) -> None:
+    config = {
+        "resource": "local-process",
+        "secrets": {"DB_PASSWORD": "env:PROD_DB_PASSWORD"},
+        "secret_providers": {"vault": {"addr": "https://v:8200"}},
+    }
+    await server.ensure_queue(QUEUE, config)
+    job = await submitter.submit_job(QUEUE, {"entry_point": "true"})
+    lease = await claim_now(agent)
+    spec = lease.resolved.model_dump(mode="json")
+    await agent.complete(lease.lease_id, "succeeded", exit_code=0, record={"spec": spec})
+
+    assert (await admin.get_record(job["id"]))["spec"]["secrets"] == config["secrets"]
+    seen = await submitter.get_record(job["id"])
+    assert seen["spec"]["secrets"] == {"DB_PASSWORD": "<hidden>"}
+    assert list(seen["spec"]["secret_providers"]) == ["vault"]
+    assert "PROD_DB_PASSWORD" not in str(seen) and "v:8200" not in str(seen)
