@@ -22,14 +22,13 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import ValidationError
-
 from launchplane.core.client import ClientError, LaunchplaneClient
-from launchplane.core.config import normalise_layer
+from launchplane.core.config.queue_check import inspect_queue_config
+from launchplane.core.errors import ConfigError
 from launchplane.core.interfaces import PluginError
 from launchplane.core.launch import builder_name
 from launchplane.core.plugins import PluginRegistry
-from launchplane.core.spec import QueueConfig
+from launchplane.core.registry import PluginOptionsError
 
 log = logging.getLogger("launchplane.agent")
 
@@ -55,20 +54,24 @@ async def unservable_queues(
 
 
 def missing_plugin(registry: PluginRegistry, config: Mapping[str, Any]) -> str | None:
-    """Why the runner or builder of a queue config is unusable here, or None if both are fine."""
-    data, errors = normalise_layer(config, queue=True)
-    if errors:
-        return None  # the server accepted it; a job of it will say what is wrong
+    """Why the runner or builder of a queue config is unusable here, or None if both are fine.
+
+    The builder is looked up with the queue's ``builder.options``; options it
+    refuses (or that a placeholder fills per job) are a job's problem, reported
+    when it runs - the builder is installed, which is all this asks.
+    """
     try:
-        queue = QueueConfig.model_validate(data)
-    except ValidationError:
-        return None
+        queue = inspect_queue_config(config).config
+    except ConfigError:
+        return None  # the server accepted it; a job of it will say what is wrong
     runner, builder = queue.resource, builder_name(queue)
     try:
         if "{{" not in runner:
             registry.runner(runner)
         if "{{" not in builder:
-            registry.builder(builder)
+            registry.builder(builder, queue.builder.options if queue.builder else None)
+    except PluginOptionsError:
+        return None
     except PluginError as exc:
         return str(exc)
     return None
