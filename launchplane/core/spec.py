@@ -39,6 +39,8 @@ class GitSource(StrictModel):
     repository: str
     branch: str | None = None
     commit: str | None = None
+    patch: str | None = None
+    """A diff applied with ``git apply`` after the checkout (a W&B job's ``diff.patch``)."""
 
 
 class DockerSource(StrictModel):
@@ -74,6 +76,9 @@ class ArtifactRef(StrictModel):
     alias: str | None = None
     type: str | None = None
     path: str | None = None
+    slot: str | None = None
+    """The W&B artifact slot this replaces (W&B's ``overrides.artifacts`` key: the name
+    the job's code passes to ``use_artifact``)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -106,6 +111,24 @@ class TemplateVariable(StrictModel):
     description: str | None = None
 
 
+PRIORITIES = ("critical", "high", "medium", "low")
+"""W&B's four priorities, highest first; claims take the highest, oldest first within one."""
+
+DEFAULT_PRIORITY = "medium"
+
+
+def priority_name(value: Any) -> Any:
+    """``high``, ``HIGH`` or W&B's number (0 critical .. 3 low) as the name; else unchanged."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(PRIORITIES):
+        return PRIORITIES[value]
+    if isinstance(value, str) and value.strip().lower() in PRIORITIES:
+        return value.strip().lower()
+    return value
+
+
+Priority = Literal["critical", "high", "medium", "low"]
+
+
 class RetryPolicy(StrictModel):
     """Re-run a job after an infrastructure failure (lost agent, image pull, eviction)."""
 
@@ -135,6 +158,24 @@ class _JobFields(StrictModel):
     output_artifacts: list[ArtifactRef] = Field(default_factory=list)
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     resource_args: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    requirements: list[str] | None = None
+    """Pinned Python requirements (a W&B job's ``requirements.frozen.txt``): written to the
+    code root as ``requirements.frozen.txt``, installed by image builders, checked against
+    the installed packages by the local-process runner."""
+    priority: Priority | None = None
+    """Claim order within the queue: critical, high, medium (the default), low."""
+    author: str | None = None
+    """Who launched it (W&B's ``author``); the ``${author}`` macro."""
+    wandb_run_id: str | None = None
+    """The W&B run id the submitter asked for (a W&B launch spec's ``run_id``): given to the
+    job as ``WANDB_RUN_ID``. launchplane's own run id (``${run_id}``) stays its own."""
+    sweep_id: str | None = None
+    """The W&B sweep this run belongs to (``WANDB_SWEEP_ID``)."""
+
+    @field_validator("priority", mode="before")
+    @classmethod
+    def _priority_name(cls, value: Any) -> Any:
+        return priority_name(value)
 
     @field_validator("command", mode="before")
     @classmethod
@@ -249,6 +290,11 @@ class ResolvedJob(_JobFields):
                               ``name``, ``alias``, ``type``, ``path``.
     ``queue``, ``entity``, ``project``, ``job``, ``name``, ``artifact``
                               identity and W&B fields, for names and labels.
+    ``author``, ``wandb_run_id``, ``sweep_id``
+                              W&B's launch spec fields (``${author}``; ``WANDB_RUN_ID``,
+                              ``WANDB_SWEEP_ID`` for the W&B integration).
+    ``priority``              the claim order it was queued with (None: medium).
+    ``requirements``          pinned requirements (``requirements.frozen.txt``), or None.
     ``template_values``       the queue's template variables as this job set them
                               (already substituted into the fields above).
     """
