@@ -90,13 +90,14 @@ def fail_invalid(exc: ValidationFailed | ConfigError) -> Any:
     """Print every problem with its path and exit 2."""
     if isinstance(exc, ConfigError):
         head = exc.source or "invalid input"
-        errors = [(error.path, error.message) for error in exc.errors]
+        # FieldError's own rendering keeps the line of a problem found while parsing a file.
+        lines = [str(error) for error in exc.errors]
     else:
         head = exc.message.split(":", 1)[0] if exc.errors else exc.message
-        errors = [(error.get("path", ""), error.get("message", "")) for error in exc.errors]
+        lines = [f"{e.get('path') or '<root>'}: {e.get('message', '')}" for e in exc.errors]
     click.echo(f"error: {head}", err=True)
-    for path, message in errors:
-        click.echo(f"  {path or '<root>'}: {message}", err=True)
+    for line in lines:
+        click.echo(f"  {line}", err=True)
     raise SystemExit(EXIT_INVALID)
 
 

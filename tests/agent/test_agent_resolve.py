@@ -53,12 +53,12 @@ async def test_a_lease_this_agent_cannot_read_fails_its_job_instead_of_holding_i
         spec={},
         overrides=[],
         template_variables={},
-        resolved={"command": ["true"], "launch_priority": 7},
+        resolved={"command": ["true"], "gang_schedule": {"size": 4}},
     )
     async with running_agent(server, tmp_path / "work", [QUEUE]):
         failed = await wait_for_state(client, job.id)
     assert (failed["state"], failed["failure_stage"]) == ("failed", "resolve")
     assert failed["reason"].startswith(
         "this agent cannot read the lease the server sent: "
-        "resolved.launch_priority: unknown key (the agent runs launchplane "
+        "resolved.gang_schedule: unknown key (the agent runs launchplane "
     )
