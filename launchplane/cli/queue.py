@@ -125,6 +125,8 @@ def show(name: str, server: str | None, token: str | None, as_json: bool) -> Non
 @json_option
 def list_(server: str | None, token: str | None, as_json: bool) -> None:
     """List queues."""
+    from launchplane.core.config.wandb_queue import runner_name
+
     queues = call(server, token, lambda client: client.list_queues())
     if as_json:
         print_json({"queues": queues})
@@ -133,7 +135,8 @@ def list_(server: str | None, token: str | None, as_json: bool) -> None:
         (
             q["name"],
             q["version"],
-            q["config"].get("resource", "local-process"),
+            # A config may name its runner the W&B way (resource: local-container).
+            runner_name(q["config"].get("resource", "local-process")),
             age(q["updated_at"]),
         )
         for q in queues

@@ -193,3 +193,26 @@ def test_template_variables_join_a_launchplane_config(server: Server, tmp_path: 
     )
     assert result.exit_code == 2
     assert "  template_variables.n: also in --template-variables" in result.stderr
+
+
+def test_a_launchplane_config_may_spell_the_runner_the_wandb_way(
+    server: Server, tmp_path: Path
+) -> None:
+    config = write(
+        tmp_path,
+        "queue.yaml",
+        "resource: local-container\n"
+        "resource_args:\n  local-container: {gpus: all, e: [HF_TOKEN]}\n",
+    )
+    assert run(server, "queue", "create", "wb-spelt", "-f", config).exit_code == 0
+    rows = [line.split()[:3] for line in run(server, "queue", "list").output.splitlines()]
+    assert ["wb-spelt", "1", "docker"] in rows
+    job = write(tmp_path, "job.yaml", "docker: {image: 'python:3.11'}\n")
+    submitted = run(server, "submit", job, "--queue", "wb-spelt", "--json")
+    assert submitted.exit_code == 0, submitted.output
+    resolved = json.loads(submitted.stdout)["resolved"]
+    assert (resolved["resource"], resolved["resource_args"], resolved["passthrough_env"]) == (
+        "docker",
+        {"docker": {"gpus": "all"}},
+        ["HF_TOKEN"],
+    )

@@ -388,6 +388,11 @@ def test_locks_and_placeholders_hold_across_spellings() -> None:
     }
     wandb_way = {**JOB, "resource_args": {"local-container": {"m": "64g"}}}
     assert list(problems(resolved_docker, queue, wandb_way)) == ["resource_args.docker.memory"]
+    whole = {**queue, "locked": ["resource_args.local-container"]}
+    assert check_queue_config(whole)[0].locked == ["resource_args.docker"]
+    assert problems(resolved_docker, whole, {**JOB, "resource_args": {"docker": {"cpus": 1}}}) == {
+        "resource_args.docker": "is locked by the queue config; only an admin can change it"
+    }
 
 
 def test_a_submitters_env_list_merges_with_the_queues() -> None:

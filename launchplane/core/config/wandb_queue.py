@@ -382,8 +382,10 @@ def canonical_runner_path(path: PathKey) -> PathKey:
     ``builder.accelerator.base_image``; ``resource_args.local-container.shm_size``
     -> ``resource_args.docker.shm_size`` (for ``locked:`` entries).
     """
-    if len(path) < 3 or path[0] != "resource_args":
+    if len(path) < 2 or path[0] != "resource_args":
         return path
+    if len(path) == 2:
+        return ("resource_args", DOCKER) if path[1] == LOCAL_CONTAINER else path
     if path[2] == "builder":
         rest = path[3:]
         if rest and rest[0] == "cuda":
