@@ -238,7 +238,7 @@ def test_local_container_flags_become_the_docker_runners_args() -> None:
         "label": ["team=ml", "wandb"],
         "runtime": "nvidia",
         "add-host": "host.docker.internal:host-gateway",
-        "init": True,
+        "init": None,
         "rm": True,
     }
     config = queue_config_from_wandb("local-container", body)
@@ -358,8 +358,7 @@ def test_flag_values_are_checked_like_wandb_checks_them() -> None:
         "(W&B passes it on and docker refuses it); set the job's entry_point or command",
         "resource_args.local-container.name": "'name': launchplane names the container "
         "lp-<run id> so a restarted agent finds it again; use label (queue config) to tag it",
-        "resource_args.local-container.shm_size": "also given as 'shm-size': give docker run "
-        "flag once",
+        "resource_args.local-container.shm_size": "also given as 'shm-size'; give each flag once",
     }
 
 

@@ -192,7 +192,7 @@ def local_container_args(
             continue
         if canonical in given:
             errors.append(
-                FieldError(at, f"also given as '{given[canonical]}': give docker run flag once")
+                FieldError(at, f"also given as '{given[canonical]}'; give each flag once")
             )
             continue
         given[canonical] = str(raw)
@@ -210,7 +210,8 @@ def local_container_args(
         elif flag.repeatable:
             args[flag.field] = [str(item) for item in _items(value)]
         else:
-            args[flag.field] = value
+            # A switch written without a value (``init:``) is on, as ``--init`` is.
+            args[flag.field] = True if flag.boolean and value is None else value
     return args, passthrough, errors
 
 
