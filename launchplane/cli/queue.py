@@ -16,7 +16,7 @@ from launchplane.cli._output import (
     print_table,
     server_options,
 )
-from launchplane.core.errors import ConfigError
+from launchplane.core.errors import ConfigError, FieldError
 
 CONFIG_FILE = click.option(
     "-f",
@@ -24,7 +24,22 @@ CONFIG_FILE = click.option(
     "config_file",
     required=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="The queue config (YAML or JSON).",
+    help="The queue config (YAML or JSON); with --type, a W&B queue body.",
+)
+WANDB_TYPE = click.option(
+    "--type",
+    "resource_type",
+    metavar="TYPE",
+    help="The file is a W&B queue body for this W&B runner type: local-container, "
+    "local-process, kubernetes, sagemaker or gcp-vertex (also W&B's stored form "
+    '{"resource_args": {TYPE: body}}).',
+)
+TEMPLATE_VARIABLES = click.option(
+    "--template-variables",
+    "template_variables",
+    metavar="FILE|JSON",
+    help="Template variable declarations, W&B's ({name: {schema: {type: integer, minimum: 1}}} "
+    "or [{name, schema}]) or launchplane's: a .json/.yaml file or inline JSON.",
 )
 
 
@@ -36,13 +51,26 @@ def queue() -> None:
 @queue.command("create")
 @click.argument("name")
 @CONFIG_FILE
+@WANDB_TYPE
+@TEMPLATE_VARIABLES
 @server_options
 @json_option
 def create(
-    name: str, config_file: Path, server: str | None, token: str | None, as_json: bool
+    name: str,
+    config_file: Path,
+    resource_type: str | None,
+    template_variables: str | None,
+    server: str | None,
+    token: str | None,
+    as_json: bool,
 ) -> None:
-    """Create queue NAME from a config file (its placeholders are checked now)."""
-    config = _load(config_file)
+    """Create queue NAME from a config file (its placeholders are checked now).
+
+    With --type, the file is a queue body as W&B holds it (a Kubernetes
+    manifest, a SageMaker request, docker run flags, ...), translated to a
+    launchplane queue config.
+    """
+    config = _queue_config(config_file, resource_type, template_variables)
     created = call(server, token, lambda client: client.create_queue(name, config))
     _report(created, "created", as_json)
 
@@ -50,13 +78,24 @@ def create(
 @queue.command("update")
 @click.argument("name")
 @CONFIG_FILE
+@WANDB_TYPE
+@TEMPLATE_VARIABLES
 @server_options
 @json_option
 def update(
-    name: str, config_file: Path, server: str | None, token: str | None, as_json: bool
+    name: str,
+    config_file: Path,
+    resource_type: str | None,
+    template_variables: str | None,
+    server: str | None,
+    token: str | None,
+    as_json: bool,
 ) -> None:
-    """Replace the config of queue NAME; jobs already queued keep the version they resolved."""
-    config = _load(config_file)
+    """Replace the config of queue NAME; jobs already queued keep the version they resolved.
+
+    --type and --template-variables as for ``queue create``.
+    """
+    config = _queue_config(config_file, resource_type, template_variables)
     updated = call(server, token, lambda client: client.update_queue(name, config))
     _report(updated, "updated", as_json)
 
@@ -86,6 +125,8 @@ def show(name: str, server: str | None, token: str | None, as_json: bool) -> Non
 @json_option
 def list_(server: str | None, token: str | None, as_json: bool) -> None:
     """List queues."""
+    from launchplane.core.config.wandb_queue import runner_name
+
     queues = call(server, token, lambda client: client.list_queues())
     if as_json:
         print_json({"queues": queues})
@@ -94,12 +135,81 @@ def list_(server: str | None, token: str | None, as_json: bool) -> None:
         (
             q["name"],
             q["version"],
-            q["config"].get("resource", "local-process"),
+            # A config may name its runner the W&B way (resource: local-container).
+            runner_name(q["config"].get("resource", "local-process")),
             age(q["updated_at"]),
         )
         for q in queues
     ]
     print_table(("NAME", "VERSION", "RUNNER", "UPDATED"), rows)
+
+
+def _queue_config(
+    path: Path, resource_type: str | None, template_variables: str | None
+) -> dict[str, Any]:
+    """The launchplane queue config a file (and --type, --template-variables) stands for."""
+    from launchplane.core.config import wandb_queue
+
+    document = _load(path)
+    declared = _declarations(template_variables) if template_variables is not None else None
+    if resource_type is not None:
+        try:
+            return wandb_queue.queue_config_from_wandb(resource_type, document, declared)
+        except ConfigError as exc:
+            fail_invalid(ConfigError(exc.errors, source=f"{path} (a W&B {resource_type} body)"))
+    wandb_type = wandb_queue.stored_form_runner(document)
+    if wandb_type is not None:
+        fail_invalid(
+            ConfigError(
+                [
+                    FieldError(
+                        f"resource_args.{wandb_type}",
+                        f"the queue names no runner (resource), so it would run local-process; "
+                        f"this looks like W&B's stored form of a {wandb_type} queue: pass "
+                        f"--type {wandb_type}, or add resource: "
+                        f"{wandb_queue.runner_name(wandb_type)}",
+                    )
+                ],
+                source=str(path),
+            )
+        )
+    if declared is None:
+        return document
+    current = document.get("template_variables") or {}
+    if not isinstance(current, dict) or not isinstance(declared, dict | list):
+        fail_invalid(
+            ConfigError("--template-variables and the file's template_variables must be mappings")
+        )
+    names = [entry.get("name") for entry in declared] if isinstance(declared, list) else declared
+    twice = sorted(set(current) & {str(name) for name in names})
+    if twice:
+        fail_invalid(
+            ConfigError(
+                [
+                    FieldError(f"template_variables.{name}", "also in --template-variables")
+                    for name in twice
+                ],
+                source=str(path),
+            )
+        )
+    errors: list[FieldError] = []
+    translated = wandb_queue.template_variables_from_wandb(declared, errors)
+    if errors:
+        fail_invalid(ConfigError(errors, source="--template-variables"))
+    return {**document, "template_variables": {**current, **translated}}
+
+
+def _declarations(value: str) -> Any:
+    """``--template-variables``: inline JSON, or the path of a JSON or YAML file."""
+    from launchplane.core.yamlsafe import load_document
+
+    candidate = Path(value)
+    try:
+        if not value.lstrip().startswith(("{", "[")) and candidate.is_file():
+            return load_document(candidate.read_text(), source=str(candidate))
+        return load_document(value, source="--template-variables", syntax="json")
+    except ConfigError as exc:
+        fail_invalid(exc)
 
 
 def _load(path: Path) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from launchplane.core.config.keypath import PathKey, format_path, parse_path
+from launchplane.core.config.wandb_queue import canonical_runner_path, normalise_runner_args
 from launchplane.core.errors import ConfigError, FieldError, suggest
 
 JOB_SOURCE_KEYS = ("git", "artifact", "docker")
@@ -71,6 +72,8 @@ def normalise_layer(
             errors.append(_twice("resource_args.builder", "builder"))
         else:
             data["builder"] = builder
+    # W&B's runner spellings: local-container flags, resource_args.<runner>.builder.
+    normalise_runner_args(data, errors, queue=queue)
     if queue and isinstance(data.get("locked"), list):
         data["locked"] = _canonical_locked(data["locked"], errors)
     return data, errors
@@ -82,7 +85,7 @@ def canonical_path(path: PathKey) -> PathKey:
         return path[1:]
     if path[:2] == ("resource_args", "builder"):
         return ("builder", *path[2:])
-    return path
+    return canonical_runner_path(path)
 
 
 def with_not_a_launch_config_hint(

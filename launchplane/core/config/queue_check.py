@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from launchplane.core.config.keypath import PathKey
 from launchplane.core.config.normalise import normalise_layer
 from launchplane.core.config.templates import check_declaration, check_placeholders
+from launchplane.core.config.wandb_queue import template_variables_from_wandb
 from launchplane.core.errors import ConfigError, from_validation_error, kind_of
 from launchplane.core.spec import QueueConfig, TemplateVariable
 
@@ -54,6 +55,11 @@ def inspect_queue_config(raw: Mapping[str, Any]) -> CheckedQueue:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"a queue config must be a mapping of keys, not {kind_of(raw)}")
     data, errors = normalise_layer(raw, queue=True)
+    if "template_variables" in data:
+        # W&B's declarations ({schema: {type: number, ...}}, or a list) as launchplane's.
+        data["template_variables"] = template_variables_from_wandb(
+            data["template_variables"], errors
+        )
     queue: QueueConfig | None = None
     try:
         queue = QueueConfig.model_validate(data)

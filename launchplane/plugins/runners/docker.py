@@ -54,7 +54,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import anyio
 import anyio.from_thread
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
@@ -154,7 +161,38 @@ class DockerArgs(BaseModel):
     )
     shm_size: str | int | None = Field(default=None, description="/dev/shm size, e.g. 2g")
     memory: str | int | None = Field(default=None, description="Memory limit, e.g. 512m")
+    memory_reservation: str | int | None = Field(
+        default=None, description="Soft memory limit (--memory-reservation), e.g. 256m"
+    )
+    memory_swap: str | int | None = Field(
+        default=None,
+        description="Memory plus swap (--memory-swap), e.g. 1g; -1 for unlimited swap. "
+        "Default: equal to memory (no swap)",
+    )
     cpus: float | None = Field(default=None, gt=0, description="CPU limit, e.g. 1.5")
+    cpu_shares: int | None = Field(default=None, ge=0, description="Relative CPU weight (1024)")
+    cpu_period: int | None = Field(
+        default=None, ge=1000, le=1_000_000, description="CFS period in microseconds"
+    )
+    cpu_quota: int | None = Field(
+        default=None, ge=-1, description="CFS quota in microseconds per period (-1: none)"
+    )
+    cpuset_cpus: str | None = Field(default=None, description="CPUs to run on, e.g. 0-3 or 0,1")
+    cpuset_mems: str | None = Field(default=None, description="Memory nodes (NUMA), e.g. 0")
+    pids_limit: int | None = Field(
+        default=None, ge=-1, description="Most processes at once (-1: unlimited)"
+    )
+    ulimits: list[str] = Field(
+        default_factory=list,
+        description='["nofile=1024:2048", "nproc=512"] (NAME=SOFT[:HARD]) or {nofile: "1024:2048"}',
+    )
+    platform: str | None = Field(
+        default=None, description="Image platform os[/arch[/variant]], e.g. linux/amd64"
+    )
+    extra_hosts: list[str] = Field(
+        default_factory=list,
+        description='["HOST:IP", ...] added to /etc/hosts (--add-host); IP may be host-gateway',
+    )
     network: str | None = Field(default=None, description="bridge, host, none or a network")
     user: str | None = Field(default=None, description="User (name or uid[:gid]) to run as")
     workdir: str | None = Field(default=None, description="Working directory in the container")
@@ -209,11 +247,62 @@ class DockerArgs(BaseModel):
                     )
         return value
 
-    @field_validator("memory", "shm_size")
+    @field_validator("memory", "shm_size", "memory_reservation")
     @classmethod
     def _size(cls, value: str | int | None) -> str | int | None:
         if value is not None:
             parse_size(value)
+        return value
+
+    @field_validator("memory_swap")
+    @classmethod
+    def _swap(cls, value: str | int | None) -> str | int | None:
+        if value is not None and str(value).strip() != "-1":
+            parse_size(value)
+        return value
+
+    @model_validator(mode="after")
+    def _swap_needs_memory(self) -> DockerArgs:
+        # The engine refuses a swap limit without a memory limit, or one below it.
+        if self.memory_swap is None or str(self.memory_swap).strip() == "-1":
+            return self
+        if self.memory is None:
+            raise ValueError("memory_swap needs memory (the swap limit counts memory plus swap)")
+        if parse_size(self.memory_swap) < parse_size(self.memory):
+            raise ValueError(
+                f"memory_swap {self.memory_swap} is below memory {self.memory}; "
+                "it counts memory plus swap, so it must be at least memory"
+            )
+        return self
+
+    @field_validator("ulimits", mode="before")
+    @classmethod
+    def _ulimits(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = [f"{name}={limit}" for name, limit in value.items()]
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            for spec in value:
+                ulimit(str(spec))
+            return [str(spec) for spec in value]
+        return value
+
+    @field_validator("extra_hosts", mode="before")
+    @classmethod
+    def _extra_hosts(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = [f"{host}:{address}" for host, address in value.items()]
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            for spec in value:
+                host, sep, address = str(spec).partition(":")
+                if not sep or not host or not address:
+                    raise ValueError(
+                        f"{spec!r} is not HOST:IP (e.g. host.docker.internal:host-gateway)"
+                    )
+            return [str(spec) for spec in value]
         return value
 
     @field_validator("labels")
@@ -223,6 +312,25 @@ class DockerArgs(BaseModel):
         if reserved:
             raise ValueError(f"labels starting with {LABEL_PREFIX!r} are launchplane's: {reserved}")
         return value
+
+
+def ulimit(spec: str) -> dict[str, Any]:
+    """``nofile=1024:2048`` (``docker run --ulimit``) -> docker-py ``Ulimit`` keyword arguments.
+
+    One number sets both limits, as the docker CLI does; ``-1`` is unlimited.
+    """
+    name, sep, limits = spec.partition("=")
+    soft, _, hard = limits.partition(":")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        low = int(soft)
+        high = int(hard) if hard else low
+    except ValueError:
+        raise ValueError(
+            f"{spec!r} is not NAME=SOFT[:HARD] (e.g. nofile=1024:2048, memlock=-1)"
+        ) from None
+    return {"name": name.strip(), "soft": low, "hard": high}
 
 
 def _scalar_text(value: Any) -> str:
@@ -237,7 +345,7 @@ def docker_args(job: ResolvedJob) -> DockerArgs:
         return DockerArgs.model_validate(job.resource_args.get(DockerRunner.name, {}))
     except ValidationError as exc:
         problems = "; ".join(
-            f"resource_args.docker.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+            f"{'.'.join(['resource_args.docker', *(str(p) for p in e['loc'])])}: {e['msg']}"
             for e in exc.errors()
         )
         raise PluginError(problems) from None
@@ -269,6 +377,11 @@ def container_create_kwargs(
         environment["LAUNCHPLANE_OUTPUT_DIR"] = OUTPUT_DIR
         volumes.append(f"{output_dir}:{OUTPUT_DIR}:rw")
     memory = parse_size(args.memory) if args.memory is not None else None
+    # Swap limit = memory limit unless set: the job gets what was asked for, not that in swap too.
+    swap = memory
+    if args.memory_swap is not None:
+        text = str(args.memory_swap).strip()
+        swap = -1 if text == "-1" else parse_size(args.memory_swap)
     kwargs: dict[str, Any] = {
         "image": image_ref,
         "name": name,
@@ -278,10 +391,21 @@ def container_create_kwargs(
         "init": args.init,
         "volumes": volumes,
         "device_requests": device_requests(args.gpus) or None,
-        # Swap limit = memory limit: the job gets what was asked for, not twice that in swap.
         "mem_limit": memory,
-        "memswap_limit": memory,
+        "memswap_limit": swap,
+        "mem_reservation": (
+            parse_size(args.memory_reservation) if args.memory_reservation is not None else None
+        ),
         "nano_cpus": round(args.cpus * 1e9) if args.cpus is not None else None,
+        "cpu_shares": args.cpu_shares,
+        "cpu_period": args.cpu_period,
+        "cpu_quota": args.cpu_quota,
+        "cpuset_cpus": args.cpuset_cpus,
+        "cpuset_mems": args.cpuset_mems,
+        "pids_limit": args.pids_limit,
+        "ulimits": [ulimit(spec) for spec in args.ulimits] or None,
+        "platform": args.platform,
+        "extra_hosts": list(args.extra_hosts) or None,
         "shm_size": parse_size(args.shm_size) if args.shm_size is not None else None,
         "network_mode": args.network,
         "user": args.user,
@@ -657,7 +781,7 @@ def _create_and_start(clients: _Clients, kwargs: dict[str, Any], ctx: JobContext
         try:
             container = client.containers.create(**kwargs)
         except docker.errors.ImageNotFound:
-            _pull(client, kwargs["image"], ctx)
+            _pull(client, kwargs["image"], ctx, kwargs.get("platform"))
             container = client.containers.create(**kwargs)
     except docker.errors.DockerException as exc:
         raise PluginError(f"cannot create container {name}: {_explain(exc)}") from None
@@ -687,7 +811,7 @@ def _remove_leftover(client: DockerClient, name: str, ctx: JobContext) -> None:
     anyio.from_thread.run(ctx.emit, f"removed leftover container {name} of an earlier try")
 
 
-def _pull(client: DockerClient, ref: str, ctx: JobContext) -> None:
+def _pull(client: DockerClient, ref: str, ctx: JobContext, platform: str | None = None) -> None:
     from docker.utils import parse_repository_tag
 
     if ref.startswith("sha256:"):
@@ -702,7 +826,8 @@ def _pull(client: DockerClient, ref: str, ctx: JobContext) -> None:
     # A failed pull is the infrastructure's failure (registry down, image gone),
     # not the job's: a queue's retry policy may re-run it.
     try:
-        for chunk in client.api.pull(repository, tag=tag, stream=True, decode=True):
+        chunks = client.api.pull(repository, tag=tag, stream=True, decode=True, platform=platform)
+        for chunk in chunks:
             if "error" in chunk:
                 raise InfrastructureError(f"cannot pull image {ref}: {chunk['error']}")
     except docker.errors.DockerException as exc:
