@@ -5,6 +5,9 @@ which is imported on first use: only commands on a submitter's machine read
 files; the server and the agent receive jobs as JSON. ``base_config:`` names
 a file, relative to the including file, whose content the including file
 overrides; chains are followed, a cycle is an error that prints the chain.
+``job:`` naming a W&B job (``./my-job/``, relative to the file, or
+``entity/project/name:alias``) puts that job's layer under the file's own keys
+(:mod:`.wandb_job`).
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ def _load_chain(path: Path, *, queue: bool, limits: Limits | None) -> dict[str, 
         base = layer.pop("base_config", None)
         if errors:
             raise ConfigError(errors, source=display)
+        if not queue:
+            layer = _with_wandb_job(layer, current, display)
         layers.append(layer)
         if base is None:
             break
@@ -79,6 +84,48 @@ def _load_chain(path: Path, *, queue: bool, limits: Limits | None) -> dict[str, 
     merged: dict[str, Any] = {}
     for layer in reversed(layers):
         merged = deep_merge(merged, layer)
+    return merged
+
+
+def _with_wandb_job(layer: dict[str, Any], path: Path, display: str) -> dict[str, Any]:
+    """The file's layer over the W&B job its ``job:`` names; unchanged for a plain job name.
+
+    The file's own keys win (``entry_point:`` next to ``job:`` replaces the
+    job's), its ``hyperparameters`` are checked against the job's
+    ``input_types``, and an artifact job needs its code given here as
+    ``workdir:`` (or ``git:``).
+    """
+    from launchplane.core.config import wandb_job
+
+    ref = layer.get("job")
+    if not isinstance(ref, str):
+        return layer
+    try:
+        job = wandb_job.resolve_job_reference(ref, path.parent)
+    except ConfigError as exc:
+        # Said in the job file: its ``job:`` is what named the W&B job.
+        where = f" ({exc.source})" if exc.source else ""
+        raise ConfigError(
+            [
+                FieldError(
+                    "job",
+                    (f"{error.path}: " if error.path not in ("", "job") else "")
+                    + error.message
+                    + where,
+                )
+                for error in exc.errors
+            ],
+            source=display,
+        ) from None
+    if job is None:
+        return layer
+    if job.needs_code and not ("workdir" in layer or "git" in layer):
+        raise wandb_job.missing_code(job)
+    own = {key: value for key, value in layer.items() if key != "job"}
+    merged = deep_merge(job.layer, own)
+    errors = wandb_job.input_type_errors(job, merged.get("hyperparameters"))
+    if errors:
+        raise ConfigError(errors, source=display)
     return merged
 
 
