@@ -11,11 +11,12 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
 from agentkit import QUEUE
-from kit import log_lines, running_agent, wait_for_state
+from kit import DOCKER_BASE_IMAGE, log_lines, require_docker, running_agent, wait_for_state
 
 from launchplane.agent.gitcode import PatchError, checkout
 from launchplane.core.client import LaunchplaneClient
@@ -66,7 +67,9 @@ def origin_and_patch(path: Path) -> tuple[str, str]:
     return commit, patch
 
 
-def wandb_job_dir(path: Path, remote: Path, commit: str, patch: str) -> Path:
+def wandb_job_dir(
+    path: Path, remote: Path, commit: str, patch: str, frozen: str | None = None
+) -> Path:
     """A job directory as ``wandb artifact get`` downloads a repo job."""
     path.mkdir(parents=True)
     info = {
@@ -86,7 +89,7 @@ def wandb_job_dir(path: Path, remote: Path, commit: str, patch: str) -> Path:
     }
     (path / "wandb-job.json").write_text(json.dumps(info))
     (path / "requirements.frozen.txt").write_text(
-        f"anyio=={ANYIO}\npydantic==0.0.1\nlaunchplane-no-such-package==1.0\n"
+        frozen or f"anyio=={ANYIO}\npydantic==0.0.1\nlaunchplane-no-such-package==1.0\n"
     )
     (path / "diff.patch").write_text(patch)
     return path
@@ -121,6 +124,41 @@ async def test_wandb_job_directory_runs_with_its_diff_applied(
     run_dir = tmp_path / "work" / f"{job['id']}-1"
     assert not list(run_dir.glob("*.patch"))  # the patch file is not left behind
     assert not (run_dir / "code" / "diff.patch").exists()
+
+
+@pytest.mark.docker
+async def test_wandb_job_builds_with_its_frozen_requirements_and_runs_in_docker(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    engine = require_docker()
+    commit, patch = origin_and_patch(tmp_path / "origin")
+    # pip is in every new venv: the pin is met without a network. The nonce makes the
+    # requirements layer new, so the build really runs pip instead of using its cache.
+    frozen = f"pip  # {uuid.uuid4().hex}\n"
+    wandb_job_dir(tmp_path / "job", tmp_path / "origin", commit, patch, frozen)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("job: ./job/\nname: lptest-wandb-job\nhyperparameters: {lr: 0.25}\n")
+    await server.ensure_queue(
+        "wandb-docker",
+        {
+            "resource": "docker",
+            "builder": {"type": "docker", "base_image": DOCKER_BASE_IMAGE},
+            "lease_ttl_seconds": 30,
+        },
+    )
+    try:
+        async with running_agent(server, tmp_path / "work", ["wandb-docker"]):
+            job = await client.submit_job("wandb-docker", load_job_file(job_file))
+            done = await wait_for_state(client, job["id"], timeout=120)
+        lines = await log_lines(client, job["id"])
+    finally:
+        for image in engine.images.list(name="launchplane/lptest-wandb-job"):
+            engine.images.remove(image.id, force=True)
+
+    assert done["state"] == "succeeded", (done["reason"], lines)
+    assert "RUN pip install --no-deps -r /app/requirements.frozen.txt" in "\n".join(lines)
+    assert any("Requirement already satisfied: pip" in line for line in lines)
+    assert lines[-2:] == ["patched lr=0.25 helper ok", f"frozen: {frozen.strip()}"]
 
 
 async def test_a_patch_that_does_not_apply_fails_the_job_naming_it(
