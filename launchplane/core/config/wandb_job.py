@@ -53,7 +53,7 @@ import os
 import re
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ class WandbJob:
     """Where it came from (a path, or the W&B name), for messages."""
     input_types: Mapping[str, Any] | None = None
     partial: bool = False
-    needs_code: str | None = field(default=None)
+    needs_code: str | None = None
     """``source.artifact`` of an artifact job: the code it needs, which the job file must give."""
 
 
@@ -105,48 +105,15 @@ def job_layer(
     if not isinstance(info, Mapping):
         raise ConfigError(f"{JOB_FILE} must hold a mapping, not {kind_of(info)}", source=source)
     errors: list[FieldError] = []
-    layer: dict[str, Any] = {}
-    if name:
-        layer["job"] = name
+    layer: dict[str, Any] = {"job": name} if name else {}
     src = info.get("source") or {}
     if not isinstance(src, Mapping):
         raise ConfigError(
             [FieldError("source", f"must be a mapping, not {kind_of(src)}")], source=source
         )
     kind = info.get("source_type")
-    needs_code = None
-    if kind == "repo":
-        git = src.get("git") if isinstance(src.get("git"), Mapping) else {}
-        remote, commit = git.get("remote"), git.get("commit")
-        for key, value in (("remote", remote), ("commit", commit)):
-            if not isinstance(value, str) or not value.strip():
-                errors.append(
-                    FieldError(f"source.git.{key}", "a repo job needs the git remote and commit")
-                )
-        layer["git"] = {"repository": remote, "commit": commit}
-        if patch is not None and patch.strip():
-            layer["git"]["patch"] = patch
-    elif kind == "artifact":
-        artifact = src.get("artifact")
-        if not isinstance(artifact, str) or not artifact:
-            errors.append(FieldError("source.artifact", "an artifact job needs its code artifact"))
-        else:
-            layer["artifact"] = artifact
-            needs_code = artifact
-    elif kind == "image":
-        image = src.get("image")
-        if not isinstance(image, str) or not image:
-            errors.append(FieldError("source.image", "an image job needs the image"))
-        else:
-            layer["docker"] = {"image": image}
-    else:
-        errors.append(
-            FieldError(
-                "source_type",
-                f"must be one of {', '.join(SOURCE_TYPES)}, not {kind!r}"
-                + (suggest(kind, SOURCE_TYPES) if isinstance(kind, str) else ""),
-            )
-        )
+    code, needs_code = _code_source(kind, src, patch, errors)
+    layer.update(code)
     if src.get("notebook") and kind != "image":
         errors.append(
             FieldError(
@@ -163,13 +130,10 @@ def job_layer(
             errors.append(FieldError("source.entrypoint", "must be a list of strings"))
         elif entrypoint:
             layer["entry_point"] = entry_point(entrypoint)
-    for key, target in (
-        ("dockerfile", ("docker", "dockerfile")),
-        ("base_image", ("builder", "base_image")),
-    ):
+    for key, (section, target) in _BUILD_KEYS.items():
         value = src.get(key)
         if isinstance(value, str) and value:
-            layer.setdefault(target[0], {})[target[1]] = value
+            layer.setdefault(section, {})[target] = value
     build_context = src.get("build_context")
     if isinstance(build_context, str) and build_context.strip("./"):
         layer["workdir"] = build_context
@@ -185,6 +149,43 @@ def job_layer(
         partial=bool(info.get("_partial")),
         needs_code=needs_code,
     )
+
+
+def _code_source(
+    kind: Any, src: Mapping[str, Any], patch: str | None, errors: list[FieldError]
+) -> tuple[dict[str, Any], str | None]:
+    """The layer's code for each ``source_type``, and an artifact job's code artifact."""
+    if kind == "repo":
+        git = src.get("git") if isinstance(src.get("git"), Mapping) else {}
+        remote, commit = git.get("remote"), git.get("commit")
+        for key, value in (("remote", remote), ("commit", commit)):
+            if not isinstance(value, str) or not value.strip():
+                errors.append(
+                    FieldError(f"source.git.{key}", "a repo job needs the git remote and commit")
+                )
+        repo: dict[str, Any] = {"repository": remote, "commit": commit}
+        if patch is not None and patch.strip():
+            repo["patch"] = patch
+        return {"git": repo}, None
+    if kind == "artifact":
+        artifact = src.get("artifact")
+        if isinstance(artifact, str) and artifact:
+            return {"artifact": artifact}, artifact
+        errors.append(FieldError("source.artifact", "an artifact job needs its code artifact"))
+    elif kind == "image":
+        image = src.get("image")
+        if isinstance(image, str) and image:
+            return {"docker": {"image": image}}, None
+        errors.append(FieldError("source.image", "an image job needs the image"))
+    else:
+        errors.append(
+            FieldError(
+                "source_type",
+                f"must be one of {', '.join(SOURCE_TYPES)}, not {kind!r}"
+                + (suggest(kind, SOURCE_TYPES) if isinstance(kind, str) else ""),
+            )
+        )
+    return {}, None
 
 
 def entry_point(command: list[str]) -> list[str]:
