@@ -23,6 +23,7 @@ from launchplane.core.config.wandb_job import (
     job_layer,
     load_wandb_job,
     read_wandb_job,
+    with_wandb_job,
 )
 from launchplane.core.errors import ConfigError
 from launchplane.core.spec import JobSpec
@@ -181,9 +182,15 @@ def test_artifact_job_needs_its_code_given(tmp_path: Path) -> None:
     assert "source.artifact" in message and "wandb-artifact://_id/QXJ0aWZhY3Q6MQ==" in message
     assert "workdir:" in message
 
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("job: ./jobs/code-job/\n")
+    with pytest.raises(ConfigError) as refused:
+        load_job_file(job_file)
+    assert refused.value.source == str(job_file) and refused.value.errors[0].path == "job"
+    assert "source.artifact: " in str(refused.value) and "workdir:" in str(refused.value)
+
     code = tmp_path / "code"
     code.mkdir()
-    job_file = tmp_path / "job.yaml"
     job_file.write_text("job: ./jobs/code-job/\nworkdir: ./code\n")
     layer = resolve_local_workdir(load_job_file(job_file), job_file)
     assert layer["workdir"] == str(code)
@@ -290,6 +297,16 @@ def test_a_bad_job_directory_is_said_in_the_job_file(tmp_path: Path) -> None:
     assert refused.value.source == str(job_file)
     assert refused.value.errors[0].path == "job"
     assert "no such directory" in str(refused.value)
+
+
+def test_a_layer_built_from_flags_names_the_job_relative_to_a_directory(
+    tmp_path: Path,
+) -> None:
+    # What `launchplane submit -j ./my-job/ -E "python train.py --x"` does, from the cwd.
+    write_job(tmp_path / "my-job", repo_job())
+    layer = with_wandb_job({"job": "./my-job/", "entry_point": ["train.py", "--x"]}, tmp_path)
+    assert layer["entry_point"] == ["train.py", "--x"] and layer["git"]["commit"] == COMMIT
+    assert with_wandb_job({"job": "plain-name"}, tmp_path) == {"job": "plain-name"}
 
 
 def test_plain_job_names_stay_names(tmp_path: Path) -> None:

@@ -88,45 +88,13 @@ def _load_chain(path: Path, *, queue: bool, limits: Limits | None) -> dict[str, 
 
 
 def _with_wandb_job(layer: dict[str, Any], path: Path, display: str) -> dict[str, Any]:
-    """The file's layer over the W&B job its ``job:`` names; unchanged for a plain job name.
+    """The file's layer over the W&B job its ``job:`` names (:func:`.wandb_job.with_wandb_job`)."""
+    from launchplane.core.config.wandb_job import with_wandb_job
 
-    The file's own keys win (``entry_point:`` next to ``job:`` replaces the
-    job's), its ``hyperparameters`` are checked against the job's
-    ``input_types``, and an artifact job needs its code given here as
-    ``workdir:`` (or ``git:``).
-    """
-    from launchplane.core.config import wandb_job
-
-    ref = layer.get("job")
-    if not isinstance(ref, str):
-        return layer
     try:
-        job = wandb_job.resolve_job_reference(ref, path.parent)
+        return with_wandb_job(layer, path.parent)
     except ConfigError as exc:
-        # Said in the job file: its ``job:`` is what named the W&B job.
-        where = f" ({exc.source})" if exc.source else ""
-        raise ConfigError(
-            [
-                FieldError(
-                    "job",
-                    (f"{error.path}: " if error.path not in ("", "job") else "")
-                    + error.message
-                    + where,
-                )
-                for error in exc.errors
-            ],
-            source=display,
-        ) from None
-    if job is None:
-        return layer
-    if job.needs_code and not ("workdir" in layer or "git" in layer):
-        raise wandb_job.missing_code(job)
-    own = {key: value for key, value in layer.items() if key != "job"}
-    merged = deep_merge(job.layer, own)
-    errors = wandb_job.input_type_errors(job, merged.get("hyperparameters"))
-    if errors:
-        raise ConfigError(errors, source=display)
-    return merged
+        raise ConfigError(exc.errors, source=display) from None
 
 
 def _read_mapping(

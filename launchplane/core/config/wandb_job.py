@@ -57,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from launchplane.core.config.merge import deep_merge
 from launchplane.core.errors import ConfigError, FieldError, kind_of, suggest
 
 JOB_FILE = "wandb-job.json"
@@ -277,6 +278,47 @@ def missing_code(job: WandbJob) -> ConfigError:
         ],
         source=job.source,
     )
+
+
+def with_wandb_job(layer: Mapping[str, Any], relative_to: Path) -> dict[str, Any]:
+    """``layer`` over the W&B job its ``job:`` names; ``layer`` as is when ``job`` is a plain name.
+
+    What a job file (``job: ./my-job/``, relative to ``relative_to``) and the
+    CLI's ``-j/--job`` (relative to the current directory) both need: the
+    layer's own keys win (``entry_point`` next to ``job`` replaces the job's),
+    its ``hyperparameters`` are checked against the job's ``input_types``, and
+    an artifact job needs its code in the layer (``workdir``, or ``git``).
+    Raises :class:`ConfigError`; a problem of the W&B job itself is said under
+    ``job``, with where the job came from.
+    """
+    ref = layer.get("job")
+    if not isinstance(ref, str):
+        return dict(layer)
+    try:
+        job = resolve_job_reference(ref, relative_to)
+        if job is not None and job.needs_code and not ("workdir" in layer or "git" in layer):
+            raise missing_code(job)
+    except ConfigError as exc:
+        where = f" ({exc.source})" if exc.source else ""
+        raise ConfigError(
+            [
+                FieldError(
+                    "job",
+                    (f"{error.path}: " if error.path not in ("", "job") else "")
+                    + error.message
+                    + where,
+                )
+                for error in exc.errors
+            ]
+        ) from None
+    if job is None:
+        return dict(layer)
+    own = {key: value for key, value in layer.items() if key != "job"}
+    merged = deep_merge(job.layer, own)
+    errors = input_type_errors(job, merged.get("hyperparameters"))
+    if errors:
+        raise ConfigError(errors)
+    return merged
 
 
 def resolve_job_reference(value: str, relative_to: Path) -> WandbJob | None:
