@@ -4,6 +4,13 @@ A run is reproducible only if its exact code is known, so a branch is
 resolved to the commit it points at and that commit is what the record
 keeps. Local paths and ``file://`` URLs work like remote URLs.
 
+A W&B job's uncommitted changes come as ``git.patch`` (its ``diff.patch``):
+applied with ``git apply`` right after the checkout, all or nothing, so the
+code is exactly the commit plus the patch (the record calls such a tree
+dirty: the commit alone does not hold it). Its pinned requirements
+(``requirements``) are written into the code root as
+``requirements.frozen.txt`` (:func:`write_requirements`), where W&B puts them.
+
 A job that runs from a local ``workdir`` is not checked out; when that
 directory is in a git work tree, :func:`inspect_worktree` reads its HEAD
 commit and whether the tree has changes that commit does not hold (the
@@ -24,6 +31,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +45,31 @@ filesystem must not hold a job's launch for long."""
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 
 
+REQUIREMENTS_FILE = "requirements.frozen.txt"
+
+
 class GitError(Exception):
     """A clone or checkout failed; the message names the repository and git's own words."""
+
+    hint = "check git.repository / git.commit / git.branch"
+    """What the user should look at, said after the message."""
+
+
+class PatchError(GitError):
+    """``git.patch`` does not apply to the checked-out commit."""
+
+    hint = (
+        "git.patch (a W&B job's diff.patch) must apply with `git apply` to git.commit; "
+        "make the job again from that commit, or drop the patch"
+    )
 
 
 @dataclass(frozen=True)
 class Checkout:
     path: Path
     commit: str
+    patched: bool = False
+    """A ``patch`` was applied on top of ``commit``."""
 
 
 @dataclass(frozen=True)
@@ -82,11 +107,16 @@ async def checkout(
     *,
     commit: str | None = None,
     branch: str | None = None,
+    patch: str | None = None,
+    label: str = "the job",
     scrub: Callable[[str], str] = str,
 ) -> Checkout:
     """Clone ``repository`` into ``dest`` at ``commit`` (or the tip of ``branch``, or HEAD).
 
-    ``scrub`` cleans git's messages before they go into an error (the job's redactor).
+    ``patch`` (a unified diff, as ``git diff`` writes it) is applied on top with
+    ``git apply``; when it does not apply, :class:`PatchError` names ``label``
+    (the job), the commit and git's words. ``scrub`` cleans git's messages
+    before they go into an error (the job's redactor).
     """
     env = git_env()
 
@@ -116,7 +146,42 @@ async def checkout(
         options = ["--branch", branch, "--single-branch"] if branch else []
         await git("clone", "--quiet", *options, "--", repository, str(dest))
     resolved = await git("rev-parse", "HEAD", cwd=dest)
-    return Checkout(dest, resolved)
+    if patch is None or not patch.strip():
+        return Checkout(dest, resolved)
+    await _apply_patch(dest, patch, env, f"{label}'s git.patch", resolved, scrub)
+    return Checkout(dest, resolved, patched=True)
+
+
+async def _apply_patch(
+    dest: Path, patch: str, env: dict[str, str], what: str, commit: str, scrub: Callable[[str], str]
+) -> None:
+    """``git apply`` the patch in ``dest``; its file lives next to ``dest``, not in the code."""
+    fd, name = tempfile.mkstemp(prefix=".launchplane-", suffix=".patch", dir=dest.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(patch if patch.endswith("\n") else patch + "\n")
+        done = await _run_git(["apply", "--whitespace=nowarn", name], env, dest)
+    finally:
+        os.unlink(name)
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
+        raise PatchError(
+            scrub(
+                f"{what} does not apply to commit {commit}: "
+                + (" / ".join(message) or f"exit code {done.returncode}")
+            )
+        )
+
+
+def write_requirements(root: Path, requirements: list[str]) -> Path:
+    """Write a job's pinned ``requirements`` into its code root as ``requirements.frozen.txt``.
+
+    Image builders install that file; it replaces one the repository holds
+    (the job's pins are the ones it ran with).
+    """
+    path = root / REQUIREMENTS_FILE
+    path.write_text("".join(f"{line}\n" for line in requirements), encoding="utf-8")
+    return path
 
 
 async def inspect_worktree(path: Path, *, timeout: float = INSPECT_TIMEOUT) -> WorkTree | None:

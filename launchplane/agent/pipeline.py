@@ -90,7 +90,7 @@ from launchplane.core.interfaces import (
     RunResult,
     RunState,
 )
-from launchplane.core.launch import builder_name
+from launchplane.core.launch import builder_name, code_root
 from launchplane.core.lease import Lease
 from launchplane.core.plugins import PluginRegistry
 from launchplane.core.redaction import Redactor
@@ -379,14 +379,16 @@ class JobPipeline:
                     self.run_dir / "code",
                     commit=job.git.commit,
                     branch=job.git.branch,
+                    patch=job.git.patch,
+                    label=f"job {job.job or job.name or self.job_id}",
                     scrub=services.redactor.scrub,
                 )
             except gitcode.GitError as exc:
-                raise StageFailure(
-                    "prepare", f"{exc} (check git.repository / git.commit / git.branch)"
-                ) from None
+                raise StageFailure("prepare", f"{exc} ({exc.hint})") from None
             ctx.code_dir, ctx.git_commit = checkout.path, checkout.commit
-            self._recorder.commit, self._recorder.dirty = checkout.commit, False
+            self._recorder.commit, self._recorder.dirty = checkout.commit, checkout.patched
+            if job.requirements is not None and (root := code_root(job, ctx)).is_dir():
+                gitcode.write_requirements(root, job.requirements)
         elif job.workdir:
             await self._inspect_workdir(job.workdir)
         ctx.env = self._environment(job, secrets, output_dir)

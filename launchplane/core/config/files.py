@@ -5,6 +5,9 @@ which is imported on first use: only commands on a submitter's machine read
 files; the server and the agent receive jobs as JSON. ``base_config:`` names
 a file, relative to the including file, whose content the including file
 overrides; chains are followed, a cycle is an error that prints the chain.
+``job:`` naming a W&B job (``./my-job/``, relative to the file, or
+``entity/project/name:alias``) puts that job's layer under the file's own keys
+(:mod:`.wandb_job`).
 """
 
 from __future__ import annotations
@@ -67,6 +70,8 @@ def _load_chain(path: Path, *, queue: bool, limits: Limits | None) -> dict[str, 
         base = layer.pop("base_config", None)
         if errors:
             raise ConfigError(errors, source=display)
+        if not queue:
+            layer = _with_wandb_job(layer, current, display)
         layers.append(layer)
         if base is None:
             break
@@ -80,6 +85,16 @@ def _load_chain(path: Path, *, queue: bool, limits: Limits | None) -> dict[str, 
     for layer in reversed(layers):
         merged = deep_merge(merged, layer)
     return merged
+
+
+def _with_wandb_job(layer: dict[str, Any], path: Path, display: str) -> dict[str, Any]:
+    """The file's layer over the W&B job its ``job:`` names (:func:`.wandb_job.with_wandb_job`)."""
+    from launchplane.core.config.wandb_job import with_wandb_job
+
+    try:
+        return with_wandb_job(layer, path.parent)
+    except ConfigError as exc:
+        raise ConfigError(exc.errors, source=display) from None
 
 
 def _read_mapping(

@@ -26,6 +26,9 @@ Generated Dockerfile
     match wins: ``requirements.txt`` (``pip install -r`` into a venv at
     ``/opt/venv``; skipped when it lists nothing), ``pyproject.toml`` with a
     ``[project]`` or ``[build-system]`` table (``pip install /app``), then
+    ``requirements.frozen.txt`` (a W&B job's ``pip freeze``, which the agent
+    writes from the job's ``requirements``; ``pip install --no-deps -r``, as
+    W&B installs it: the list is complete already), then
     ``environment.yml`` / ``environment.yaml`` (``mamba``/``conda``/
     ``micromamba`` from the base image, into its ``base`` environment).
     ``args`` are not baked into the image: they change from run to run and
@@ -61,7 +64,9 @@ CONDA_TOOLS = ("micromamba", "mamba", "conda")
 ENVIRONMENT_FILES = ("environment.yml", "environment.yaml")
 ALWAYS_EXCLUDED = (".git",)
 
-DependencyKind = Literal["none", "requirements", "pyproject", "conda"]
+FROZEN_REQUIREMENTS = "requirements.frozen.txt"
+
+DependencyKind = Literal["none", "requirements", "pyproject", "frozen", "conda"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,9 @@ def detect_dependencies(root: Path) -> Dependencies:
     pyproject = root / "pyproject.toml"
     if pyproject.is_file() and _is_installable(pyproject):
         return Dependencies("pyproject", "pyproject.toml")
+    frozen = root / FROZEN_REQUIREMENTS
+    if frozen.is_file() and lists_requirements(frozen.read_text(errors="replace")):
+        return Dependencies("frozen", FROZEN_REQUIREMENTS)
     for name in ENVIRONMENT_FILES:
         if (root / name).is_file():
             return Dependencies("conda", name)
@@ -138,7 +146,7 @@ def generate_dockerfile(
             copy_code,
         ]
     else:
-        pip = deps.kind in ("requirements", "pyproject")
+        pip = deps.kind in ("requirements", "pyproject", "frozen")
         venv = f"python3 -m venv {'' if pip else '--without-pip '}{VENV_DIR}"
         lines += [
             f"RUN {venv} && {add_user}",
@@ -146,11 +154,12 @@ def generate_dockerfile(
             "PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1",
             f"WORKDIR {APP_DIR}",
         ]
-        if deps.kind == "requirements":
+        if deps.kind in ("requirements", "frozen"):
             # Dependencies before the code: editing train.py reuses the pip layer.
+            no_deps = "--no-deps " if deps.kind == "frozen" else ""
             lines += [
                 f"COPY {deps.file} {APP_DIR}/{deps.file}",
-                f"RUN pip install -r {APP_DIR}/{deps.file}",
+                f"RUN pip install {no_deps}-r {APP_DIR}/{deps.file}",
                 copy_code,
             ]
         elif deps.kind == "pyproject":

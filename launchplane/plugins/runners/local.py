@@ -26,6 +26,14 @@ Environment
 
     A name in ``ctx.env`` wins over the baseline.
 
+Requirements
+    A job with pinned ``requirements`` (a W&B job's ``requirements.frozen.txt``)
+    runs with the agent's own packages: nothing is installed into the agent's
+    environment. What differs from the pins is said in the job's log before the
+    process starts (:func:`requirement_differences`), as W&B's local-process
+    runner compares its frozen requirements with ``pip freeze``; the job runs
+    anyway. For an isolated environment, use a queue with an image builder.
+
 Lifetime
     The process gets its own session and process group
     (``start_new_session=True``): a Ctrl-C aimed at the agent does not reach
@@ -46,7 +54,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import importlib.metadata
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -114,6 +124,73 @@ def working_directory(job: ResolvedJob, ctx: JobContext) -> Path:
     """Where the process starts: the job's code (:func:`~launchplane.core.launch.code_root`),
     else its run directory."""
     return code_root(job, ctx) or ctx.workdir
+
+
+REQUIREMENT_LINES_SHOWN = 10
+"""How many differing requirements the log names before "and N more"."""
+_REQUIREMENT = re.compile(
+    r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[[^\]]*\])?\s*(?:(===?)\s*([^\s;#]+))?"
+)
+
+
+def _normalised(name: str) -> str:
+    """A distribution name as PEP 503 compares them (``Foo_Bar`` = ``foo-bar``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def installed_distributions() -> dict[str, str]:
+    """``{normalised name: version}`` of the agent's Python environment (what ``.py`` jobs get)."""
+    found: dict[str, str] = {}
+    for dist in importlib.metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(_normalised(name), dist.version)
+    return found
+
+
+def requirement_differences(requirements: list[str], installed: dict[str, str]) -> list[str]:
+    """Each pinned requirement the environment does not meet, in words.
+
+    ``name==version`` must be installed at that version; any other line that
+    names a distribution (``name>=1``, ``name @ url``) only installed. Lines
+    that name none (``-e``, ``--index-url``, a bare URL) cannot be checked
+    and are skipped, as pip-freeze comparisons skip them.
+    """
+    differences: list[str] = []
+    for line in requirements:
+        text = line.split("#", 1)[0].strip()
+        if not text or text.startswith("-"):
+            continue
+        if "://" in text and "@" not in text.split("://", 1)[0]:
+            continue  # a bare URL (git+https://...): no name to look up
+        match = _REQUIREMENT.match(text)
+        if match is None:
+            continue
+        name, pinned, wanted = match.group(1), match.group(2), match.group(3)
+        have = installed.get(_normalised(name))
+        if have is None:
+            differences.append(f"{text}: not installed")
+        elif pinned and wanted and have != wanted:
+            differences.append(f"{text}: {have} installed")
+    return differences
+
+
+async def warn_about_requirements(job: ResolvedJob, ctx: JobContext) -> None:
+    """Say in the job's log where the agent's environment differs from the job's pins."""
+    if not job.requirements:
+        return
+    differences = requirement_differences(job.requirements, installed_distributions())
+    if not differences:
+        return
+    shown = differences[:REQUIREMENT_LINES_SHOWN]
+    more = len(differences) - len(shown)
+    await ctx.emit(
+        f"local-process: {len(differences)} of the job's {len(job.requirements)} pinned "
+        f"requirements (requirements.frozen.txt) differ from the agent's Python environment "
+        f"({sys.executable}); the job runs with what is installed, nothing is installed for it: "
+        + "; ".join(shown)
+        + (f"; and {more} more" if more else "")
+    )
 
 
 BASELINE_NAMES = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PYTHONUNBUFFERED")
@@ -291,6 +368,7 @@ class LocalProcessRunner(Runner):
         cwd = working_directory(job, ctx)
         if not cwd.is_dir():
             raise PluginError(f"working directory {cwd} does not exist on the agent host")
+        await warn_about_requirements(job, ctx)
         env = baseline_env(ctx.workdir)
         for sub in ("home", "tmp"):
             (ctx.workdir / sub).mkdir(parents=True, exist_ok=True)
