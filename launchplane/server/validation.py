@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from launchplane.core.config import resolve_job
 from launchplane.core.config.queue_check import inspect_queue_config
+from launchplane.core.config.wandb_queue import runner_name
 from launchplane.core.errors import ConfigError
 from launchplane.core.plugin_checks import check_queue_plugins
 from launchplane.core.plugins import PluginRegistry, get_plugin_manager
@@ -83,5 +84,6 @@ class Validator:
 
         A runner only the agents have is checked there instead.
         """
-        cls = self.plugins.runners.get(runner) if isinstance(runner, str) else None
+        # W&B's type names (local-container) name launchplane's runners (docker).
+        cls = self.plugins.runners.get(runner_name(runner)) if isinstance(runner, str) else None
         return cls.resource_args_model if cls is not None else None

@@ -110,3 +110,17 @@ async def test_a_run_record_shows_references_and_options_to_admins_only(
     assert seen["spec"]["secrets"] == {"DB_PASSWORD": "<hidden>"}
     assert list(seen["spec"]["secret_providers"]) == ["vault"]
     assert "PROD_DB_PASSWORD" not in str(seen) and "v:8200" not in str(seen)
+
+
+async def test_a_queue_that_names_its_runner_the_wandb_way_gets_that_runner_s_check(
+    admin: LaunchplaneClient,
+) -> None:
+    # W&B calls the docker runner "local-container": the server must judge a submit with
+    # the docker runner's model, not skip it because no runner has W&B's name.
+    await admin.create_queue("wandb-named", {"resource": "local-container"})
+    job = {"docker": {"image": "x"}, "resource_args": {"docker": {"memroy": "4g"}}}
+    with pytest.raises(ValidationFailed) as caught:
+        await admin.submit_job("wandb-named", job)
+    [error] = caught.value.errors
+    assert error["path"] == "resource_args.docker.memroy"
+    assert "did you mean 'memory'" in error["message"]
