@@ -410,22 +410,18 @@ def _translate_git(data: dict[str, Any], errors: list[FieldError]) -> None:
     if not isinstance(git, Mapping) or not ({"repo", "version"} & set(git)):
         return
     git = dict(git)
+    repo, version = git.pop("repo", None), git.pop("version", None)
     data["git"] = git
-    if "repo" in git:
-        _put_text(data, ("git", "repository"), git.pop("repo"), "git.repo", errors)
-    if "version" in git:
-        version = git.pop("version")
-        if version is None:
-            return
-        if not isinstance(version, str):
-            errors.append(
-                FieldError(
-                    "git.version", f"must be a branch, tag or commit, not {kind_of(version)}"
-                )
-            )
-            return
-        target = "commit" if _COMMIT_RE.fullmatch(version) else "branch"
-        _put(data, ("git", target), version, "git.version", errors)
+    _put_text(data, ("git", "repository"), repo, "git.repo", errors)
+    if version is None:
+        return
+    if not isinstance(version, str):
+        errors.append(
+            FieldError("git.version", f"must be a branch, tag or commit, not {kind_of(version)}")
+        )
+        return
+    target = "commit" if _COMMIT_RE.fullmatch(version) else "branch"
+    _put(data, ("git", target), version, "git.version", errors)
 
 
 def _translate_uri(data: dict[str, Any], uri: Any, errors: list[FieldError]) -> None:
