@@ -298,25 +298,28 @@ QUEUE: dict[str, Any] = {
 
 
 @pytest.mark.parametrize(
-    ("layer", "path"),
+    ("layer", "path", "written"),
     [
-        ({"docker": {"docker_image": "evil:1"}}, "docker.image"),
-        ({"image_uri": "evil:1"}, "docker.image"),
-        ({"job": {"docker": {"docker_image": "evil:1"}}}, "docker.image"),
-        ({"git": {"repo": "https://github.com/evil/repo"}}, "git.repository"),
-        ({"uri": "https://github.com/evil/repo"}, "git.repository"),
-        ({"overrides": {"args": ["--evil"]}}, "args"),
-        ({"run_id": "mine"}, "wandb_run_id"),
+        ({"docker": {"docker_image": "evil:1"}}, "docker.image", "docker.docker_image"),
+        ({"image_uri": "evil:1"}, "docker.image", "image_uri"),
+        ({"job": {"docker": {"docker_image": "evil:1"}}}, "docker.image", "docker.docker_image"),
+        ({"git": {"repo": "https://github.com/evil/repo"}}, "git.repository", "git.repo"),
+        ({"uri": "https://github.com/evil/repo"}, "git.repository", "uri"),
+        ({"overrides": {"args": ["--evil"]}}, "args", "overrides.args"),
+        ({"run_id": "mine"}, "wandb_run_id", "run_id"),
     ],
 )
-def test_a_lock_holds_whichever_way_the_key_is_spelt(layer: dict[str, Any], path: str) -> None:
-    assert refused(QUEUE, layer) == {path: LOCKED}
+def test_a_lock_holds_whichever_way_the_key_is_spelt(
+    layer: dict[str, Any], path: str, written: str
+) -> None:
+    assert refused(QUEUE, layer) == {path: f"{LOCKED} (written as {written})"}
 
 
 def test_a_templated_path_holds_against_run_config() -> None:
     assert refused(QUEUE, {"overrides": {"run_config": {"lr": 9}}}) == {
         "hyperparameters.lr": (
-            "is set by the queue from template variable 'lr'; pass --var lr=... instead"
+            "is set by the queue from template variable 'lr'; pass --var lr=... instead "
+            "(written as overrides.run_config.lr)"
         )
     }
 
@@ -349,9 +352,15 @@ def test_locked_entries_in_w_and_b_spelling() -> None:
         "workdir": "/x",
     }
     assert refused(queue, job) == {
-        "git.branch": LOCKED,
-        "hyperparameters.lr": LOCKED,
+        "git.branch": f"{LOCKED} (written as git.version)",
+        "hyperparameters.lr": f"{LOCKED} (written as overrides.run_config.lr)",
         "workdir": LOCKED,
+    }
+
+
+def test_a_w_and_b_value_of_the_wrong_type_names_the_key_written() -> None:
+    assert refused(LOCAL, {"run_id": 7, "overrides": {"run_config": {"x": 1}}}) == {
+        "wandb_run_id": "Input should be a valid string (got 7) (written as run_id)"
     }
 
 
@@ -406,6 +415,25 @@ def test_a_runner_body_pasted_as_a_queue_config_suggests_type() -> None:
 def test_a_sweep_config_still_says_it_is_one() -> None:
     problems = refused(LOCAL, {"method": "bayes", "parameters": {"lr": {"min": 0.1}}})
     assert "this looks like a W&B sweep config" in " ".join(problems.values())
+
+
+def test_a_sweep_on_launch_config_says_it_is_one() -> None:
+    config = {"scheduler": {"job": "wandb/sweep-jobs/x:latest"}, "parameters": {"lr": {}}}
+    problems = refused(LOCAL, config)
+    assert "W&B sweep-on-launch config" in problems["scheduler"]
+    assert "sweep parameters" not in " ".join(problems.values())
+
+
+def test_legacy_docker_args_are_docker_run_flags_not_an_image() -> None:
+    problems = refused(LOCAL, {"docker_args": {"tty": True}})
+    assert "resource_args.docker" in problems["docker_args"]
+    assert "did you mean" not in problems["docker_args"]
+
+
+def test_empty_override_lists_keep_the_jobs_as_w_and_b_does() -> None:
+    queue = {**LOCAL, "entry_point": ["python", "train.py"], "args": ["--a"]}
+    job = resolve_job(queue, {"overrides": {"args": [], "entry_point": [], "run_config": {}}})
+    assert (job.entry_point, job.args) == (["python", "train.py"], ["--a"])
 
 
 def test_a_launch_spec_file_loads(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from launchplane.core.config.keypath import PathKey, format_path, parse_path, st
 from launchplane.core.config.macros import EXPANDED_FIELDS, agent_env_references
 from launchplane.core.config.normalise import normalise_layer, with_not_a_launch_config_hint
 from launchplane.core.config.queue_check import CheckedQueue
-from launchplane.core.config.wandb_spec import WANDB_RUNNER_NAMES
+from launchplane.core.config.wandb_spec import WANDB_RUNNERS, as_written
 from launchplane.core.errors import FieldError, from_validation_error, kind_of
 from launchplane.core.spec import QUEUE_ONLY_KEYS, JobSpec
 
@@ -108,7 +108,8 @@ def submitter_layer(
             )
         )
         return {}
-    layer, problems = normalise_layer(raw)
+    spelled: dict[str, str] = {}
+    layer, problems = normalise_layer(raw, spelled=spelled)
     problems += _resource_errors(layer, guards.runner)
     problems += _queue_only_keys(layer)
     if layer.get("base_config") is not None:
@@ -122,9 +123,9 @@ def submitter_layer(
     shape = {
         k: v for k, v in layer.items() if k not in QUEUE_ONLY_KEYS or k == "template_variables"
     }
-    problems += _shape_errors(shape)
-    problems += _reference_errors(layer)
-    _check_guards(layer, guards, (), problems)
+    checked: list[FieldError] = _shape_errors(shape) + _reference_errors(layer)
+    _check_guards(layer, guards, (), checked)
+    problems += as_written(checked, spelled)
     errors += [FieldError(p.path, p.message + suffix, p.line, origin) for p in problems]
     return {k: v for k, v in shape.items() if k != "base_config"}
 
@@ -155,7 +156,7 @@ def _resource_errors(layer: Mapping[str, Any], runner: str | None) -> list[Field
         return []
     asked = layer["resource"]
     shown = f"'{asked}'" if isinstance(asked, str) else kind_of(asked)
-    wandb_names = {ours: theirs for theirs, ours in WANDB_RUNNER_NAMES.items()}
+    wandb_names = {ours: theirs for theirs, ours in WANDB_RUNNERS.items() if ours != theirs}
     if asked in wandb_names:
         shown += f" (W&B's {wandb_names[asked]})"
     here = f"this queue runs '{runner}', not {shown}" if runner else f"not {shown}"

@@ -28,6 +28,12 @@ _NOT_LAUNCH_CONFIGS: tuple[tuple[frozenset[str], str], ...] = (
         "a sweep controller submits one job per run - give launchplane those job configs",
     ),
     (
+        frozenset({"scheduler", "parameters"}),
+        "this looks like a W&B sweep-on-launch config (wandb launch-sweep: scheduler/"
+        "parameters), not a launch config; a sweep controller submits one job per run - "
+        "give launchplane those job configs",
+    ),
+    (
         frozenset({"channels", "dependencies"}),
         "this looks like a conda environment file, not a launch config; install it in the "
         "job's image (builder) and give launchplane a job config",
@@ -36,7 +42,7 @@ _NOT_LAUNCH_CONFIGS: tuple[tuple[frozenset[str], str], ...] = (
 
 
 def normalise_layer(
-    raw: Mapping[str, Any], *, queue: bool = False
+    raw: Mapping[str, Any], *, queue: bool = False, spelled: dict[str, str] | None = None
 ) -> tuple[dict[str, Any], list[FieldError]]:
     """Rewrite W&B spellings to launchplane's; return the layer and any conflicts.
 
@@ -45,7 +51,9 @@ def normalise_layer(
     launchplane's (:func:`~.wandb_spec.translate_launch_spec`); setting the
     same thing both ways is an error. In a queue config, ``locked`` entries
     get the same rewrite (``job.docker.image`` and ``docker.docker_image``
-    lock ``docker.image``). The input is not modified.
+    lock ``docker.image``). The input is not modified. ``spelled`` receives
+    the W&B path behind each translated launchplane path
+    (:func:`~.wandb_spec.as_written`).
     """
     data = dict(raw)
     errors: list[FieldError] = []
@@ -75,7 +83,7 @@ def normalise_layer(
             errors.append(_twice("resource_args.builder", "builder"))
         else:
             data["builder"] = builder
-    translate_launch_spec(data, errors, queue=queue)
+    translate_launch_spec(data, errors, queue=queue, spelled=spelled)
     if queue and isinstance(data.get("locked"), list):
         data["locked"] = _canonical_locked(data["locked"], errors)
     return data, errors

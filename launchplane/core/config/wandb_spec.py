@@ -27,7 +27,7 @@ W&B                             launchplane
 ``run_id``                      ``wandb_run_id`` (launchplane's ``${run_id}``
                                 stays its own)
 ``resource``                    dropped when null or the queue's runner (after
-                                :data:`WANDB_RUNNER_NAMES`); any other runner
+                                :data:`WANDB_RUNNERS`); any other runner
                                 is refused by the guardrails, naming both
 ==============================  ==============================================
 
@@ -48,15 +48,23 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from launchplane.core.config.keypath import PathKey, format_path
 from launchplane.core.errors import FieldError, kind_of, suggest
 from launchplane.core.spec import JobSpec, QueueConfig
 
-WANDB_RUNNER_NAMES: dict[str, str] = {"local-container": "docker"}
-"""W&B runner names that launchplane spells differently; the others are the same
-(``local-process``, ``kubernetes``, ``sagemaker``, ``gcp-vertex``)."""
+WANDB_RUNNERS: Mapping[str, str] = {
+    "local-process": "local-process",
+    "local-container": "docker",
+    "kubernetes": "kubernetes",
+    "sagemaker": "sagemaker",
+    "gcp-vertex": "gcp-vertex",
+}
+"""W&B's runner (resource) names -> launchplane's. The same table as
+``wandb_queue.WANDB_RUNNERS`` (issue 11's H2), kept here until the two branches meet:
+then this module imports that one instead."""
 
 OVERRIDE_KEYS = (
     "args",
@@ -170,6 +178,10 @@ _HINTS: dict[str, str] = {
     ),
     "files": "W&B's file overrides: write overrides: {files: {...}}",
     "working_dir": "write workdir: ... (W&B: overrides.working_dir)",
+    "docker_args": (
+        "W&B's legacy docker_args (W&B ignores them): docker run flags go under "
+        "resource_args.docker (W&B: resource_args.local-container)"
+    ),
     "run_name": "the run's name: write name: ...",
     "queue_name": "write queue: ...",
     "_wandb_api_key": (
@@ -188,7 +200,13 @@ _HINTS: dict[str, str] = {
 """Where a W&B key that is not a launchplane field belongs, for a key found at the top level."""
 
 
-def translate_launch_spec(data: dict[str, Any], errors: list[FieldError], *, queue: bool) -> None:
+def translate_launch_spec(
+    data: dict[str, Any],
+    errors: list[FieldError],
+    *,
+    queue: bool,
+    spelled: dict[str, str] | None = None,
+) -> None:
     """Rewrite the W&B launch-spec keys of one layer (``data``, a copy) into launchplane's.
 
     Appends a problem per key that cannot be translated, naming the key as the
@@ -196,11 +214,45 @@ def translate_launch_spec(data: dict[str, Any], errors: list[FieldError], *, que
     the caller's input: they are copied before they change. A queue config
     (``queue``) keeps its ``resource`` (it is the queue's runner) and gets
     ``--type`` in the hint for a runner body written at its top level.
+    ``spelled`` receives, for each launchplane path set from a W&B key, the
+    path the user wrote (``docker.image`` -> ``image_uri``), so a later
+    check's error can name it (:func:`as_written`).
     """
+    _translate(_Translation(data, errors, {} if spelled is None else spelled), queue=queue)
+
+
+def as_written(errors: list[FieldError], spelled: Mapping[str, str]) -> list[FieldError]:
+    """``errors`` at a path a W&B key set say so: ``... (written as docker.docker_image)``."""
+    if not spelled:
+        return errors
+    result = []
+    for error in errors:
+        found = [p for p in spelled if error.path == p or error.path.startswith(p + ".")]
+        if found:
+            where = spelled[max(found, key=len)]
+            error = FieldError(
+                error.path, f"{error.message} (written as {where})", error.line, error.origin
+            )
+        result.append(error)
+    return result
+
+
+@dataclass
+class _Translation:
+    """One layer being translated: the data (a copy), its problems, what was moved where."""
+
+    data: dict[str, Any]
+    errors: list[FieldError]
+    spelled: dict[str, str]
+    """launchplane path -> the W&B path the user wrote (:func:`as_written`)."""
+
+
+def _translate(t: _Translation, *, queue: bool) -> None:
+    data, errors = t.data, t.errors
     _hint_misplaced(data, errors, queue=queue)
     overrides = data.pop("overrides", None)
     if isinstance(overrides, Mapping):
-        _translate_overrides(data, overrides, errors)
+        _translate_overrides(t, overrides)
     elif overrides is not None:
         errors.append(
             FieldError(
@@ -209,12 +261,12 @@ def translate_launch_spec(data: dict[str, Any], errors: list[FieldError], *, que
                 f"not {kind_of(overrides)}",
             )
         )
-    _translate_docker(data, errors)
-    _translate_git(data, errors)
+    _translate_docker(t)
+    _translate_git(t)
     if "uri" in data:
-        _translate_uri(data, data.pop("uri"), errors)
+        _translate_uri(t, data.pop("uri"))
     if "run_id" in data:
-        _put(data, ("wandb_run_id",), data.pop("run_id"), "run_id", errors)
+        _put(t, ("wandb_run_id",), data.pop("run_id"), "run_id")
     if not queue and "resource" in data:
         resource = data.pop("resource")
         if resource is not None:
@@ -227,7 +279,7 @@ def translate_launch_spec(data: dict[str, Any], errors: list[FieldError], *, que
 
 def runner_name(name: str) -> str:
     """launchplane's name of a runner W&B names ``name`` (``local-container`` -> ``docker``)."""
-    return WANDB_RUNNER_NAMES.get(name, name)
+    return WANDB_RUNNERS.get(name, name)
 
 
 def wandb_paths(path: PathKey) -> list[PathKey] | None:
@@ -275,31 +327,30 @@ def wandb_paths(path: PathKey) -> list[PathKey] | None:
 # --- the translations -------------------------------------------------------------------
 
 
-def _translate_overrides(
-    data: dict[str, Any], overrides: Mapping[str, Any], errors: list[FieldError]
-) -> None:
+def _translate_overrides(t: _Translation, overrides: Mapping[str, Any]) -> None:
+    errors = t.errors
     for key, value in overrides.items():
         where = format_path(("overrides", str(key)))
-        if value is None:
-            continue
+        if value is None or (key in ("args", "entry_point") and value in ([], "")):
+            continue  # W&B overrides only with a non-empty list: [] keeps the job's
         if key == "run_config":
-            _merge_run_config(data, value, errors)
+            _merge_run_config(t, value)
         elif key == "args":
             if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
                 errors.append(FieldError(where, "must be a list of strings (the run's arguments)"))
             else:
-                _put(data, ("args",), value, where, errors)
+                _put(t, ("args",), value, where)
         elif key == "entry_point":
             if isinstance(value, str) or (
                 isinstance(value, list) and all(isinstance(a, str) for a in value)
             ):
-                _put(data, ("entry_point",), value, where, errors)
+                _put(t, ("entry_point",), value, where)
             else:
                 errors.append(
                     FieldError(where, "must be a list of strings (the command: [python, x.py])")
                 )
         elif key == "artifacts":
-            _add_artifacts(data, value, errors)
+            _add_artifacts(t, value)
         elif key == "files":
             if not isinstance(value, Mapping):
                 errors.append(
@@ -308,11 +359,11 @@ def _translate_overrides(
                 continue
             # The agent expands ${...} in env: doubled, every $ reaches the run as written.
             text = json.dumps(value).replace("$", "$$")
-            _put(data, ("env", FILE_OVERRIDES_ENV), text, where, errors)
+            _put(t, ("env", FILE_OVERRIDES_ENV), text, where)
         elif key == "dockerfile":
-            _put_text(data, ("docker", "dockerfile"), value, where, errors)
+            _put_text(t, ("docker", "dockerfile"), value, where)
         elif key == "working_dir":
-            _put_text(data, ("workdir",), value, where, errors)
+            _put_text(t, ("workdir",), value, where)
         else:
             errors.append(
                 FieldError(
@@ -323,7 +374,8 @@ def _translate_overrides(
             )
 
 
-def _merge_run_config(data: dict[str, Any], value: Any, errors: list[FieldError]) -> None:
+def _merge_run_config(t: _Translation, value: Any) -> None:
+    data, errors = t.data, t.errors
     if not isinstance(value, Mapping):
         errors.append(
             FieldError(
@@ -345,10 +397,14 @@ def _merge_run_config(data: dict[str, Any], value: Any, errors: list[FieldError]
             )
         else:
             merged[key] = item
+            t.spelled[format_path(("hyperparameters", str(key)))] = format_path(
+                ("overrides", "run_config", str(key))
+            )
     data["hyperparameters"] = merged
 
 
-def _add_artifacts(data: dict[str, Any], value: Any, errors: list[FieldError]) -> None:
+def _add_artifacts(t: _Translation, value: Any) -> None:
+    data, errors = t.data, t.errors
     if not isinstance(value, Mapping):
         errors.append(
             FieldError(
@@ -379,11 +435,13 @@ def _add_artifacts(data: dict[str, Any], value: Any, errors: list[FieldError]) -
         if slot in taken:
             errors.append(FieldError(where, "also set in input_artifacts (slot); set it once"))
             continue
+        t.spelled[format_path(("input_artifacts", len(artifacts)))] = where
         artifacts.append(entry)
     data["input_artifacts"] = artifacts
 
 
-def _translate_docker(data: dict[str, Any], errors: list[FieldError]) -> None:
+def _translate_docker(t: _Translation) -> None:
+    data, errors = t.data, t.errors
     docker = data.get("docker")
     image_uri = data.pop("image_uri", None)
     if isinstance(docker, Mapping) and ("docker_image" in docker or "user_id" in docker):
@@ -400,19 +458,20 @@ def _translate_docker(data: dict[str, Any], errors: list[FieldError]) -> None:
             )
         if "docker_image" in docker:
             image = docker.pop("docker_image")
-            _put_text(data, ("docker", "image"), image, "docker.docker_image", errors)
+            _put_text(t, ("docker", "image"), image, "docker.docker_image")
     if image_uri is not None:
-        _put_text(data, ("docker", "image"), image_uri, "image_uri", errors)
+        _put_text(t, ("docker", "image"), image_uri, "image_uri")
 
 
-def _translate_git(data: dict[str, Any], errors: list[FieldError]) -> None:
+def _translate_git(t: _Translation) -> None:
+    data, errors = t.data, t.errors
     git = data.get("git")
     if not isinstance(git, Mapping) or not ({"repo", "version"} & set(git)):
         return
     git = dict(git)
     repo, version = git.pop("repo", None), git.pop("version", None)
     data["git"] = git
-    _put_text(data, ("git", "repository"), repo, "git.repo", errors)
+    _put_text(t, ("git", "repository"), repo, "git.repo")
     if version is None:
         return
     if not isinstance(version, str):
@@ -421,11 +480,12 @@ def _translate_git(data: dict[str, Any], errors: list[FieldError]) -> None:
         )
         return
     target = "commit" if _COMMIT_RE.fullmatch(version) else "branch"
-    _put(data, ("git", target), version, "git.version", errors)
+    _put(t, ("git", target), version, "git.version")
 
 
-def _translate_uri(data: dict[str, Any], uri: Any, errors: list[FieldError]) -> None:
+def _translate_uri(t: _Translation, uri: Any) -> None:
     """W&B's ``uri``: a git repository, a local directory, or (refused) a W&B run."""
+    errors = t.errors
     if uri is None:
         return
     if not isinstance(uri, str) or not uri.strip():
@@ -452,7 +512,7 @@ def _translate_uri(data: dict[str, Any], uri: Any, errors: list[FieldError]) -> 
             or _WANDB_GIT_HOST_RE.search(uri[len(scheme[0]) :])
         )
     ):
-        _put(data, ("git", "repository"), uri, "uri", errors)
+        _put(t, ("git", "repository"), uri, "uri")
         return
     elif scheme is not None:
         reason = (
@@ -462,7 +522,7 @@ def _translate_uri(data: dict[str, Any], uri: Any, errors: list[FieldError]) -> 
     elif "." in uri.split("/", 1)[0] and "/" in uri and _WANDB_GIT_HOST_RE.search(uri):
         reason = f"a git host without a scheme: write it as a URL, e.g. https://{uri}"
     else:
-        _put(data, ("workdir",), uri, "uri", errors)
+        _put(t, ("workdir",), uri, "uri")
         return
     errors.append(FieldError("uri", reason))
 
@@ -473,7 +533,7 @@ def _translate_uri(data: dict[str, Any], uri: Any, errors: list[FieldError]) -> 
 def _hint_misplaced(data: dict[str, Any], errors: list[FieldError], *, queue: bool) -> None:
     """Take out the top-level keys that are W&B's but belong elsewhere, saying where."""
     for key in [k for k in data if k not in _FIELDS and k in _HINTS]:
-        if key == "parameters" and "method" in data:
+        if key == "parameters" and ({"method", "scheduler"} & set(data)):
             continue  # a sweep config: normalise's "not a launch config" hint says so
         hint = _HINTS[key]
         if queue and key in _RUNNER_BODY_HINTS:
@@ -503,22 +563,18 @@ def _hint_resource_args_keys(data: dict[str, Any], errors: list[FieldError]) -> 
 # --- moving values ----------------------------------------------------------------------
 
 
-def _put_text(
-    data: dict[str, Any], target: PathKey, value: Any, where: str, errors: list[FieldError]
-) -> None:
+def _put_text(t: _Translation, target: PathKey, value: Any, where: str) -> None:
     if value is None:
         return
     if not isinstance(value, str):
-        errors.append(FieldError(where, f"must be a string, not {kind_of(value)}"))
+        t.errors.append(FieldError(where, f"must be a string, not {kind_of(value)}"))
         return
-    _put(data, target, value, where, errors)
+    _put(t, target, value, where)
 
 
-def _put(
-    data: dict[str, Any], target: PathKey, value: Any, where: str, errors: list[FieldError]
-) -> None:
+def _put(t: _Translation, target: PathKey, value: Any, where: str) -> None:
     """Set ``target`` to the value the user wrote at ``where``; both set (differently): an error."""
-    node = data
+    node, errors = t.data, t.errors
     for depth, key in enumerate(target[:-1], start=1):
         child = node.get(key)
         if child is None:
@@ -533,6 +589,7 @@ def _put(
         errors.append(_twice(where, format_path(target)))
         return
     node[last] = value
+    t.spelled[format_path(target)] = where
 
 
 def _twice(where: str, launchplane: str) -> FieldError:
