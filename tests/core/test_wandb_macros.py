@@ -83,11 +83,6 @@ def test_macros_in_a_submitters_resource_args_are_fine() -> None:
             "resource_args.sagemaker.Environment.K",
             " (from --resource-args)",
         ),
-        (  # a W&B runner body's builder is not a way round it either
-            [{"resource_args": {"kubernetes": {"builder": {"base_image": f"x{SECRET}"}}}}],
-            "resource_args.kubernetes.builder.base_image",
-            "",
-        ),
     ],
 )
 def test_agent_references_in_a_submitters_resource_args_are_refused(
