@@ -1,9 +1,12 @@
 """The ``prepare`` stage's environment: what a job's process gets, and its launch-time macros.
 
 The resolved job's ``env`` is expanded here, at launch, in one pass per value: macros
-(``${run_id}``, ``${image_uri}``, ...) and ``${NAME}`` of the agent's environment. Only a
-queue config can hold ``${NAME}`` or ``null`` (inherit) values - resolution refuses them
-in a submitter's layers - and admins own queue configs, so the agent fills them here.
+(``${run_id}``, ``${image_uri}``, W&B's ``${project_name}``, ...) and ``${NAME}`` of the
+agent's environment. Only a queue config can hold ``${NAME}`` or ``null`` (inherit)
+values - resolution refuses them in a submitter's layers - and admins own queue configs,
+so the agent fills them here. The other expanded fields (``command``, ``args``,
+``entry_point``, and ``resource_args`` of every runner, as W&B expands them) are expanded
+in the job ``Runner.submit`` receives (:func:`launched_job`).
 """
 
 from __future__ import annotations
@@ -12,18 +15,24 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from launchplane.core.config.macros import expand_macros
+from launchplane.core.config.macros import EXPANDED_FIELDS, expand_macros
 from launchplane.core.interfaces import Image
 from launchplane.core.spec import ResolvedJob
 
-LAUNCH_FIELDS = ("command", "args", "entry_point")
-"""Fields of the job that get their macros expanded before ``Runner.submit`` (not ``env``)."""
+LAUNCH_FIELDS = tuple(name for name in EXPANDED_FIELDS if name != "env")
+"""Fields of the job that get their macros expanded before ``Runner.submit`` (``env`` is
+expanded into ``JobContext.env`` at ``prepare``)."""
 
 
 def launch_macros(
     job: ResolvedJob, *, run_id: str, job_id: str, queue: str, image: Image | None
 ) -> dict[str, str]:
-    """``${name}`` values of one launch; ``image_uri`` is the built image, else the declared one."""
+    """``${name}`` values of one launch; ``image_uri`` is the built image, else the declared one.
+
+    W&B's names are here too: ``project_name``, ``entity_name``, ``run_name`` (the job's
+    ``name``) and ``author``; a value the job lacks is "" (W&B would write "None").
+    ``run_id`` is launchplane's run id, in W&B documents as well.
+    """
     declared = job.docker.image if job.docker is not None else None
     return {
         "run_id": run_id,
@@ -32,6 +41,10 @@ def launch_macros(
         "project": job.project or "",
         "entity": job.entity or "",
         "image_uri": image.ref if image is not None else (declared or ""),
+        "project_name": job.project or "",
+        "entity_name": job.entity or "",
+        "run_name": job.name or "",
+        "author": job.author or "",
     }
 
 
@@ -88,10 +101,15 @@ def with_built_image(
 def launched_job(
     job: ResolvedJob, macros: Mapping[str, str], agent_env: Mapping[str, str]
 ) -> ResolvedJob:
-    """The job ``Runner.submit`` receives: ``command``, ``args``, ``entry_point`` expanded."""
+    """The job ``Runner.submit`` receives: :data:`LAUNCH_FIELDS` expanded.
+
+    In ``resource_args`` a ``${NAME}`` the agent's environment lacks stays as written,
+    as W&B leaves it (a manifest's shell text meant for the container); elsewhere it
+    is a ConfigError naming the field. Only a queue config can hold ``${NAME}`` there.
+    """
     update = {
-        key: expand_macros(value, macros, agent_env)
+        key: expand_macros(value, macros, agent_env, where=key, keep_missing=key == "resource_args")
         for key in LAUNCH_FIELDS
-        if (value := getattr(job, key)) is not None
+        if (value := getattr(job, key))
     }
     return job.model_copy(update=update) if update else job

@@ -482,7 +482,10 @@ class JobPipeline:
         agent_env = self.services.agent_env
         if image is not None:
             with_built_image(ctx.env, job, macros, agent_env)
-        launched = launched_job(job, macros, agent_env)
+        try:
+            launched = launched_job(job, macros, agent_env)
+        except ConfigError as exc:
+            raise StageFailure("run", self._scrub(str(exc))) from None
         self._save_launch_facts()  # the workload may outlive this agent from here on
         try:
             # Shielded: a stop arriving mid-spawn must not orphan a started process;

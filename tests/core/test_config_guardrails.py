@@ -212,8 +212,9 @@ def test_other_spellings_of_a_key_are_unknown_keys(key: str, suggestion: str | N
 
 
 def test_unknown_nested_keys_suggest_too() -> None:
-    assert refused(QUEUE, {"git": {"repo": "x"}, "docker": {"Image": "x"}}) == {
-        "git.repo": "unknown key (did you mean 'repository'?)",
+    # git.repo is W&B's spelling of git.repository (tests/core/test_wandb_spec.py).
+    assert refused(QUEUE, {"git": {"repositry": "x"}, "docker": {"Image": "x"}}) == {
+        "git.repositry": "unknown key (did you mean 'repository'?)",
         "docker.Image": "unknown key (did you mean 'image'?)",
     }
 
@@ -429,7 +430,10 @@ def test_a_null_env_value_filled_by_a_later_layer_is_fine() -> None:
 def test_queue_settings_in_a_job() -> None:
     job = {"resource": "local-process", "locked": [], "passthrough_env": ["X"], "max_attempts": 9}
     assert refused(QUEUE, job) == {
-        "resource": "the queue decides the runner; submit to another queue",
+        "resource": (
+            "the queue decides the runner; submit to another queue "
+            "(this queue runs 'kubernetes', not 'local-process')"
+        ),
         "locked": "is a queue setting that only an admin can change",
         "passthrough_env": "is a queue setting that only an admin can change",
         "max_attempts": "is a queue setting that only an admin can change",

@@ -507,3 +507,19 @@ def test_bad_declarations_name_the_wandb_key() -> None:
     assert problems(check_queue_config, {**bounds, "env": {"N": "{{n}}"}}) == {
         "template_variables.n.default": "9 is above the maximum 4 (an integer <= 4)"
     }
+
+
+def test_resource_args_vertex_is_w_and_b_s_other_name_for_gcp_vertex() -> None:
+    # W&B's Vertex runner reads resource_args.vertex before resource_args.gcp-vertex.
+    body = {"spec": {"worker_pool_specs": []}, "run": {"sync": False}}
+    config, _ = check_queue_config({"resource": "gcp-vertex", "resource_args": {"vertex": body}})
+    assert config.resource_args == {"gcp-vertex": body}
+    both = {"resource": "gcp-vertex", "resource_args": {"vertex": body, "gcp-vertex": body}}
+    assert "resource_args.vertex" in problems(check_queue_config, both)
+
+
+def test_a_body_under_its_type_s_name_is_that_body() -> None:
+    # W&B's Kubernetes docs print the Kubeflow PyTorchJob body as `kubernetes: {...}`.
+    manifest = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "spec": {}}
+    config = queue_config_from_wandb("kubernetes", {"kubernetes": manifest})
+    assert config["resource_args"] == {"kubernetes": manifest}

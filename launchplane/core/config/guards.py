@@ -2,9 +2,11 @@
 
 A queue config is the admin's; a submitter's layers may not hold
 ``secrets``, queue settings, ``${NAME}`` references to the agent's
-environment where the agent expands them, ``null`` env values outside the
-queue's ``passthrough_env``, nor change a path that the queue fills from a
-template variable or lists in ``locked``. The protected paths form a tree
+environment where the agent expands them (``resource_args`` included),
+``null`` env values outside the queue's ``passthrough_env``, nor change a
+path that the queue fills from a template variable or lists in ``locked``.
+A ``resource`` (W&B launch specs carry one) may only name the queue's own
+runner: the queue decides it. The protected paths form a tree
 (:class:`Guard`), built once per queue config; each layer is checked against
 it after normalisation, so no spelling gets around a lock.
 """
@@ -21,6 +23,8 @@ from launchplane.core.config.keypath import PathKey, format_path, parse_path, st
 from launchplane.core.config.macros import EXPANDED_FIELDS, agent_env_references
 from launchplane.core.config.normalise import normalise_layer, with_not_a_launch_config_hint
 from launchplane.core.config.queue_check import CheckedQueue
+from launchplane.core.config.wandb_queue import WANDB_RUNNERS
+from launchplane.core.config.wandb_spec import as_written
 from launchplane.core.errors import FieldError, from_validation_error, kind_of
 from launchplane.core.spec import QUEUE_ONLY_KEYS, JobSpec
 
@@ -34,6 +38,8 @@ class Guard:
     """Why this exact path is protected (None: only something below it is)."""
     mergeable: bool = True
     """The queue holds a mapping (or nothing) here, so a mapping merges instead of replacing."""
+    runner: str | None = None
+    """At the root: the queue's runner, the one ``resource`` a submitter's layer may name."""
 
     def first_protected(self, path: PathKey) -> tuple[PathKey, str]:
         """A protected path below this node (at ``path``) and why: for "replacing" errors."""
@@ -48,7 +54,7 @@ class Guard:
 def guard_tree(checked: CheckedQueue) -> Guard:
     """The paths of a checked queue config that its submitters may not change."""
     data = checked.data
-    root = Guard()
+    root = Guard(runner=checked.config.resource)
     # A valid config has placeholders in job fields only, so all of them are protected.
     for path, names in checked.placeholders.items():
         variables = ", ".join(f"'{name}'" for name in sorted(names))
@@ -103,7 +109,9 @@ def submitter_layer(
             )
         )
         return {}
-    layer, problems = normalise_layer(raw)
+    spelled: dict[str, str] = {}
+    layer, problems = normalise_layer(raw, spelled=spelled)
+    problems += _resource_errors(layer, guards.runner)
     problems += _queue_only_keys(layer)
     if layer.get("base_config") is not None:
         problems.append(
@@ -116,9 +124,9 @@ def submitter_layer(
     shape = {
         k: v for k, v in layer.items() if k not in QUEUE_ONLY_KEYS or k == "template_variables"
     }
-    problems += _shape_errors(shape)
-    problems += _reference_errors(layer)
-    _check_guards(layer, guards, (), problems)
+    checked: list[FieldError] = _shape_errors(shape) + _reference_errors(layer)
+    _check_guards(layer, guards, (), checked)
+    problems += as_written(checked, spelled)
     errors += [FieldError(p.path, p.message + suffix, p.line, origin) for p in problems]
     return {k: v for k, v in shape.items() if k != "base_config"}
 
@@ -134,13 +142,28 @@ def _queue_only_keys(layer: Mapping[str, Any]) -> list[FieldError]:
                     "ask an admin to add them there (the job gets them as env variables)",
                 )
             )
-        elif key == "resource":
-            errors.append(
-                FieldError("resource", "the queue decides the runner; submit to another queue")
-            )
-        elif key in QUEUE_ONLY_KEYS and key != "template_variables":
+        elif key in QUEUE_ONLY_KEYS and key not in ("template_variables", "resource"):
             errors.append(FieldError(key, "is a queue setting that only an admin can change"))
     return errors
+
+
+def _resource_errors(layer: Mapping[str, Any], runner: str | None) -> list[FieldError]:
+    """A ``resource`` that names the queue's runner (W&B specs carry one) is fine; else refused.
+
+    Null is dropped by normalisation; W&B's runner names are launchplane's by
+    then (``local-container`` is ``docker``).
+    """
+    if "resource" not in layer or layer["resource"] == runner:
+        return []
+    asked = layer["resource"]
+    shown = f"'{asked}'" if isinstance(asked, str) else kind_of(asked)
+    wandb_names = {ours: theirs for theirs, ours in WANDB_RUNNERS.items() if ours != theirs}
+    if asked in wandb_names:
+        shown += f" (W&B's {wandb_names[asked]})"
+    here = f"this queue runs '{runner}', not {shown}" if runner else f"not {shown}"
+    return [
+        FieldError("resource", f"the queue decides the runner; submit to another queue ({here})")
+    ]
 
 
 def _shape_errors(layer: Mapping[str, Any]) -> list[FieldError]:

@@ -1,10 +1,12 @@
 """Two dialects, one spelling: W&B Launch forms rewritten to launchplane's before any check.
 
-``job: {git|artifact|docker: ...}`` moves to the top level and
-``resource_args.builder`` to ``builder`` (and ``locked:`` entries get the
-same rewrite), so a guardrail cannot be dodged by spelling a key the W&B
-way. Also here: the hint for a document that is not a launch config at all
-(a sweep config, a conda environment file).
+``job: {git|artifact|docker: ...}`` moves to the top level,
+``resource_args.builder`` to ``builder``, and a W&B launch spec's keys
+(``overrides``, ``docker.docker_image``, ``git.repo``, ``uri``, ...) to
+launchplane's (:mod:`launchplane.core.config.wandb_spec`); ``locked:``
+entries get the same rewrite, so a guardrail cannot be dodged by spelling a
+key the W&B way. Also here: the hint for a document that is not a launch
+config at all (a sweep config, a conda environment file).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from launchplane.core.config.keypath import PathKey, format_path, parse_path
 from launchplane.core.config.wandb_queue import canonical_runner_path, normalise_runner_args
+from launchplane.core.config.wandb_spec import translate_launch_spec, wandb_paths
 from launchplane.core.errors import ConfigError, FieldError, suggest
 
 JOB_SOURCE_KEYS = ("git", "artifact", "docker")
@@ -26,6 +29,12 @@ _NOT_LAUNCH_CONFIGS: tuple[tuple[frozenset[str], str], ...] = (
         "a sweep controller submits one job per run - give launchplane those job configs",
     ),
     (
+        frozenset({"scheduler", "parameters"}),
+        "this looks like a W&B sweep-on-launch config (wandb launch-sweep: scheduler/"
+        "parameters), not a launch config; a sweep controller submits one job per run - "
+        "give launchplane those job configs",
+    ),
+    (
         frozenset({"channels", "dependencies"}),
         "this looks like a conda environment file, not a launch config; install it in the "
         "job's image (builder) and give launchplane a job config",
@@ -34,15 +43,18 @@ _NOT_LAUNCH_CONFIGS: tuple[tuple[frozenset[str], str], ...] = (
 
 
 def normalise_layer(
-    raw: Mapping[str, Any], *, queue: bool = False
+    raw: Mapping[str, Any], *, queue: bool = False, spelled: dict[str, str] | None = None
 ) -> tuple[dict[str, Any], list[FieldError]]:
     """Rewrite W&B spellings to launchplane's; return the layer and any conflicts.
 
-    ``job: {git|artifact|docker: ...}`` moves to the top level and
-    ``resource_args.builder`` to ``builder``; setting the same thing both
-    ways is an error. In a queue config, ``locked`` entries get the same
-    rewrite (``job.docker.image`` locks ``docker.image``). The input is not
-    modified.
+    ``job: {git|artifact|docker: ...}`` moves to the top level,
+    ``resource_args.builder`` to ``builder``, W&B launch-spec keys to
+    launchplane's (:func:`~.wandb_spec.translate_launch_spec`); setting the
+    same thing both ways is an error. In a queue config, ``locked`` entries
+    get the same rewrite (``job.docker.image`` and ``docker.docker_image``
+    lock ``docker.image``). The input is not modified. ``spelled`` receives
+    the W&B path behind each translated launchplane path
+    (:func:`~.wandb_spec.as_written`).
     """
     data = dict(raw)
     errors: list[FieldError] = []
@@ -72,20 +84,31 @@ def normalise_layer(
             errors.append(_twice("resource_args.builder", "builder"))
         else:
             data["builder"] = builder
-    # W&B's runner spellings: local-container flags, resource_args.<runner>.builder.
+    # W&B's runner spellings (local-container flags, resource_args.<runner>.builder),
+    # then the launch spec's keys (overrides, docker.docker_image, git.repo, uri, ...).
     normalise_runner_args(data, errors, queue=queue)
+    translate_launch_spec(data, errors, queue=queue, spelled=spelled)
     if queue and isinstance(data.get("locked"), list):
         data["locked"] = _canonical_locked(data["locked"], errors)
     return data, errors
 
 
 def canonical_path(path: PathKey) -> PathKey:
-    """The launchplane spelling of a path written the W&B way (``job.docker.image``)."""
+    """The launchplane spelling of a path written the W&B way (``job.docker.image``).
+
+    For a W&B path that names two things (``git.version``), the first of
+    :func:`canonical_paths`.
+    """
+    return canonical_paths(path)[0]
+
+
+def canonical_paths(path: PathKey) -> list[PathKey]:
+    """Every launchplane path a path written the W&B way stands for (one, mostly)."""
     if len(path) > 1 and path[0] == "job" and path[1] in JOB_SOURCE_KEYS:
-        return path[1:]
+        path = path[1:]
     if path[:2] == ("resource_args", "builder"):
-        return ("builder", *path[2:])
-    return canonical_runner_path(path)
+        path = ("builder", *path[2:])
+    return wandb_paths(path) or [canonical_runner_path(path)]
 
 
 def with_not_a_launch_config_hint(
@@ -117,5 +140,5 @@ def _canonical_locked(entries: list[Any], errors: list[FieldError]) -> list[Any]
         except ConfigError as exc:
             errors.extend(exc.errors)
             continue
-        result.append(format_path(canonical_path(path)))
+        result += [format_path(canonical) for canonical in canonical_paths(path)]
     return result

@@ -8,8 +8,12 @@ when a job is resolved. A whole-string placeholder takes the variable's type
 (``200``, not ``"200"``); inside a longer string it is interpolated as text.
 
 Submitted text is data: values are never re-scanned, so a template value
-that contains ``{{x}}`` stays literal. Launch-time macros (``${run_id}``) are
-another mechanism, in :mod:`launchplane.core.config.macros`.
+that contains ``{{x}}`` stays literal, and in a field the agent expands at
+launch (``env``, ``command``, ``args``, ``entry_point``, ``resource_args``) a
+value's ``$`` is escaped (``$$``), so no value - alone or next to the queue's
+own text - becomes a ``${NAME}`` of the agent's environment. Launch-time
+macros (``${run_id}``) are another mechanism, in
+:mod:`launchplane.core.config.macros`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from launchplane.core.config.keypath import PathKey, show_path
-from launchplane.core.config.macros import agent_env_references
+from launchplane.core.config.macros import EXPANDED_FIELDS, agent_env_references, literal_text
 from launchplane.core.errors import ConfigError, FieldError, scalar_text, show_value, suggest
 from launchplane.core.spec import QUEUE_ONLY_KEYS, Scalar, TemplateVariable
 
@@ -331,22 +335,58 @@ def substitute(obj: Any, values: Mapping[str, Scalar]) -> Any:
 
     ``"{{volume_size}}"`` becomes the typed value (``100``); a placeholder in
     a longer string becomes text (``"ml-{{size}}"`` -> ``"ml-100"``). Values
-    are inserted once and never re-scanned.
+    are inserted once and never re-scanned. ``obj`` is a config (top-level
+    keys): under a field the agent expands at launch (:data:`EXPANDED_FIELDS`)
+    a string value's ``$`` is doubled (macros such as ``${run_id}`` kept), and
+    a result that names an agent environment variable the queue's text did
+    not name (``"${{{var}}}"``) is a ConfigError.
     """
+    return _substitute(obj, values, ())
+
+
+def _substitute(obj: Any, values: Mapping[str, Scalar], path: PathKey) -> Any:
     if isinstance(obj, str):
-        return _substitute_text(obj, values) if "{{" in obj else obj
+        if "{{" not in obj:
+            return obj
+        expanded = bool(path) and path[0] in EXPANDED_FIELDS
+        result = _substitute_text(obj, values, expanded)
+        if expanded and isinstance(result, str):
+            _check_no_new_references(obj, result, path)
+        return result
     if isinstance(obj, Mapping):
-        return {key: substitute(value, values) for key, value in obj.items()}
+        return {key: _substitute(value, values, (*path, key)) for key, value in obj.items()}
     if isinstance(obj, list | tuple):
-        return [substitute(value, values) for value in obj]
+        return [_substitute(value, values, (*path, index)) for index, value in enumerate(obj)]
     return obj
 
 
-def _substitute_text(text: str, values: Mapping[str, Scalar]) -> Any:
+def _substitute_text(text: str, values: Mapping[str, Scalar], expanded: bool) -> Any:
+    def value(name: str) -> Scalar:
+        found = _value_of(name, values)
+        return literal_text(found) if expanded and isinstance(found, str) else found
+
     whole = PLACEHOLDER_RE.fullmatch(text)
     if whole is not None:
-        return _value_of(whole[1], values)
-    return PLACEHOLDER_RE.sub(lambda match: scalar_text(_value_of(match[1], values)), text)
+        return value(whole[1])
+    return PLACEHOLDER_RE.sub(lambda match: scalar_text(value(match[1])), text)
+
+
+def _check_no_new_references(template: str, result: str, path: PathKey) -> None:
+    """Refuse a value that completes the queue's text into a ``${NAME}`` of the agent's env."""
+    new = set(agent_env_references(result)) - set(agent_env_references(template))
+    if new:
+        names = ", ".join(f"'{name}'" for name in sorted(set(PLACEHOLDER_RE.findall(template))))
+        shown = ", ".join(f"${{{name}}}" for name in sorted(new))
+        raise ConfigError(
+            [
+                FieldError(
+                    show_path(path),
+                    f"the value of template variable {names} would make {shown} here, which "
+                    "reads the agent's environment - only the queue config may do that; "
+                    "pick another value",
+                )
+            ]
+        )
 
 
 def _value_of(name: str, values: Mapping[str, Scalar]) -> Scalar:

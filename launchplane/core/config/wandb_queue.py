@@ -47,6 +47,10 @@ WANDB_RUNNERS: Mapping[str, str] = {
 }
 """W&B's runner (resource) names -> launchplane's runner names: the one table."""
 
+RESOURCE_ARGS_ALIASES: Mapping[str, str] = {"vertex": "gcp-vertex"}
+"""``resource_args`` keys W&B reads for a runner besides its type name: W&B's Vertex
+runner reads ``resource_args.vertex`` first, then ``resource_args.gcp-vertex``."""
+
 LOCAL_CONTAINER = "local-container"
 DOCKER = WANDB_RUNNERS[LOCAL_CONTAINER]
 
@@ -273,7 +277,8 @@ def normalise_runner_args(data: dict[str, Any], errors: list[FieldError], *, que
 
     ``data`` is normalise_layer's copy of the layer; nested mappings are
     copied before they change. ``resource_args.local-container`` becomes
-    ``resource_args.docker`` (see :func:`local_container_args`), each
+    ``resource_args.docker`` (see :func:`local_container_args`),
+    ``resource_args.vertex`` becomes ``resource_args.gcp-vertex``, each
     ``resource_args.<runner>.builder`` block joins the top-level ``builder``,
     and in a queue config ``resource: local-container`` names ``docker``.
     """
@@ -288,6 +293,17 @@ def normalise_runner_args(data: dict[str, Any], errors: list[FieldError], *, que
             body = dict(body)
             block = body.pop("builder")
             _join_builder(data, block, ("resource_args", key, "builder"), errors)
+        if key in RESOURCE_ARGS_ALIASES:
+            name = RESOURCE_ARGS_ALIASES[key]
+            if name in resource_args:
+                errors.append(
+                    FieldError(
+                        format_path(("resource_args", key)),
+                        f"W&B's other name for resource_args.{name}, which is also set; set one",
+                    )
+                )
+                continue
+            key = name
         if key != LOCAL_CONTAINER:
             result[key] = body
             continue
@@ -405,7 +421,13 @@ def canonical_runner_path(path: PathKey) -> PathKey:
 
 
 def unwrap_stored_form(resource_type: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The runner body of W&B's stored form ``{"resource_args": {type: body}}``, else ``body``."""
+    """The runner body of W&B's stored form ``{"resource_args": {type: body}}``, else ``body``.
+
+    ``{type: body}`` alone is unwrapped too: W&B's docs print queue bodies that way
+    (the Kubeflow PyTorchJob under ``kubernetes:``); no runner body has its type as a key.
+    """
+    if set(body) == {resource_type} and isinstance(body[resource_type], Mapping):
+        return body[resource_type]
     if set(body) != {"resource_args"} or not isinstance(body["resource_args"], Mapping):
         return body
     inner = body["resource_args"]
