@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from launchplane.core.spec import Priority
 from launchplane.core.yamlsafe import MAX_DEPTH
 
 Role = Literal["admin", "submitter", "agent"]
@@ -200,6 +201,10 @@ class Job(BaseModel):
     template_variables: dict[str, Any]
     queue_version: int
     resolved: dict[str, Any]
+    priority: Priority = Field(
+        description="The resolved job's priority (medium when it names none): its place in "
+        "the claim order."
+    )
     agent_id: str | None
     exit_code: int | None
     failure_stage: str | None
