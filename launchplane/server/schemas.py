@@ -12,9 +12,9 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
-from launchplane.core.spec import Priority
+from launchplane.core.spec import Priority, priority_name
 from launchplane.core.yamlsafe import MAX_DEPTH
 
 Role = Literal["admin", "submitter", "agent"]
@@ -177,6 +177,13 @@ class JobSubmit(Request):
     )
     template_variables: Annotated[dict[str, Scalar], AfterValidator(_clean_mapping)] = Field(
         default_factory=dict, description="Values for the queue's template variables."
+    )
+    priority: Annotated[Priority | None, BeforeValidator(priority_name)] = Field(
+        default=None,
+        description="critical, high, medium or low (or W&B's number, 0 critical .. 3 low; "
+        "any case): applied as a last override layer, over the job and every other layer "
+        "(so a queue's lock on priority refuses it too). Claims take the highest priority "
+        "first, the oldest first within one.",
     )
 
 
