@@ -243,14 +243,22 @@ class LaunchplaneClient:
         overrides: Sequence[Mapping[str, Any]] = (),
         template_variables: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
+        priority: str | int | None = None,
     ) -> dict[str, Any]:
-        """Queue a job. A key is always sent, so a retried submit never makes a second job."""
-        body = {
+        """Queue a job. A key is always sent, so a retried submit never makes a second job.
+
+        ``priority`` (``critical``/``high``/``medium``/``low``, or W&B's 0..3) is
+        applied by the server as a last override layer; None leaves the job's own
+        (and is not sent, so servers from before priorities accept the body).
+        """
+        body: dict[str, Any] = {
             "queue": queue,
             "job": dict(job),
             "overrides": [dict(layer) for layer in overrides],
             "template_variables": dict(template_variables or {}),
         }
+        if priority is not None:
+            body["priority"] = priority
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         return await self._json("POST", "/jobs", json=body, headers=headers, idempotent=True)
 

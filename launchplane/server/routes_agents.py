@@ -68,7 +68,9 @@ async def claim(
     caller: AgentCaller,
     wait: Annotated[float, Query(ge=0)] = 30.0,
 ) -> Lease | Response:
-    """Long-poll: claim the oldest queued job, waiting up to ``wait`` seconds for one."""
+    """Long-poll: claim the next queued job (highest priority, then oldest), waiting up to
+    ``wait`` seconds for one.
+    """
     caller.require_queue(name)
     deadline = anyio.current_time() + min(wait, state.settings.max_wait_seconds)
     while True:

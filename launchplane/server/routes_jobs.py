@@ -7,6 +7,7 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Header, Query, Response
 
+from launchplane.core.config.overrides import Layer
 from launchplane.server.auth import Principal
 from launchplane.server.bodies import YamlBodyRoute, yaml_alternative
 from launchplane.server.deps import JobId, State, Submitter, hide_secret_refs
@@ -32,7 +33,13 @@ async def submit_job(
     caller: Submitter,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Job:
-    """Validate and queue a job; a repeated ``Idempotency-Key`` returns the first job (200)."""
+    """Validate and queue a job; a repeated ``Idempotency-Key`` returns the first job (200).
+
+    The body's ``priority`` is one more override layer, the last: it goes through
+    the same guards as any layer (a queue may lock ``priority``) and is stored
+    with the others, so ``spec``, ``overrides`` and ``template_variables`` still
+    say everything the job was resolved from.
+    """
     scope = f"token-{caller.token_id}"
     if idempotency_key:
         existing = await state.store.find_job_by_key(scope, idempotency_key)
@@ -43,18 +50,21 @@ async def submit_job(
         queue = await state.store.get_queue(body.queue)
     except NotFound as exc:
         raise NotFound(exc.message, [{"path": "queue", "message": "no such queue"}]) from None
+    overrides = list(body.overrides)
+    if body.priority is not None:
+        overrides.append(Layer({"priority": body.priority}, "the request's priority"))
     resolved = state.validator.resolve(
         queue=queue.name,
         raw_config=queue.config,
         job=body.job,
-        overrides=body.overrides,
+        overrides=overrides,
         variables=body.template_variables,
     )
     job, created = await state.store.submit_job(
         queue=queue.name,
         queue_version=queue.version,
         spec=body.job,
-        overrides=body.overrides,
+        overrides=overrides,
         template_variables=body.template_variables,
         resolved=resolved,
         idempotency_scope=scope,

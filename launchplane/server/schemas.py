@@ -12,8 +12,9 @@ import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from launchplane.core.spec import Priority, priority_name
 from launchplane.core.yamlsafe import MAX_DEPTH
 
 Role = Literal["admin", "submitter", "agent"]
@@ -177,6 +178,13 @@ class JobSubmit(Request):
     template_variables: Annotated[dict[str, Scalar], AfterValidator(_clean_mapping)] = Field(
         default_factory=dict, description="Values for the queue's template variables."
     )
+    priority: Annotated[Priority | None, BeforeValidator(priority_name)] = Field(
+        default=None,
+        description="critical, high, medium or low (or W&B's number, 0 critical .. 3 low; "
+        "any case): applied as a last override layer, over the job and every other layer "
+        "(so a queue's lock on priority refuses it too). Claims take the highest priority "
+        "first, the oldest first within one.",
+    )
 
 
 class Event(BaseModel):
@@ -200,6 +208,10 @@ class Job(BaseModel):
     template_variables: dict[str, Any]
     queue_version: int
     resolved: dict[str, Any]
+    priority: Priority = Field(
+        description="The resolved job's priority (medium when it names none): its place in "
+        "the claim order."
+    )
     agent_id: str | None
     exit_code: int | None
     failure_stage: str | None

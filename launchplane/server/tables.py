@@ -29,6 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -123,6 +124,9 @@ jobs = Table(
     Column("reason", Text),
     Column("cancel_requested", Boolean, nullable=False, default=False),
     Column("log_count", Integer, nullable=False, default=0),
+    # Claim order: the rank of resolved.priority in spec.PRIORITIES (0 critical .. 3 low,
+    # W&B's numbers), lowest first; the default is medium's, for rows from before it existed.
+    Column("priority", Integer, nullable=False, server_default=text("2")),
     # A retried job is not claimed before this (its backoff); NULL: claimable now.
     Column("not_before", UTCDateTime),
     # The scope makes a key unique per submitter token; NULL keys never collide.
@@ -131,7 +135,8 @@ jobs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("idempotency_scope", "idempotency_key", name="uq_jobs_idempotency"),
-    Index("ix_jobs_claim", "queue", "state", "created_at"),
+    # Serves the claim query whole (filter and ORDER BY priority, created_at, id): no sort.
+    Index("ix_jobs_claim", "queue", "state", "priority", "created_at", "id"),
     Index("ix_jobs_created", "created_at"),
     Index("ix_jobs_not_before", "not_before"),
 )

@@ -15,6 +15,7 @@ from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from launchplane.core.spec import DEFAULT_PRIORITY, PRIORITIES
 from launchplane.core.states import FINAL_STATES, QUEUED
 from launchplane.server import lifecycle
 from launchplane.server import tables as t
@@ -22,6 +23,9 @@ from launchplane.server.hub import job_key, queue_key
 from launchplane.server.problems import NotFound
 from launchplane.server.schemas import Event, Job, LogLine, LogPage
 from launchplane.server.store.base import StoreBase, Tx, new_id
+
+PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
+"""``jobs.priority``: claims take the lowest rank first (0 critical .. 3 low, W&B's numbers)."""
 
 
 class JobStore(StoreBase):
@@ -51,7 +55,8 @@ class JobStore(StoreBase):
         """Insert a queued job; with a key already used, return that job and ``False``.
 
         ``resolved`` is the job resolved against ``queue_version`` of the
-        queue: what every attempt of it runs (agents receive it in their lease).
+        queue: what every attempt of it runs (agents receive it in their lease);
+        its ``priority`` (None: medium) places the job in the claim order.
         The unique constraint on (scope, key) decides between concurrent
         submits with one key: the loser's insert fails and it reads back the
         winner's job.
@@ -69,6 +74,7 @@ class JobStore(StoreBase):
             template_variables=template_variables,
             queue_version=queue_version,
             resolved=resolved,
+            priority=resolved.get("priority") or DEFAULT_PRIORITY,
             agent_id=None,
             exit_code=None,
             failure_stage=None,
@@ -80,7 +86,8 @@ class JobStore(StoreBase):
             async with self._write() as tx:
                 await tx.conn.execute(
                     insert(t.jobs).values(
-                        **job.model_dump(exclude={"events"}),
+                        **job.model_dump(exclude={"events", "priority"}),
+                        priority=PRIORITY_RANK[job.priority],
                         log_count=0,
                         idempotency_scope=idempotency_scope if idempotency_key else None,
                         idempotency_key=idempotency_key,
@@ -314,6 +321,7 @@ def _job(row: Row[Any], found: list[Event]) -> Job:
         template_variables=row.template_variables,
         queue_version=row.queue_version,
         resolved=row.resolved,
+        priority=PRIORITIES[row.priority],
         agent_id=row.agent_id,
         exit_code=row.exit_code,
         failure_stage=row.failure_stage,

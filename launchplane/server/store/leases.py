@@ -6,12 +6,13 @@ call is fenced: a lease that expired, was released or was superseded is
 refused (:class:`~launchplane.server.problems.StaleLease`, a 409), and its
 agent stops the workload.
 
-Claims (:meth:`LeaseStore._next_job`) take the oldest claimable job
-``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent claimers pass each
-other instead of queueing on one row; a conditional ``UPDATE ... WHERE
-state='queued'`` on both backends. The lease hands the agent the job as the
-server resolved it at submit (``jobs.resolved``) and the queue version that
-was: the agent never resolves it again.
+Claims (:meth:`LeaseStore._next_job`) take the claimable job of the highest
+priority, the oldest within it (one index, ``ix_jobs_claim``, serves the
+whole order), ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so concurrent
+claimers pass each other instead of queueing on one row; a conditional
+``UPDATE ... WHERE state='queued'`` on both backends. The lease hands the
+agent the job as the server resolved it at submit (``jobs.resolved``) and the
+queue version that was: the agent never resolves it again.
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ class LeaseStore(StoreBase):
     # -- leases --------------------------------------------------------------
 
     async def claim(self, queue: str, agent_id: str) -> Lease | None:
-        """Claim the oldest claimable job of ``queue`` for ``agent_id``; ``None`` if there is none.
+        """Claim the next job of ``queue`` for ``agent_id``; ``None`` if there is none.
+
+        The next job: the highest priority first, the oldest within one.
 
         One transaction notes that the agent is alive (a claim counts as much
         as a heartbeat), takes the job, inserts its lease and records the
@@ -152,24 +155,16 @@ class LeaseStore(StoreBase):
     async def _next_job(
         self, conn: AsyncConnection, queue: str, agent_id: str, now: datetime
     ) -> Row[Any] | None:
-        """Mark the oldest claimable job claimed and return its row (attempt incremented).
+        """Mark the next claimable job claimed and return its row (attempt incremented).
+
+        Highest priority (lowest ``jobs.priority``) first, then oldest: a retried
+        job keeps its place (its ``created_at``) once its backoff ends.
 
         PostgreSQL locks the candidate and skips rows other claimers hold, so
         the conditional update below always wins there. On SQLite the write
         lock already excludes other claimers; the condition is a backstop.
         """
-        candidate = (
-            select(t.jobs.c.id)
-            .where(
-                t.jobs.c.queue == queue,
-                t.jobs.c.state == QUEUED,
-                (t.jobs.c.not_before.is_(None)) | (t.jobs.c.not_before <= now),
-            )
-            .order_by(t.jobs.c.created_at, t.jobs.c.id)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-        job_id = (await conn.execute(candidate)).scalar()
+        job_id = (await conn.execute(claim_candidate(queue, now))).scalar()
         if job_id is None:
             return None
         claimed = await conn.execute(
@@ -395,6 +390,27 @@ class LeaseStore(StoreBase):
                 await requeue(tx, job, decision, t.utcnow())
             else:
                 await end_job(tx, job, decision, t.utcnow())
+
+
+def claim_candidate(queue: str, now: datetime) -> Select[Any]:
+    """The id of the job a claim on ``queue`` takes: highest priority, then oldest.
+
+    ``ix_jobs_claim`` (queue, state, priority, created_at, id) serves its
+    filter and its whole ORDER BY, so the first index entry that passes the
+    backoff filter is the answer: no sort, however many jobs are queued
+    (tests/store/test_priority.py checks the plan on both backends).
+    """
+    return (
+        select(t.jobs.c.id)
+        .where(
+            t.jobs.c.queue == queue,
+            t.jobs.c.state == QUEUED,
+            (t.jobs.c.not_before.is_(None)) | (t.jobs.c.not_before <= now),
+        )
+        .order_by(t.jobs.c.priority, t.jobs.c.created_at, t.jobs.c.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
 
 
 def _lease_query() -> Select[Any]:
