@@ -145,7 +145,9 @@ def reading_differences(
 
     A W&B document read as launchplane reads it (or the other way round)
     is warned about value by value with these; quoted and explicitly tagged
-    scalars read the same in both and are never listed. JSON text has none.
+    scalars read the same in both and are never listed. For YAML files only: a
+    ``.json`` file is read by the json module everywhere (as YAML, a bare
+    ``3e-4`` in it would be listed).
     The document is parsed once, with the same safety rules as
     :func:`load_document` (its errors are the same ConfigError).
     """
