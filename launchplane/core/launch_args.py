@@ -177,11 +177,12 @@ def launch_layers(
     result = LaunchLayers()
     base: dict[str, Any] = {}
     wandb_job = args.job
-    for name, path in (("job_dir", args.job_dir), ("job", args.job)):
-        if path is not None and (name == "job_dir" or Path(path).expanduser().exists()):
-            base = deep_merge(base, _wandb_job(path, flag(name), errors))
-            if name == "job":
-                wandb_job = None
+    if args.job_dir is not None:
+        base = _wandb_job(args.job_dir, flag("job_dir"), errors, directory=True) or {}
+    if args.job is not None:
+        named = _wandb_job(args.job, flag("job"), errors, directory=False)
+        if named is not None:
+            base, wandb_job = deep_merge(base, named), None
     spec = dict(args.config or {})
     resource_args = dict(args.resource_args or {})
     if spec.get("template_variables") and (spec.get("resource_args") or resource_args):
@@ -258,18 +259,37 @@ def _uri_fields(uri: str, build_context: str | None) -> dict[str, Any]:
     return {"uri": uri}
 
 
-def _wandb_job(path: str, flag: str, errors: list[FieldError]) -> dict[str, Any]:
-    """A downloaded W&B job (a directory or ``wandb-job.json``) as a job layer."""
+def _wandb_job(
+    value: str, flag: str, errors: list[FieldError], *, directory: bool
+) -> dict[str, Any] | None:
+    """The job layer of the W&B job ``value`` names; None when it is a plain job name.
+
+    ``--job-dir`` (``directory``) is a downloaded job; ``-j``/``job=`` may be
+    one too (a path), or ``entity/project/name:alias``, fetched through the
+    ``wandb`` package as a job file's ``job:`` is (:mod:`.config.wandb_job`).
+    """
     try:
-        from launchplane.core.config.wandb_job import load_wandb_job
-    except ImportError:  # the W&B job loader is not in this build
-        errors.append(FieldError(flag, "reading a downloaded W&B job is not available here"))
-        return {}
+        from launchplane.core.config import wandb_job
+    except ImportError:  # the W&B job reader is not in this build
+        if directory or Path(value).expanduser().exists():
+            errors.append(FieldError(flag, "reading a downloaded W&B job is not available here"))
+            return {}
+        return None
     try:
-        return dict(load_wandb_job(path))
+        if directory:
+            return dict(wandb_job.load_wandb_job(value))
+        found = wandb_job.resolve_job_reference(value, Path.cwd())
+        if found is None:
+            return None
+        if found.needs_code:
+            raise wandb_job.missing_code(found)
+        return dict(found.layer)
     except ConfigError as exc:
+        where = f" ({exc.source})" if exc.source else ""
         errors.extend(
-            FieldError(f"{flag} {path}" + (f": {e.path}" if e.path else ""), e.message)
+            FieldError(
+                flag, (f"{e.path}: " if e.path not in ("", "job") else "") + e.message + where
+            )
             for e in exc.errors
         )
         return {}

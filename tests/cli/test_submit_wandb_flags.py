@@ -263,10 +263,8 @@ def test_git_uri_and_version_flags(server: tuple[str, str]) -> None:
     resolved = submitted(
         server, "-q", "wb", "-u", "https://github.com/wandb/examples.git", "-g", "abc1234"
     )["resolved"]
-    assert resolved["git"] == {
-        "repository": "https://github.com/wandb/examples.git",
-        "commit": "abc1234",
-    }
+    git = {key: value for key, value in resolved["git"].items() if value is not None}
+    assert git == {"repository": "https://github.com/wandb/examples.git", "commit": "abc1234"}
     branch = submitted(server, "-q", "wb", "-u", "https://github.com/a/b.git", "-g", "main")
     assert branch["resolved"]["git"]["branch"] == "main"
 
@@ -285,3 +283,22 @@ def test_resource_args_cannot_read_the_agents_environment(server: tuple[str, str
     refused = invoke(server, "launch", "-q", "wb", "-R", args)
     assert refused.exit_code == 2
     assert "AWS_SECRET_ACCESS_KEY" in refused.stderr
+
+
+def test_job_dir_and_wandb_job_names(
+    server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    directory = tmp_path / "my-job"
+    directory.mkdir()
+    (directory / "wandb-job.json").write_text(
+        json.dumps({"source_type": "image", "source": {"image": "ghcr.io/acme/train:1.2"}})
+    )
+    for flag in ("--job-dir", "-j"):
+        job = submitted(server, "-q", "wb", flag, str(directory), "-E", "python t.py")
+        assert job["resolved"]["docker"]["image"] == "ghcr.io/acme/train:1.2"
+    for name in ("WANDB_API_KEY", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "no-wandb-config"))
+    named = invoke(server, "launch", "-q", "wb", "-j", "test/test/test-job:v0")
+    assert named.exit_code == 2
+    assert "-j/--job: 'test/test/test-job:v0' is a W&B job" in named.stderr

@@ -64,7 +64,7 @@ def test_set_var_is_parsed_as_wandb_parses_it() -> None:
 
 def test_each_flag_sets_its_field_over_the_job_file(tmp_path: Path) -> None:
     args = LaunchArgs(
-        job="team/proj/trainer:v3",
+        job="trainer",  # a plain name; entity/project/name:alias is fetched from W&B
         entity="team",
         project="proj",
         name="run-1",
@@ -84,7 +84,7 @@ def test_each_flag_sets_its_field_over_the_job_file(tmp_path: Path) -> None:
         "entry_point": ["python", "train.py", "--lr", "1e-3"],
         "docker": {"image": "python:3.11", "dockerfile": "Dockerfile.train"},
         "env": {"A": "1"},
-        "job": "team/proj/trainer:v3",
+        "job": "trainer",
         "entity": "team",
         "project": "proj",
         "name": "run-1",
@@ -171,7 +171,7 @@ def test_a_local_uri_is_the_workdir_anything_else_goes_on_as_wandb_uri(tmp_path:
             {"job_name=": "does not create W&B job artifacts"},
         ),
         (
-            LaunchArgs(uri="https://github.com/a/b.git", job="e/p/j:v1"),
+            LaunchArgs(uri="https://github.com/a/b.git", job="trainer"),
             {"-u/--uri": "give -u/--uri or -j/--job, not both"},
             {"uri=": "give uri= or job=, not both"},
         ),
