@@ -104,7 +104,8 @@ def launch_options(function: F) -> F:
         click.option(
             "-c", "--config", "launch_spec", metavar="FILE.json|FILE.yaml|JSON",
             help="A W&B launch spec (overrides.run_config, docker.docker_image, ...) or "
-            "launchplane layer, read as W&B reads it; flags and --set go over it.",
+            "launchplane layer, read as W&B reads it: over JOB.yaml and the flags, "
+            "under -R and --set.",
         ),
         click.option(
             "-v", "--set-var", "set_vars", multiple=True, metavar="KEY=VALUE",
