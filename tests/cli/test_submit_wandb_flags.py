@@ -4,6 +4,7 @@ real ``launchplane server`` process on a loopback port."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -302,3 +303,27 @@ def test_job_dir_and_wandb_job_names(
     named = invoke(server, "launch", "-q", "wb", "-j", "test/test/test-job:v0")
     assert named.exit_code == 2
     assert "-j/--job: 'test/test/test-job:v0' is a W&B job" in named.stderr
+
+
+def test_run_takes_the_same_flags(tmp_path: Path) -> None:
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text("entry_point: python old.py\n")
+    (tmp_path / "train.py").write_text(
+        "import json, os, sys\n"
+        "print('args', sys.argv[1:])\n"
+        "print('hp', json.loads(os.environ['LAUNCHPLANE_HYPERPARAMETERS']))\n"
+    )
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("hyperparameters:\n  lr: 3e-4\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAUNCHPLANE_")}
+    env["LAUNCHPLANE_HOME"] = str(tmp_path / "home")
+    done = subprocess.run(
+        [
+            LAUNCHPLANE, "run", str(job_file), "--data-dir", str(tmp_path / "data"),
+            "-E", f"{sys.executable} train.py --fast", "-c", str(spec),
+        ],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "args ['--fast']" in done.stdout
+    assert "hp {'lr': '3e-4'}" in done.stdout  # -c is read as W&B reads it
