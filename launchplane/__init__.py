@@ -3,7 +3,9 @@
 Public API: ``hookimpl`` and the typed ``register`` callbacks
 (``RegisterBuilder``, ``RegisterRunner``, ``RegisterSecretProvider``) for
 plugin authors, the spec models, the plugin base classes, and ``submit()``
-(``asubmit()`` from async code) to put a job on a queue from Python.
+(``asubmit()`` from async code) to put a job on a queue from Python: it takes
+every keyword of W&B's ``launch_add`` and returns a ``QueuedJob`` (the job, a
+dict, with W&B ``QueuedRun``'s ``wait_until_running()``/``wait_until_finished()``).
 Everything else is internal and may change.
 """
 
@@ -20,6 +22,7 @@ __all__ = [
     "JobSpec",
     "Plugin",
     "QueueConfig",
+    "QueuedJob",
     "RegisterBuilder",
     "RegisterRunner",
     "RegisterSecretProvider",
@@ -56,11 +59,12 @@ _LAZY = {
     "SecretProvider": "launchplane.core.interfaces",
     "SecretRef": "launchplane.core.interfaces",
     "submit": "launchplane.core.client",
+    "QueuedJob": "launchplane.core.client",
     "asubmit": "launchplane.core.client",
 }
 
 if TYPE_CHECKING:
-    from launchplane.core.client import asubmit, submit
+    from launchplane.core.client import QueuedJob, asubmit, submit
     from launchplane.core.hookspecs import (
         RegisterBuilder,
         RegisterRunner,

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "db": ("db", "db", "Upgrade the queue server's database schema."),
     "queue": ("queue", "queue", "Create, update, show and list queues."),
     "submit": ("jobs", "submit", "Submit a job to a queue."),
+    "launch": ("jobs", "submit", "The same as submit, named as W&B's `wandb launch`."),
     "jobs": ("jobs", "jobs", "List jobs."),
     "show": ("jobs", "show", "Show a job, its events and its run record."),
     "logs": ("jobs", "logs", "Print (or follow) a job's log."),

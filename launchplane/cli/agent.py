@@ -3,6 +3,15 @@
 Only click and the standard library are imported at module level: ``--help``
 must be instant and must not pull in httpx, pydantic, anyio or any plugin.
 The agent itself (``launchplane.agent.loop``) is imported when the command runs.
+
+W&B's ``wandb launch-agent`` flags work too (``-q`` repeatable, ``-e``,
+``-j/--max-jobs`` with -1 for no limit, ``-v`` verbosity, ``-c``), and so does
+W&B's ``launch-config.yaml``: a config file with any key only W&B's has
+(:data:`WANDB_ONLY_KEYS`) is read as W&B reads it (YAML 1.1, W&B's keys), each
+key mapped to the agent's setting or answered with one line saying where
+launchplane keeps it (:func:`_from_wandb`): launchplane builds with each
+queue's builder, so W&B's agent-level ``builder``/``registry`` blocks belong
+in the queue configs.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 DEFAULTS: dict[str, Any] = {
@@ -27,6 +37,35 @@ DEFAULTS: dict[str, Any] = {
     "secret_providers": {},
 }
 CONFIG_KEYS = {"server", "token", "queues", *DEFAULTS}
+UNLIMITED_JOBS = sys.maxsize
+"""``-j -1`` / ``max_jobs: -1`` (W&B's "no upper limit")."""
+WANDB_ONLY_KEYS = frozenset(
+    {
+        "entity",
+        "max_schedulers",
+        "secure_mode",
+        "builder",
+        "registry",
+        "environment",
+        "verbosity",
+        "stopped_run_timeout",
+    }
+)
+"""Keys of W&B's launch-config.yaml that launchplane's agent.yaml has not: a file with one
+of them is W&B's (it may also hold ``queues``, ``queue`` and ``max_jobs``, which both have)."""
+KANIKO = "launchplane has no kaniko builder: use the docker builder on the queue"
+WANDB_BUILDER_KEYS: dict[str, str] = {
+    "type": "set the builder per queue, in the queue config: builder: {type: docker|noop}",
+    "destination": "set it per queue, in the queue config: builder.options.registry "
+    "(the repository images are pushed to)",
+    "platform": "launchplane builds for the agent host's platform",
+    "build-context-store": KANIKO,
+    "build-job-name": KANIKO,
+    "secret-name": KANIKO,
+    "secret-key": KANIKO,
+    "kaniko-image": KANIKO,
+}
+"""W&B's agent-level ``builder`` keys -> where launchplane keeps that setting."""
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,9 +82,34 @@ CONFIG_KEYS = {"server", "token", "queues", *DEFAULTS}
     help="Agent token.  [default: $LAUNCHPLANE_TOKEN, else the local server's admin-token file]",
 )
 @click.option(
-    "--queue", "queues", multiple=True, metavar="NAME", help="Queue to serve (repeatable)."
+    "--queue", "-q", "queues", multiple=True, metavar="NAME", help="Queue to serve (repeatable)."
 )
-@click.option("--max-jobs", type=click.IntRange(min=1), help="Jobs run at once.  [default: 4]")
+@click.option(
+    "--max-jobs",
+    "-j",
+    type=click.IntRange(min=-1),
+    envvar="WANDB_LAUNCH_MAX_JOBS",
+    help="Jobs run at once; -1: no limit.  [default: 4]",
+)
+@click.option(
+    "--entity",
+    "-e",
+    metavar="ENTITY",
+    help="W&B's entity: accepted and ignored (launchplane queues are not scoped by entity).",
+)
+@click.option(
+    "--verbose",
+    "-v",
+    count=True,
+    help="W&B's verbosity: -vv logs at debug level (as --log-level debug).",
+)
+@click.option(
+    "--log-file",
+    "-l",
+    metavar="FILE",
+    hidden=True,
+    help="W&B's log file: refused (the agent logs to stderr).",
+)
 @click.option(
     "--plugins",
     multiple=True,
@@ -60,7 +124,8 @@ CONFIG_KEYS = {"server", "token", "queues", *DEFAULTS}
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="agent.yaml with the same settings (snake_case keys); flags win.",
+    help="agent.yaml with the same settings (snake_case keys), or W&B's "
+    "launch-config.yaml; flags win.",
 )
 @click.option(
     "--drain-timeout",
@@ -84,26 +149,70 @@ CONFIG_KEYS = {"server", "token", "queues", *DEFAULTS}
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: info]")
 @click.option("--json-logs", is_flag=True, default=None, help="One JSON object per log line.")
 @click.pass_context
-def agent(ctx: click.Context, config_file: Path | None, **options: Any) -> None:
+def agent(
+    ctx: click.Context,
+    config_file: Path | None,
+    entity: str | None,
+    verbose: int,
+    log_file: str | None,
+    **options: Any,
+) -> None:
     """Run an agent: claim jobs from queues, build and run them, report back.
 
     \b
     SIGTERM or Ctrl-C: stop claiming, let running jobs finish (--drain-timeout).
     A second one: stop running jobs and release them, so they are re-queued.
     """
-    settings = _merge(ctx, options, _read_config(config_file) if config_file else {})
+    if log_file is not None:
+        raise click.BadParameter(
+            "the agent logs to stderr: redirect it instead (launch-agent ... 2>>FILE)",
+            param_hint="-l/--log-file",
+        )
+    if entity is not None:
+        click.echo(f"note: -e/--entity {entity} ignored: {ENTITY_NOTE}", err=True)
+    config = _read_config(config_file) if config_file else {}
+    settings = _merge(ctx, options, config)
+    if verbose >= 2 and ctx.get_parameter_source("log_level") != ParameterSource.COMMANDLINE:
+        settings["log_level"] = "debug"
+    settings["max_jobs"] = _max_jobs(settings["max_jobs"])
     sys.exit(_run(settings))
 
 
+def _max_jobs(value: Any) -> int:
+    """At least 1; W&B's -1 is no limit."""
+    if value == -1:
+        return UNLIMITED_JOBS
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise click.BadParameter(
+            f"{value!r}: must be at least 1, or -1 for no limit", param_hint="--max-jobs"
+        )
+    return value
+
+
+ENTITY_NOTE = "launchplane queues are not scoped by entity (a token names the queues it serves)"
+
+
 def _read_config(path: Path) -> dict[str, Any]:
-    import yaml
+    """agent.yaml (launchplane's keys) or W&B's launch-config.yaml, as agent settings.
+
+    Both are read as YAML 1.1, as agent.yaml always was (PyYAML): a W&B file is
+    read as W&B reads it, with a warning where launchplane's YAML 1.2 would read
+    a value otherwise. Limits and duplicate keys as in every launchplane file.
+    """
+    from launchplane.core.errors import ConfigError
+    from launchplane.core.yamlsafe import load_document, reading_differences
 
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise click.BadParameter(f"{path}: not valid YAML: {exc}", param_hint="--config") from None
+        text = path.read_text(encoding="utf-8-sig")
+        data = load_document(text, source=str(path), syntax="yaml", yaml_version="1.1") or {}
+    except (OSError, ConfigError) as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--config") from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"{path}: expected a mapping of settings", param_hint="--config")
+    if WANDB_ONLY_KEYS & {str(key) for key in data}:
+        for difference in reading_differences(text, source=str(path)):
+            click.echo(f"warning: {path}: {difference.message('wandb')}", err=True)
+        data = _from_wandb(data, path)
     data = {str(key).replace("-", "_"): value for key, value in data.items()}
     if "queue" in data:
         data.setdefault("queues", data.pop("queue"))
@@ -126,10 +235,64 @@ def _read_config(path: Path) -> dict[str, Any]:
     return data
 
 
+def _from_wandb(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """W&B's launch-config.yaml keys as agent settings; a line on stderr for each other one.
+
+    Mapped: ``queues``/``queue``, ``max_jobs`` (-1: no limit), ``verbosity``
+    (2: debug), ``stopped_run_timeout`` (``cancel_grace``). Answered and
+    ignored: ``entity``, ``max_schedulers``, ``builder.*``, ``registry``,
+    ``environment``. Refused: ``secure_mode: true`` (ignoring it would let
+    submitters override what W&B's secure mode forbids).
+    """
+    settings = {key: value for key, value in data.items() if key not in WANDB_ONLY_KEYS}
+
+    def note(key: str, text: str) -> None:
+        click.echo(f"note: {path}: {key}: {text}", err=True)
+
+    if data.get("entity") is not None:
+        note("entity", f"ignored: {ENTITY_NOTE}")
+    if data.get("max_schedulers") not in (None, 0):
+        note(
+            "max_schedulers",
+            "ignored: a launchplane agent runs no sweep schedulers; a sweep controller "
+            "submits each run (launchplane submit, launchplane.submit)",
+        )
+    if data.get("secure_mode"):
+        raise click.BadParameter(
+            f"{path}: secure_mode: launchplane has no agent-side secure mode: lock the fields "
+            "in each queue config instead (locked: [entry_point, command, args, docker.image]), "
+            "then remove secure_mode",
+            param_hint="--config",
+        )
+    builder = data.get("builder")
+    if isinstance(builder, dict):
+        for key in builder:
+            where = WANDB_BUILDER_KEYS.get(str(key), "not a W&B builder setting")
+            note(f"builder.{key}", f"ignored: {where}")
+    elif builder is not None:
+        note("builder", "ignored: set the builder per queue, in the queue config")
+    if data.get("registry"):
+        note(
+            "registry",
+            "ignored: set it per queue, in the queue config: builder.options.registry "
+            "(W&B's registry.uri / builder.destination)",
+        )
+    if data.get("environment"):
+        note(
+            "environment",
+            "ignored: cloud credentials and region come from the agent's environment "
+            "(AWS_*, GOOGLE_*, AZURE_* variables, instance roles), as each runner reads them",
+        )
+    verbosity = data.get("verbosity")
+    if isinstance(verbosity, int) and verbosity >= 2:
+        settings["log_level"] = "debug"
+    if data.get("stopped_run_timeout") is not None:
+        settings["cancel_grace"] = data["stopped_run_timeout"]
+    return settings
+
+
 def _merge(ctx: click.Context, options: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """Command line > environment variables > config file > defaults."""
-    from click.core import ParameterSource
-
     settings: dict[str, Any] = {}
     for name in CONFIG_KEYS:
         value = options.get(name)

@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from launchplane.cli._options import override_options
+from launchplane.cli._options import launch_options, override_options
 from launchplane.cli._output import (
     EXIT_INVALID,
     Progress,
@@ -39,8 +39,20 @@ STATES = ("queued", "claimed", "resolving", "building", "running", *FINAL)
 
 
 @click.command("submit")
-@click.argument("job_file", metavar="JOB.yaml", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--queue", "-q", help="The queue [default: the job file's 'queue:'].")
+@click.argument(
+    "job_file",
+    metavar="[JOB.yaml]",
+    required=False,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@click.option(
+    "--queue",
+    "-q",
+    is_flag=False,
+    flag_value="default",
+    help="The queue [default: the job file's 'queue:']; a bare -q is 'default' (as in W&B).",
+)
+@launch_options
 @override_options
 @click.option(
     "--idempotency-key",
@@ -54,7 +66,7 @@ STATES = ("queued", "claimed", "resolving", "building", "running", *FINAL)
 @server_options
 @json_option
 def submit(
-    job_file: Path,
+    job_file: Path | None,
     queue: str | None,
     sets: Sequence[str],
     resource_args: str | None,
@@ -65,26 +77,35 @@ def submit(
     server: str | None,
     token: str | None,
     as_json: bool,
+    **launch: Any,
 ) -> None:
-    """Submit JOB.yaml to a queue.
+    """Submit JOB.yaml (and/or W&B's `wandb launch` flags) to a queue.
 
     \b
-    Layers, lowest first: queue config < JOB.yaml < --set/--resource-args in
-    the order given. The server checks the job at once: every problem is
-    printed with its path and the exit status is 2.
+    Layers, lowest first: queue config < a W&B job (-j DIR, --job-dir) <
+    JOB.yaml < the flags (-E, -d, -e, -p, --name, -P, ...) < the -c launch
+    spec < -R/--resource-args < --set in the order given. The server checks
+    the job at once: every problem is printed with its path, exit status 2.
     With --wait or --follow the exit status is the job's: 0 succeeded, its
     exit code (or 1) failed, 130 cancelled.
     """
-    from launchplane.core import config
+    from launchplane.cli._options import launch_request
 
+    if launch["run_async"] and (wait or follow):
+        fail("--async returns once the job is queued: drop --wait/--follow", EXIT_INVALID)
     try:
-        job = config.resolve_local_workdir(config.load_job_file(job_file), job_file)
-        overrides, values = config.command_line_layers(sets, resource_args, variables)
+        job, overrides, values = launch_request(
+            job_file, launch, tuple(sets), resource_args, tuple(variables)
+        )
     except ConfigError as exc:
         fail_invalid(exc)
     queue = queue or job.get("queue")
     if not queue:
-        fail("no queue: pass --queue or set 'queue:' in the job file", EXIT_INVALID)
+        fail(
+            "no queue: pass -q/--queue NAME (a bare -q is 'default'), or set 'queue:' in the "
+            "job file; to run on this machine without a server: launchplane run JOB.yaml",
+            EXIT_INVALID,
+        )
 
     async def run(client: LaunchplaneClient) -> tuple[dict[str, Any], dict[str, Any] | None]:
         submitted = await client.submit_job(queue, job, overrides, values, idempotency_key)

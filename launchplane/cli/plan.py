@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from launchplane.cli._options import override_options, plugin_options
+from launchplane.cli._options import launch_options, override_options, plugin_options
 
 if TYPE_CHECKING:
     from launchplane.core.interfaces import Image, Runner
@@ -44,6 +44,7 @@ EXIT_INVALID = 2
     help="The queue's config (runner, defaults, templates, guardrails). "
     "Without it: an empty queue (local-process runner, no guardrails).",
 )
+@launch_options
 @override_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
 @click.option(
@@ -65,12 +66,14 @@ def plan(
     check_secrets: bool,
     plugin_specs: tuple[str, ...],
     strict_plugins: bool,
+    **launch: Any,
 ) -> None:
     """Resolve JOB.yaml against a queue config and show what would be submitted.
 
     \b
     Layers, lowest first: queue config < JOB.yaml (and its base_config chain)
-    < --set / --resource-args in the order given. Secrets are shown as their
+    < W&B's flags (-E, -d, ...) < the -c launch spec < --resource-args <
+    --set in the order given (as submit layers them). Secrets are shown as their
     references, never as values. Exit status 2: invalid input, every problem
     listed with its path.
     """
@@ -89,6 +92,7 @@ def plan(
             messages,
             check_secrets=check_secrets,
             strict_plugins=strict_plugins,
+            launch=launch,
         )
     except ConfigError as exc:
         _echo_all(messages)
@@ -123,12 +127,14 @@ def _plan(
     *,
     check_secrets: bool = False,
     strict_plugins: bool = False,
+    launch: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The plan document; warnings and notes for stderr go to ``messages``.
 
     Raises ConfigError when the input is invalid; ``messages`` keeps what was
     found before, so a queue warning is shown next to the job's errors.
     """
+    from launchplane.cli._options import launch_request
     from launchplane.core import config
     from launchplane.core.config.queue_check import inspect_queue_config
     from launchplane.core.errors import ConfigError
@@ -162,7 +168,9 @@ def _plan(
             messages.append(
                 "note: no --queue-config: an empty queue (local-process, no guardrails)"
             )
-        overrides, values = config.command_line_layers(sets, resource_args, variables)
+        job, overrides, values = launch_request(
+            job_file, launch or {}, sets, resource_args, variables, job=job
+        )
         runner, note = _runner(registry, queue.resource)
         if note:
             messages.append(note)

@@ -25,7 +25,7 @@ from typing import Any
 
 import click
 
-from launchplane.cli._options import plugin_options
+from launchplane.cli._options import launch_options, plugin_options
 
 QUEUE = "local"
 DEFAULT_QUEUE_CONFIG: dict[str, Any] = {"resource": "local-process", "builder": {"type": "noop"}}
@@ -53,6 +53,7 @@ RUN_CANCEL_GRACE = 5.0
 @click.option(
     "--json", "as_json", is_flag=True, help="Log to stderr; print a JSON summary on stdout."
 )
+@launch_options
 @plugin_options
 def run(
     job_file: Path,
@@ -63,22 +64,26 @@ def run(
     as_json: bool,
     plugin_specs: tuple[str, ...],
     strict_plugins: bool,
+    **launch: Any,
 ) -> None:
     """Run JOB_FILE on an embedded server and agent; exit with the job's exit code.
 
     \b
     Example:
       launchplane run examples/hello/job.yaml --set hyperparameters.epochs=50
+
+    W&B's `wandb launch` flags (-E, -c, -v, ...) layer as in `submit`.
     """
+    from launchplane.cli._options import launch_request
     from launchplane.cli._output import fail_invalid
     from launchplane.core import paths
-    from launchplane.core.config import command_line_layers, load_job_file, load_queue_file
+    from launchplane.core.config import load_job_file, load_queue_file
     from launchplane.core.errors import ConfigError
     from launchplane.core.loader import split_list
 
     try:
         job = with_local_code(load_job_file(job_file), job_file)
-        overrides, values = command_line_layers(sets, None, variables)
+        job, overrides, values = launch_request(job_file, launch, sets, None, variables, job=job)
         queue = load_queue_file(queue_config) if queue_config else DEFAULT_QUEUE_CONFIG
     except ConfigError as exc:
         fail_invalid(exc)

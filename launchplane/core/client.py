@@ -482,42 +482,148 @@ def _problem(response: httpx.Response) -> tuple[str, list[dict[str, str]]]:
 # -- Python API -----------------------------------------------------------------
 
 
+class QueuedJob(dict[str, Any]):
+    """A submitted job: the API's Job object (``job["id"]``), plus W&B ``QueuedRun``'s waits.
+
+    A dict, so code written for the Job object keeps working; the waits
+    refresh it in place from the server it was submitted to.
+    ``wait_until_running()`` / ``wait_until_finished()`` block (like W&B's);
+    from async code use ``wait_until_running_async()`` /
+    ``wait_until_finished_async()``. Where W&B's return a W&B ``Run``,
+    these return the job itself (its ``state``, ``exit_code``, ``reason``).
+    """
+
+    def __init__(
+        self, job: Mapping[str, Any], *, server: str | None = None, token: str | None = None
+    ) -> None:
+        super().__init__(job)
+        self._server = server
+        self._token = token
+
+    @property
+    def id(self) -> str:
+        return str(self["id"])
+
+    @property
+    def queue_name(self) -> str:
+        """The queue's name (W&B's ``QueuedRun.queue_name``)."""
+        return str(self["queue"])
+
+    @property
+    def state(self) -> str:
+        """The job's state now, fetched from the server (as W&B's ``QueuedRun.state``)."""
+        return self.refresh()["state"]
+
+    def refresh(self) -> QueuedJob:
+        """Fetch the job again; returns itself, updated."""
+        return anyio.run(self.refresh_async)
+
+    async def refresh_async(self) -> QueuedJob:
+        async with LaunchplaneClient(self._server, self._token) as client:
+            self.update(await client.get_job(self.id))
+        return self
+
+    def wait_until_running(self, *, poll: float = 2.0, timeout: float | None = None) -> QueuedJob:
+        """Block until the job runs (or has already ended: check ``["state"]``); itself.
+
+        ``timeout`` seconds (None: no limit) raises TimeoutError.
+        """
+        return anyio.run(partial(self.wait_until_running_async, poll=poll, timeout=timeout))
+
+    async def wait_until_running_async(
+        self, *, poll: float = 2.0, timeout: float | None = None
+    ) -> QueuedJob:
+        with anyio.fail_after(timeout):
+            async with LaunchplaneClient(self._server, self._token) as client:
+                while True:
+                    self.update(await client.get_job(self.id))
+                    if self["state"] == "running" or self["state"] in FINAL_STATES:
+                        return self
+                    await anyio.sleep(poll)
+
+    def wait_until_finished(self, *, poll: float = 2.0, timeout: float | None = None) -> QueuedJob:
+        """Block until the job has ended (succeeded, failed or cancelled); itself.
+
+        ``timeout`` seconds (None: no limit) raises TimeoutError.
+        """
+        return anyio.run(partial(self.wait_until_finished_async, poll=poll, timeout=timeout))
+
+    async def wait_until_finished_async(
+        self, *, poll: float = 2.0, timeout: float | None = None
+    ) -> QueuedJob:
+        with anyio.fail_after(timeout):
+            async with LaunchplaneClient(self._server, self._token) as client:
+                self.update(await client.wait_for_job(self.id, poll=poll))
+        return self
+
+    def __repr__(self) -> str:
+        return f"<QueuedJob {self.get('queue')} ({self.get('id')}) {self.get('state')}>"
+
+
 def submit(
     job: str | Path | Mapping[str, Any] | None = None,
     *,
-    queue: str,
+    queue: str | None = None,
+    queue_name: str | None = None,
+    uri: str | None = None,
     config: Mapping[str, Any] | None = None,
-    resource_args: Mapping[str, Any] | None = None,
     template_variables: Mapping[str, Any] | None = None,
-    entry_point: str | Sequence[str] | None = None,
-    docker_image: str | None = None,
     project: str | None = None,
     entity: str | None = None,
+    resource: str | None = None,
+    entry_point: str | Sequence[str] | None = None,
     name: str | None = None,
+    version: str | None = None,
+    docker_image: str | None = None,
+    project_queue: str | None = None,
+    resource_args: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    build: bool | None = False,
+    repository: str | None = None,
+    sweep_id: str | None = None,
+    author: str | None = None,
+    priority: str | int | None = None,
     server: str | None = None,
     token: str | None = None,
     idempotency_key: str | None = None,
-) -> dict[str, Any]:
-    """Submit a job to a queue and return it (the API's Job object).
+) -> QueuedJob:
+    """Submit a job to a queue; the job (a dict) with W&B ``QueuedRun``'s waits.
 
-    The counterpart of W&B's ``launch_add``: ``job`` is a YAML/JSON file or
-    a dict; ``config`` is an override layer; ``resource_args`` becomes the
-    layer ``{"resource_args": ...}``; ``entry_point``, ``docker_image``,
-    ``project``, ``entity`` and ``name`` set those job fields. Synchronous:
-    from async code use :func:`asubmit`.
+    The counterpart of W&B's ``launch_add``: every one of its keywords means
+    what it means there (:mod:`launchplane.core.launch_args` maps them), and
+    ``queue`` is ``queue_name`` (W&B's default queue, ``"default"``, when
+    neither is given). ``job`` is a W&B job name (``entity/project/name:alias``),
+    a downloaded W&B job directory, a job file (YAML/JSON) or a dict;
+    ``config`` is a W&B launch spec or a launchplane override layer (both
+    spellings are read); ``template_variables`` are the queue's variable
+    values; ``priority`` is ``critical|high|medium|low`` or W&B's 0..3.
+    As in W&B, ``config`` holding both ``resource_args`` and
+    ``template_variables`` loses its ``resource_args`` (a warning says so).
+    Synchronous: from async code use :func:`asubmit`.
     """
     call = partial(
         asubmit,
         job,
         queue=queue,
+        queue_name=queue_name,
+        uri=uri,
         config=config,
-        resource_args=resource_args,
         template_variables=template_variables,
-        entry_point=entry_point,
-        docker_image=docker_image,
         project=project,
         entity=entity,
+        resource=resource,
+        entry_point=entry_point,
         name=name,
+        version=version,
+        docker_image=docker_image,
+        project_queue=project_queue,
+        resource_args=resource_args,
+        run_id=run_id,
+        build=build,
+        repository=repository,
+        sweep_id=sweep_id,
+        author=author,
+        priority=priority,
         server=server,
         token=token,
         idempotency_key=idempotency_key,
@@ -528,48 +634,90 @@ def submit(
 async def asubmit(
     job: str | Path | Mapping[str, Any] | None = None,
     *,
-    queue: str,
+    queue: str | None = None,
+    queue_name: str | None = None,
+    uri: str | None = None,
     config: Mapping[str, Any] | None = None,
-    resource_args: Mapping[str, Any] | None = None,
     template_variables: Mapping[str, Any] | None = None,
-    entry_point: str | Sequence[str] | None = None,
-    docker_image: str | None = None,
     project: str | None = None,
     entity: str | None = None,
+    resource: str | None = None,
+    entry_point: str | Sequence[str] | None = None,
     name: str | None = None,
+    version: str | None = None,
+    docker_image: str | None = None,
+    project_queue: str | None = None,
+    resource_args: Mapping[str, Any] | None = None,
+    run_id: str | None = None,
+    build: bool | None = False,
+    repository: str | None = None,
+    sweep_id: str | None = None,
+    author: str | None = None,
+    priority: str | int | None = None,
     server: str | None = None,
     token: str | None = None,
     idempotency_key: str | None = None,
-) -> dict[str, Any]:
+) -> QueuedJob:
     """The async twin of :func:`submit`."""
-    spec = _job_document(job)
-    fields = {"entry_point": entry_point, "project": project, "entity": entity, "name": name}
-    spec.update({key: value for key, value in fields.items() if value is not None})
-    if isinstance(spec.get("entry_point"), tuple):
-        spec["entry_point"] = list(spec["entry_point"])
-    if docker_image is not None:
-        spec["docker"] = {**(spec.get("docker") or {}), "image": docker_image}
-    overrides: list[Mapping[str, Any]] = []
-    if config:
-        overrides.append(config)
-    if resource_args:
-        overrides.append({"resource_args": dict(resource_args)})
-    async with LaunchplaneClient(server, token) as client:
-        return await client.submit_job(
-            queue,
-            spec,
-            overrides=overrides,
+    import warnings
+
+    from launchplane.core.launch_args import LaunchArgs, LaunchSpecWarning, launch_layers
+
+    if queue is not None and queue_name is not None and queue != queue_name:
+        raise ValueError(f"queue={queue!r} and queue_name={queue_name!r}: give one")
+    spec, wandb_job = _job_document(job)
+    layers = launch_layers(
+        LaunchArgs(
+            uri=uri,
+            job=wandb_job,
+            config=config,
             template_variables=template_variables,
+            project=project,
+            entity=entity,
+            resource=resource,
+            entry_point=entry_point,
+            name=name,
+            version=version,
+            docker_image=docker_image,
+            project_queue=project_queue,
+            resource_args=resource_args,
+            run_id=run_id,
+            build=bool(build),
+            repository=repository,
+            sweep_id=sweep_id,
+            author=author,
+            priority=priority,
+        ),
+        spec,
+    )
+    for message in layers.warnings:
+        warnings.warn(message, LaunchSpecWarning, stacklevel=2)
+    target = queue or queue_name or layers.job.get("queue") or "default"
+    async with LaunchplaneClient(server, token) as client:
+        submitted = await client.submit_job(
+            target,
+            layers.job,
+            overrides=layers.overrides,
+            template_variables=layers.template_values,
             idempotency_key=idempotency_key,
         )
+    return QueuedJob(submitted, server=server, token=token)
 
 
-def _job_document(job: str | Path | Mapping[str, Any] | None) -> dict[str, Any]:
+def _job_document(job: str | Path | Mapping[str, Any] | None) -> tuple[dict[str, Any], str | None]:
+    """The job layer, and ``job`` when it names a W&B job or job directory instead.
+
+    A string that is not a YAML/JSON file's path is W&B's ``job`` (a name, or
+    a downloaded job's directory: :func:`~.launch_args.launch_layers` tells).
+    """
     if job is None:
-        return {}
+        return {}, None
     if isinstance(job, Mapping):
-        return dict(job)
+        return dict(job), None
+    path = Path(job)
+    if path.suffix.lower() not in (".yaml", ".yml", ".json") or path.name == "wandb-job.json":
+        return {}, str(job)
     # The config loader (YAML, base_config chains) is needed only for a file.
-    from launchplane.core.config import load_job_file
+    from launchplane.core.config import load_job_file, resolve_local_workdir
 
-    return load_job_file(job)
+    return resolve_local_workdir(load_job_file(path), path), None

@@ -9,7 +9,10 @@ treats them as untrusted input:
 * scalars follow the YAML 1.2 core schema (what JSON and most people expect):
   ``3e-4`` is a float, ``yes``/``no``/``on``/``off`` stay strings, ``010`` is
   ten and ``1:30`` is a string (PyYAML's YAML 1.1 default makes them a string,
-  booleans, eight and ninety);
+  booleans, eight and ninety). ``yaml_version="1.1"`` reads them the YAML 1.1
+  way instead - how W&B's tools (PyYAML ``safe_load``) read a W&B document -
+  except that a timestamp stays text (a launch config holds no dates);
+  :func:`reading_differences` lists the plain scalars the two readings disagree on;
 * a duplicate key is an error (YAML parsers silently keep the last one, which
   hides half of an "option A # OR option B" example);
 * documents are limited in size, nesting depth and alias use. Aliases are
@@ -23,6 +26,7 @@ the line and, where known, the dotted path of the offending node.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -33,13 +37,15 @@ import yaml
 from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent, CollectionStartEvent, NodeEvent, ScalarEvent
-from yaml.nodes import MappingNode, Node, ScalarNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.parser import Parser
 from yaml.reader import Reader
-from yaml.resolver import BaseResolver
+from yaml.resolver import BaseResolver, Resolver
 from yaml.scanner import Scanner
 
 from launchplane.core.errors import ConfigError, FieldError, join_path
+
+YamlVersion = Literal["1.2", "1.1"]
 
 MAX_DOCUMENT_BYTES = 1024 * 1024
 MAX_DEPTH = 64
@@ -82,18 +88,137 @@ def load_document(
     source: str,
     limits: Limits = DEFAULT_LIMITS,
     syntax: Literal["yaml", "json"] | None = None,
+    yaml_version: YamlVersion = "1.2",
 ) -> Any:
     """Parse one YAML (or, for a ``*.json`` source, JSON) document into plain data.
 
     ``source`` names the document in errors (a file path, ``--set``, ``request
     body``). JSON - a source ending in ``.json``, or ``syntax="json"`` - is
     parsed with the json module under the same size, depth and duplicate-key
-    rules.
+    rules. ``yaml_version="1.1"`` reads plain scalars as W&B's tools do (see
+    the module docstring); every other rule is the same.
     """
     _check_size(text, source, limits)
     if syntax == "json" or (syntax is None and source.lower().endswith(".json")):
         return _load_json(text, source, limits)
-    return _load_yaml(text, source, limits)
+    loader_class = _Loader11 if yaml_version == "1.1" else _Loader
+    return _load_yaml(text, source, limits, loader_class)
+
+
+class ReadingWarning(UserWarning):
+    """A W&B-shaped document holds a value YAML 1.2 and YAML 1.1 read differently."""
+
+
+@dataclass(frozen=True)
+class ReadingDifference:
+    """A plain scalar that YAML 1.2 (launchplane) and YAML 1.1 (W&B) read differently."""
+
+    path: str
+    """Dotted path of the value (of the mapping, for a key); ``""`` for the root."""
+    line: int
+    text: str
+    """The scalar as written (``3e-4``)."""
+    launchplane: Any
+    wandb: Any
+    is_key: bool = False
+
+    def message(self, read_as: Literal["launchplane", "wandb"]) -> str:
+        """One warning line; ``read_as`` says which reading the document was given."""
+        where = self.path or "<root>"
+        if self.is_key:
+            where += f" (the key {self.text})"
+        if read_as == "launchplane":
+            return (
+                f"{where}: launchplane reads {self.text} as {_describe(self.launchplane)}; "
+                f"wandb reads {_describe(self.wandb)}; quote it to say which"
+            )
+        return (
+            f"{where}: read as wandb reads it, {self.text} is {_describe(self.wandb)}; "
+            f"launchplane's own files read {_describe(self.launchplane)}; quote it to say which"
+        )
+
+
+def reading_differences(
+    text: str, *, source: str, limits: Limits = DEFAULT_LIMITS
+) -> list[ReadingDifference]:
+    """Every plain scalar (value or key) that YAML 1.2 and YAML 1.1 read differently.
+
+    A W&B document read as launchplane reads it (or the other way round)
+    is warned about value by value with these; quoted and explicitly tagged
+    scalars read the same in both and are never listed. For YAML files only: a
+    ``.json`` file is read by the json module everywhere (as YAML, a bare
+    ``3e-4`` in it would be listed).
+    The document is parsed once, with the same safety rules as
+    :func:`load_document` (its errors are the same ConfigError).
+    """
+    _check_size(text, source, limits)
+    loader = _Loader(text, source, limits)
+    try:
+        with _yaml_errors(source):
+            root = loader.get_single_node()
+        if root is None:
+            return []
+        wandb = _Loader11("", source, limits)
+        found: list[ReadingDifference] = []
+        seen: set[int] = set()
+        for node, path, is_key in _scalars(root, ()):
+            if id(node) in seen or id(node) not in loader.plain_scalars:
+                continue
+            seen.add(id(node))
+            ours = loader.construct_object(node)
+            tag = wandb.resolve(ScalarNode, node.value, (True, False))
+            theirs = wandb.yaml_constructors[tag](
+                wandb, ScalarNode(tag, node.value, node.start_mark, node.end_mark)
+            )
+            if not _same(ours, theirs):
+                found.append(
+                    ReadingDifference(
+                        _path_text(path),
+                        node.start_mark.line + 1,
+                        node.value,
+                        ours,
+                        theirs,
+                        is_key,
+                    )
+                )
+        return found
+    finally:
+        loader.dispose()
+
+
+def _scalars(
+    node: Node, path: tuple[Any, ...]
+) -> Iterator[tuple[ScalarNode, tuple[Any, ...], bool]]:
+    """Each scalar below ``node`` with its path and whether it is a mapping key."""
+    if isinstance(node, ScalarNode):
+        yield node, path, False
+    elif isinstance(node, SequenceNode):
+        for index, item in enumerate(node.value):
+            yield from _scalars(item, (*path, index))
+    elif isinstance(node, MappingNode):
+        for key, value in node.value:
+            if key.tag == _MERGE:
+                yield from _scalars(value, path)
+                continue
+            if isinstance(key, ScalarNode):
+                yield key, path, True
+            yield from _scalars(value, (*path, str(key.value)))
+
+
+def _same(ours: Any, theirs: Any) -> bool:
+    if type(ours) is not type(theirs):
+        return False
+    return bool(ours == theirs or (ours != ours and theirs != theirs))  # nan is nan here
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"the boolean {'true' if value else 'false'}"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    return f"the string {str(value)!r}"
 
 
 def dump_document(data: Any) -> str:
@@ -132,10 +257,20 @@ def _check_size(text: str, source: str, limits: Limits) -> None:
 # --- YAML -----------------------------------------------------------------------------
 
 
-def _load_yaml(text: str, source: str, limits: Limits) -> Any:
-    loader = _Loader(text, source, limits)
+def _load_yaml(text: str, source: str, limits: Limits, loader_class: type[_Loader]) -> Any:
+    loader = loader_class(text, source, limits)
     try:
-        return loader.get_single_data()
+        with _yaml_errors(source):
+            return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+@contextlib.contextmanager
+def _yaml_errors(source: str) -> Iterator[None]:
+    """PyYAML's errors as a ConfigError naming the source and the line."""
+    try:
+        yield
     except ConfigError:
         raise
     except yaml.MarkedYAMLError as exc:
@@ -147,8 +282,6 @@ def _load_yaml(text: str, source: str, limits: Limits) -> Any:
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", source=source) from None
-    finally:
-        loader.dispose()
 
 
 class _Resolver(BaseResolver):
@@ -185,6 +318,15 @@ class _Composer(Composer):
         self._sizes: dict[str, tuple[int, int]] = {}
         self._stack: list[list[int]] = [[0, 0]]
         self.mapping_paths: dict[int, tuple[str | int, ...]] = {}
+        self.plain_scalars: set[int] = set()
+        """Ids of the scalars whose type came from the schema (plain, no tag)."""
+
+    def compose_scalar_node(self, anchor: str | None) -> ScalarNode:
+        event = self.peek_event()
+        node = super().compose_scalar_node(anchor)
+        if event.tag is None and event.implicit[0]:
+            self.plain_scalars.add(id(node))
+        return node
 
     def compose_node(self, parent: Node | None, index: Any) -> Node:
         pushed = _segment(parent, index)
@@ -357,6 +499,25 @@ class _Loader(Reader, Scanner, Parser, _Composer, _Constructor, _Resolver):
         _Composer.__init__(self)
         _Constructor.__init__(self)
         _Resolver.__init__(self)
+
+
+class _Loader11(_Loader):
+    """The same loader, reading plain scalars as YAML 1.1 (PyYAML's ``safe_load``) does.
+
+    Its tables are PyYAML's own, without timestamps (kept as text) and the
+    ``=``/``!``/``&``/``*`` oddities (strings).
+    """
+
+    yaml_implicit_resolvers: dict[Any, Any] = {
+        first: [(tag, regexp) for tag, regexp in entries if tag in _ALLOWED_TAGS]
+        for first, entries in Resolver.yaml_implicit_resolvers.items()
+    }
+    yaml_constructors: dict[Any, Any] = {
+        **_Constructor.yaml_constructors,
+        _BOOL: SafeConstructor.construct_yaml_bool,
+        _INT: SafeConstructor.construct_yaml_int,
+        _FLOAT: SafeConstructor.construct_yaml_float,
+    }
 
 
 class _Dumper(yaml.SafeDumper):

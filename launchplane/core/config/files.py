@@ -65,7 +65,7 @@ def _load_chain(path: Path, *, queue: bool, limits: Limits | None) -> dict[str, 
             )
         seen[real] = len(shown)
         shown.append(display)
-        data = _read_mapping(current, display, referrer, limits)
+        data = _read_mapping(current, display, referrer, limits, warn_wandb=not queue)
         layer, errors = normalise_layer(data, queue=queue)
         base = layer.pop("base_config", None)
         if errors:
@@ -98,9 +98,19 @@ def _with_wandb_job(layer: dict[str, Any], path: Path, display: str) -> dict[str
 
 
 def _read_mapping(
-    path: Path, display: str, referrer: tuple[str, str] | None, limits: Limits
+    path: Path,
+    display: str,
+    referrer: tuple[str, str] | None,
+    limits: Limits,
+    *,
+    warn_wandb: bool = False,
 ) -> dict[str, Any]:
-    """Read and parse one config file; it must hold a mapping (an empty file is ``{}``)."""
+    """Read and parse one config file; it must hold a mapping (an empty file is ``{}``).
+
+    ``warn_wandb``: a job file in W&B's launch-spec shape is read as launchplane reads
+    it (YAML 1.2), with a :class:`~launchplane.core.yamlsafe.ReadingWarning` for each
+    value W&B (YAML 1.1) reads otherwise.
+    """
     from launchplane.core.yamlsafe import format_size, load_document
 
     try:
@@ -131,7 +141,30 @@ def _read_mapping(
             f"not {kind_of(data)}",
             source=display,
         )
+    if warn_wandb and _wandb_shaped(data) and not display.lower().endswith(".json"):
+        import warnings
+
+        from launchplane.core.yamlsafe import ReadingWarning, reading_differences
+
+        for difference in reading_differences(text, source=display, limits=limits):
+            warnings.warn(
+                f"{display}: {difference.message('launchplane')}", ReadingWarning, stacklevel=1
+            )
     return data
+
+
+WANDB_SPEC_MARKS = ("overrides", "uri", "run_id", "resource", "image_uri")
+"""Top-level keys only a W&B launch spec has (with ``docker.docker_image``, ``git.repo``,
+``git.version``): a job file holding one is W&B-shaped."""
+
+
+def _wandb_shaped(data: dict[str, Any]) -> bool:
+    docker, git = data.get("docker"), data.get("git")
+    return (
+        any(key in data for key in WANDB_SPEC_MARKS)
+        or (isinstance(docker, dict) and "docker_image" in docker)
+        or (isinstance(git, dict) and bool({"repo", "version"} & set(git)))
+    )
 
 
 def _missing_file(display: str, referrer: tuple[str, str] | None) -> ConfigError:
