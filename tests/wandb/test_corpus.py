@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,7 +326,12 @@ def test_launch_add_call(server: Server, entry: dict[str, Any]) -> None:
         for message in entry["refused"]["messages"]:
             assert message.lower() in text.lower(), f"{entry['id']}: {message!r} not in {text}"
         return
-    submitted = launchplane.submit(**call)
+    with warnings.catch_warnings(record=True) as caught_warnings:
+        warnings.simplefilter("always")
+        submitted = launchplane.submit(**call)
+    shown = "\n".join(str(warning.message) for warning in caught_warnings)
+    for warning in entry.get("warnings", []):
+        assert warning in shown, f"{entry['id']}: warning {warning!r} not in {shown!r}"
     assert submitted["queue"] == queue
     check_job(server, entry, dict(submitted), queue)
 
