@@ -372,3 +372,28 @@ def test_agent_config(server: Server, entry: dict[str, Any], tmp_path: Path) -> 
     assert not started and code != 0, f"{entry['id']}: expected a refusal:\n{text}"
     for word in entry.get("mentions", []):
         assert word in text, f"{entry['id']}: {word!r} not in\n{text}"
+
+
+@pytest.mark.parametrize("entry", [e for e in entries("queue") if "refused" not in e.values[0]])
+def test_plan_resolves_like_the_server(
+    server: Server, entry: dict[str, Any], tmp_path: Path
+) -> None:
+    """``plan`` with the queue's stored config gives the job the server resolved.
+
+    ``plan`` is what a submitter runs on their machine before submitting; for a W&B queue
+    it must agree with the server, runner included (``would_submit`` when it is installed).
+    """
+    queue = ready_queue(server, entry)
+    shown = run(server, "queue", "show", queue, "--json")
+    assert shown.exit_code == 0, shown.output
+    config = tmp_path / f"{queue}.json"
+    config.write_text(json.dumps(json.loads(shown.stdout)["config"]))
+    job = fixture(entry.get("job", DEFAULT_JOB))
+    extra = [str(arg) for arg in entry.get("submit", [])]
+    result = CliRunner().invoke(cli, ["plan", job, "--queue-config", str(config), *extra, "--json"])
+    assert result.exit_code == 0, f"{entry['id']}:\n{result.output}"
+    planned = json.loads(result.stdout)
+    for path, expected in entry.get("resolved", {}).items():
+        assert at(planned["resolved"], path) == expected, f"{entry['id']}: planned {path}"
+    if planned["resolved"]["resource"] == "docker":
+        assert planned["would_submit"], f"{entry['id']}: the docker runner describes nothing"
