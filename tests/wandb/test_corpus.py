@@ -198,6 +198,8 @@ def assert_refused(result: Result, entry: Mapping[str, Any], code: int = 2) -> N
     assert "Traceback" not in output
     for message in entry["refused"]["messages"]:
         assert message in output, f"{entry['id']}: {message!r} not in:\n{output}"
+    for misleading in entry["refused"].get("not", []):
+        assert misleading not in output, f"{entry['id']}: {misleading!r} in:\n{output}"
 
 
 # --- expectations -----------------------------------------------------------------------------
