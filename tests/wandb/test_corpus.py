@@ -105,6 +105,17 @@ def test_no_corpus_yaml_reads_differently_in_yaml_1_1() -> None:
         assert load_document(text, source=str(path)) == wandb_reading, path
 
 
+def test_every_deliberate_difference_is_documented() -> None:
+    """Each ``difference:`` of expected.yaml is a section of docs/from-wandb.md's list."""
+    docs = (Path(__file__).parents[2] / "docs" / "from-wandb.md").read_text()
+    listed = docs.split("## Deliberate differences", 1)[1].split("\n## ", 1)[0]
+    headings = [line[4:].lower() for line in listed.splitlines() if line.startswith("### ")]
+    for entry in EXPECTED:
+        if "difference" in entry:
+            wanted = entry["difference"].lower()
+            assert any(wanted in heading for heading in headings), (entry["id"], headings)
+
+
 # --- a real server --------------------------------------------------------------------------
 
 
