@@ -124,6 +124,9 @@ class Server:
     url: str
     admin_token: str
     queues: dict[str, Result] = field(default_factory=dict)
+    """``queue create`` of each queue name, run once."""
+    submitted: dict[str, Result] = field(default_factory=dict)
+    """The submission of each entry id, run once (``same_as`` reuses another's)."""
 
 
 @pytest.fixture(scope="module")
@@ -271,13 +274,10 @@ def check_job(
             assert env.get(name) == expected, f"{entry['id']}: container env {name}"
 
 
-_SUBMITTED: dict[str, Result] = {}
-
-
 def submission(server: Server, entry: Mapping[str, Any]) -> Result:
     """Submit the entry's job the W&B way (see the header of expected.yaml); once per entry."""
-    if entry["id"] in _SUBMITTED:
-        return _SUBMITTED[entry["id"]]
+    if entry["id"] in server.submitted:
+        return server.submitted[entry["id"]]
     queue = ready_queue(server, entry)
     kind = entry["kind"]
     extra = [str(arg) for arg in entry.get("submit", [])]
@@ -291,7 +291,7 @@ def submission(server: Server, entry: Mapping[str, Any]) -> Result:
         args = ["launch", "-q", queue, *map(str, entry["argv"])]
     else:
         raise AssertionError(f"{entry['id']}: no CLI submission for kind {kind}")
-    _SUBMITTED[entry["id"]] = result = run(server, *args, "--json")
+    server.submitted[entry["id"]] = result = run(server, *args, "--json")
     return result
 
 
