@@ -83,6 +83,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import signal
 import socket
 import time
@@ -132,7 +133,8 @@ class AgentSettings:
     server: str
     token: str
     queues: list[str]
-    max_jobs: int = 4
+    max_jobs: int | None = 4
+    """Jobs run at once; None: no limit (W&B's ``--max-jobs -1``)."""
     plugins: list[str] = field(default_factory=list)
     strict_plugins: bool = False
     drain_timeout: float = 600.0
@@ -189,7 +191,9 @@ class Agent:
         self.outcomes: dict[str, Outcome] = {}
         """Job id -> how it ended here (for ``launchplane run`` and tests)."""
         self._pipelines: dict[str, JobPipeline] = {}
-        self._limiter = anyio.CapacityLimiter(settings.max_jobs)
+        self._limiter = anyio.CapacityLimiter(
+            math.inf if settings.max_jobs is None else settings.max_jobs
+        )
         self._claim_scope = anyio.CancelScope()
         self._draining = False
         self._shutdown_requested = anyio.Event()
@@ -301,11 +305,13 @@ class Agent:
                     for queue in queues:
                         claimers.start_soon(self._claim_loop, client, jobs, queue)
                     log.info(
-                        "agent %s serving queue(s) %s on %s (max %d jobs, work dir %s)",
+                        "agent %s serving queue(s) %s on %s (%s, work dir %s)",
                         self.agent_id,
                         ", ".join(queues),
                         self.settings.server,
-                        self.settings.max_jobs,
+                        "no job limit"
+                        if self.settings.max_jobs is None
+                        else f"max {self.settings.max_jobs} jobs",
                         self.work_dir,
                     )
                     self._started.set()

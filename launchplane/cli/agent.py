@@ -37,7 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "secret_providers": {},
 }
 CONFIG_KEYS = {"server", "token", "queues", *DEFAULTS}
-UNLIMITED_JOBS = sys.maxsize
+UNLIMITED_JOBS = None
 """``-j -1`` / ``max_jobs: -1`` (W&B's "no upper limit")."""
 WANDB_ONLY_KEYS = frozenset(
     {
@@ -178,7 +178,7 @@ def agent(
     sys.exit(_run(settings))
 
 
-def _max_jobs(value: Any) -> int:
+def _max_jobs(value: Any) -> int | None:
     """At least 1; W&B's -1 is no limit."""
     if value == -1:
         return UNLIMITED_JOBS
@@ -337,7 +337,7 @@ def _run(options: dict[str, Any]) -> int:
         server=options["server"] or paths.default_server_url(),
         token=token,
         queues=split_list(options["queues"]),
-        max_jobs=int(options["max_jobs"]),
+        max_jobs=options["max_jobs"],
         plugins=split_list(options["plugins"]),
         strict_plugins=bool(options["strict_plugins"]),
         drain_timeout=float(options["drain_timeout"]),

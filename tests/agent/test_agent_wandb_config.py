@@ -90,22 +90,27 @@ async def test_a_wandb_launch_config_runs_the_agent_and_answers_each_key(
 
 
 async def test_max_jobs_minus_one_is_no_limit(server: EmbeddedServer, tmp_path: Path) -> None:
+    # Six jobs that each wait for a file: all six run at once only without a limit
+    # (the default is 4).
+    release = tmp_path / "release"
+    script = f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.05)"
     async with LaunchplaneClient(server.url, server.admin_token) as client:
-        script = "import time; time.sleep(1)"
         ids = [
             (await client.submit_job(QUEUE, {"command": [sys.executable, "-c", script]}))["id"]
             for _ in range(6)
         ]
         async with agent_process(server, tmp_path, "-j", "-1") as agent:
-            await agent.wait_log("serving queue", timeout=15)
+            log = await agent.wait_log("serving queue", timeout=15)
+            assert "no job limit" in log
 
             async def all_running() -> bool:
                 states = [(await client.get_job(job_id))["state"] for job_id in ids]
-                return all(state in ("running", "succeeded") for state in states)
+                return all(state == "running" for state in states)
 
             with anyio.fail_after(20):
                 while not await all_running():
                     await anyio.sleep(0.1)
+            release.touch()
             agent.signal(signal.SIGTERM)
             with anyio.fail_after(20):
                 assert await agent.wait() == 0
