@@ -23,7 +23,8 @@ Fields (all JSON; times ISO 8601 UTC):
 ``code``
     ``{"repository", "branch", "commit", "dirty", "workdir"}``. For ``git``
     code, ``commit`` is the commit that was checked out (a branch is resolved
-    to it), so re-running pins the same code, and ``dirty`` is ``false``. The
+    to it), so re-running pins the same code, and ``dirty`` is ``false`` - or ``true``
+    when a ``git.patch`` was applied after the checkout (the patch is in the spec). The
     repository URL is stored without any ``user:pass@``. For a local
     ``workdir`` in a git work tree, ``commit`` is its HEAD when the run was
     prepared and ``dirty`` says whether the tree (the whole repository, not

@@ -264,15 +264,17 @@ class ResolvedJob(_JobFields):
 
     ``resource``              the runner's name (the queue decides it).
     ``resource_args``         ``{runner name: {...}}``; the runner's own entry has passed
-                              its ``resource_args_model``.
+                              its ``resource_args_model``. Its macros (and the queue's
+                              ``${NAME}`` references) are expanded in the job
+                              ``Runner.submit`` receives, not in the one ``describe`` gets.
     ``command`` / ``args`` / ``entry_point``
                               what to run (``launchplane.core.launch.job_argv``). Macros
                               (``${run_id}``, ``${job_id}``, ...) are expanded in the job
                               ``Runner.submit`` receives, not in the one ``describe`` gets.
     ``workdir``               a folder of the git checkout, or an absolute path on the
                               agent host (``launchplane.core.launch.code_root``).
-    ``git``                   ``repository``, ``branch``, ``commit``; checked out by the agent
-                              to ``JobContext.code_dir``.
+    ``git``                   ``repository``, ``branch``, ``commit``, ``patch``; checked out
+                              (and patched) by the agent to ``JobContext.code_dir``.
     ``docker``                ``image`` (pre-built, run as is) and ``dockerfile`` (the job's own).
     ``builder``               ``type`` (default ``noop``), ``base_image``,
                               ``accelerator.base_image``, ``options`` (the builder's).

@@ -548,3 +548,18 @@ def test_runner_model_checks_only_the_queue_runners_args() -> None:
         {"resource_args": {"slurm": {"partiton": "cpu"}}},
         resource_args_model=_SlurmArgs,
     ) == {"resource_args.slurm.partiton": "unknown key (did you mean 'partition'?)"}
+
+
+def test_a_patch_cannot_change_the_code_a_queue_pins() -> None:
+    # A W&B job's diff.patch is code: a locked commit must not run a submitter's patch.
+    queue = {
+        "git": {"repository": "https://example.com/approved.git", "commit": "a" * 40},
+        "locked": ["git.commit"],
+    }
+    job = {"entry_point": "train.py", "git": {"patch": "diff --git a/train.py b/train.py\n"}}
+    problems = refused(queue, job)
+    assert list(problems) == ["git.patch"]
+    assert "would change the code the queue pins (git.commit)" in problems["git.patch"]
+    # Without a pin the patch is the submitter's own business.
+    resolved = resolve_job({"git": queue["git"]}, job)
+    assert resolved.git is not None and resolved.git.patch == job["git"]["patch"]

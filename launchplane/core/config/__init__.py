@@ -24,6 +24,9 @@ One concern per module, imported in this order (each only from those above it):
 ``keypath``     the path grammar (``a."b.c".d``): parse, format, walk
 ``merge``       the merge rule, and which layer last set each path
 ``macros``      ``${run_id}`` and ``${NAME}`` expansion at launch
+``wandb_job``   a downloaded W&B job (directory or ``wandb-job.json``) -> a job layer
+``wandb_queue`` W&B runner names, queue bodies, local-container flags, template schemas
+``wandb_spec``  a W&B launch spec's keys (``overrides``, ``docker.docker_image``, ...)
 ``normalise``   W&B spellings to launchplane's; "not a launch config" hints
 ``templates``   ``{{var}}`` placeholders, typed values, substitution
 ``queue_check`` the check a queue config gets when it is created

@@ -70,7 +70,28 @@ def guard_tree(checked: CheckedQueue) -> Guard:
             data,
             "is locked by the queue config; only an admin can change it",
         )
+    _protect_patch(root, data)
     return root
+
+
+_PINNED_CODE = ("repository", "branch", "commit")
+
+
+def _protect_patch(root: Guard, data: Mapping[str, Any]) -> None:
+    """A patch is code: where the queue pins ``git.commit`` (or the repository or branch),
+    a submitter may not add a ``git.patch`` that changes what that commit runs."""
+    git = root.children.get("git")
+    if git is None or "patch" in git.children:
+        return
+    pinned = [key for key in _PINNED_CODE if key in git.children]
+    if pinned:
+        where = ", ".join(f"git.{key}" for key in pinned)
+        _protect(
+            root,
+            ("git", "patch"),
+            data,
+            f"would change the code the queue pins ({where}); only an admin can patch it",
+        )
 
 
 def _protect(root: Guard, path: PathKey, data: Mapping[str, Any], reason: str) -> None:
