@@ -150,7 +150,7 @@ def _queue_config(
     """The launchplane queue config a file (and --type, --template-variables) stands for."""
     from launchplane.core.config import wandb_queue
 
-    document = _load(path)
+    document = _load(path, wandb_body=resource_type is not None)
     declared = _declarations(template_variables) if template_variables is not None else None
     if resource_type is not None:
         try:
@@ -212,11 +212,17 @@ def _declarations(value: str) -> Any:
         fail_invalid(exc)
 
 
-def _load(path: Path) -> dict[str, Any]:
-    from launchplane.core.yamlsafe import load_document
+def _load(path: Path, *, wandb_body: bool = False) -> dict[str, Any]:
+    """The file's mapping; a W&B body (``--type``) is read as launchplane reads YAML, with a
+    warning for each value W&B's YAML 1.1 reads otherwise (docs/configuration.md, "Files")."""
+    from launchplane.core.yamlsafe import load_document, reading_differences
 
     try:
-        document = load_document(path.read_text(), source=str(path))
+        text = path.read_text()
+        document = load_document(text, source=str(path))
+        if wandb_body and not path.name.lower().endswith(".json"):
+            for difference in reading_differences(text, source=str(path)):
+                click.echo(f"warning: {path}: {difference.message('launchplane')}", err=True)
     except ConfigError as exc:
         fail_invalid(exc)
     if not isinstance(document, dict):

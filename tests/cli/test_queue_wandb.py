@@ -216,3 +216,16 @@ def test_a_launchplane_config_may_spell_the_runner_the_wandb_way(
         {"docker": {"gpus": "all"}},
         ["HF_TOKEN"],
     )
+
+
+def test_a_wandb_body_warns_where_wandbs_yaml_reads_a_value_otherwise(
+    server: Server, tmp_path: Path
+) -> None:
+    # W&B reads YAML 1.1: `suspend: no` is a boolean there, the string "no" here.
+    body = write(tmp_path, "k8s.yaml", "metadata: {name: x}\nspec: {suspend: no}\n")
+    created = run(server, "queue", "create", "wb-yaml", "--type", "kubernetes", "-f", body)
+    assert created.exit_code == 0, created.output
+    assert (
+        f"warning: {body}: spec.suspend: launchplane reads no as the string 'no'; "
+        "wandb reads the boolean false; quote it to say which"
+    ) in created.stderr
