@@ -299,6 +299,22 @@ class Builder(Plugin):
         """
 
 
+ADMIN_ONLY: dict[str, Any] = {"admin_only": True}
+"""``json_schema_extra`` of a ``resource_args_model`` field only a queue config may set."""
+
+
+def admin_only_fields(model: type[BaseModel]) -> frozenset[str]:
+    """The names (and aliases) of ``model``'s fields marked :data:`ADMIN_ONLY`."""
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        extra = info.json_schema_extra
+        if isinstance(extra, dict) and extra.get("admin_only") is True:
+            names.add(name)
+            if info.alias:
+                names.add(info.alias)
+    return frozenset(names)
+
+
 class Runner(Plugin):
     """Starts and watches workloads on some compute; see "Writing a runner" in entrypoints.md."""
 
@@ -310,7 +326,10 @@ class Runner(Plugin):
     """Validates ``resource_args.<name>``: the server checks it when a job is submitted, the
     agent again before launch, so a bad field fails with its path and a "did you mean" hint
     before anything runs. Validate it again in ``submit``/``describe`` to
-    read it (``self.resource_args_model.model_validate(job.resource_args.get(self.name, {}))``)."""
+    read it (``self.resource_args_model.model_validate(job.resource_args.get(self.name, {}))``).
+    A field that reaches the agent's host (a host mount, the host's network, the OCI
+    runtime) is marked ``Field(json_schema_extra=ADMIN_ONLY)``: only a queue config may set
+    it; a submitter's layer that does is refused at submit."""
 
     @abc.abstractmethod
     def describe(self, job: ResolvedJob, image: Image | None) -> dict[str, Any]:

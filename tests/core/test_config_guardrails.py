@@ -563,3 +563,27 @@ def test_a_patch_cannot_change_the_code_a_queue_pins() -> None:
     # Without a pin the patch is the submitter's own business.
     resolved = resolve_job({"git": queue["git"]}, job)
     assert resolved.git is not None and resolved.git.patch == job["git"]["patch"]
+
+
+@pytest.mark.parametrize(
+    ("job", "path"),
+    [
+        ({"resource_args": {"docker": {"volumes": ["/:/host"]}}}, "resource_args.docker.volumes"),
+        ({"resource_args": {"docker": {"network": "host"}}}, "resource_args.docker.network"),
+        ({"resource_args": {"docker": {"runtime": "runc"}}}, "resource_args.docker.runtime"),
+        ({"resource_args": {"docker": {"user": "0"}}}, "resource_args.docker.user"),
+    ],
+)
+def test_a_submitter_cannot_set_what_reaches_the_agent_host(job: dict[str, Any], path: str) -> None:
+    # W&B's allow-list refuses these docker flags from a submitter; launchplane's own spelling
+    # must not get around it. The queue config (the admin) may set them.
+    from launchplane.plugins.runners.docker import DockerArgs
+
+    queue = {"resource": "docker", "docker": {"image": "python:3.11"}}
+    problems = refused(queue, job, resource_args_model=DockerArgs)
+    assert list(problems) == [path]
+    assert "only the queue config (an admin) may set it" in problems[path]
+    resolved = resolve_job({**queue, **job}, {}, resource_args_model=DockerArgs)
+    assert resolved.resource_args["docker"] == job["resource_args"]["docker"]
+    override = refused(queue, {}, [parse_set(f"{path}=x")], resource_args_model=DockerArgs)
+    assert list(override) == [path]

@@ -33,7 +33,7 @@ from launchplane.core.errors import (
     join_path,
     without_runner_label,
 )
-from launchplane.core.interfaces import PluginError
+from launchplane.core.interfaces import PluginError, admin_only_fields
 from launchplane.core.spec import QUEUE_ONLY_KEYS, QueueConfig, ResolvedJob
 
 
@@ -78,9 +78,11 @@ def resolve_job(
     errors: list[FieldError] = []
     given: dict[str, Any] = {}
     nulls: dict[str, str | None] = {}
+    admin_only = admin_only_fields(resource_args_model) if resource_args_model else frozenset()
     for index, raw in enumerate([job, *overrides]):
         origin = None if index == 0 else _origin(raw, index)
         layer = submitter_layer(raw, queue.guards, origin, errors)
+        errors += _admin_only_errors(layer, queue.config.resource, admin_only, origin)
         tv = layer.pop("template_variables", None)
         if isinstance(tv, Mapping):
             given.update(tv)
@@ -111,6 +113,35 @@ def resolve_job(
     if queue_name is not None:
         merged["queue"] = queue_name
     return _validate_resolved(merged, resource_args_model, origins)
+
+
+def _admin_only_errors(
+    layer: Mapping[str, Any], runner: str, admin_only: frozenset[str], origin: str | None
+) -> list[FieldError]:
+    """A submitter's layer may not set the runner's fields that reach the agent's host.
+
+    Checked per layer, whatever the spelling (W&B's ``local-container`` flags arrive here
+    as ``resource_args.docker`` fields): only the queue config may mount host paths,
+    pick the host's network or the OCI runtime (fields marked ``ADMIN_ONLY``).
+    """
+    if not admin_only:
+        return []
+    resource_args = layer.get("resource_args")
+    args = resource_args.get(runner) if isinstance(resource_args, Mapping) else None
+    if not isinstance(args, Mapping):
+        return []
+    suffix = f" ({origin})" if origin else ""
+    return [
+        FieldError(
+            format_path(("resource_args", runner, str(key))),
+            "reaches the agent's host, so only the queue config (an admin) may set it; "
+            "ask an admin to set it on the queue" + suffix,
+            None,
+            origin,
+        )
+        for key in args
+        if key in admin_only
+    ]
 
 
 def resource_args_errors(

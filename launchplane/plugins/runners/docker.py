@@ -65,6 +65,7 @@ from pydantic import (
 
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
+    ADMIN_ONLY,
     Image,
     InfrastructureError,
     JobContext,
@@ -157,7 +158,9 @@ class DockerArgs(BaseModel):
     gpus: str | int | None = Field(default=None, description='"all", a count, or "device=0,1"')
     env: dict[str, str] = Field(default_factory=dict, description='Mapping or ["K=V", ...]')
     volumes: list[str] = Field(
-        default_factory=list, description='["/host:/container[:ro]"] or {"/host": "/container"}'
+        default_factory=list,
+        description='["/host:/container[:ro]"] or {"/host": "/container"}',
+        json_schema_extra=ADMIN_ONLY,
     )
     shm_size: str | int | None = Field(default=None, description="/dev/shm size, e.g. 2g")
     memory: str | int | None = Field(default=None, description="Memory limit, e.g. 512m")
@@ -192,12 +195,23 @@ class DockerArgs(BaseModel):
     extra_hosts: list[str] = Field(
         default_factory=list,
         description='["HOST:IP", ...] added to /etc/hosts (--add-host); IP may be host-gateway',
+        json_schema_extra=ADMIN_ONLY,
     )
-    network: str | None = Field(default=None, description="bridge, host, none or a network")
-    user: str | None = Field(default=None, description="User (name or uid[:gid]) to run as")
+    network: str | None = Field(
+        default=None, description="bridge, host, none or a network", json_schema_extra=ADMIN_ONLY
+    )
+    user: str | None = Field(
+        default=None,
+        description="User (name or uid[:gid]) to run as",
+        json_schema_extra=ADMIN_ONLY,
+    )
     workdir: str | None = Field(default=None, description="Working directory in the container")
-    labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels")
-    runtime: str | None = Field(default=None, description="OCI runtime, e.g. nvidia")
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra container labels", json_schema_extra=ADMIN_ONLY
+    )
+    runtime: str | None = Field(
+        default=None, description="OCI runtime, e.g. nvidia", json_schema_extra=ADMIN_ONLY
+    )
     init: bool = Field(default=True, description="Run an init (tini) as PID 1")
     keep: bool = Field(default=False, description="Keep the container after the run")
 
