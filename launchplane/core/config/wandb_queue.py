@@ -253,6 +253,16 @@ def _env(
         name, sep, text = str(item).partition("=")
         if not name:
             errors.append(FieldError(f"{at}.{index}", f"{item!r} is not NAME=value or NAME"))
+        elif not sep and "{{" in name:
+            # W&B substitutes "-e {{var}}" and lets the value name an agent variable: no.
+            errors.append(
+                FieldError(
+                    f"{at}.{index}",
+                    f"{name!r}: a template variable cannot choose which of the agent's "
+                    "variables the container gets; write NAME={{var}} (the variable gives "
+                    "the value), or list the agent variable's name itself",
+                )
+            )
         elif sep:
             env[name] = text
         elif queue:
