@@ -528,5 +528,6 @@ def test_a_body_under_its_type_s_name_is_that_body() -> None:
 def test_a_template_cannot_name_the_agent_variable_a_bare_env_entry_passes() -> None:
     declared = {"var1": {"schema": {"type": "string", "enum": ["A", "B"]}}}
     found = problems(queue_config_from_wandb, "local-container", {"e": ["{{var1}}"]}, declared)
-    assert list(found) == ["resource_args.local-container.e.0"]
-    assert "'{{var1}}': a template variable cannot choose" in found["resource_args.local-container.e.0"]
+    [(path, message)] = found.items()
+    assert path == "resource_args.local-container.e.0"
+    assert "'{{var1}}': a template variable cannot choose" in message
