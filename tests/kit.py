@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -27,6 +29,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
+import httpx
 import pytest
 
 from launchplane.agent.loop import Agent, AgentSettings
@@ -78,6 +81,46 @@ def require_docker() -> Any:
     has_base = bool(client.images.list(name=DOCKER_BASE_IMAGE))
     require_service(f"base image {DOCKER_BASE_IMAGE}", has_base, DOCKER_HINT)
     return client
+
+
+LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))
+"""The ``launchplane`` command of the venv the tests run in."""
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server_process(data_dir: Path) -> Iterator[str]:
+    """A real ``launchplane server`` process on a free loopback port: its URL, once healthy.
+
+    Its admin token is ``data_dir / "admin-token"``; it is stopped on exit.
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [LAUNCHPLANE, "server", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(url + "/api/v1/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "server did not start"
+                assert process.poll() is None, "server exited"
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

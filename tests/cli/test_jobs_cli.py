@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +13,11 @@ import anyio
 import httpx
 import pytest
 from click.testing import CliRunner, Result
+from kit import free_port, server_process
 
 from launchplane.cli import cli
 from launchplane.core.client import LaunchplaneClient
 
-LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))
 QUEUE_YAML = """\
 resource: local-process
 docker:
@@ -58,27 +54,8 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("server")
-    port = _free_port()
-    process = subprocess.Popen(
-        [LAUNCHPLANE, "server", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/api/v1/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not start"
-                assert process.poll() is None, "server exited"
-                time.sleep(0.05)
+    with server_process(data_dir) as url:
         yield Server(url, data_dir, (data_dir / "admin-token").read_text().strip())
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +215,7 @@ def test_submit_wait_and_cancelled_exit_codes(server: Server, queue: str, job_fi
 
 
 def test_unreachable_server_is_one_line_and_exit_1() -> None:
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     result = CliRunner().invoke(cli, ["jobs", "--server", url, "--token", "x"])
     assert result.exit_code == 1
     assert result.stderr.strip().startswith(
@@ -325,9 +302,3 @@ class _Thread:
     def __exit__(self, *_: object) -> None:
         self._thread.join(timeout=30)
         assert not self._thread.is_alive()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]

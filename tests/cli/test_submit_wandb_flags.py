@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from click.testing import CliRunner, Result
+from kit import LAUNCHPLANE, server_process
 
 from launchplane.cli import cli
 
-LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))
 QUEUE_YAML = """\
 resource: local-process
 env:
@@ -33,24 +30,7 @@ template_variables:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     """A ``launchplane server`` with the queues ``wb`` and ``default``: (url, admin token)."""
     data_dir = tmp_path_factory.mktemp("server")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [LAUNCHPLANE, "server", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/api/v1/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline and process.poll() is None, "no server"
-                time.sleep(0.05)
+    with server_process(data_dir) as url:
         admin = (data_dir / "admin-token").read_text().strip()
         queue_file = data_dir / "queue.yaml"
         queue_file.write_text(QUEUE_YAML)
@@ -58,9 +38,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
             created = invoke((url, admin), "queue", "create", name, "-f", str(queue_file))
             assert created.exit_code == 0, created.output
         yield url, admin
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def invoke(server: tuple[str, str], *args: str) -> Result:
@@ -199,7 +176,7 @@ def test_a_local_uri_is_the_jobs_code(server: tuple[str, str], tmp_path: Path) -
         (("-P", "urgent"), "-P/--priority: 'urgent' is not a priority"),
         (("-B", "python:3.12", "-d", "python:3.11"), "-B/--base-image: give -B/--base-image"),
         (("--build-context", "src"), "--build-context: needs -u/--uri (as in W&B)"),
-        (("-c", "{oops"), "-c/--config: not a JSON object, nor a .json/.yaml file"),
+        (("-c", "{oops"), "-c/--config (line 1): not a JSON object, nor a .json/.yaml file"),
         (("-R", "[1]"), "--resource-args: must be a JSON object"),
     ],
 )

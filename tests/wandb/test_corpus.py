@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from click.testing import CliRunner, Result
+from kit import server_process
 
 from launchplane.agent.environment import job_environment, launch_macros, launched_job
 from launchplane.cli import cli
@@ -132,29 +131,8 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     data_dir = tmp_path_factory.mktemp("server")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    process = subprocess.Popen(
-        [LAUNCHPLANE, "server", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(url + "/api/v1/health", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not start"
-                assert process.poll() is None, "server exited"
-                time.sleep(0.05)
+    with server_process(data_dir) as url:
         yield Server(url, (data_dir / "admin-token").read_text().strip())
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def run(server: Server, *args: str) -> Result:

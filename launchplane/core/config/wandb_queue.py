@@ -306,24 +306,14 @@ def normalise_runner_args(data: dict[str, Any], errors: list[FieldError], *, que
         if key in RESOURCE_ARGS_ALIASES:
             name = RESOURCE_ARGS_ALIASES[key]
             if name in resource_args:
-                errors.append(
-                    FieldError(
-                        format_path(("resource_args", key)),
-                        f"W&B's other name for resource_args.{name}, which is also set; set one",
-                    )
-                )
+                errors.append(_named_twice(key, name))
                 continue
             key = name
         if key != LOCAL_CONTAINER:
             result[key] = body
             continue
         if DOCKER in resource_args:
-            errors.append(
-                FieldError(
-                    format_path(("resource_args", key)),
-                    f"W&B's name for resource_args.{DOCKER}, which is also set; set one",
-                )
-            )
+            errors.append(_named_twice(key, DOCKER))
             continue
         args, passthrough, problems = local_container_args(body, queue=queue)
         errors += problems
@@ -333,6 +323,13 @@ def normalise_runner_args(data: dict[str, Any], errors: list[FieldError], *, que
             names = list(names) if isinstance(names, list) else []
             data["passthrough_env"] = names + [n for n in passthrough if n not in names]
     data["resource_args"] = result
+
+
+def _named_twice(wandb_key: str, name: str) -> FieldError:
+    return FieldError(
+        format_path(("resource_args", wandb_key)),
+        f"W&B's name for resource_args.{name}, which is also set; set one",
+    )
 
 
 _BUILDER_KEYS = ("type", "base_image", "accelerator", "options")
