@@ -13,6 +13,7 @@ it after normalisation, so no spelling gets around a lock.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,11 +238,23 @@ def null_env_errors(
     ]
 
 
+def _may_refer(value: Any) -> bool:
+    """Whether ``value`` may hold a ``${...}`` at all: one C-speed scan of its JSON text,
+    so a large ``resource_args`` without one is not walked string by string."""
+    try:
+        return "${" in json.dumps(value)
+    except (TypeError, ValueError):
+        return True
+
+
 def _reference_errors(layer: Mapping[str, Any]) -> list[FieldError]:
     """``${NAME}`` of the agent's environment, wherever the agent expands it, is admin-only."""
     errors = []
     for key in EXPANDED_FIELDS:
-        for path, text in strings(layer.get(key), (key,)):
+        value = layer.get(key)
+        if value is None or not _may_refer(value):
+            continue
+        for path, text in strings(value, (key,)):
             errors += [
                 FieldError(
                     format_path(path),
