@@ -587,3 +587,17 @@ def test_a_submitter_cannot_set_what_reaches_the_agent_host(job: dict[str, Any],
     assert resolved.resource_args["docker"] == job["resource_args"]["docker"]
     override = refused(queue, {}, [parse_set(f"{path}=x")], resource_args_model=DockerArgs)
     assert list(override) == [path]
+
+
+def test_a_compiled_queue_is_reused_but_never_shared_with_a_caller() -> None:
+    # resolve_job compiles each distinct queue config once; a caller that changes its
+    # dict afterwards, or a job that changes its resolved copy, must not reach the cache.
+    queue = {"env": {"TEAM": "ml"}, "resource_args": {"local-process": {"timeout_seconds": 5}}}
+    first = resolve_job(queue, {"command": ["true"]})
+    first.env["TEAM"] = "changed by the caller"
+    first.resource_args["local-process"]["timeout_seconds"] = 99
+    again = resolve_job(queue, {"command": ["true"]})
+    assert again.env == {"TEAM": "ml"}
+    assert again.resource_args == {"local-process": {"timeout_seconds": 5}}
+    queue["env"]["TEAM"] = "research"
+    assert resolve_job(queue, {"command": ["true"]}).env == {"TEAM": "research"}

@@ -9,6 +9,8 @@ runner's own ``resource_args`` model when that runner is installed.
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -205,12 +207,35 @@ def _origin(layer: Any, index: int) -> str:
 
 
 def _compile_queue(queue_config: QueueConfig | Mapping[str, Any]) -> _Queue:
-    """Check the queue config and build the tree of paths its submitters may not change."""
+    """Check the queue config and build the tree of paths its submitters may not change.
+
+    Compiled once per distinct config (by its JSON text), not once per job: the
+    server resolves every submit against one of a few queue versions, and the
+    check was two fifths of a resolution. A config JSON cannot hold exactly
+    (tuples, non-string keys) is compiled each time.
+    """
     raw = (
         queue_config.model_dump(exclude_unset=True)
         if isinstance(queue_config, QueueConfig)
         else queue_config
     )
+    try:
+        text = json.dumps(raw)
+    except (TypeError, ValueError):
+        return _compile(raw)
+    if json.loads(text) != raw:
+        return _compile(raw)
+    return _compiled(text)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(text: str) -> _Queue:
+    """The compiled queue of a config's JSON text: from a private copy, never shared
+    with a caller who could change it (nothing that reads a ``_Queue`` mutates it)."""
+    return _compile(json.loads(text))
+
+
+def _compile(raw: Mapping[str, Any]) -> _Queue:
     try:
         checked = inspect_queue_config(raw)
     except ConfigError as exc:
