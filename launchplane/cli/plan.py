@@ -44,6 +44,13 @@ EXIT_INVALID = 2
     help="The queue's config (runner, defaults, templates, guardrails). "
     "Without it: an empty queue (local-process runner, no guardrails).",
 )
+@click.option(
+    "--type",
+    "queue_type",
+    metavar="TYPE",
+    help="QUEUE.yaml is a W&B queue body for this W&B runner type (local-container, "
+    "kubernetes, sagemaker, ...), read as 'queue create --type' reads it.",
+)
 @launch_options
 @override_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
@@ -59,6 +66,7 @@ def plan(
     ctx: click.Context,
     job_file: Path,
     queue_file: Path | None,
+    queue_type: str | None,
     sets: tuple[str, ...],
     resource_args: str | None,
     variables: tuple[str, ...],
@@ -93,6 +101,7 @@ def plan(
             check_secrets=check_secrets,
             strict_plugins=strict_plugins,
             launch=launch,
+            queue_type=queue_type,
         )
     except ConfigError as exc:
         _echo_all(messages)
@@ -109,6 +118,36 @@ def plan(
         from launchplane.core.yamlsafe import dump_document
 
         click.echo(dump_document(document), nl=False)
+
+
+def _queue_document(queue_file: Path | None, queue_type: str | None) -> dict[str, Any]:
+    """The queue config to plan against: a launchplane file (with its base_config chain),
+    or with ``--type`` a W&B queue body translated as ``queue create --type`` does."""
+    from launchplane.core import config
+    from launchplane.core.errors import ConfigError
+
+    if queue_file is None:
+        if queue_type is not None:
+            raise ConfigError("--type needs --queue-config: the W&B queue body to read")
+        return {}
+    if queue_type is None:
+        return config.load_queue_file(queue_file)
+    from launchplane.core.config.wandb_queue import queue_config_from_wandb
+    from launchplane.core.yamlsafe import load_document
+
+    source = f"{queue_file} (a W&B {queue_type} body)"
+    try:
+        body = load_document(queue_file.read_text(), source=str(queue_file))
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read it: {exc.strerror or exc}", source=str(queue_file)
+        ) from None
+    if not isinstance(body, dict):
+        raise ConfigError("a W&B queue body must be a mapping of keys", source=source)
+    try:
+        return queue_config_from_wandb(queue_type, body)
+    except ConfigError as exc:
+        raise ConfigError(exc.errors, source=source) from None
 
 
 def _echo_all(messages: list[str]) -> None:
@@ -128,6 +167,7 @@ def _plan(
     check_secrets: bool = False,
     strict_plugins: bool = False,
     launch: dict[str, Any] | None = None,
+    queue_type: str | None = None,
 ) -> dict[str, Any]:
     """The plan document; warnings and notes for stderr go to ``messages``.
 
@@ -142,7 +182,7 @@ def _plan(
     from launchplane.core.plugins import get_plugin_manager
 
     job = config.resolve_local_workdir(config.load_job_file(job_file), job_file)
-    queue_raw = config.load_queue_file(queue_file) if queue_file is not None else {}
+    queue_raw = _queue_document(queue_file, queue_type)
     try:
         checked = inspect_queue_config(queue_raw)
     except ConfigError as exc:

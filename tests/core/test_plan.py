@@ -406,3 +406,14 @@ def test_a_blocked_runner_is_named_as_blocked(files: dict[str, Path]) -> None:
         result.stderr
     )
     assert "would_submit" not in load_document(result.stdout, source="out")
+
+
+def test_plan_reads_a_wandb_queue_body_with_type(tmp_path: Path) -> None:
+    # The body as W&B's UI holds it: docker run flags for local-container.
+    body = write(tmp_path / "lc.yaml", "memory: 2g\ne: [A=1]\ngpus: all\n")
+    job = write(tmp_path / "job.yaml", "docker: {image: 'python:3.11'}\nentry_point: train.py\n")
+    document = planned(job, "--queue-config", body, "--type", "local-container")
+    assert document["resolved"]["resource"] == "docker"
+    docker = document["resolved"]["resource_args"]["docker"]
+    assert docker == {"memory": "2g", "env": {"A": "1"}, "gpus": "all"}
+    assert document["would_submit"]["mem_limit"] == 2 * 1024**3
