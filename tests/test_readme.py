@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -47,3 +48,28 @@ def test_the_readme_plan_example_resolves() -> None:
     )
     assert result.exit_code == 0, result.output
     assert "timeout_seconds: 120" in result.stdout
+
+
+def test_the_readme_wandb_launch_example_resolves() -> None:
+    # README: launchplane launch examples/hello/job.yaml -q gpu -c examples/wandb/launch-spec.json
+    #         --set-var timeout_seconds=120 (planned here against the same queue config).
+    result = CliRunner().invoke(
+        cli,
+        [
+            "plan",
+            str(ROOT / "examples/hello/job.yaml"),
+            "--queue-config",
+            str(ROOT / "examples/local-queue.yaml"),
+            "-c",
+            str(ROOT / "examples/wandb/launch-spec.json"),
+            "--set-var",
+            "timeout_seconds=120",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    resolved = json.loads(result.stdout)["resolved"]
+    assert resolved["hyperparameters"] == {"epochs": 50, "lr": 0.25}
+    assert resolved["args"] == ["--seed", "11"]
+    assert (resolved["name"], resolved["priority"]) == ("hello-from-wandb", "high")
+    assert resolved["resource_args"]["local-process"]["timeout_seconds"] == 120
