@@ -83,7 +83,7 @@ def require_docker() -> Any:
     return client
 
 
-LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))
+LAUNCHPLANE = str(BIN / "launchplane")
 """The ``launchplane`` command of the venv the tests run in."""
 
 

@@ -1,7 +1,8 @@
 """Click options shared by several commands: one grammar, one help text.
 
-``--set``, ``--resource-args`` and ``--var`` are parsed together by
-``config.command_line_layers``; declaring them once keeps ``plan`` and
+``--set`` and ``--var`` are parsed together by ``config.command_line_layers``
+(``--resource-args`` and ``-c`` by ``launch_args.read_launch_document``); declaring
+them once keeps ``plan`` and
 ``submit`` accepting exactly the same flags. :func:`launch_options` are W&B's
 ``wandb launch`` flags, which ``submit`` (alias ``launch``) and ``plan``
 share; :func:`launch_request` turns them and the job file into the layers
@@ -198,7 +199,7 @@ def launch_request(
                 click.echo(f"warning: {note}", err=True)
         values: dict[str, Any] = {}
         try:
-            set_layers, values = config.command_line_layers(sets, None, variables)
+            set_layers, values = config.command_line_layers(sets, variables)
         except ConfigError as exc:
             errors += exc.errors
             set_layers = []

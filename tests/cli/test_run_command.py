@@ -7,15 +7,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from kit import LAUNCHPLANE
 
 REPO = Path(__file__).resolve().parents[2]
 HELLO = REPO / "examples" / "hello" / "job.yaml"
-LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))
 
 
 def run(

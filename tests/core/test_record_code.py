@@ -11,16 +11,14 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+from kit import LAUNCHPLANE
 
 from launchplane.agent.gitcode import GitError, inspect_worktree
-
-LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))
 
 
 def git(repo: Path, *args: str) -> str:

@@ -9,7 +9,6 @@ doubled. (PostgreSQL restarts are covered by the store's own suite.)
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from chaoskit import (
     wait_for_line,
     wait_for_state,
 )
+from kit import free_port
 
 from launchplane.core.client import LaunchplaneClient
 
@@ -36,12 +36,6 @@ pytestmark = pytest.mark.anyio
 QUEUE = "restart"
 TTL = 20.0
 """Longer than a restart takes: the leases must survive it (nothing is re-queued)."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ServerProcess:

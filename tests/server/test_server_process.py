@@ -6,22 +6,13 @@ import signal
 import socket
 import stat
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-
-LAUNCHPLANE = str(Path(sys.executable).with_name("launchplane"))
-"""The console script of this environment, as a user runs it."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from kit import LAUNCHPLANE, free_port
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import functools
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from kit import BIN, QUEUE, require_service, subprocess_env
+from kit import BIN, QUEUE, free_port, require_service, subprocess_env
 from sqlalchemy.engine import make_url
 
 from launchplane.server.store import Store
@@ -114,12 +113,6 @@ async def submit_many(store: Store, count: int, queue: str = QUEUE) -> list[str]
         )
         ids.append(job.id)
     return ids
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:

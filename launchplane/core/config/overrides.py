@@ -9,7 +9,6 @@ Values are YAML, parsed by the safe loader on first use.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 from launchplane.core.config.keypath import scan_path
@@ -98,13 +97,14 @@ def parse_resource_args(json_text: str) -> Layer:
 
 
 def command_line_layers(
-    sets: Sequence[str] = (), resource_args: str | None = None, variables: Sequence[str] = ()
+    sets: Sequence[str] = (), variables: Sequence[str] = ()
 ) -> tuple[list[Layer], dict[str, str]]:
-    """Parse every ``--set``, ``--resource-args`` and ``--var`` of a command at once.
+    """Parse every ``--set`` and ``--var`` of a command at once.
 
     ``plan``, ``submit`` and ``run`` share this so they accept the same
     grammar, and a user sees every malformed flag in one error, not one per run.
-    ``resource_args`` is inline JSON or the path of a ``.json`` file (as in W&B).
+    (``-R/--resource-args`` and ``-c`` are read as W&B reads them, by
+    :func:`launchplane.core.launch_args.read_launch_document`.)
     """
     errors: list[FieldError] = []
     overrides: list[Layer] = []
@@ -112,11 +112,6 @@ def command_line_layers(
     for expr in sets:
         try:
             overrides.append(parse_set(expr))
-        except ConfigError as exc:
-            errors += exc.errors
-    if resource_args is not None:
-        try:
-            overrides.append(parse_resource_args(_resource_args_text(resource_args)))
         except ConfigError as exc:
             errors += exc.errors
     for expr in variables:
@@ -127,16 +122,3 @@ def command_line_layers(
     if errors:
         raise ConfigError(errors)
     return overrides, values
-
-
-def _resource_args_text(value: str) -> str:
-    """The JSON text of --resource-args: inline, or read from a ``*.json`` file."""
-    text = value.strip()
-    if text.startswith("{") or not text.lower().endswith(".json"):
-        return value
-    try:
-        return Path(text).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [FieldError("--resource-args", f"cannot read {text}: {exc.strerror or exc}")]
-        ) from None
