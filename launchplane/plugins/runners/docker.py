@@ -47,7 +47,7 @@ import math
 import re
 import signal
 import threading
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -148,6 +148,26 @@ def device_requests(gpus: str | int | None) -> list[dict[str, Any]]:
         if ids:
             return [{**request, "device_ids": ids}]
     raise ValueError(f'{gpus!r} is not a GPU request; use "all", a count (2) or "device=0,1"')
+
+
+def _spec_list(value: Any, joiner: str, check: Callable[[str], object]) -> Any:
+    """``{name: value}``, ``"name<joiner>value"`` or a list of those, as a checked list of
+    strings (``ulimits``, ``extra_hosts``); anything else is left for pydantic to refuse."""
+    if isinstance(value, dict):
+        value = [f"{name}{joiner}{item}" for name, item in value.items()]
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        for spec in value:
+            check(str(spec))
+        return [str(spec) for spec in value]
+    return value
+
+
+def _check_extra_host(spec: str) -> None:
+    host, sep, address = spec.partition(":")
+    if not sep or not host or not address:
+        raise ValueError(f"{spec!r} is not HOST:IP (e.g. host.docker.internal:host-gateway)")
 
 
 class DockerArgs(BaseModel):
@@ -292,32 +312,12 @@ class DockerArgs(BaseModel):
     @field_validator("ulimits", mode="before")
     @classmethod
     def _ulimits(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            value = [f"{name}={limit}" for name, limit in value.items()]
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            for spec in value:
-                ulimit(str(spec))
-            return [str(spec) for spec in value]
-        return value
+        return _spec_list(value, "=", ulimit)
 
     @field_validator("extra_hosts", mode="before")
     @classmethod
     def _extra_hosts(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            value = [f"{host}:{address}" for host, address in value.items()]
-        if isinstance(value, str):
-            value = [value]
-        if isinstance(value, list):
-            for spec in value:
-                host, sep, address = str(spec).partition(":")
-                if not sep or not host or not address:
-                    raise ValueError(
-                        f"{spec!r} is not HOST:IP (e.g. host.docker.internal:host-gateway)"
-                    )
-            return [str(spec) for spec in value]
-        return value
+        return _spec_list(value, ":", _check_extra_host)
 
     @field_validator("labels")
     @classmethod
