@@ -123,12 +123,8 @@ async def checkout(
     async def git(*args: str, cwd: Path | None = None) -> str:
         done = await _run_git(["-c", "advice.detachedHead=false", *args], env, cwd)
         if done.returncode != 0:
-            message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
             raise GitError(
-                scrub(
-                    f"git {args[0]} of {safe_url(repository)} failed: "
-                    + (" / ".join(message) or f"exit code {done.returncode}")
-                )
+                scrub(f"git {args[0]} of {safe_url(repository)} failed: {_failure(done)}")
             )
         return done.stdout.decode().strip()
 
@@ -164,13 +160,13 @@ async def _apply_patch(
     finally:
         os.unlink(name)
     if done.returncode != 0:
-        message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
-        raise PatchError(
-            scrub(
-                f"{what} does not apply to commit {commit}: "
-                + (" / ".join(message) or f"exit code {done.returncode}")
-            )
-        )
+        raise PatchError(scrub(f"{what} does not apply to commit {commit}: {_failure(done)}"))
+
+
+def _failure(done: subprocess.CompletedProcess[bytes]) -> str:
+    """What git said when it failed: its last five lines of stderr, else the exit code."""
+    message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-5:]
+    return " / ".join(message) or f"exit code {done.returncode}"
 
 
 def write_requirements(root: Path, requirements: list[str]) -> Path:
