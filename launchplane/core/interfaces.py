@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import abc
 import enum
+import functools
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -303,8 +304,11 @@ ADMIN_ONLY: dict[str, Any] = {"admin_only": True}
 """``json_schema_extra`` of a ``resource_args_model`` field only a queue config may set."""
 
 
+@functools.cache
 def admin_only_fields(model: type[BaseModel]) -> frozenset[str]:
-    """The names (and aliases) of ``model``'s fields marked :data:`ADMIN_ONLY`."""
+    """The names (and aliases) of ``model``'s fields marked :data:`ADMIN_ONLY`.
+
+    Read once per model class: resolution asks for every submitted job."""
     names: set[str] = set()
     for name, info in model.model_fields.items():
         extra = info.json_schema_extra
