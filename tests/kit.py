@@ -366,3 +366,47 @@ async def assert_fenced(agent: LaunchplaneClient, lease_id: str) -> None:
         with pytest.raises(StaleLease) as caught:
             await call
         assert caught.value.status == 409
+
+
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's AWS server (``moto[server]``) as a real process on a free loopback port: its URL.
+
+    Real boto3 clients talk to it over HTTP with ``endpoint_url`` (or
+    ``AWS_ENDPOINT_URL``): S3, ECR, Secrets Manager, IAM, CloudWatch Logs and
+    SageMaker. Skips (fails in CI) when moto is not installed.
+    """
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        require_service("moto's AWS server", False, "pip install 'moto[server]'")
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(url + "/moto-api/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "moto server did not start"
+                assert process.poll() is None, "moto server exited"
+                time.sleep(0.05)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+AWS_TEST_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
+"""Credentials moto accepts; set with ``AWS_ENDPOINT_URL`` so nothing can reach a real account."""

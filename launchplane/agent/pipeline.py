@@ -68,7 +68,7 @@ from launchplane.agent.environment import (
     with_built_image,
 )
 from launchplane.agent.outbox import LeaseOutbox
-from launchplane.agent.records import RunRecorder
+from launchplane.agent.records import RunRecorder, workload_facts
 from launchplane.agent.rundir import (
     LAUNCH_FILE,
     LOGGED_FILE,
@@ -643,6 +643,8 @@ class JobPipeline:
         services = self.services
         infrastructure_failure = infrastructure_failure and state is RunState.FAILED
         reason = self._scrub(reason) if reason else None
+        if self._run is not None:
+            self._recorder.workload = workload_facts(self._run)
         record = self._recorder.build(
             state=state,
             exit_code=exit_code,

@@ -39,6 +39,10 @@ Fields (all JSON; times ISO 8601 UTC):
 ``environment``
     ``{"env": [names], "secrets": [names]}``: the variable *names* the
     process got (values are not recorded; the spec says where they came from).
+``workload``
+    ``{"id", ...}``: the runner's id for the workload (``Run.id``) and what the
+    runner says identifies it (``Run.facts()``: a namespace and Job name, a
+    training job ARN); ``null`` when nothing was started.
 ``agent``
     ``{"id", "host", "python", "platform"}``: where it ran.
 ``timestamps``
@@ -69,7 +73,7 @@ from typing import Any, TypeVar
 
 from launchplane._version import __version__
 from launchplane.agent.gitcode import safe_url
-from launchplane.core.interfaces import Image, RunState
+from launchplane.core.interfaces import Image, Run, RunState
 from launchplane.core.spec import ResolvedJob
 
 RECORD_VERSION = 1
@@ -101,6 +105,7 @@ class RunRecorder:
     builder: str | None = None
     env_names: list[str] = field(default_factory=list)
     secret_names: list[str] = field(default_factory=list)
+    workload: dict[str, Any] | None = None
 
     def mark(self, stage: str) -> None:
         """Record when ``stage`` began (the first time only)."""
@@ -170,6 +175,7 @@ class RunRecorder:
             "runner": job.resource if job else None,
             "plugins": dict(plugins),
             "environment": {"env": sorted(self.env_names), "secrets": sorted(self.secret_names)},
+            "workload": self.workload,
             "agent": {
                 "id": self.agent_id,
                 "host": self.host,
@@ -187,6 +193,15 @@ class RunRecorder:
             },
         }
         return scrub_obj(record) if scrub_obj is not None else record
+
+
+def workload_facts(run: Run) -> dict[str, Any]:
+    """``{"id": run.id, **run.facts()}``; a runner whose ``facts()`` fails still gets its id."""
+    try:
+        facts = dict(run.facts())
+    except Exception as exc:  # a plugin's bug must not lose the record
+        facts = {"facts_error": f"{type(exc).__name__}: {exc}"}
+    return {"id": run.id, **facts}
 
 
 def _spec(job: ResolvedJob | None) -> dict[str, Any] | None:

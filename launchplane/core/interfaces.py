@@ -41,7 +41,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
-from launchplane.core.spec import ResolvedJob
+from launchplane.core.errors import FieldError
+from launchplane.core.spec import QueueConfig, ResolvedJob
 
 LogSink = Callable[[str], Awaitable[None]]
 """Where a builder or runner sends one line of output for the job's log."""
@@ -275,6 +276,17 @@ class Run(abc.ABC):
         object; an ``async def`` generator is the simplest implementation.
         """
 
+    def facts(self) -> dict[str, Any]:
+        """What the run record keeps about the workload, beside ``id``: where to find it again.
+
+        E.g. ``{"namespace": "ml", "job_name": "lp-abc-1"}`` or
+        ``{"training_job_arn": "arn:aws:sagemaker:..."}``. The agent asks once the
+        run has started and again when it ends (the later answer wins), and puts
+        the answer under ``workload`` in the record, scrubbed. JSON values only;
+        never a secret value. The default is nothing more than ``id``.
+        """
+        return {}
+
 
 class Builder(Plugin):
     """Turns a resolved job into an image a runner can start."""
@@ -366,6 +378,20 @@ class Runner(Plugin):
         running behind; any other exception fails the job too, with its type
         in the reason.
         """
+
+    @classmethod
+    def check_queue(cls, config: QueueConfig) -> list[FieldError]:
+        """What only this runner finds wrong with a queue config that names it, before any submit.
+
+        Called by ``queue create``/``queue update`` and ``plan`` (server-side too: no
+        instance, no I/O), after ``resource_args_model`` accepted the queue's
+        ``resource_args``. Return one :class:`~launchplane.core.errors.FieldError`
+        per problem, with the path a user fixes (``secrets``) and the fix; an empty
+        list (the default) accepts the queue. E.g. a runner whose platform shows the
+        workload's environment to everyone refuses a queue with ``secrets:`` unless
+        the queue opts in.
+        """
+        return []
 
     async def attach(self, run_id: str, run_dir: Path) -> Run | None:
         """Re-adopt a workload started by an earlier agent; None if it is gone or unsupported.

@@ -5,7 +5,8 @@ types, placeholders). This module adds what only the plugins know, so that
 ``queue create`` / ``queue update`` and ``plan`` refuse a queue that every
 submit would then fail on:
 
-* ``resource_args.<runner>`` against the queue's runner's ``resource_args_model``;
+* ``resource_args.<runner>`` against the queue's runner's ``resource_args_model``,
+  then the runner's own ``check_queue`` (a queue it could never run safely);
 * ``builder.options`` against the builder's ``options_model``;
 * every ``secrets:`` reference's scheme against the installed secret providers,
   and ``secret_providers.<scheme>`` against that provider's ``options_model``.
@@ -60,6 +61,8 @@ def check_queue_plugins(
             ("resource_args", config.resource),
             placeholders,
         )
+    if runner is not None and not errors:
+        errors += runner.check_queue(config)
     if config.builder is not None and config.builder.type is not None:
         builder = registry.builders.get(config.builder.type)
         if builder is None:

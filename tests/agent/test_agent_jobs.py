@@ -56,6 +56,8 @@ async def test_job_from_git_completes_with_a_full_record(
         "reason": None,
     }
     assert record["plugins"]["local-process"]
+    assert record["workload"]["id"] == f"{job['id']}-1"
+    assert isinstance(record["workload"]["pid"], int)
     assert record["spec"]["hyperparameters"] == {"lr": 0.1, "epochs": 2}
     run_dir = tmp_path / "work" / f"{job['id']}-1"
     assert json.loads((run_dir / "record.json").read_text()) == record

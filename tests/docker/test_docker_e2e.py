@@ -78,6 +78,7 @@ async def test_a_git_job_builds_runs_and_records_commit_and_digest_then_reuses_t
     assert image["ref"].startswith("launchplane/lptest-e2e:")
     assert image["digest"].startswith("sha256:") and image["pinned"] == image["digest"]
     assert (record["builder"], record["runner"]) == ("docker", "docker")
+    assert record["workload"]["container"] == f"lp-{first['id']}-1"
     assert any(line.startswith("Step 1/") for line in first_log)
     assert "epoch   5/5" in "\n".join(first_log)
     checkpoint = tmp_path / "work" / f"{first['id']}-1" / "output" / "checkpoint.json"

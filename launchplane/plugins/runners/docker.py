@@ -475,6 +475,10 @@ class DockerRun(Run):
         # budget, so many long jobs cannot starve anyio's default pool.
         self._long_calls = anyio.CapacityLimiter(math.inf)
 
+    def facts(self) -> dict[str, str]:
+        """The container's name and id, as ``docker ps``/``docker logs`` take them."""
+        return {"container": self.name, "container_id": self.container_id}
+
     async def status(self) -> RunState:
         if self._result is not None:
             return self._result.state

@@ -223,6 +223,10 @@ class LocalRun(Run):
         self._cancelled = False
         self._timed_out = False
 
+    def facts(self) -> dict[str, int]:
+        """The child's process id on the agent host."""
+        return {"pid": self.pid}
+
     async def status(self) -> RunState:
         code = self._process.returncode
         if code is None:
