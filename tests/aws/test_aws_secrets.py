@@ -26,10 +26,12 @@ from kit import (
 )
 
 import launchplane.plugins.secrets.aws as aws_sm
+from launchplane.agent.secrets import resolve_secrets
 from launchplane.core import aws
 from launchplane.core.client import LaunchplaneClient
 from launchplane.core.interfaces import PluginError, parse_ref
 from launchplane.core.plugins import get_plugin_manager
+from launchplane.core.redaction import Redactor
 from launchplane.core.registry import PluginOptionsError
 from launchplane.plugins.secrets.aws import AwsSecretsManagerProvider, AwsSecretsOptions
 from launchplane.server.embedded import EmbeddedServer
@@ -159,6 +161,25 @@ async def test_the_cache_is_bounded(sm: Any, monkeypatch: pytest.MonkeyPatch) ->
     for name in names:
         await cached.resolve(parse_ref(f"aws-sm:{name}"))
     assert list(cached._cache) == names[1:]
+
+
+async def test_a_sagemaker_job_gets_the_secret_id_and_no_value(sm: Any) -> None:
+    """For the sagemaker runner the secrets stage fetches nothing (the secret need not exist)."""
+    name = f"lp/{uuid.uuid4().hex[:10]}/absent"
+    registry = get_plugin_manager()
+    resolved = await resolve_secrets(
+        {"DB_PASSWORD": f"aws-sm:{name}#password", "TOKEN": f"aws-sm:{name}"},
+        registry,
+        Redactor(),
+        options={"aws-sm": {"version_stage": "AWSPREVIOUS"}},
+        runner="sagemaker",
+    )
+    assert resolved.values == {}
+    assert resolved.native == {
+        "DB_PASSWORD": {"SecretId": name, "VersionStage": "AWSPREVIOUS", "JsonKey": "password"},
+        "TOKEN": {"SecretId": name, "VersionStage": "AWSPREVIOUS"},
+    }
+    assert provider().native_ref(parse_ref(f"aws-sm:{name}"), "docker") is None
 
 
 async def test_registered_with_checked_options(monkeypatch: pytest.MonkeyPatch) -> None:

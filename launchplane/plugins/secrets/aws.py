@@ -15,6 +15,9 @@ the provider's memory (one provider per agent and options) for at most
 ``ttl_seconds``, so a burst of jobs reads a secret once while a rotated
 secret reaches new jobs within that bound; ``0`` reads it for every job.
 
+For the ``sagemaker`` runner nothing is fetched: :meth:`AwsSecretsManagerProvider.native_ref`
+hands it the secret's id for the training job's role to read.
+
 Errors name the secret, the stage, the region and AWS's error code and
 message (which never quote values); a JSON key that is missing names the
 keys the secret has, never their values.
@@ -75,6 +78,20 @@ class AwsSecretsManagerProvider(SecretProvider):
             text = await anyio.to_thread.run_sync(self._fetch, ref.path)
             self._remember(ref.path, text)
         return text if ref.key is None else _field(ref, text)
+
+    def native_ref(self, ref: SecretRef, runner: str) -> dict[str, str] | None:
+        """For a SageMaker job, the secret's id for the job's role to read: no value is fetched.
+
+        SageMaker's ``Environment`` is readable through ``DescribeTrainingJob``,
+        so the runner passes ``SecretId`` (and ``JsonKey``, ``VersionStage``) to
+        the job instead of a value. Every other runner gets the value.
+        """
+        if runner != "sagemaker":
+            return None
+        reference = {"SecretId": ref.path, "VersionStage": self.settings.version_stage}
+        if ref.key is not None:
+            reference["JsonKey"] = ref.key
+        return reference
 
     async def aclose(self) -> None:
         """Forget every value and close the client's connections."""
