@@ -33,6 +33,7 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
     BuiltinPlugin("noop", "launchplane.plugins.builders.noop", ("builder:noop",)),
     BuiltinPlugin("local-process", "launchplane.plugins.runners.local", ("runner:local-process",)),
     BuiltinPlugin("env", "launchplane.plugins.secrets.env", ("secret-provider:env",)),
+    BuiltinPlugin("aws-sm", "launchplane.plugins.secrets.aws", ("secret-provider:aws-sm",), "aws"),
     BuiltinPlugin(
         "docker-builder", "launchplane.plugins.builders.docker", ("builder:docker",), "docker"
     ),

@@ -269,8 +269,8 @@ def test_a_queue_s_provider_options_are_checked_by_the_provider_s_model(
     assert errors == ["secret_providers.file-vault.pth: unknown key (did you mean 'path'?)"]
     errors, _ = _queue_problems({"secret_providers": {"env": {"prefix": "X_"}}})
     assert errors == ["secret_providers.env: provider 'env' takes no options"]
-    errors, warnings = _queue_problems({"secret_providers": {"aws-sm": {"region": "eu-west-1"}}})
-    assert errors == [] and warnings[0].startswith("secret_providers.aws-sm: ")
+    errors, warnings = _queue_problems({"secret_providers": {"acme-sm": {"region": "eu-west-1"}}})
+    assert errors == [] and warnings[0].startswith("secret_providers.acme-sm: ")
     # A missing field may come from the agent config's defaults: not judged here.
     assert _queue_problems({"secret_providers": {"file-vault": {"prefix": "p"}}}) == ([], [])
 

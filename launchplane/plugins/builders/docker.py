@@ -70,6 +70,7 @@ from launchplane.core.interfaces import (
 from launchplane.core.launch import code_root, entry_argv
 from launchplane.core.spec import ResolvedJob
 from launchplane.plugins.builders import dockerfile
+from launchplane.plugins.builders.ecr import EcrLogin, EcrOptions, ecr_host
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -96,6 +97,8 @@ class DockerBuilderOptions(BaseModel):
     """Push to ``<registry>/<name>:<hash>`` (e.g. ``127.0.0.1:5000/launchplane``), pin by digest."""
     network: str | None = None
     """Network for ``RUN`` steps (``host`` when pip needs a proxy only the host reaches)."""
+    ecr: EcrOptions | None = None
+    """Log in to ECR (``ecr:GetAuthorizationToken``) to push; implied by an ECR ``registry``."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,12 @@ class DockerBuilder(Builder):
         self.options = options or DockerBuilderOptions()
         self._docker: DockerClient | None = None
         self._lock = threading.Lock()
+        registry = self.options.registry
+        self._ecr = (
+            EcrLogin(registry, self.options.ecr)
+            if registry and (self.options.ecr is not None or ecr_host(registry))
+            else None
+        )
 
     async def build(self, job: ResolvedJob, ctx: JobContext) -> Image | None:
         options = self.options
@@ -181,7 +190,8 @@ class DockerBuilder(Builder):
             raise PluginError(f"the job's code directory {root} does not exist on the agent host")
         client = await anyio.to_thread.run_sync(self._client)
         plan = await anyio.to_thread.run_sync(_plan, client, job, root, options)
-        existing = await anyio.to_thread.run_sync(_existing, client, plan, options)
+        auth = await self._registry_auth(ctx)
+        existing = await anyio.to_thread.run_sync(_existing, client, plan, options, auth)
         if existing is not None:
             image, where = existing
             await ctx.emit(
@@ -208,9 +218,24 @@ class DockerBuilder(Builder):
         if options.registry is None:
             await ctx.emit(f"built image {plan.ref} (image id {image_id})")
             return LocalImage(ref=plan.ref, digest=image_id, built=True)
-        digest = await anyio.to_thread.run_sync(_push, client, plan, ctx)
+        login = self._ecr
+        if login and await anyio.to_thread.run_sync(login.ensure_repository, plan.repository):
+            await ctx.emit(f"created ECR repository {plan.repository}")
+        digest = await anyio.to_thread.run_sync(_push, client, plan, ctx, auth)
         await ctx.emit(f"pushed image {plan.ref} (digest {digest})")
         return Image(ref=plan.ref, digest=digest, built=True)
+
+    async def _registry_auth(self, ctx: JobContext) -> dict[str, str] | None:
+        """ECR push credentials when the registry needs them; None: the engine's own login."""
+        if self._ecr is None:
+            return None
+        credentials, fresh = await anyio.to_thread.run_sync(self._ecr.credentials)
+        if fresh:
+            await ctx.emit(
+                f"logged in to {credentials.server} with ecr:GetAuthorizationToken "
+                f"({self._ecr.where}; token valid until {credentials.expires:%Y-%m-%d %H:%M} UTC)"
+            )
+        return credentials.auth_config()
 
     def _client(self) -> DockerClient:
         with self._lock:
@@ -317,7 +342,10 @@ def conda_tool(client: DockerClient, image: str) -> str | None:
 
 
 def _existing(
-    client: DockerClient, plan: BuildPlan, options: DockerBuilderOptions
+    client: DockerClient,
+    plan: BuildPlan,
+    options: DockerBuilderOptions,
+    auth: dict[str, str] | None = None,
 ) -> tuple[Image, str] | None:
     """The image for ``plan.ref`` if it was built before, and where it was found."""
     import docker
@@ -329,7 +357,7 @@ def _existing(
     if options.registry is None:
         return (LocalImage(ref=plan.ref, digest=local.id), "locally") if local else None
     try:
-        remote = client.images.get_registry_data(plan.ref)
+        remote = client.images.get_registry_data(plan.ref, auth_config=auth)
     except docker.errors.NotFound:
         remote = None
     except docker.errors.APIError as exc:
@@ -413,13 +441,21 @@ def _stream_build(chunks: Iterable[dict[str, Any]], emit: Callable[[str], None])
     return None
 
 
-def _push(client: DockerClient, plan: BuildPlan, ctx: JobContext) -> str:
-    """Push ``plan.ref`` (worker thread), logging layer progress; the registry digest."""
+def _push(
+    client: DockerClient, plan: BuildPlan, ctx: JobContext, auth: dict[str, str] | None = None
+) -> str:
+    """Push ``plan.ref`` (worker thread), logging layer progress; the registry digest.
+
+    ``auth`` (ECR's token) goes to the engine with this request only; without
+    it the engine uses its own login for the registry (``docker login``).
+    """
     import docker
 
     digest = None
     try:
-        for chunk in client.api.push(plan.repository, tag=plan.tag, stream=True, decode=True):
+        for chunk in client.api.push(
+            plan.repository, tag=plan.tag, stream=True, decode=True, auth_config=auth
+        ):
             if "error" in chunk:
                 raise PluginError(f"push of {plan.ref} failed: {chunk['error']}")
             aux = chunk.get("aux") or {}
