@@ -287,3 +287,16 @@ def test_secret_references_pass_aws_sm_as_ids_and_name_the_rest() -> None:
     arn = "arn:aws:secretsmanager:us-east-1:1:secret:prod/db"
     env, _ = rq.secret_references(job, {"DB": {"SecretId": arn}})
     assert env == {"DB_SECRET_ID": arn}
+
+
+def test_a_training_job_name_of_the_config_is_replaced_with_a_note(tmp_path: Path) -> None:
+    shown = planned(
+        COMPANIONS / "job-train.yaml",
+        "--queue-config",
+        write_queue(tmp_path),
+        "--set",
+        "resource_args.sagemaker.TrainingJobName=my-run",
+    )["would_submit"]
+    assert shown["CreateTrainingJob"]["TrainingJobName"] == "lp-<job_id>-<attempt>"
+    [note] = shown["notes"]
+    assert note.startswith("TrainingJobName 'my-run' of resource_args.sagemaker is replaced")

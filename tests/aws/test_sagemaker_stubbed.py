@@ -235,3 +235,31 @@ async def test_capacity_errors_are_retried_by_the_queue_policy(
     assert all((e["details"] or {}).get("infrastructure_failure") for e in failures)
     assert no_capacity in failures[0]["reason"]
     assert "ResourceLimitExceeded" in failures[1]["reason"]
+
+
+async def test_a_users_error_that_mentions_capacity_is_not_infrastructure(
+    stubbed: tuple[_Clients, Any],
+) -> None:
+    clients, stub = stubbed
+    reason = "AlgorithmError: OSError: not enough disk capacity, exit code: 1"
+    stub.add_response("describe_training_job", described("Failed", "Failed", FailureReason=reason))
+    result, _ = await watch(make_run(clients))
+    assert (result.infrastructure_failure, result.exit_code) == (False, 1)
+
+
+async def test_a_failed_stop_is_said_not_raised_and_the_job_is_still_watched(
+    stubbed: tuple[_Clients, Any],
+) -> None:
+    clients, stub = stubbed
+    stub.add_client_error(
+        "stop_training_job", service_error_code="AccessDeniedException", service_message="no"
+    )
+    stub.add_response("describe_training_job", described("Completed", "Completed"))
+    emitted = Lines()
+    run = make_run(clients, emitted)
+    await run.cancel()
+    result, _ = await watch(run)
+    assert result.state is RunState.SUCCEEDED
+    assert emitted.lines[0] == (
+        f"StopTrainingJob {NAME} failed (AccessDeniedException: no); it may still run"
+    )

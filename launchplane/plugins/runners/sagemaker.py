@@ -88,13 +88,15 @@ MAX_POLL_ERRORS = 8
 FINAL_DRAINS = 2
 """Reads of CloudWatch after the job ended that must find nothing new before logs() ends
 (CloudWatch ingests with a delay)."""
-CAPACITY_WORDS = (
+INFRA_FAILURES = (
     "CapacityError",
     "ResourceLimitExceeded",
     "InsufficientInstanceCapacity",
-    "InsufficientCapacity",
-    "capacity",
+    "InsufficientCapacityError",
+    "InternalServerError",
 )
+"""FailureReason prefixes that are SageMaker's side: the queue's retry policy applies."""
+USER_FAILURES = ("AlgorithmError", "ClientError")
 CAPACITY_CODES = frozenset({"ResourceLimitExceeded", "CapacityError", "ThrottlingException"})
 INFRA_SECONDARY = {
     "Interrupted": "the spot instance was interrupted (managed spot training)",
@@ -229,7 +231,9 @@ class SageMakerRunner(Runner):
             raise _plugin_error(errors)
         if not (shown_image or fallback) and builder_name(job) == DEFAULT_BUILDER:
             missing.append(FieldError("docker.image", NO_IMAGE))
+        given_name = args.request().get("TrainingJobName")
         request["TrainingJobName"] = rq.NAME_PREFIX + "<job_id>-<attempt>"
+        notes = [renamed(given_name, request["TrainingJobName"])] if given_name else []
         request["Tags"] = [
             *(tag for tag in request["Tags"] if tag["Key"] not in preview_labels(job)),
             *({"Key": key, "Value": value} for key, value in preview_labels(job).items()),
@@ -245,6 +249,7 @@ class SageMakerRunner(Runner):
             "region": args.region or "<from the AWS configuration chain>",
             "logs": f"{LOG_GROUP}/{request['TrainingJobName']}/*",
             **({"missing": [str(e) for e in missing]} if missing else {}),
+            **({"notes": notes} if notes else {}),
             **({"warnings": [str(w) for w in warnings]} if warnings else {}),
         }
 
@@ -291,6 +296,9 @@ class SageMakerRunner(Runner):
         clients = await anyio.to_thread.run_sync(self.connect, place.aws)
         place = JobPlace(**{**asdict(place), "region": clients.region})
         _save_place(ctx.workdir, place)
+        given_name = args.request().get("TrainingJobName")
+        if given_name and given_name != name:
+            await ctx.emit(renamed(given_name, name))
         arn = await anyio.to_thread.run_sync(_create, clients, request)
         await ctx.emit(f"created SageMaker training job {name} ({arn})")
         return SageMakerRun(clients, place, arn=arn, emit=ctx.log)
@@ -303,6 +311,15 @@ class SageMakerRunner(Runner):
         if described is None:
             return None
         return SageMakerRun(clients, place, arn=described.get("TrainingJobArn"), emit=None)
+
+
+def renamed(given: str, name: str) -> str:
+    """Why a ``TrainingJobName`` of the config is not used (W&B would use it)."""
+    return (
+        f"TrainingJobName {given!r} of resource_args.sagemaker is replaced by {name}: "
+        "launchplane names each attempt after its run id, so that a retry never collides "
+        "with an earlier attempt and a restarted agent finds the job again"
+    )
 
 
 def _create(clients: _Clients, request: dict[str, Any]) -> str:
@@ -349,43 +366,45 @@ def _exit_code(text: str) -> int | None:
 def result_of(described: Mapping[str, Any], place: JobPlace, cancelled: bool) -> RunResult | None:
     """How a described training job ended, or None while it runs."""
     status = described.get("TrainingJobStatus")
+    if status not in ("Completed", "Stopped", "Failed"):
+        return None
     secondary = described.get("SecondaryStatus") or ""
     reason = str(described.get("FailureReason") or "")
     if status == "Completed":
         return RunResult(RunState.SUCCEEDED, 0)
+    if secondary == "MaxRuntimeExceeded":
+        limit = f" ({place.max_runtime} s)" if place.max_runtime else ""
+        return RunResult(
+            RunState.FAILED,
+            None,
+            f"MaxRuntimeInSeconds{limit} reached: SageMaker stopped the training job "
+            "(raise resource_args.sagemaker.StoppingCondition.MaxRuntimeInSeconds)",
+        )
+    if secondary in INFRA_SECONDARY:
+        why = INFRA_SECONDARY[secondary] + (f": {reason}" if reason else "")
+        return RunResult(RunState.FAILED, None, why, infrastructure_failure=True)
     if status == "Stopped":
-        if secondary == "MaxRuntimeExceeded":
-            limit = f" ({place.max_runtime} s)" if place.max_runtime else ""
-            return RunResult(
-                RunState.FAILED,
-                None,
-                f"MaxRuntimeInSeconds{limit} reached: SageMaker stopped the training job "
-                "(raise resource_args.sagemaker.StoppingCondition.MaxRuntimeInSeconds)",
-            )
-        if secondary in INFRA_SECONDARY:
-            return RunResult(
-                RunState.FAILED, None, INFRA_SECONDARY[secondary], infrastructure_failure=True
-            )
         if cancelled:
             return RunResult(RunState.CANCELLED, None, "cancelled")
         return RunResult(RunState.FAILED, None, "the training job was stopped outside launchplane")
-    if status == "Failed":
-        words = reason or "SageMaker gave no FailureReason"
-        if secondary in INFRA_SECONDARY:
-            return RunResult(
-                RunState.FAILED,
-                None,
-                f"{INFRA_SECONDARY[secondary]}: {words}",
-                infrastructure_failure=True,
-            )
-        capacity = any(word in reason for word in CAPACITY_WORDS)
-        return RunResult(
-            RunState.FAILED,
-            _exit_code(reason),
-            f"training job failed: {words}",
-            infrastructure_failure=capacity,
-        )
-    return None
+    words = reason or "SageMaker gave no FailureReason"
+    return RunResult(
+        RunState.FAILED,
+        _exit_code(reason),
+        f"training job failed: {words}",
+        infrastructure_failure=is_capacity(reason),
+    )
+
+
+def is_capacity(reason: str) -> bool:
+    """Whether a FailureReason is SageMaker's (capacity, limits, its own fault), not the code's.
+
+    An ``AlgorithmError``/``ClientError`` is the job's own, whatever words
+    its output holds ("disk capacity" in a traceback is not AWS's capacity).
+    """
+    if reason.startswith(USER_FAILURES):
+        return False
+    return reason.startswith(INFRA_FAILURES) or "insufficient capacity" in reason.lower()
 
 
 class SageMakerRun(Run):
@@ -514,15 +533,20 @@ class SageMakerRun(Run):
             return
         self._cancelled = True
 
-        def stop() -> None:
+        def stop() -> str | None:
             try:
                 self._clients.sagemaker.stop_training_job(TrainingJobName=self.id)
             except Exception as exc:
-                # Already stopping, stopped or ended: nothing to stop.
+                # ValidationException: already stopping, stopped or ended; nothing to stop.
                 if error_code(exc) != "ValidationException":
-                    raise PluginError(f"StopTrainingJob {self.id}: {explain(exc)}") from None
+                    return explain(exc)
+            return None
 
-        await anyio.to_thread.run_sync(stop)
+        failure = await anyio.to_thread.run_sync(stop)
+        if failure is not None:
+            # Never raised: the caller is stopping the job and cannot do better; wait()
+            # keeps watching, and reports how the job ends if it was not stopped.
+            await self._say(f"StopTrainingJob {self.id} failed ({failure}); it may still run")
         self._wake.set()
 
     def logs(self) -> AsyncIterator[str]:
