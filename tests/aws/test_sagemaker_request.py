@@ -300,3 +300,14 @@ def test_a_training_job_name_of_the_config_is_replaced_with_a_note(tmp_path: Pat
     assert shown["CreateTrainingJob"]["TrainingJobName"] == "lp-<job_id>-<attempt>"
     [note] = shown["notes"]
     assert note.startswith("TrainingJobName 'my-run' of resource_args.sagemaker is replaced")
+
+
+def test_the_queue_of_docs_sagemaker_plans(tmp_path: Path) -> None:
+    import re
+
+    text = (TESTS.parent / "docs" / "sagemaker.md").read_text()
+    queue = queue_file(tmp_path, re.findall(r"```yaml\n(.*?)```", text, re.S)[0])
+    shown = planned(COMPANIONS / "job-train.yaml", "--queue-config", queue)["would_submit"]
+    assert shown["secrets"] == {"DB_PASSWORD": "aws-sm:prod/db#password (reference)"}
+    assert "missing" not in shown and "warnings" not in shown
+    botocore_accepts({**shown["CreateTrainingJob"], "TrainingJobName": "lp-abc-1"})
