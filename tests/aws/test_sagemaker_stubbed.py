@@ -263,3 +263,32 @@ async def test_a_failed_stop_is_said_not_raised_and_the_job_is_still_watched(
     assert emitted.lines[0] == (
         f"StopTrainingJob {NAME} failed (AccessDeniedException: no); it may still run"
     )
+
+
+async def test_a_refused_create_fails_the_job_and_is_not_retried(
+    stubbed: tuple[_Clients, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from launchplane.core.interfaces import Image, InfrastructureError, JobContext, PluginError
+    from launchplane.core.spec import ResolvedJob
+
+    clients, stub = stubbed
+    monkeypatch.setattr(SageMakerRunner, "connect", lambda self, options: clients)
+    stub.add_client_error(
+        "create_training_job",
+        service_error_code="AccessDeniedException",
+        service_message="not authorized to perform: iam:PassRole",
+    )
+    job = ResolvedJob.model_validate(
+        {
+            "resource": "sagemaker",
+            "entry_point": "x.py",
+            "resource_args": QUEUE_CONFIG["resource_args"],
+        }
+    )
+    ctx = JobContext(job_id="j", run_id="j-1", attempt=1, queue="q", workdir=tmp_path)
+    with pytest.raises(PluginError) as caught:
+        await SageMakerRunner().submit(job, Image("img:1"), ctx)
+    assert not isinstance(caught.value, InfrastructureError)
+    assert str(caught.value) == (
+        "CreateTrainingJob lp-j-1: AccessDeniedException: not authorized to perform: iam:PassRole"
+    )

@@ -141,6 +141,10 @@ class _Clients:
     def region(self) -> str | None:
         return self.sagemaker.meta.region_name
 
+    def close(self) -> None:
+        self.sagemaker.close()
+        self.logs.close()
+
 
 def sagemaker_args(job: ResolvedJob) -> rq.SageMakerArgs:
     """``resource_args.sagemaker`` validated; a bad field fails with its path."""
@@ -174,6 +178,13 @@ class SageMakerRunner(Runner):
         super().__init__(options)
         self._clients: dict[tuple[str | None, ...], _Clients] = {}
         self._lock = threading.Lock()
+
+    async def aclose(self) -> None:
+        """Close the boto3 clients' connection pools (the agent stops)."""
+        with self._lock:
+            made, self._clients = list(self._clients.values()), {}
+        for clients in made:
+            await anyio.to_thread.run_sync(clients.close)
 
     def connect(self, options: AwsOptions) -> _Clients:
         """The clients for ``options`` (worker thread: boto3 is imported and loaded here)."""
@@ -213,7 +224,7 @@ class SageMakerRunner(Runner):
         refs, valued = rq.secret_references(job, {})
         env = {name: value for name, value in job.env.items() if value is not None}
         env = {name: "<set at launch>" for name in rq.launch_environment(env)} | refs
-        fallback = (args.model_extra or {}).get("AlgorithmSpecification", {}).get("TrainingImage")
+        fallback = (args.request().get("AlgorithmSpecification") or {}).get("TrainingImage")
         shown_image = image.pinned if image is not None else None
         request = rq.build_request(
             job,
@@ -267,7 +278,7 @@ class SageMakerRunner(Runner):
             for name, value in rq.launch_environment(ctx.env).items()
             if name not in ctx.secret_names or name in allowed
         } | refs
-        given = (args.model_extra or {}).get("AlgorithmSpecification") or {}
+        given = args.request().get("AlgorithmSpecification") or {}
         if image is None and not given.get("TrainingImage") and not given.get("AlgorithmName"):
             raise PluginError(NO_IMAGE)
         name = rq.training_job_name(ctx.run_id)
@@ -324,14 +335,16 @@ def renamed(given: str, name: str) -> str:
 
 def _create(clients: _Clients, request: dict[str, Any]) -> str:
     """``CreateTrainingJob`` (worker thread): the job's ARN; AWS's refusal in words."""
+    import botocore.exceptions
+
+    unreachable = (botocore.exceptions.ConnectionError, botocore.exceptions.HTTPClientError)
     try:
         response = clients.sagemaker.create_training_job(**request)
     except Exception as exc:
-        code = error_code(exc)
         why = f"CreateTrainingJob {request['TrainingJobName']}: {explain(exc)}"
-        if code in CAPACITY_CODES or code is None:
+        if error_code(exc) in CAPACITY_CODES or isinstance(exc, unreachable):
             raise InfrastructureError(why) from None  # no capacity, throttled, unreachable
-        raise PluginError(why) from None
+        raise PluginError(why) from None  # refused (validation, permissions, credentials)
     return str(response["TrainingJobArn"])
 
 
