@@ -194,7 +194,7 @@ async def test_a_submit_with_a_wrong_type_or_unknown_field_is_refused_with_its_p
         "is not a field of ResourceConfig (did you mean 'InstanceType'?)"
     )
     assert "must be true or false" in problems["resource_args.sagemaker.EnableManagedSpotTraining"]
-    assert "must be an integer" in problems["resource_args.sagemaker.ResourceConfig.VolumeSizeInGB"]
+    assert "must be an integer" in problems["resource_args.sagemaker.VolumeSizeInGB"]  # as written
 
 
 @pytest.mark.anyio

@@ -127,15 +127,15 @@ class SageMakerArgs(BaseModel):
 
     @model_validator(mode="after")
     def _request(self) -> SageMakerArgs:
-        request, errors = request_part(self.model_extra or {})
-        errors += check_request(request, complete=False)
+        request, errors, spelled = request_part(self.model_extra or {})
+        errors += [respelled(e, spelled) for e in check_request(request, complete=False)]
         if errors:
             raise ConfigError(errors)
         return self
 
     def request(self) -> dict[str, Any]:
         """The request fields given here (long spelling), checked; ConfigError otherwise."""
-        request, errors = request_part(self.model_extra or {})
+        request, errors, _ = request_part(self.model_extra or {})
         if errors:
             raise ConfigError(errors)
         return request
@@ -151,11 +151,15 @@ def camel(key: str) -> str:
     return "".join(part.title() if part else "_" for part in key.split("_"))
 
 
-def request_part(given: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldError]]:
+def request_part(
+    given: Mapping[str, Any],
+) -> tuple[dict[str, Any], list[FieldError], dict[str, str]]:
     """The request fields of ``resource_args.sagemaker`` (short keys moved, snake_case read).
 
     Conflicts (a short key and its long form, a snake and a CamelCase spelling
-    with different values) are errors at the spelling that was given.
+    with different values) are errors at the spelling that was given. The third
+    item maps a request path to the spelling given for it (``ResourceConfig.VolumeSizeInGB``
+    -> ``VolumeSizeInGB``), for :func:`respelled`.
     """
     request: dict[str, Any] = {}
     spelled: dict[str, str] = {}
@@ -186,8 +190,18 @@ def request_part(given: Mapping[str, Any]) -> tuple[dict[str, Any], list[FieldEr
                 )
             )
             continue
+        if member not in target:
+            spelled[join_path(section, member)] = spelled[short]
         target[member] = value
-    return request, errors
+    return request, errors, {path: key for path, key in spelled.items() if path != key}
+
+
+def respelled(error: FieldError, spelled: Mapping[str, str]) -> FieldError:
+    """``error`` at the path the user wrote (a short key, a snake_case key)."""
+    for path, key in spelled.items():
+        if error.path == path or error.path.startswith(path + "."):
+            return FieldError(key + error.path[len(path) :], error.message)
+    return error
 
 
 def _show(value: Any) -> str:
@@ -252,7 +266,9 @@ def _check(value: Any, shape: Any, path: tuple[Any, ...], found: _Findings) -> N
         members = shape.members
         for key, item in value.items():
             if key not in members:
-                hint = suggest(str(key), members) or ""
+                # At the top, launchplane's own keys and the short keys are near misses too.
+                names = [*members, *(() if path else (*SHORT_KEYS, *OWN_KEYS))]
+                hint = suggest(str(key), names) or ""
                 found.errors.append(
                     FieldError(
                         join_path(*path, key),
