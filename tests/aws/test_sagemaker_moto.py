@@ -5,6 +5,8 @@ registry (so the image has a registry digest), then run by the sagemaker
 runner: real boto3 calls over HTTP to moto's server create the training
 job, describe it and read its CloudWatch Logs. The CloudWatch lines are
 written into moto by the test, as SageMaker's instances would write them.
+The queue opts in to a secret value in the job's Environment: it reaches the
+request, and is scrubbed from the CloudWatch output and kept out of the record.
 
 Simulated: moto finishes a training job at once, so a test-side proxy
 (``sagemakerkit.HoldingProxy``) between boto3 and moto holds its
@@ -48,6 +50,8 @@ REGISTRY = os.environ.get("LAUNCHPLANE_TEST_REGISTRY", "127.0.0.1:5000")
 HELLO = Path(__file__).parents[2] / "examples" / "hello"
 QUEUE = "sagemaker-moto"
 GROUP = "/aws/sagemaker/TrainingJobs"
+CANARY_VAR = "LPTEST_SAGEMAKER_CANARY"
+CANARY = "sm-canary-7f3a9c21"
 
 
 def registry_up() -> bool:
@@ -78,6 +82,8 @@ async def server(tmp_path: Path, proxy: HoldingProxy) -> AsyncIterator[EmbeddedS
         },
         "lease_ttl_seconds": 30,  # still held when the killed agent's successor starts
         "env": {"GREETING": "hello from the queue"},
+        # The admin opts in: this value goes into the job's Environment (and nowhere else).
+        "secrets": {"API_TOKEN": f"env:{CANARY_VAR}"},
         "resource_args": {
             "sagemaker": {
                 "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
@@ -88,6 +94,7 @@ async def server(tmp_path: Path, proxy: HoldingProxy) -> AsyncIterator[EmbeddedS
                 "endpoint_url": proxy.url,
                 "poll_interval": 0.05,
                 "max_poll_interval": 0.2,
+                "secrets_in_environment": True,
             }
         },
     }
@@ -119,7 +126,9 @@ async def test_submit_runs_a_training_job_whose_logs_and_record_reach_the_user_a
     tmp_path: Path,
 ) -> None:
     token = await server.create_token("agent", queues=[QUEUE])
-    env = subprocess_env(**aws_env, DOCKER_HOST=os.environ.get("DOCKER_HOST", ""))
+    env = subprocess_env(
+        **aws_env, DOCKER_HOST=os.environ.get("DOCKER_HOST", ""), **{CANARY_VAR: CANARY}
+    )
     work = tmp_path / "work"
     options: dict[str, Any] = {"queues": [QUEUE], "agent_id": "sm-box", "env": env}
     job = await client.submit_job(
@@ -135,18 +144,18 @@ async def test_submit_runs_a_training_job_whose_logs_and_record_reach_the_user_a
     name = f"lp-{run_id}"
     # Two instances' streams; the second's lines come after the first's.
     write_log_lines(name, "algo-1-1700000000", ["step 1", "step 2"])
-    write_log_lines(name, "algo-2-1700000000", ["step 3"])
+    write_log_lines(name, "algo-2-1700000000", ["step 3", f"token={CANARY}"])
 
     async with agent_process(server.url, token, work, **options, log_name="first.log") as first:
-        await wait_for_line(client, job["id"], lambda line: line == "step 3", timeout=120)
+        await wait_for_line(client, job["id"], lambda line: line == "token=***", timeout=120)
 
-        async def all_three_recorded() -> bool:
+        async def first_four_recorded() -> bool:
             try:
                 return int((work / run_id / "logged-lines").read_text()) >= 3
             except (OSError, ValueError):
                 return False
 
-        await eventually(all_three_recorded, 10, "the logged-lines count")
+        await eventually(first_four_recorded, 10, "the logged-lines count")
         await first.kill()
     assert (await client.get_job(job["id"]))["state"] == "running"
 
@@ -159,8 +168,11 @@ async def test_submit_runs_a_training_job_whose_logs_and_record_reach_the_user_a
     assert "re-adopted its sagemaker run after a restart" in second.log()
 
     # Every CloudWatch line once, in order, though two agents read the streams.
-    steps = [line for line in await log_lines(client, job["id"]) if line.startswith("step ")]
+    lines = await log_lines(client, job["id"])
+    steps = [line for line in lines if line.startswith("step ")]
     assert steps == ["step 1", "step 2", "step 3", "step 4", "step 5"]
+    assert "token=***" in lines  # CloudWatch output passes the agent's redactor
+    assert not any(CANARY in line for line in lines)
     shown = await anyio.run_process(
         [LAUNCHPLANE, "logs", job["id"], "--server", server.url, "--token", server.admin_token],
         env=subprocess_env(),
@@ -189,6 +201,7 @@ async def test_submit_runs_a_training_job_whose_logs_and_record_reach_the_user_a
     assert request["StoppingCondition"] == {"MaxRuntimeInSeconds": 600}
     environment = request["Environment"]
     assert environment["GREETING"] == "hello from the queue"
+    assert environment["API_TOKEN"] == CANARY  # the opt-in's trade-off, documented
     assert environment["LAUNCHPLANE_RUN_ID"] == run_id
     assert environment["LAUNCHPLANE_OUTPUT_DIR"] == "/opt/ml/model"
     assert json.loads(environment["LAUNCHPLANE_HYPERPARAMETERS"]) == {"lr": 0.01}
@@ -198,6 +211,7 @@ async def test_submit_runs_a_training_job_whose_logs_and_record_reach_the_user_a
     import boto3
 
     described = boto3.client("sagemaker").describe_training_job(TrainingJobName=name)
+    assert CANARY not in json.dumps(record)
     assert record["workload"] == {
         "id": name,
         "training_job_name": name,
