@@ -287,6 +287,14 @@ def test_secret_references_pass_aws_sm_as_ids_and_name_the_rest() -> None:
     arn = "arn:aws:secretsmanager:us-east-1:1:secret:prod/db"
     env, _ = rq.secret_references(job, {"DB": {"SecretId": arn}})
     assert env == {"DB_SECRET_ID": arn}
+    # The aws-sm provider's native reference for this runner (branch h5's shape).
+    native = {"SecretId": "prod/db", "JsonKey": "password", "VersionStage": "AWSPREVIOUS"}
+    env, _ = rq.secret_references(job, {"DB": native})
+    assert env == {
+        "DB_SECRET_ID": "prod/db",
+        "DB_SECRET_KEY": "password",
+        "DB_SECRET_VERSION_STAGE": "AWSPREVIOUS",
+    }
 
 
 def test_a_training_job_name_of_the_config_is_replaced_with_a_note(tmp_path: Path) -> None:

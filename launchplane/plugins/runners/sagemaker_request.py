@@ -69,6 +69,7 @@ SECRET_SCHEME = "aws-sm"
 """Secrets of this scheme reach the job as references its role reads, never as values."""
 SECRET_ID_SUFFIX = "_SECRET_ID"
 SECRET_KEY_SUFFIX = "_SECRET_KEY"
+SECRET_STAGE_SUFFIX = "_SECRET_VERSION_STAGE"
 OUTPUT_DIR = "/opt/ml/model"
 """``LAUNCHPLANE_OUTPUT_DIR`` in the job: what SageMaker uploads to ``S3OutputPath``."""
 INPUT_DIR = "/opt/ml/input/data"
@@ -451,15 +452,22 @@ def secret_references(
 
     ``DB_PASSWORD: aws-sm:prod/db#password`` becomes ``DB_PASSWORD_SECRET_ID=prod/db`` and
     ``DB_PASSWORD_SECRET_KEY=password``: the job's role reads the secret itself, and no
-    value is in the request. A provider's native reference (``{"SecretId", "JsonKey"}``)
-    is used when it gave one. The second item names the secrets that need their values.
+    value is in the request. A provider's native reference (``{"SecretId", "JsonKey",
+    "VersionStage"}``, the ``aws-sm`` provider's for this runner) is used when it gave one;
+    its stage becomes ``DB_PASSWORD_SECRET_VERSION_STAGE``. The second item names the
+    secrets that need their values.
     """
     env: dict[str, str] = {}
     valued: list[str] = []
     for name, text in sorted(job.secrets.items()):
         ref = native.get(name)
+        stage = None
         if isinstance(ref, Mapping) and ref.get("SecretId"):
-            secret_id, key = str(ref["SecretId"]), ref.get("JsonKey")
+            secret_id, key, stage = (
+                str(ref["SecretId"]),
+                ref.get("JsonKey"),
+                ref.get("VersionStage"),
+            )
         elif isinstance(ref, str) and ref:
             secret_id, key = ref, None
         else:
@@ -475,6 +483,8 @@ def secret_references(
         env[name + SECRET_ID_SUFFIX] = secret_id
         if key:
             env[name + SECRET_KEY_SUFFIX] = str(key)
+        if stage:
+            env[name + SECRET_STAGE_SUFFIX] = str(stage)
     return env, valued
 
 
