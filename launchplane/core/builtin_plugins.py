@@ -40,6 +40,9 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
     BuiltinPlugin(
         "docker-runner", "launchplane.plugins.runners.docker", ("runner:docker",), "docker"
     ),
+    BuiltinPlugin(
+        "sagemaker-runner", "launchplane.plugins.runners.sagemaker", ("runner:sagemaker",), "aws"
+    ),
 )
 
 
