@@ -654,13 +654,13 @@ def test_builtin_whose_class_needs_its_extra_at_creation(
 ) -> None:
     write_module(
         plugin_dir,
-        "fake_sagemaker",
+        "fake_cloud_runner",
         """
         from launchplane import hookimpl
         from launchplane.core.interfaces import Runner
 
-        class SageMakerRunner(Runner):
-            name = "sagemaker"
+        class FakeCloudRunner(Runner):
+            name = "fakecloud"
 
             def __init__(self):
                 import boto3_that_is_not_installed  # noqa: F401
@@ -673,16 +673,16 @@ def test_builtin_whose_class_needs_its_extra_at_creation(
 
         @hookimpl
         def launchplane_register_runners(register):
-            register(SageMakerRunner)
+            register(FakeCloudRunner)
         """,
     )
-    fake = BuiltinPlugin("sagemaker", "fake_sagemaker", ("runner:sagemaker",), "aws")
+    fake = BuiltinPlugin("sagemaker", "fake_cloud_runner", ("runner:sagemaker",), "aws")
     monkeypatch.setattr(builtin_plugins, "BUILTIN_PLUGINS", (*BUILTIN_PLUGINS, fake))
     registry = get_plugin_manager()
     with pytest.raises(
-        MissingExtraError, match=r"^runner 'sagemaker' needs: pip install 'launchplane\[aws\]'$"
+        MissingExtraError, match=r"^runner 'fakecloud' needs: pip install 'launchplane\[aws\]'$"
     ):
-        registry.runner("sagemaker")
+        registry.runner("fakecloud")
 
 
 # --- the other hooks ------------------------------------------------------------------
