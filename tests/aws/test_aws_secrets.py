@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 from kit import (
     DOCKER_BASE_IMAGE,
+    LAUNCHPLANE,
     agent_process,
     log_lines,
     require_docker,
@@ -182,6 +185,13 @@ async def test_a_sagemaker_job_gets_the_secret_id_and_no_value(sm: Any) -> None:
     assert provider().native_ref(parse_ref(f"aws-sm:{name}"), "docker") is None
 
 
+async def test_without_boto3_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)  # what an install without [aws] has
+    with pytest.raises(PluginError) as caught:
+        await provider().resolve(parse_ref("aws-sm:prod/db#password"))
+    assert str(caught.value) == "secret provider 'aws-sm' needs: pip install 'launchplane[aws]'"
+
+
 async def test_registered_with_checked_options(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LAUNCHPLANE_DISABLE_PLUGIN_AUTOLOAD", "1")
     registry = get_plugin_manager()
@@ -191,6 +201,32 @@ async def test_registered_with_checked_options(monkeypatch: pytest.MonkeyPatch) 
     message = str(caught.value)
     assert "secret_providers.aws-sm.ttl_seconds" in message
     assert "secret_providers.aws-sm.regoin" in message
+
+
+def test_plan_check_secrets_reads_moto(sm: Any, aws_env: dict[str, str], tmp_path: Path) -> None:
+    """``launchplane plan --check-secrets`` (a real process) resolves and reports only lengths."""
+    db = secret(sm, {"password": CANARY})
+    missing = f"lp/{uuid.uuid4().hex[:10]}/absent"
+    queue = {"resource": "local-process", "secrets": {"DB_PASSWORD": f"aws-sm:{db}#password"}}
+    (tmp_path / "queue.yaml").write_text(json.dumps(queue))
+    (tmp_path / "job.yaml").write_text('command: ["true"]\n')
+    plan = [LAUNCHPLANE, "plan", "job.yaml", "--queue-config", "queue.yaml", "--check-secrets"]
+    env = subprocess_env(**aws_env)
+
+    checked = subprocess.run(
+        [*plan, "--json"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert json.loads(checked.stdout)["secrets_check"] == {
+        "DB_PASSWORD": f"resolved ({len(CANARY)} characters)"
+    }
+    queue["secrets"] = {"DB_PASSWORD": f"aws-sm:{missing}#password"}
+    (tmp_path / "queue.yaml").write_text(json.dumps(queue))
+    failed = subprocess.run(plan, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert failed.returncode == 2
+    assert f"Secrets Manager secret '{missing}'" in failed.stderr
+    assert "ResourceNotFoundException" in failed.stderr
+    assert CANARY not in checked.stdout + checked.stderr + failed.stdout + failed.stderr
 
 
 # -- end to end: server + agent ---------------------------------------------------------
