@@ -221,3 +221,33 @@ async def test_submit_runs_a_training_job_whose_logs_and_record_reach_the_user_a
     assert described["AlgorithmSpecification"]["TrainingImage"] == image["pinned"]
     tags = boto3.client("sagemaker").list_tags(ResourceArn=described["TrainingJobArn"])["Tags"]
     assert {"Key": "launchplane.job_id", "Value": job["id"]} in tags
+
+
+async def test_a_role_name_becomes_the_arn_of_the_agents_account(
+    aws_env: dict[str, str], tmp_path: Path
+) -> None:
+    """W&B takes ``RoleArn: SageMakerRole``: the account comes from STS (moto's), at submit."""
+    import boto3
+
+    from launchplane.core.interfaces import Image, JobContext
+    from launchplane.core.spec import ResolvedJob
+    from launchplane.plugins.runners.sagemaker import SageMakerRunner
+
+    args = {
+        "RoleArn": "SageMakerRole",
+        "OutputDataConfig": {"S3OutputPath": "s3://lptest-sagemaker/out"},
+        "InstanceType": "ml.m5.xlarge",
+        "VolumeSizeInGB": 5,
+    }
+    job = ResolvedJob.model_validate(
+        {"resource": "sagemaker", "command": ["true"], "resource_args": {"sagemaker": args}}
+    )
+    run_id = f"role-{time.time_ns()}-1"
+    ctx = JobContext(job_id=run_id[:-2], run_id=run_id, attempt=1, queue="q", workdir=tmp_path)
+    runner = SageMakerRunner()
+    try:
+        run = await runner.submit(job, Image("img:1"), ctx)
+    finally:
+        await runner.aclose()
+    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=run.id)
+    assert described["RoleArn"] == "arn:aws:iam::123456789012:role/SageMakerRole"

@@ -319,3 +319,17 @@ def test_the_queue_of_docs_sagemaker_plans(tmp_path: Path) -> None:
     assert shown["secrets"] == {"DB_PASSWORD": "aws-sm:prod/db#password (reference)"}
     assert "missing" not in shown and "warnings" not in shown
     botocore_accepts({**shown["CreateTrainingJob"], "TrainingJobName": "lp-abc-1"})
+
+
+def test_a_role_name_plans_as_the_arn_it_becomes(tmp_path: Path) -> None:
+    queue = {**QUEUE, "resource_args": {"sagemaker": {**QUEUE["resource_args"]["sagemaker"]}}}
+    queue["resource_args"]["sagemaker"].update(RoleArn="SageMakerRole", region="cn-north-1")
+    import json
+
+    shown = planned(
+        COMPANIONS / "job-train.yaml", "--queue-config", queue_file(tmp_path, json.dumps(queue))
+    )["would_submit"]
+    assert shown["CreateTrainingJob"]["RoleArn"] == (
+        "arn:aws-cn:iam::<account of the agent's credentials>:role/SageMakerRole"
+    )
+    assert "warnings" not in shown

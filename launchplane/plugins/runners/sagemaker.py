@@ -136,6 +136,15 @@ class _Clients:
     def __init__(self, options: AwsOptions) -> None:
         self.sagemaker = client("sagemaker", options, kind="runner", name=SageMakerRunner.name)
         self.logs = client("logs", options, kind="runner", name=SageMakerRunner.name)
+        self._options = options
+        self._sts: Any = None
+
+    @property
+    def sts(self) -> Any:
+        """STS, made on first use: only a role name needs it (worker thread)."""
+        if self._sts is None:
+            self._sts = client("sts", self._options, kind="runner", name=SageMakerRunner.name)
+        return self._sts
 
     @property
     def region(self) -> str | None:
@@ -144,6 +153,8 @@ class _Clients:
     def close(self) -> None:
         self.sagemaker.close()
         self.logs.close()
+        if self._sts is not None:
+            self._sts.close()
 
 
 def sagemaker_args(job: ResolvedJob) -> rq.SageMakerArgs:
@@ -242,6 +253,11 @@ class SageMakerRunner(Runner):
             raise _plugin_error(errors)
         if not (shown_image or fallback) and builder_name(job) == DEFAULT_BUILDER:
             missing.append(FieldError("docker.image", NO_IMAGE))
+        role = request.get("RoleArn")
+        if rq.is_role_name(role):
+            where = rq.partition(args.region) if args.region else "<partition>"
+            # A role name, as W&B takes it: its ARN is made at submit (STS).
+            request["RoleArn"] = rq.role_arn(role, "<account of the agent's credentials>", where)
         given_name = args.request().get("TrainingJobName")
         request["TrainingJobName"] = rq.NAME_PREFIX + "<job_id>-<attempt>"
         notes = [renamed(given_name, request["TrainingJobName"])] if given_name else []
@@ -294,6 +310,12 @@ class SageMakerRunner(Runner):
         if errors is not None:
             raise _plugin_error(errors)
         resources = request.get("ResourceConfig") or {}
+        clients = await anyio.to_thread.run_sync(self.connect, args_place(args))
+        if rq.is_role_name(request.get("RoleArn")):
+            account = await anyio.to_thread.run_sync(_account, clients)
+            request["RoleArn"] = rq.role_arn(
+                request["RoleArn"], account, rq.partition(clients.region)
+            )
         place = JobPlace(
             name=name,
             region=args.region,
@@ -304,7 +326,6 @@ class SageMakerRunner(Runner):
             instance_count=int(resources.get("InstanceCount") or 1),
             max_runtime=(request.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds"),
         )
-        clients = await anyio.to_thread.run_sync(self.connect, place.aws)
         place = JobPlace(**{**asdict(place), "region": clients.region})
         _save_place(ctx.workdir, place)
         given_name = args.request().get("TrainingJobName")
@@ -331,6 +352,22 @@ def renamed(given: str, name: str) -> str:
         "launchplane names each attempt after its run id, so that a retry never collides "
         "with an earlier attempt and a restarted agent finds the job again"
     )
+
+
+def args_place(args: rq.SageMakerArgs) -> AwsOptions:
+    """Where a job's AWS calls go: ``region``, ``endpoint_url``, ``profile`` of its config."""
+    return AwsOptions(region=args.region, endpoint_url=args.endpoint_url, profile=args.profile)
+
+
+def _account(clients: _Clients) -> str:
+    """The account of the agent's credentials (STS GetCallerIdentity), for a role name."""
+    try:
+        return str(clients.sts.get_caller_identity()["Account"])
+    except Exception as exc:
+        raise PluginError(
+            f"RoleArn is a role name, and the account to make its ARN from is unknown "
+            f"(sts:GetCallerIdentity: {explain(exc)}); give the role's full ARN"
+        ) from None
 
 
 def _create(clients: _Clients, request: dict[str, Any]) -> str:

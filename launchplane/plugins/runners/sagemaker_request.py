@@ -79,6 +79,8 @@ _TAG_BAD = re.compile(r"[^\w\s.:/=+\-@]")
 _CHANNEL_BAD = re.compile(r"[^A-Za-z0-9._-]+")
 _JAVA_ONLY = re.compile(r"\\p\{|\\P\{")
 """Patterns botocore writes in Java's dialect (``\\p{L}``): not checked here, AWS checks them."""
+STAND_IN_ACCOUNT = "123456789012"
+"""Checks a role name as the ARN it will become; the real account is asked at submit."""
 REQUIRED = "is required by SageMaker"
 PREVIEW_NAME = "lp-job-id-attempt"
 """A stand-in that passes the name pattern, for checking what ``plan`` shows."""
@@ -245,6 +247,9 @@ def check_request(
         shape = input_shape()
     except ImportError:
         return []
+    role = request.get("RoleArn")
+    if is_role_name(role):
+        request = {**request, "RoleArn": role_arn(role, STAND_IN_ACCOUNT, "aws")}
     findings = _Findings(complete)
     _check(request, shape, (), findings)
     if warnings is not None:
@@ -366,6 +371,25 @@ def _range(value: float, meta: Mapping[str, Any], where: str, out: list[FieldErr
         out.append(FieldError(where, f"{value} is below SageMaker's minimum {meta['min']}"))
     if "max" in meta and value > meta["max"]:
         out.append(FieldError(where, f"{value} is above SageMaker's maximum {meta['max']}"))
+
+
+def is_role_name(value: Any) -> bool:
+    """``RoleArn: SageMakerRole``: a role name, as W&B accepts (not an ARN, not a placeholder)."""
+    return isinstance(value, str) and not value.startswith("arn:") and "{{" not in value
+
+
+def role_arn(name: str, account: str, partition: str) -> str:
+    """W&B's reading of a role name: ``arn:<partition>:iam::<account>:role/<name>``."""
+    return f"arn:{partition}:iam::{account}:role/{name.removeprefix('role/')}"
+
+
+def partition(region: str | None) -> str:
+    """The AWS partition of a region (``aws-cn`` for ``cn-north-1``, ``aws-us-gov``, ``aws``)."""
+    if region and region.startswith("cn-"):
+        return "aws-cn"
+    if region and region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
 
 
 def training_job_name(run_id: str) -> str:
