@@ -59,5 +59,8 @@ def configure_logging(level: str, json_logs: bool, redactor: Redactor) -> None:
     # One line per request (per socket event for httpcore) would drown the agent's own
     # lines; httpx's request lines are kept at debug level.
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # botocore logs whole response bodies at DEBUG, before a value is registered with
+    # the redactor (GetSecretValue, DescribeTrainingJob's Environment): never at debug.
+    logging.getLogger("botocore.parsers").setLevel(logging.INFO)
     if level.upper() != "DEBUG":
         logging.getLogger("httpx").setLevel(logging.WARNING)
