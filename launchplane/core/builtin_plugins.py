@@ -39,6 +39,12 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
     BuiltinPlugin(
         "docker-runner", "launchplane.plugins.runners.docker", ("runner:docker",), "docker"
     ),
+    BuiltinPlugin(
+        "kubernetes-runner",
+        "launchplane.plugins.runners.kubernetes",
+        ("runner:kubernetes",),
+        "kubernetes",
+    ),
 )
 
 
