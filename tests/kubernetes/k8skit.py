@@ -836,9 +836,12 @@ class PodController:
         return await self._terminated(pod, container, exit_code, reason, None)
 
     def _grace(self, pod: dict[str, Any]) -> int | None:
-        name = pod["metadata"]["name"]
+        """The grace of the pod's deletion, or of its Job's (the garbage collector's cascade)."""
+        names = {("v1/pods", pod["metadata"]["name"])} | {
+            ("batch/v1/jobs", owner["name"]) for owner in pod["metadata"].get("ownerReferences", [])
+        }
         for deletion in reversed(self.emulator.deletions):
-            if deletion["resource"] == "v1/pods" and deletion["name"] == name:
+            if (deletion["resource"], deletion["name"]) in names:
                 grace = deletion["gracePeriodSeconds"]
                 return None if grace is None else int(grace)
         return None

@@ -388,6 +388,25 @@ def stuck(pods: list[dict[str, Any]]) -> tuple[str, str, bool] | None:
 # -- the run ----------------------------------------------------------------------------
 
 
+class _Observed:
+    """What the run's watches have shown so far."""
+
+    def __init__(self) -> None:
+        self.workload: dict[str, Any] | None = None
+        self.deleted = False
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.stuck_since: dict[str, float] = {}
+
+    def see(self, source: str, kind: str, obj: dict[str, Any]) -> None:
+        if source == "workload":
+            self.deleted = kind == "DELETED"
+            self.workload = None if self.deleted else obj
+        elif kind == "DELETED":
+            self.pods.pop(_pod_name(obj), None)
+        else:
+            self.pods[_pod_name(obj)] = obj
+
+
 class KubernetesRun(Run):
     """A workload started (or re-adopted) by the kubernetes runner."""
 
@@ -500,24 +519,58 @@ class KubernetesRun(Run):
         return self._result
 
     async def _watch_to_end(self) -> RunResult:
+        """Watch the workload and its pods together until :meth:`_judge` has a result.
+
+        Each watch feeds one memory stream from its own task; a watch that
+        fails for good (a 403, the API lost) ends the run's wait with its error.
+        """
+        send, receive = anyio.create_memory_object_stream[tuple[str, str, dict[str, Any]]](100)
+        errors: list[Exception] = []
+        outcome: list[RunResult] = []
+
+        async def feed(out: Any, source: str, events: AsyncIterator[Any]) -> None:
+            async with out:
+                try:
+                    async for kind, obj in events:
+                        await out.send((source, kind, obj))
+                except Exception as exc:
+                    errors.append(exc)
+
+        state = _Observed()
+        async with anyio.create_task_group() as tg:
+            for source, events in self._watches().items():
+                tg.start_soon(feed, send.clone(), source, events)
+            send.close()
+            async with receive:
+                while not errors:
+                    with anyio.move_on_after(1.0):  # also times an unschedulable pod
+                        try:
+                            state.see(*await receive.receive())
+                        except anyio.EndOfStream:
+                            break
+                    result = await self._judge(state)
+                    if result is not None:
+                        outcome.append(result)
+                        break
+            tg.cancel_scope.cancel()
+        if outcome:
+            return outcome[0]
+        if errors:
+            raise errors[0]
+        raise InfrastructureError(f"lost the watch on {self.id}")  # pragma: no cover
+
+    def _watches(self) -> dict[str, AsyncIterator[tuple[str, dict[str, Any]]]]:
         batch, core, custom = self._clients()
         w = self.where
-        send, receive = anyio.create_memory_object_stream[tuple[str, str, dict[str, Any]]](100)
-
-        async def feed(source: str, events: AsyncIterator[tuple[str, dict[str, Any]]]) -> None:
-            async with send.clone() as out:
-                async for kind, obj in events:
-                    await out.send((source, kind, obj))
-
         if w.batch_job:
-            workload_events = watch(
+            workload = watch(
                 batch.list_namespaced_job,
                 w.namespace,
                 field_selector=f"metadata.name={w.name}",
                 serialize=self._to_dict,
             )
         else:
-            workload_events = watch(
+            workload = watch(
                 custom.list_namespaced_custom_object,
                 w.group,
                 w.version,
@@ -525,65 +578,45 @@ class KubernetesRun(Run):
                 w.plural,
                 field_selector=f"metadata.name={w.name}",
             )
-        pod_events = watch(
+        pods = watch(
             core.list_namespaced_pod,
             w.namespace,
             label_selector=self._pod_selector(),
             serialize=self._to_dict,
         )
-        workload: dict[str, Any] | None = None
-        pods: dict[str, dict[str, Any]] = {}
-        stuck_since: dict[str, float] = {}
-        async with anyio.create_task_group() as tg, receive:
-            tg.start_soon(feed, "workload", workload_events)
-            tg.start_soon(feed, "pods", pod_events)
-            send.close()
-            while True:
-                with anyio.move_on_after(1.0):  # to time an unschedulable pod
-                    source, kind, obj = await receive.receive()
-                    if source == "workload":
-                        workload = None if kind == "DELETED" else obj
-                        if kind == "DELETED":
-                            tg.cancel_scope.cancel()
-                            return self._gone()
-                    elif kind == "DELETED":
-                        pods.pop(_pod_name(obj), None)
-                    else:
-                        pods[_pod_name(obj)] = obj
-                if self._cancelled:
-                    # Watch on until the Job is gone (DELETED above); it may finish first.
-                    pass
-                if workload is None:
-                    continue
-                verdict = judge(w, workload, list(pods.values()))
-                if verdict is not None:
-                    tg.cancel_scope.cancel()
-                    return await self._finish(verdict)
-                if self._cancelled:
-                    continue
-                problem = stuck(list(pods.values()))
-                if problem is None:
-                    stuck_since.clear()
-                    continue
-                reason, words, infrastructure = problem
-                await self._say(f"kubernetes: {reason}: {words}")
-                since = stuck_since.setdefault(reason, anyio.current_time())
-                waited = anyio.current_time() - since
-                if reason == "Unschedulable" and waited < self._options.pending_timeout_seconds:
-                    continue
-                tg.cancel_scope.cancel()
-                if reason == "Unschedulable":
-                    words += f" (pending for {waited:.0f} s; the {w.kind} was deleted)"
-                else:
-                    words += f" (the {w.kind} was deleted)"
-                await self._delete(grace=0)
-                return RunResult(
-                    RunState.FAILED,
-                    None,
-                    f"{reason}: {words}",
-                    infrastructure_failure=infrastructure,
-                )
-        raise AssertionError("unreachable")  # pragma: no cover
+        return {"workload": workload, "pods": pods}
+
+    async def _judge(self, state: _Observed) -> RunResult | None:
+        """The result once the objects seen so far decide it; None while the run goes on."""
+        w = self.where
+        if state.deleted:
+            return self._gone()
+        if state.workload is None:
+            return None
+        pods = list(state.pods.values())
+        verdict = judge(w, state.workload, pods)
+        if verdict is not None:
+            return await self._finish(verdict)
+        if self._cancelled:
+            return None  # until the workload is gone (or it finished first)
+        problem = stuck(pods)
+        if problem is None:
+            state.stuck_since.clear()
+            return None
+        reason, words, infrastructure = problem
+        await self._say(f"kubernetes: {reason}: {words}")
+        since = state.stuck_since.setdefault(reason, anyio.current_time())
+        waited = anyio.current_time() - since
+        if reason == "Unschedulable" and waited < self._options.pending_timeout_seconds:
+            return None
+        if reason == "Unschedulable":
+            words += f" (pending for {waited:.0f} s; the {w.kind} was deleted)"
+        else:
+            words += f" (the {w.kind} was deleted)"
+        await self._delete(grace=0)
+        return RunResult(
+            RunState.FAILED, None, f"{reason}: {words}", infrastructure_failure=infrastructure
+        )
 
     def _gone(self) -> RunResult:
         if self._cancelled:
