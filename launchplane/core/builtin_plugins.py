@@ -43,6 +43,12 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
     BuiltinPlugin(
         "sagemaker-runner", "launchplane.plugins.runners.sagemaker", ("runner:sagemaker",), "aws"
     ),
+    BuiltinPlugin(
+        "kubernetes-runner",
+        "launchplane.plugins.runners.kubernetes",
+        ("runner:kubernetes",),
+        "kubernetes",
+    ),
 )
 
 
