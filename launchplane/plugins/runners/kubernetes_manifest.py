@@ -573,10 +573,14 @@ def _resources(args: KubernetesArgs, container: dict[str, Any]) -> None:
     resources = container.setdefault("resources", {})
     requests = {**resources.get("requests", {}), **{k: str(v) for k, v in args.requests.items()}}
     limits = {**resources.get("limits", {}), **{k: str(v) for k, v in args.limits.items()}}
-    # An extended resource (a GPU) cannot be overcommitted: the API wants its limit set.
+    # An extended resource (a GPU) cannot be overcommitted: its limit must equal its request,
+    # so a short-form request without a limit of its own sets the limit too.
     for key, value in requests.items():
         if key not in _NATIVE_RESOURCES and not key.startswith("hugepages-"):
-            limits.setdefault(key, value)
+            if key in args.requests and key not in args.limits:
+                limits[key] = value
+            else:
+                limits.setdefault(key, value)
     if requests:
         resources["requests"] = requests
     if limits:
