@@ -39,6 +39,12 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
     BuiltinPlugin(
         "docker-runner", "launchplane.plugins.runners.docker", ("runner:docker",), "docker"
     ),
+    BuiltinPlugin(
+        "k8s-secrets",
+        "launchplane.plugins.secrets.kubernetes",
+        ("secret-provider:k8s",),
+        "kubernetes",
+    ),
 )
 
 
