@@ -349,8 +349,12 @@ class KubernetesArgs(_Model):
 
 
 def _custom_group(api_version: str) -> bool:
+    """True for a custom resource's group (a domain name), not a built-in one.
+
+    Built-in groups have no dot (``batch``, ``apps``) or end in ``.k8s.io``
+    (``rbac.authorization.k8s.io``); a custom resource's group must hold a dot."""
     group, slash, version = api_version.partition("/")
-    return bool(slash and version and "." in group)
+    return bool(slash and version and "." in group and not group.endswith(".k8s.io"))
 
 
 def kubernetes_args(job: ResolvedJob) -> KubernetesArgs:
