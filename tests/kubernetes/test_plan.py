@@ -12,6 +12,7 @@ with ``--plugins``; see :data:`PLUGINS`. No cluster is contacted.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -345,3 +346,33 @@ def test_a_job_cannot_ask_for_host_access_or_another_service_account() -> None:
     assert (
         "resource_args.kubernetes.volumes.0.host_path: a hostPath volume reaches the node" in stderr
     )
+
+
+# --- docs/kubernetes.md's examples plan as they are written -------------------------------
+
+DOCS = Path(__file__).parents[2] / "docs" / "kubernetes.md"
+
+
+def doc_yaml_blocks() -> list[str]:
+    return re.findall(r"```yaml\n(.*?)```", DOCS.read_text(), re.S)
+
+
+def test_the_docs_queue_and_manifests_plan_to_valid_workloads(tmp_path: Path) -> None:
+    queue, wandb_job, pytorch = doc_yaml_blocks()
+    (tmp_path / "queue.yaml").write_text(queue)
+    manifest = would_submit(HERE / "job-hello.yaml", "--queue-config", tmp_path / "queue.yaml")[
+        "manifest"
+    ]
+    assert manifest["metadata"]["namespace"] == "ml-jobs"
+    assert env_of(container(manifest))["WANDB_API_KEY"] == {
+        "secretKeyRef": {"name": "wandb-credentials", "key": "api-key"}
+    }
+    kinds = []
+    for number, block in enumerate((wandb_job, pytorch)):
+        path = tmp_path / f"queue-{number}.yaml"
+        path.write_text("resource: kubernetes\n" + block)
+        kinds.append(would_submit(HERE / "job-hello.yaml", "--queue-config", path)["api"])
+    assert kinds == [
+        "batch/v1 Job",
+        "kubeflow.org/v1 PyTorchJob (custom object, plural pytorchjobs)",
+    ]
