@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from launchplane.core.errors import ConfigError
+from launchplane.core.errors import ConfigError, from_validation_error
 from launchplane.core.interfaces import JobContext, PluginError, admin_only_fields
 from launchplane.core.launch import run_labels
 from launchplane.core.spec import ResolvedJob
@@ -312,8 +313,8 @@ def errors_of(args: dict[str, Any]) -> list[str]:
         km.KubernetesArgs.model_validate(args)
     except ConfigError as exc:
         return [str(error) for error in exc.errors]
-    except ValueError as exc:
-        return [str(exc)]
+    except ValidationError as exc:
+        return [str(error) for error in from_validation_error(exc, model=km.KubernetesArgs)]
     return []
 
 
@@ -459,3 +460,13 @@ def test_schema_version_is_configurable_and_bounded() -> None:
         PluginError, match=r"schema_version 1\.10: kubernetes-validate has schemas from"
     ):
         km.validate_manifest(workload.body, version="1.10")
+
+
+def test_label_and_node_selector_values_must_be_label_values() -> None:
+    found = errors_of({"labels": {"team": "vision team"}, "node_selector": {"pool": "a" * 64}})
+    assert len(found) == 2
+    assert found[0].startswith("node_selector.pool: Value error, 'aaaa")
+    assert found[1].startswith("labels.team: Value error, 'vision team' is not a label value")
+    # A macro is expanded at launch; what it expands to is made label-safe then.
+    expanded = render(job(resource_args={"kubernetes": {"labels": {"run": "a run/${x}"}}}))
+    assert LABEL_VALUE.fullmatch(expanded.body["metadata"]["labels"]["run"])
