@@ -16,6 +16,7 @@ in the queue configs.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,11 @@ WANDB_BUILDER_KEYS: dict[str, str] = {
     "kaniko-image": KANIKO,
 }
 """W&B's agent-level ``builder`` keys -> where launchplane keeps that setting."""
+
+
+KUBE_CONTEXT_ENV = "LAUNCHPLANE_KUBE_CONTEXT"
+"""What ``--kube-context`` sets: the Kubernetes plugins read it when they connect, in this
+process (``launchplane.plugins.kube.CONTEXT_ENV``; cli/ may not import plugins)."""
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,6 +154,12 @@ WANDB_BUILDER_KEYS: dict[str, str] = {
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="[default: info]")
 @click.option("--json-logs", is_flag=True, default=None, help="One JSON object per log line.")
+@click.option(
+    "--kube-context",
+    metavar="NAME",
+    help="Kubeconfig context for the Kubernetes plugins that name none (sets "
+    "$LAUNCHPLANE_KUBE_CONTEXT).  [default: the kubeconfig's current context]",
+)
 @click.pass_context
 def agent(
     ctx: click.Context,
@@ -155,6 +167,7 @@ def agent(
     entity: str | None,
     verbose: int,
     log_file: str | None,
+    kube_context: str | None,
     **options: Any,
 ) -> None:
     """Run an agent: claim jobs from queues, build and run them, report back.
@@ -170,6 +183,8 @@ def agent(
         )
     if entity is not None:
         click.echo(f"note: -e/--entity {entity} ignored: {ENTITY_NOTE}", err=True)
+    if kube_context:
+        os.environ[KUBE_CONTEXT_ENV] = kube_context
     config = _read_config(config_file) if config_file else {}
     settings = _merge(ctx, options, config)
     if verbose >= 2 and ctx.get_parameter_source("log_level") != ParameterSource.COMMANDLINE:

@@ -40,6 +40,12 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
         "docker-runner", "launchplane.plugins.runners.docker", ("runner:docker",), "docker"
     ),
     BuiltinPlugin(
+        "kubernetes-runner",
+        "launchplane.plugins.runners.kubernetes",
+        ("runner:kubernetes",),
+        "kubernetes",
+    ),
+    BuiltinPlugin(
         "k8s-secrets",
         "launchplane.plugins.secrets.kubernetes",
         ("secret-provider:k8s",),

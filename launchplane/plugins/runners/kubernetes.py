@@ -1,0 +1,930 @@
+"""The ``kubernetes`` runner: a job as a ``batch/v1`` Job (or a custom kind) on a cluster.
+
+Workload
+    ``kubernetes_manifest.render`` makes the manifest from
+    ``resource_args.kubernetes`` (short form or a whole W&B-style manifest):
+    a deterministic DNS-1123 name from the run id (``workload_name``), labels
+    that identify job, attempt, run, queue (and the agent), ``restartPolicy:
+    Never`` and ``backoffLimit: 0`` unless the queue says otherwise - retries
+    are the queue's ``retry:`` policy, not the cluster's. Other kinds
+    (Kubeflow ``PyTorchJob``, Volcano ``Job``) go through the custom-objects API.
+
+Secrets
+    ``k8s:`` references arrive as ``ctx.native_secrets`` and become
+    ``valueFrom.secretKeyRef`` (their values never pass the agent). Values
+    from other providers go into one per-run ``Secret`` (``<name>-secrets``),
+    referenced from the pod by key, never written into the Job. It is
+    created first, then the Job, then the Secret's ``ownerReferences`` are
+    pointed at the Job, so the cluster's garbage collector deletes it with
+    the Job; a Job that cannot be created takes its Secret with it.
+
+Watching
+    :func:`watch` lists, then watches from the list's ``resourceVersion``,
+    resumes from the last version it saw when a stream ends or drops,
+    re-lists on ``410 Gone`` (the version was compacted) and retries
+    connection failures with backoff. The run watches its Job and its pods
+    (by the run's label) and turns what it sees into a result:
+    ``Complete`` -> succeeded; ``DeadlineExceeded``; ``OOMKilled``; a
+    non-zero exit code with the container's last log lines; ``Evicted`` or
+    preempted pods, ``ErrImagePull``/``ImagePullBackOff`` (infrastructure:
+    the queue's retry policy re-runs them); ``Unschedulable`` with the
+    scheduler's message once the pod stayed pending ``pending_timeout_seconds``;
+    a container that cannot be configured (a missing Secret or key). A
+    failure the cluster would keep retrying forever deletes the Job.
+
+Logs
+    Every pod of the run in creation order, each container instance
+    (``follow``; a restarted container's earlier instance first, with
+    ``previous``), so a re-adopted run replays from the start and the agent
+    skips what the server already has.
+
+Cancel
+    Deletes the Job with ``propagation_policy`` and ``gracePeriodSeconds``
+    set to the agent's grace, then its remaining pods with the same grace
+    (so the pods get SIGTERM, then SIGKILL after the grace, not the pods'
+    own default).
+
+Attach
+    By the deterministic name, in the namespace noted in the run directory
+    (``kubernetes.json``) at submit, else the options' namespace; checked by
+    the run label.
+
+Every call of the blocking ``kubernetes`` client runs in a worker thread
+(``kube.call``); the package is imported inside the functions that use it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import anyio
+import anyio.from_thread
+import anyio.to_thread
+from pydantic import BaseModel, Field
+
+from launchplane.core.hookspecs import hookimpl
+from launchplane.core.interfaces import (
+    Image,
+    InfrastructureError,
+    JobContext,
+    PluginError,
+    Run,
+    Runner,
+    RunResult,
+    RunState,
+)
+from launchplane.core.launch import RUN_LABEL, run_labels
+from launchplane.core.spec import ResolvedJob
+from launchplane.plugins import kube
+from launchplane.plugins.kube import KubeOptions
+from launchplane.plugins.runners import kubernetes_manifest as manifest
+
+STATE_FILE = "kubernetes.json"
+"""What the runner keeps in the run directory: where the workload is (for ``attach``)."""
+TAIL_LINES = 20
+"""Lines of a failed container's log in the failure reason."""
+WATCH_SECONDS = 60
+"""A watch asks the API server to end the stream after this long; it is then resumed."""
+RETRY_LIMIT = 8
+"""Consecutive failed API calls (connection errors, 5xx) a watch survives, with backoff."""
+LOG_EOF_SECONDS = 10.0
+"""How long ``wait`` lets the log readers finish once the workload has ended."""
+IMAGE_PULL_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff", "InvalidImageName"})
+CONFIG_REASONS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
+
+
+class KubernetesRunnerOptions(KubeOptions):
+    """Which cluster, and how long to wait for what the cluster might still sort out."""
+
+    schema_version: str = manifest.SCHEMA_VERSION
+    """The Kubernetes version whose OpenAPI schema ``plan`` validates the manifest against."""
+    pending_timeout_seconds: float = Field(default=300.0, gt=0)
+    """How long a pod may stay unschedulable before the run fails (with the scheduler's words)."""
+    propagation_policy: Literal["Foreground", "Background"] = "Background"
+    """How a cancel deletes the Job's pods: at once (Background) or before the Job (Foreground)."""
+
+
+@dataclass(frozen=True)
+class Where:
+    """Where a workload lives: enough to find, watch and delete it again."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespace: str
+    name: str
+
+    @property
+    def batch_job(self) -> bool:
+        return (self.group, self.kind) == ("batch", "Job")
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+# -- watching ---------------------------------------------------------------------------
+
+
+async def watch(
+    list_fn: Callable[..., Any],
+    *args: Any,
+    serialize: Callable[[Any], Any] | None = None,
+    **selectors: Any,
+) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """``(event type, object)`` of ``list_fn``'s objects: a list, then changes, forever.
+
+    ``list_fn`` is a ``kubernetes`` list call (``CoreV1Api.list_namespaced_pod``,
+    ``CustomObjectsApi.list_namespaced_custom_object``); ``args`` and
+    ``selectors`` (``label_selector``, ``field_selector``) are passed to it.
+    The list yields ``("LISTED", obj)`` for each object (again after a
+    re-list), then ``ADDED``/``MODIFIED``/``DELETED`` follow from its
+    ``resourceVersion``. Objects are plain camelCase dicts (``serialize``
+    turns a client model into one). The caller stops iterating when it has
+    seen enough; a worker thread still blocked on the stream ends with it.
+    """
+    import kubernetes
+    import urllib3
+
+    to_dict = serialize or (lambda obj: obj)
+    version: str | None = None
+    failures = 0
+    while True:
+        try:
+            if version is None:
+                listed = await kube.call(list_fn, *args, **selectors)
+                listed = to_dict(listed)
+                version = str(listed["metadata"]["resourceVersion"])
+                for item in listed.get("items") or []:
+                    yield "LISTED", item
+            stream = kubernetes.watch.Watch()
+            events = stream.stream(
+                list_fn,
+                *args,
+                resource_version=version,
+                timeout_seconds=WATCH_SECONDS,
+                allow_watch_bookmarks=True,
+                **selectors,
+            )
+            try:
+                while True:
+                    event = await anyio.to_thread.run_sync(
+                        _next_event, events, abandon_on_cancel=True
+                    )
+                    if event is None:
+                        break  # the server ended the stream: resume from `version`
+                    failures = 0
+                    obj = to_dict(event["object"])
+                    version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                    if event["type"] != "BOOKMARK":
+                        yield event["type"], obj
+            finally:
+                stream.stop()
+        except kubernetes.client.ApiException as exc:
+            if exc.status == 410:
+                version = None  # compacted: list again and carry on from there
+                continue
+            if exc.status is not None and exc.status < 500 and exc.status != 429:
+                raise PluginError(
+                    f"watching {_what(list_fn)} failed: {kube.explain(exc)}"
+                ) from None
+            failures += 1
+            if failures > RETRY_LIMIT:
+                raise InfrastructureError(
+                    f"watching {_what(list_fn)} failed {failures} times: {kube.explain(exc)}"
+                ) from None
+            await anyio.sleep(min(0.1 * 2**failures, 5.0))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            failures += 1
+            if failures > RETRY_LIMIT:
+                raise InfrastructureError(
+                    f"lost the Kubernetes API while watching {_what(list_fn)}: {exc}"
+                ) from None
+            await anyio.sleep(min(0.1 * 2**failures, 5.0))
+
+
+def _next_event(events: Iterator[Any]) -> Any:
+    return next(events, None)
+
+
+def _what(list_fn: Callable[..., Any]) -> str:
+    return getattr(list_fn, "__name__", "objects").removeprefix("list_namespaced_")
+
+
+# -- turning objects into a result ------------------------------------------------------
+
+
+def _conditions(obj: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The ``True`` conditions of ``status.conditions`` by type."""
+    return {
+        c.get("type"): c
+        for c in (obj.get("status") or {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+
+
+def _container_status(pod: Mapping[str, Any]) -> dict[str, Any]:
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return statuses[0] if statuses else {}
+
+
+def _created(obj: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = obj.get("metadata") or {}
+    return (metadata.get("creationTimestamp") or "", metadata.get("name") or "")
+
+
+def _pod_name(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("name"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the objects say: a result, or that the cluster will not finish the run by itself."""
+
+    result: RunResult
+    delete: bool = False
+    """True when the cluster would keep the run pending forever: delete the workload."""
+    tail_pod: str | None = None
+    """The pod whose last log lines belong in the reason."""
+
+
+def judge(where: Where, workload: Mapping[str, Any], pods: list[dict[str, Any]]) -> Verdict | None:
+    """The run's end, from its workload object and pods; None while it is still going."""
+    pods = sorted(pods, key=_created)
+    failed_pod = next((p for p in reversed(pods) if _phase(p) == "Failed"), None)
+    if where.batch_job:
+        conditions = _conditions(workload)
+        if "Complete" in conditions or "SuccessCriteriaMet" in conditions:
+            return Verdict(RunResult(RunState.SUCCEEDED, 0))
+        failed = conditions.get("Failed") or conditions.get("FailureTarget")
+        if failed is not None:
+            if failed.get("reason") == "DeadlineExceeded":
+                deadline = (workload.get("spec") or {}).get("activeDeadlineSeconds")
+                return Verdict(
+                    RunResult(
+                        RunState.FAILED,
+                        None,
+                        "DeadlineExceeded: the Job ran longer than its activeDeadlineSeconds"
+                        + (f" ({deadline} s)" if deadline else ""),
+                    )
+                )
+            if failed_pod is not None:
+                return _pod_failure(failed_pod)
+            words = failed.get("message") or failed.get("reason") or "the Job failed"
+            return Verdict(RunResult(RunState.FAILED, None, f"{failed.get('reason')}: {words}"))
+    else:
+        verdict = _custom_verdict(workload)
+        if verdict is not None:
+            if verdict.result.state is RunState.FAILED and failed_pod is not None:
+                return _pod_failure(failed_pod)
+            return verdict
+    return None
+
+
+def _custom_verdict(workload: Mapping[str, Any]) -> Verdict | None:
+    """Known status shapes of other kinds: Kubeflow conditions, Volcano ``status.state.phase``."""
+    status = workload.get("status") or {}
+    phase = (status.get("state") or {}).get("phase")
+    if phase in ("Completed",):
+        return Verdict(RunResult(RunState.SUCCEEDED, 0))
+    if phase in ("Failed", "Aborted", "Terminated"):
+        message = (status.get("state") or {}).get("message") or phase
+        return Verdict(RunResult(RunState.FAILED, None, f"{phase}: {message}"))
+    conditions = _conditions(workload)
+    if "Succeeded" in conditions or "Complete" in conditions:
+        return Verdict(RunResult(RunState.SUCCEEDED, 0))
+    failed = conditions.get("Failed")
+    if failed is not None:
+        words = failed.get("message") or failed.get("reason") or "failed"
+        return Verdict(
+            RunResult(RunState.FAILED, None, f"{failed.get('reason') or 'Failed'}: {words}")
+        )
+    return None
+
+
+def _phase(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "")
+
+
+def _pod_failure(pod: Mapping[str, Any]) -> Verdict:
+    """Why a failed pod failed, in words; eviction and preemption are the compute's fault."""
+    status = pod.get("status") or {}
+    name = _pod_name(pod)
+    disruption = _conditions(pod).get("DisruptionTarget")
+    if status.get("reason") == "Evicted" or disruption is not None:
+        why = (
+            status.get("message")
+            or (disruption or {}).get("message")
+            or (disruption or {}).get("reason")
+            or ""
+        ).strip()
+        kind = status.get("reason") or (disruption or {}).get("reason") or "Disrupted"
+        if kind == "PreemptionByScheduler":
+            kind = "Preempted"
+        return Verdict(
+            RunResult(
+                RunState.FAILED, None, f"{kind}: pod {name}: {why}", infrastructure_failure=True
+            )
+        )
+    terminated = (_container_status(pod).get("state") or {}).get("terminated") or {}
+    code = terminated.get("exitCode")
+    if terminated.get("reason") == "OOMKilled":
+        limit = _memory_limit(pod)
+        return Verdict(
+            RunResult(
+                RunState.FAILED,
+                code,
+                "OOMKilled: container exceeded its memory limit"
+                + (f" ({limit})" if limit else " (no memory limit: the node ran out)"),
+            )
+        )
+    why = f"exit code {code}" if code is not None else f"pod {name} failed"
+    if terminated.get("message"):
+        why += f": {terminated['message'].strip()}"
+    return Verdict(RunResult(RunState.FAILED, code, why), tail_pod=name)
+
+
+def _memory_limit(pod: Mapping[str, Any]) -> str | None:
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    return ((containers[0].get("resources") or {}).get("limits") or {}).get("memory")
+
+
+def stuck(pods: list[dict[str, Any]]) -> tuple[str, str, bool] | None:
+    """A pod the cluster will not start by itself: (kind, words, infrastructure?), else None.
+
+    Image pulls and container configuration are decided at once (the kubelet
+    would retry forever); ``Unschedulable`` is returned for the caller to time.
+    """
+    for pod in sorted(pods, key=_created):
+        if _phase(pod) not in ("Pending", ""):
+            continue
+        waiting = (_container_status(pod).get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason in IMAGE_PULL_REASONS:
+            message = waiting.get("message") or reason
+            return reason, f"pod {_pod_name(pod)}: {message}", True
+        if reason in CONFIG_REASONS:
+            return reason, f"pod {_pod_name(pod)}: {waiting.get('message') or reason}", False
+        scheduled = next(
+            (
+                c
+                for c in (pod.get("status") or {}).get("conditions") or []
+                if c.get("type") == "PodScheduled" and c.get("status") == "False"
+            ),
+            None,
+        )
+        if scheduled is not None and scheduled.get("reason") == "Unschedulable":
+            return "Unschedulable", scheduled.get("message") or "no node fits the pod", False
+    return None
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+class KubernetesRun(Run):
+    """A workload started (or re-adopted) by the kubernetes runner."""
+
+    def __init__(
+        self,
+        api: Any,
+        where: Where,
+        run_id: str,
+        options: KubernetesRunnerOptions,
+        log: Callable[[str], Any] | None = None,
+    ) -> None:
+        self.id = f"{where.namespace}/{where.name}"
+        self.where = where
+        self._api = api
+        self._run_id = run_id
+        self._options = options
+        self._log = log
+        self._cancelled = False
+        self._result: RunResult | None = None
+        self._final = anyio.Event()
+        self._readers: set[anyio.Event] = set()
+        self._wait_lock = anyio.Lock()
+        self._long_calls = anyio.CapacityLimiter(math.inf)
+        self._said: set[str] = set()
+
+    def facts(self) -> dict[str, Any]:
+        """Namespace, name and kind: what ``kubectl get <kind> -n <namespace> <name>`` takes."""
+        return {
+            "namespace": self.where.namespace,
+            "job_name": self.where.name,
+            "kind": self.where.kind,
+            "api_version": self.where.api_version,
+        }
+
+    # --- API helpers
+
+    def _clients(self) -> tuple[Any, Any, Any]:
+        import kubernetes
+
+        return (
+            kubernetes.client.BatchV1Api(self._api),
+            kubernetes.client.CoreV1Api(self._api),
+            kubernetes.client.CustomObjectsApi(self._api),
+        )
+
+    def _to_dict(self, obj: Any) -> Any:
+        return obj if isinstance(obj, dict) else self._api.sanitize_for_serialization(obj)
+
+    def _pod_selector(self) -> str:
+        return f"{RUN_LABEL}={manifest.label_value(self._run_id)}"
+
+    async def _get_workload(self) -> dict[str, Any] | None:
+        batch, _, custom = self._clients()
+        w = self.where
+        try:
+            if w.batch_job:
+                return self._to_dict(
+                    await kube.call(batch.read_namespaced_job, w.name, w.namespace)
+                )
+            return await kube.call(
+                custom.get_namespaced_custom_object,
+                w.group,
+                w.version,
+                w.namespace,
+                w.plural,
+                w.name,
+            )
+        except Exception as exc:
+            if kube.status_of(exc) == 404:
+                return None
+            raise
+
+    async def _list_pods(self) -> list[dict[str, Any]]:
+        _, core, _ = self._clients()
+        listed = await kube.call(
+            core.list_namespaced_pod, self.where.namespace, label_selector=self._pod_selector()
+        )
+        return sorted(self._to_dict(listed)["items"], key=_created)
+
+    async def _say(self, line: str) -> None:
+        """One progress line for the job's log (once per distinct line), when someone listens."""
+        if self._log is not None and line not in self._said:
+            self._said.add(line)
+            await self._log(line)
+
+    # --- status and wait
+
+    async def status(self) -> RunState:
+        if self._result is not None:
+            return self._result.state
+        workload = await self._get_workload()
+        if workload is None:
+            return RunState.CANCELLED if self._cancelled else RunState.FAILED
+        pods = await self._list_pods()
+        verdict = judge(self.where, workload, pods)
+        if verdict is not None:
+            return verdict.result.state
+        return RunState.RUNNING if any(_phase(p) == "Running" for p in pods) else RunState.PENDING
+
+    async def wait(self) -> RunResult:
+        """Until the workload ends (watched, not polled); then how it ended, logs drained."""
+        async with self._wait_lock:
+            if self._result is None:
+                result = await self._watch_to_end()
+                self._result = result
+                self._final.set()
+                with anyio.move_on_after(LOG_EOF_SECONDS):
+                    for done in list(self._readers):
+                        await done.wait()
+        return self._result
+
+    async def _watch_to_end(self) -> RunResult:
+        batch, core, custom = self._clients()
+        w = self.where
+        send, receive = anyio.create_memory_object_stream[tuple[str, str, dict[str, Any]]](100)
+
+        async def feed(source: str, events: AsyncIterator[tuple[str, dict[str, Any]]]) -> None:
+            async with send.clone() as out:
+                async for kind, obj in events:
+                    await out.send((source, kind, obj))
+
+        if w.batch_job:
+            workload_events = watch(
+                batch.list_namespaced_job,
+                w.namespace,
+                field_selector=f"metadata.name={w.name}",
+                serialize=self._to_dict,
+            )
+        else:
+            workload_events = watch(
+                custom.list_namespaced_custom_object,
+                w.group,
+                w.version,
+                w.namespace,
+                w.plural,
+                field_selector=f"metadata.name={w.name}",
+            )
+        pod_events = watch(
+            core.list_namespaced_pod,
+            w.namespace,
+            label_selector=self._pod_selector(),
+            serialize=self._to_dict,
+        )
+        workload: dict[str, Any] | None = None
+        pods: dict[str, dict[str, Any]] = {}
+        stuck_since: dict[str, float] = {}
+        async with anyio.create_task_group() as tg, receive:
+            tg.start_soon(feed, "workload", workload_events)
+            tg.start_soon(feed, "pods", pod_events)
+            send.close()
+            while True:
+                with anyio.move_on_after(1.0):  # to time an unschedulable pod
+                    source, kind, obj = await receive.receive()
+                    if source == "workload":
+                        workload = None if kind == "DELETED" else obj
+                        if kind == "DELETED":
+                            tg.cancel_scope.cancel()
+                            return self._gone()
+                    elif kind == "DELETED":
+                        pods.pop(_pod_name(obj), None)
+                    else:
+                        pods[_pod_name(obj)] = obj
+                if self._cancelled:
+                    # Watch on until the Job is gone (DELETED above); it may finish first.
+                    pass
+                if workload is None:
+                    continue
+                verdict = judge(w, workload, list(pods.values()))
+                if verdict is not None:
+                    tg.cancel_scope.cancel()
+                    return await self._finish(verdict)
+                if self._cancelled:
+                    continue
+                problem = stuck(list(pods.values()))
+                if problem is None:
+                    stuck_since.clear()
+                    continue
+                reason, words, infrastructure = problem
+                await self._say(f"kubernetes: {reason}: {words}")
+                since = stuck_since.setdefault(reason, anyio.current_time())
+                waited = anyio.current_time() - since
+                if reason == "Unschedulable" and waited < self._options.pending_timeout_seconds:
+                    continue
+                tg.cancel_scope.cancel()
+                if reason == "Unschedulable":
+                    words += f" (pending for {waited:.0f} s; the {w.kind} was deleted)"
+                else:
+                    words += f" (the {w.kind} was deleted)"
+                await self._delete(grace=0)
+                return RunResult(
+                    RunState.FAILED,
+                    None,
+                    f"{reason}: {words}",
+                    infrastructure_failure=infrastructure,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _gone(self) -> RunResult:
+        if self._cancelled:
+            return RunResult(RunState.CANCELLED, None, "cancelled")
+        return RunResult(
+            RunState.FAILED,
+            None,
+            f"{self.where.kind} {self.where.namespace}/{self.where.name} was deleted outside "
+            "launchplane before it finished",
+            infrastructure_failure=True,
+        )
+
+    async def _finish(self, verdict: Verdict) -> RunResult:
+        result = verdict.result
+        if self._cancelled and result.state is not RunState.SUCCEEDED:
+            return RunResult(RunState.CANCELLED, result.exit_code, "cancelled")
+        if verdict.tail_pod is None:
+            return result
+        tail = await self._tail(verdict.tail_pod)
+        if not tail:
+            return result
+        return RunResult(
+            result.state,
+            result.exit_code,
+            f"{result.reason}; last lines of output:\n{tail}",
+            result.infrastructure_failure,
+        )
+
+    async def _tail(self, pod: str) -> str:
+        _, core, _ = self._clients()
+        try:
+            text = await kube.call(
+                core.read_namespaced_pod_log, pod, self.where.namespace, tail_lines=TAIL_LINES
+            )
+        except Exception:
+            return ""
+        lines = [line if len(line) <= 300 else line[:300] + "..." for line in text.splitlines()]
+        return "\n".join(lines[-TAIL_LINES:])
+
+    # --- cancel
+
+    async def cancel(self, grace: float = 10.0) -> None:
+        """Delete the Job (propagation per the options) and its pods, with ``grace`` seconds."""
+        if self._result is not None:
+            return
+        workload = await self._get_workload()
+        if workload is None or judge(self.where, workload, []) is not None:
+            return  # gone, or it ended on its own first: report how it ended
+        self._cancelled = True
+        await self._delete(grace=max(0, math.ceil(grace)))
+
+    async def _delete(self, grace: int) -> None:
+        import kubernetes
+
+        batch, core, custom = self._clients()
+        w = self.where
+        body = kubernetes.client.V1DeleteOptions(
+            propagation_policy=self._options.propagation_policy, grace_period_seconds=grace
+        )
+        try:
+            if w.batch_job:
+                await kube.call(batch.delete_namespaced_job, w.name, w.namespace, body=body)
+            else:
+                await kube.call(
+                    custom.delete_namespaced_custom_object,
+                    w.group,
+                    w.version,
+                    w.namespace,
+                    w.plural,
+                    w.name,
+                    body=body,
+                )
+        except Exception as exc:
+            if kube.status_of(exc) != 404:
+                raise PluginError(
+                    f"cannot delete {w.kind} {w.namespace}/{w.name}: {kube.explain(exc)}"
+                ) from None
+        for pod in await self._list_pods():
+            with contextlib.suppress(Exception):  # gone already (the garbage collector was first)
+                await kube.call(
+                    core.delete_namespaced_pod,
+                    _pod_name(pod),
+                    w.namespace,
+                    grace_period_seconds=grace,
+                )
+
+    # --- logs
+
+    def logs(self) -> AsyncIterator[str]:
+        """Every pod's output in creation order, every container instance, from the start.
+
+        The reader is registered now, so a ``wait`` that returns quickly still
+        lets it read everything.
+        """
+        done = anyio.Event()
+        self._readers.add(done)
+        return self._read_logs(done)
+
+    async def _read_logs(self, done: anyio.Event) -> AsyncIterator[str]:
+        read: dict[str, int] = {}  # pod -> container instances read to their end
+        try:
+            while True:
+                final = self._final.is_set()
+                progressed = False
+                for pod in await self._list_pods():
+                    name = _pod_name(pod)
+                    status = _container_status(pod)
+                    restarts = int(status.get("restartCount") or 0)
+                    state = status.get("state") or {}
+                    started = "running" in state or "terminated" in state
+                    if not started or read.get(name, -1) >= restarts:
+                        continue
+                    if name not in read and restarts > 0:
+                        async for line in self._follow(name, previous=True):
+                            yield line
+                    async for line in self._follow(name, previous=False):
+                        yield line
+                    read[name] = restarts
+                    progressed = True
+                if final and not progressed:
+                    return
+                if not progressed:
+                    with anyio.move_on_after(0.5):
+                        await self._final.wait()
+        finally:
+            done.set()
+            self._readers.discard(done)
+
+    async def _follow(self, pod: str, *, previous: bool) -> AsyncIterator[str]:
+        _, core, _ = self._clients()
+        try:
+            response = await kube.call(
+                core.read_namespaced_pod_log,
+                pod,
+                self.where.namespace,
+                follow=not previous,
+                previous=previous,
+                _preload_content=False,
+            )
+        except Exception as exc:
+            if kube.status_of(exc) in (400, 404):
+                return  # not started after all, or gone: the next pass looks again
+            raise
+        splitter = _LineSplitter()
+        chunks = response.stream(64 * 1024, decode_content=True)
+        try:
+            while True:
+                chunk = await anyio.to_thread.run_sync(
+                    _next_chunk, chunks, abandon_on_cancel=True, limiter=self._long_calls
+                )
+                if chunk is None:
+                    break
+                for line in splitter.feed(chunk):
+                    yield line
+            for line in splitter.flush():
+                yield line
+        finally:
+            with contextlib.suppress(Exception):
+                response.release_conn()
+                response.close()
+
+
+class _LineSplitter:
+    """Bytes in arbitrary chunks -> text lines."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
+
+    def flush(self) -> list[str]:
+        rest, self._buffer = self._buffer, b""
+        return [rest.decode("utf-8", "replace")] if rest else []
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    with contextlib.suppress(Exception):  # a stream closed under the reader ends like EOF
+        return next(chunks, None)
+    return None
+
+
+# -- the runner -------------------------------------------------------------------------
+
+
+class KubernetesRunner(Runner):
+    """Runs each job as a Job (or a custom kind) on the cluster the options name."""
+
+    name: ClassVar[str] = "kubernetes"
+    needs_image: ClassVar[bool] = True
+    resource_args_model: ClassVar[type[BaseModel] | None] = manifest.KubernetesArgs
+    options_model: ClassVar[type[BaseModel] | None] = KubernetesRunnerOptions
+
+    def __init__(self, options: BaseModel | None = None) -> None:
+        super().__init__(options or KubernetesRunnerOptions())
+        self._api: Any = None
+
+    @property
+    def _options(self) -> KubernetesRunnerOptions:
+        assert isinstance(self.options, KubernetesRunnerOptions)
+        return self.options
+
+    def _connect(self) -> Any:
+        if self._api is None:
+            self._api = kube.api_client(self._options, kind="runner", name=self.name)
+        return self._api
+
+    async def aclose(self) -> None:
+        api, self._api = self._api, None
+        if api is not None:
+            await anyio.to_thread.run_sync(api.close)
+
+    def describe(self, job: ResolvedJob, image: Image | None) -> dict[str, Any]:
+        """The manifest(s) ``submit`` would create, secrets as references, schema-checked."""
+        return manifest.describe(
+            job,
+            image,
+            default_namespace=kube.default_namespace(self._options),
+            schema_version=self._options.schema_version,
+        )
+
+    async def submit(self, job: ResolvedJob, image: Image | None, ctx: JobContext) -> KubernetesRun:
+        if image is None:
+            raise PluginError(
+                "runner 'kubernetes' runs container images but the job has none: set "
+                "docker.image in the job, or a builder (docker, kaniko) in the queue"
+            )
+        api = await anyio.to_thread.run_sync(self._connect)
+        namespace_default = await anyio.to_thread.run_sync(kube.default_namespace, self._options)
+        workload = manifest.render(
+            job,
+            image.pinned,
+            run_id=ctx.run_id,
+            labels=run_labels(ctx),
+            env=ctx.env,
+            secret_names=ctx.secret_names,
+            native_secrets=ctx.native_secrets,
+            default_namespace=namespace_default,
+            schema_version=self._options.schema_version,
+        )
+        where = Where(
+            workload.group,
+            workload.version,
+            workload.kind,
+            workload.plural,
+            workload.namespace,
+            workload.name,
+        )
+        with contextlib.suppress(OSError):
+            (ctx.workdir / STATE_FILE).write_text(json.dumps(where.__dict__))
+        run = KubernetesRun(api, where, ctx.run_id, self._options, log=ctx.emit)
+        await _create(run, workload)
+        await ctx.emit(
+            f"created {where.kind} {where.namespace}/{where.name} running image {image.pinned}"
+        )
+        return run
+
+    async def attach(self, run_id: str, run_dir: Path) -> KubernetesRun | None:
+        """The workload of ``run_id``: by the noted location (or the deterministic name), if any."""
+        api = await anyio.to_thread.run_sync(self._connect)
+        try:
+            where = Where(**json.loads((run_dir / STATE_FILE).read_text()))
+        except (OSError, ValueError, TypeError):
+            namespace = await anyio.to_thread.run_sync(kube.default_namespace, self._options)
+            where = Where("batch", "v1", "Job", "jobs", namespace, manifest.workload_name(run_id))
+        run = KubernetesRun(api, where, run_id, self._options)
+        workload = await run._get_workload()
+        if workload is None:
+            return None
+        labels = (workload.get("metadata") or {}).get("labels") or {}
+        if labels.get(RUN_LABEL) != manifest.label_value(run_id):
+            return None  # a namesake that is not ours
+        return run
+
+
+async def _create(run: KubernetesRun, workload: manifest.Workload) -> None:
+    """Secret, then the workload, then the Secret owned by it; nothing left behind on failure."""
+    batch, core, custom = run._clients()
+    w = run.where
+    secret_name = None
+    if workload.secret is not None:
+        secret_name = workload.secret["metadata"]["name"]
+        try:
+            await kube.call(core.create_namespaced_secret, w.namespace, workload.secret)
+        except Exception as exc:
+            if kube.status_of(exc) != 409:
+                raise _submit_error(
+                    f"cannot create Secret {w.namespace}/{secret_name}", exc
+                ) from None
+            await kube.call(core.patch_namespaced_secret, secret_name, w.namespace, workload.secret)
+    try:
+        if w.batch_job:
+            created = run._to_dict(
+                await kube.call(batch.create_namespaced_job, w.namespace, workload.body)
+            )
+        else:
+            created = await kube.call(
+                custom.create_namespaced_custom_object,
+                w.group,
+                w.version,
+                w.namespace,
+                w.plural,
+                workload.body,
+            )
+    except Exception as exc:
+        if kube.status_of(exc) == 409:
+            created = await run._get_workload()  # an earlier try of this same run made it
+        else:
+            created = None
+        if created is None:
+            if secret_name is not None:
+                with contextlib.suppress(Exception):
+                    await kube.call(core.delete_namespaced_secret, secret_name, w.namespace)
+            raise _submit_error(f"cannot create {w.kind} {w.namespace}/{w.name}", exc) from None
+    if secret_name is not None:
+        owner = {
+            "apiVersion": w.api_version,
+            "kind": w.kind,
+            "name": w.name,
+            "uid": created["metadata"]["uid"],
+            "controller": False,
+            "blockOwnerDeletion": False,
+        }
+        await kube.call(
+            core.patch_namespaced_secret,
+            secret_name,
+            w.namespace,
+            {"metadata": {"ownerReferences": [owner]}},
+        )
+
+
+def _submit_error(what: str, exc: BaseException) -> PluginError:
+    status = kube.status_of(exc)
+    words = kube.explain(exc) if status is not None else f"{type(exc).__name__}: {exc}"
+    if status is None or status >= 500 or status == 429:
+        return InfrastructureError(f"{what}: {words}")
+    return PluginError(f"{what}: {words}")
+
+
+@hookimpl
+def launchplane_register_runners(register: Any) -> None:
+    register(KubernetesRunner)
