@@ -2,11 +2,9 @@
 
 Runs the real CLI (click's runner, the same code path as a submit's
 resolution: load, normalise, guardrails, templates, the runner's
-``resource_args`` model) and checks each ``would_submit.manifest`` again, here,
-against the official OpenAPI schema with ``kubernetes-validate``. Until the
-``kubernetes`` runner is a registered built-in, the test-only stand-in
-``plan_runner`` (the real ``resource_args_model`` and ``describe``) is loaded
-with ``--plugins``; see :data:`PLUGINS`. No cluster is contacted.
+``resource_args`` model, the ``kubernetes`` runner's ``describe``) and checks
+each ``would_submit.manifest`` again, here, against the official OpenAPI
+schema with ``kubernetes-validate``. No cluster is contacted.
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ import pytest
 from click.testing import CliRunner, Result
 
 from launchplane.cli import cli
-from launchplane.core.builtin_plugins import builtin_providing
 from launchplane.core.yamlsafe import load_document
 from launchplane.plugins.runners.kubernetes_manifest import validate_manifest
 
@@ -30,12 +27,10 @@ REFERENCE = Path(__file__).parents[1] / "fixtures" / "reference"
 EXAMPLES, COMPANIONS = REFERENCE / "examples", REFERENCE / "companions"
 HERE = Path(__file__).parent / "fixtures"
 K8S = COMPANIONS / "queue-kubernetes.yaml"
-PLUGINS = [] if builtin_providing("runner:kubernetes") else ["--plugins", "plan_runner"]
-"""The stand-in runner, only while the real one is not a built-in (then it is the real one)."""
 
 
 def plan(*args: str | Path) -> Result:
-    return CliRunner().invoke(cli, ["plan", *map(str, args), *PLUGINS], catch_exceptions=False)
+    return CliRunner().invoke(cli, ["plan", *map(str, args)], catch_exceptions=False)
 
 
 def would_submit(*args: str | Path) -> dict[str, Any]:
@@ -136,7 +131,6 @@ def test_arr_coc_plans_a_schema_valid_job_with_its_command_and_env() -> None:
             "--queue-config",
             str(K8S),
             "--json",
-            *PLUGINS,
         ],
         catch_exceptions=False,
     )
