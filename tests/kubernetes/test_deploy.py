@@ -134,7 +134,7 @@ def test_the_role_grants_what_the_runner_needs_and_no_more(
     }
     assert grants == {
         ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
-        ("", "pods"): {"get", "list", "watch"},
+        ("", "pods"): {"get", "list", "watch", "delete"},
         ("", "pods/log"): {"get"},
         ("", "events"): {"get", "list", "watch"},
         ("", "secrets"): {"create", "get", "patch", "delete"},
