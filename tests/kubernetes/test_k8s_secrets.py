@@ -110,7 +110,8 @@ async def test_an_unreachable_api_is_a_clear_failure(tmp_path: Path) -> None:
     config = write_kubeconfig(tmp_path / "kubeconfig", "http://127.0.0.1:9")
     message = await failure("k8s:db#password", kubeconfig=str(config))
     assert message.startswith(
-        "k8s:db#password: cannot reach the Kubernetes API to read Secret db in namespace default"
+        "k8s:db#password: cannot reach the Kubernetes API at http://127.0.0.1:9 "
+        "to read Secret db in namespace default"
     )
 
 

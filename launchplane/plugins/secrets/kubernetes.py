@@ -128,9 +128,11 @@ class KubernetesSecretProvider(SecretProvider):
                     f"--from-literal={parsed.key}=...) or fix the reference"
                 ) from None
             raise PluginError(f"{parsed}: cannot read {where}: {explain(exc)}") from None
-        except Exception as exc:  # a connection failure: urllib3's errors name the host only
+        except Exception as exc:  # a connection failure (urllib3): say where, not the request
+            host = self._client.configuration.host
             raise PluginError(
-                f"{parsed}: cannot reach the Kubernetes API to read {where}: {type(exc).__name__}"
+                f"{parsed}: cannot reach the Kubernetes API at {host} to read {where}: "
+                f"{type(exc).__name__}"
             ) from None
         data = secret.data or {}
         if parsed.key not in data:
