@@ -49,6 +49,12 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
         ("runner:kubernetes",),
         "kubernetes",
     ),
+    BuiltinPlugin(
+        "k8s-secrets",
+        "launchplane.plugins.secrets.kubernetes",
+        ("secret-provider:k8s",),
+        "kubernetes",
+    ),
 )
 
 

@@ -68,6 +68,7 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
+import json
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
@@ -126,6 +127,21 @@ def _quantity(value: str | int | float) -> str:
 
 
 Quantity = Annotated[str | int | float, AfterValidator(_quantity)]
+
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+
+
+def _label_text(value: str) -> str:
+    # A macro (${run_id}) is expanded at launch; render makes the result label-safe.
+    if "${" not in value and not _LABEL_VALUE.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not a label value (at most 63 letters, digits, '-', '_' or '.', "
+            "beginning and ending with a letter or digit)"
+        )
+    return value
+
+
+LabelValue = Annotated[str, AfterValidator(_label_text)]
 
 
 def _camel(key: str) -> str:
@@ -224,7 +240,7 @@ class KubernetesArgs(_Model):
     namespace: str | None = Field(default=None, description="Default: the runner's namespace")
     requests: dict[str, Quantity] = Field(default_factory=dict)
     limits: dict[str, Quantity] = Field(default_factory=dict)
-    node_selector: dict[str, str] = Field(
+    node_selector: dict[str, LabelValue] = Field(
         default_factory=dict, validation_alias=_alias("node_selector", "nodeSelector")
     )
     tolerations: list[Toleration] = Field(default_factory=list)
@@ -249,7 +265,7 @@ class KubernetesArgs(_Model):
     image_pull_secrets: list[str] = Field(
         default_factory=list, validation_alias=_alias("image_pull_secrets", "imagePullSecrets")
     )
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, LabelValue] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     active_deadline_seconds: int | None = Field(
         default=None,
@@ -349,8 +365,12 @@ class KubernetesArgs(_Model):
 
 
 def _custom_group(api_version: str) -> bool:
+    """True for a custom resource's group (a domain name), not a built-in one.
+
+    Built-in groups have no dot (``batch``, ``apps``) or end in ``.k8s.io``
+    (``rbac.authorization.k8s.io``); a custom resource's group must hold a dot."""
     group, slash, version = api_version.partition("/")
-    return bool(slash and version and "." in group)
+    return bool(slash and version and "." in group and not group.endswith(".k8s.io"))
 
 
 def kubernetes_args(job: ResolvedJob) -> KubernetesArgs:
@@ -444,9 +464,7 @@ def label_value(value: str) -> str:
     the original so distinct values stay distinct. ``attach`` selects by the
     same function of the run id.
     """
-    if len(value) <= MAX_NAME and re.fullmatch(
-        r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?", value
-    ):
+    if _LABEL_VALUE.fullmatch(value):
         return value
     tail = _digest(value)
     clean = _NOT_LABEL.sub("-", value)[: MAX_NAME - len(tail) - 1]
@@ -573,10 +591,14 @@ def _resources(args: KubernetesArgs, container: dict[str, Any]) -> None:
     resources = container.setdefault("resources", {})
     requests = {**resources.get("requests", {}), **{k: str(v) for k, v in args.requests.items()}}
     limits = {**resources.get("limits", {}), **{k: str(v) for k, v in args.limits.items()}}
-    # An extended resource (a GPU) cannot be overcommitted: the API wants its limit set.
+    # An extended resource (a GPU) cannot be overcommitted: its limit must equal its request,
+    # so a short-form request without a limit of its own sets the limit too.
     for key, value in requests.items():
         if key not in _NATIVE_RESOURCES and not key.startswith("hugepages-"):
-            limits.setdefault(key, value)
+            if key in args.requests and key not in args.limits:
+                limits[key] = value
+            else:
+                limits.setdefault(key, value)
     if requests:
         resources["requests"] = requests
     if limits:
@@ -602,7 +624,8 @@ def _build(
     meta = body["metadata"]
     meta.pop("generateName", None)
     meta.update(name=name, namespace=namespace)
-    meta["labels"] = {**(meta.get("labels") or {}), **args.labels, **labels}
+    user_labels = safe_labels(args.labels)
+    meta["labels"] = {**(meta.get("labels") or {}), **user_labels, **labels}
     if args.annotations:
         meta["annotations"] = {**(meta.get("annotations") or {}), **args.annotations}
     templates = _pod_templates(body, is_job=args.is_job)
@@ -616,7 +639,7 @@ def _build(
     for path in templates:
         template = _at(body, path)
         tmeta = template.setdefault("metadata", {})
-        tmeta["labels"] = {**(tmeta.get("labels") or {}), **args.labels, **labels}
+        tmeta["labels"] = {**(tmeta.get("labels") or {}), **user_labels, **labels}
         if args.annotations:
             tmeta["annotations"] = {**(tmeta.get("annotations") or {}), **args.annotations}
         pod = template["spec"]
@@ -966,6 +989,12 @@ def _definitions(directory: str) -> Any:
     )
 
 
+_SUBMIT_CHECKS: dict[str, list[FieldError]] = {}
+"""What :func:`_schema_check_at_submit` found, by the arguments' JSON text: a queue's W&B
+manifest is checked once, not at every submit (a few ms each)."""
+_SUBMIT_CHECKS_LIMIT = 256
+
+
 def _schema_check_at_submit(args: KubernetesArgs) -> None:
     """Schema problems of what the user wrote, at the user's paths (skipped without the extra).
 
@@ -976,15 +1005,19 @@ def _schema_check_at_submit(args: KubernetesArgs) -> None:
         import kubernetes_validate  # noqa: F401
     except ImportError:
         return
-    from launchplane.core.spec import ResolvedJob as Resolved
-
-    job = Resolved(resource=RUNNER, resource_args={RUNNER: {}})
-    body, _ = _build(args, job, "image", name="name", namespace="default", labels={}, env=[])
-    errors = []
-    for path, message in schema_errors(body):
-        if "{{" in str(_value_at(body, path)):
-            continue
-        errors.append(FieldError(join_path(*_user_path(args, path)), message))
+    key = json.dumps(args.model_dump(mode="json"), sort_keys=True)
+    errors = _SUBMIT_CHECKS.get(key)
+    if errors is None:
+        job = ResolvedJob(resource=RUNNER, resource_args={RUNNER: {}})
+        body, _ = _build(args, job, "image", name="name", namespace="default", labels={}, env=[])
+        errors = [
+            FieldError(join_path(*_user_path(args, path)), message)
+            for path, message in schema_errors(body)
+            if "{{" not in str(_value_at(body, path))
+        ]
+        if len(_SUBMIT_CHECKS) >= _SUBMIT_CHECKS_LIMIT:
+            _SUBMIT_CHECKS.clear()
+        _SUBMIT_CHECKS[key] = errors
     if errors:
         raise ConfigError(errors)
 
