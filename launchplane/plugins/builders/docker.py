@@ -66,7 +66,6 @@ from launchplane.core.interfaces import (
     MissingExtraError,
     PluginError,
 )
-from launchplane.core.launch import code_root
 from launchplane.core.spec import ResolvedJob
 from launchplane.plugins.builders import dockerfile
 
@@ -132,20 +131,13 @@ class DockerBuilder(Builder):
 
     async def build(self, job: ResolvedJob, ctx: JobContext) -> Image | None:
         options = self.options
-        declared = job.docker.image if job.docker is not None else None
-        if declared and not (job.docker is not None and job.docker.dockerfile):
+        declared = dockerfile.passthrough_image(job)
+        if declared:
             await ctx.emit(
                 f"docker builder: using docker.image {declared} as is (nothing to build)"
             )
             return Image(ref=declared)
-        root = code_root(job, ctx)
-        if root is None:
-            raise PluginError(
-                "builder 'docker' has nothing to build: the job has no code "
-                "(git:, or an absolute workdir:) and no docker.image"
-            )
-        if not root.is_dir():
-            raise PluginError(f"the job's code directory {root} does not exist on the agent host")
+        root = dockerfile.build_root(job, ctx, self.name)
         client = await anyio.to_thread.run_sync(self._client)
         plan = await anyio.to_thread.run_sync(_plan, client, job, root, options)
         existing = await anyio.to_thread.run_sync(_existing, client, plan, options)

@@ -71,8 +71,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from launchplane.core.interfaces import PluginError
-from launchplane.core.launch import entry_argv
+from launchplane.core.interfaces import JobContext, PluginError
+from launchplane.core.launch import code_root, entry_argv
 from launchplane.core.spec import ResolvedJob
 
 RECIPE_VERSION = "launchplane-docker-builder/1"
@@ -353,6 +353,26 @@ def repository(job: ResolvedJob, root: Path, registry: str | None) -> str:
     name = _NAME_INVALID.sub("-", raw.lower()).strip("._-")[:100] or "job"
     prefix = registry.rstrip("/") if registry else DEFAULT_REPOSITORY
     return f"{prefix}/{name}"
+
+
+def passthrough_image(job: ResolvedJob) -> str | None:
+    """The job's ``docker.image`` if it names one and no ``docker.dockerfile``: no build."""
+    if job.docker is None or not job.docker.image or job.docker.dockerfile:
+        return None
+    return job.docker.image
+
+
+def build_root(job: ResolvedJob, ctx: JobContext, builder: str) -> Path:
+    """The code directory to build, or a :class:`PluginError` saying why there is none."""
+    root = code_root(job, ctx)
+    if root is None:
+        raise PluginError(
+            f"builder {builder!r} has nothing to build: the job has no code "
+            "(git:, or an absolute workdir:) and no docker.image"
+        )
+    if not root.is_dir():
+        raise PluginError(f"the job's code directory {root} does not exist on the agent host")
+    return root
 
 
 CondaTool = Callable[[str, str], str]
