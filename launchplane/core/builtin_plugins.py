@@ -39,6 +39,9 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
     BuiltinPlugin(
         "docker-runner", "launchplane.plugins.runners.docker", ("runner:docker",), "docker"
     ),
+    BuiltinPlugin(
+        "kaniko-builder", "launchplane.plugins.builders.kaniko", ("builder:kaniko",), "kubernetes"
+    ),
 )
 
 
