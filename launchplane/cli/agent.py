@@ -54,17 +54,16 @@ WANDB_ONLY_KEYS = frozenset(
 )
 """Keys of W&B's launch-config.yaml that launchplane's agent.yaml has not: a file with one
 of them is W&B's (it may also hold ``queues``, ``queue`` and ``max_jobs``, which both have)."""
-KANIKO = "launchplane has no kaniko builder: use the docker builder on the queue"
 WANDB_BUILDER_KEYS: dict[str, str] = {
-    "type": "set the builder per queue, in the queue config: builder: {type: docker|noop}",
+    "type": "set the builder per queue, in the queue config: builder: {type: docker|kaniko|noop}",
     "destination": "set it per queue, in the queue config: builder.options.registry "
     "(the repository images are pushed to)",
     "platform": "launchplane builds for the agent host's platform",
-    "build-context-store": KANIKO,
-    "build-job-name": KANIKO,
-    "secret-name": KANIKO,
-    "secret-key": KANIKO,
-    "kaniko-image": KANIKO,
+    "build-context-store": "set it per queue: builder.options.context_store (kaniko; s3://bucket/prefix)",
+    "build-job-name": "the kaniko builder names its Job kaniko-<run id>",
+    "secret-name": "set it per queue: builder.options.docker_config_secret (kaniko)",
+    "secret-key": "set it per queue: builder.options.docker_config_key (kaniko)",
+    "kaniko-image": "set it per queue: builder.options.executor_image (kaniko)",
 }
 """W&B's agent-level ``builder`` keys -> where launchplane keeps that setting."""
 

@@ -55,6 +55,9 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
         ("secret-provider:k8s",),
         "kubernetes",
     ),
+    BuiltinPlugin(
+        "kaniko-builder", "launchplane.plugins.builders.kaniko", ("builder:kaniko",), "kubernetes"
+    ),
 )
 
 

@@ -67,8 +67,8 @@ async def test_an_agent_with_no_servable_queue_exits_2_saying_why(
     assert code == 2
     errors = [line for line in agent.log().splitlines() if line.startswith("error: ")]
     assert errors == [
-        "error: not serving queue 'local': unknown runner 'slurm'; available: docker, "
-        "local-process (its jobs stay queued for an agent that can run them); "
+        "error: not serving queue 'local': unknown runner 'slurm'; available: docker, kubernetes, "
+        "local-process, sagemaker (its jobs stay queued for an agent that can run them); "
         "no queue left to serve"
     ]
     assert (await client.get_job(job["id"]))["state"] == "queued"

@@ -221,11 +221,11 @@ def test_a_launchplane_config_may_spell_the_runner_the_wandb_way(
 def test_a_wandb_body_warns_where_wandbs_yaml_reads_a_value_otherwise(
     server: Server, tmp_path: Path
 ) -> None:
-    # W&B reads YAML 1.1: `suspend: no` is a boolean there, the string "no" here.
-    body = write(tmp_path, "k8s.yaml", "metadata: {name: x}\nspec: {suspend: no}\n")
+    # W&B reads YAML 1.1: `gpu: no` is a boolean there, the string "no" here.
+    body = write(tmp_path, "k8s.yaml", "metadata: {name: x, labels: {gpu: no}}\nspec: {}\n")
     created = run(server, "queue", "create", "wb-yaml", "--type", "kubernetes", "-f", body)
     assert created.exit_code == 0, created.output
     assert (
-        f"warning: {body}: spec.suspend: launchplane reads no as the string 'no'; "
+        f"warning: {body}: metadata.labels.gpu: launchplane reads no as the string 'no'; "
         "wandb reads the boolean false; quote it to say which"
     ) in created.stderr

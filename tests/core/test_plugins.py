@@ -637,15 +637,15 @@ def test_builtin_missing_its_extra_gives_one_pip_line(
     plugin_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     write_module(plugin_dir, "fake_k8s_runner", "import kubernetes_client_that_is_not_installed")
-    fake = BuiltinPlugin("kubernetes", "fake_k8s_runner", ("runner:kubernetes",), "kubernetes")
+    fake = BuiltinPlugin("fake-k8s", "fake_k8s_runner", ("runner:fake-k8s",), "kubernetes")
     monkeypatch.setattr(builtin_plugins, "BUILTIN_PLUGINS", (*BUILTIN_PLUGINS, fake))
 
     registry = get_plugin_manager()
 
-    line = "runner 'kubernetes' needs: pip install 'launchplane[kubernetes]'"
-    assert registry.load_errors["kubernetes"] == line
+    line = "runner 'fake-k8s' needs: pip install 'launchplane[kubernetes]'"
+    assert registry.load_errors["fake-k8s"] == line
     with pytest.raises(MissingExtraError) as caught:
-        registry.runner("kubernetes")
+        registry.runner("fake-k8s")
     assert str(caught.value) == line
 
 

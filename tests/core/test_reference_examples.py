@@ -340,11 +340,20 @@ def test_parameterized_config_is_a_queue_config() -> None:
 
 
 def test_parameterized_config_as_a_job_keeps_placeholders_as_text() -> None:
-    result = plan(example(27), "--queue-config", K8S)
+    sets = ["--set", "resource_args.kubernetes.requests.memory=16Gi"]
+    sets += ["--set", 'resource_args.kubernetes.requests."nvidia.com/gpu"=1']
+    result = plan(example(27), "--queue-config", K8S, *sets)
     assert result.exit_code == 0
     assert "hyperparameters.model_size: {{model_size}} stays as text" in result.stderr
     resolved = load_document(result.stdout, source="out")["resolved"]
     assert resolved["hyperparameters"]["batch_size"] == "{{batch_size}}"
+    # On a kubernetes queue the text is no quantity: refused, after the same warning.
+    stderr = refused(example(27), "--queue-config", K8S)
+    assert "resource_args.kubernetes.requests.memory: {{memory}} stays as text" in stderr
+    assert (
+        "resource_args.kubernetes.requests.memory: Value error, '{{memory}}' is not a "
+        "Kubernetes quantity"
+    ) in stderr
 
 
 @pytest.mark.parametrize("number", [12, 20, 21])

@@ -5,17 +5,17 @@ What it builds
     (``ctx.code_dir``; a relative ``workdir`` is a folder of it) or a local
     directory (an absolute ``workdir``). With the job's own Dockerfile
     (``docker.dockerfile``, relative to the code, or a ``Dockerfile`` at its
-    root) as is; otherwise with a generated one (see
-    :mod:`launchplane.plugins.builders.dockerfile`).
+    root) as is; otherwise with a generated one. The plan - which
+    Dockerfile, the context, the content hash, the repository and tag - is
+    shared with the kaniko builder (:mod:`launchplane.plugins.builders.dockerfile`).
     A job that names a ``docker.image`` (and no ``docker.dockerfile``) is
     passed through unbuilt, as with the ``noop`` builder.
 
 Base image (generated Dockerfiles)
-    ``builder.accelerator.base_image``, else ``builder.base_image``, else the
-    agent's ``LAUNCHPLANE_DOCKER_BASE_IMAGE``, else ``python:3.11-slim`` -
-    what a user expects from ``FROM python``. An engine without access to
-    Docker Hub (an air-gapped cluster, launchplane's own CI) sets the
-    variable or the queue's ``builder.base_image`` to an image it has.
+    As :mod:`launchplane.plugins.builders.dockerfile` says (``builder.base_image``,
+    else ``LAUNCHPLANE_DOCKER_BASE_IMAGE``, else ``python:3.11-slim``). A job
+    with ``environment.yml`` needs conda, mamba or micromamba in it: the
+    builder asks the engine which one, in a throwaway container.
 
 Tags and skipping
     ``launchplane/<name>:<hash>`` where ``<name>`` is the job's ``name``
@@ -46,7 +46,6 @@ Build output is streamed to the job's log line by line (``Step 3/8 : ...``).
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -67,22 +66,26 @@ from launchplane.core.interfaces import (
     MissingExtraError,
     PluginError,
 )
-from launchplane.core.launch import code_root, entry_argv
 from launchplane.core.spec import ResolvedJob
 from launchplane.plugins.builders import dockerfile
+
+# BASE_IMAGE_ENV, DEFAULT_BASE_IMAGE, base_image and repository moved to dockerfile (kaniko
+# shares them); the docker builder's users and tests still import them from here.
+from launchplane.plugins.builders.dockerfile import (  # noqa: F401
+    BASE_IMAGE_ENV,
+    CONTENT_HASH_LABEL,
+    DEFAULT_BASE_IMAGE,
+    BuildPlan,
+    base_image,
+    repository,
+)
 from launchplane.plugins.builders.ecr import EcrLogin, EcrOptions, ecr_host
 
 if TYPE_CHECKING:
     from docker import DockerClient
 
-DEFAULT_BASE_IMAGE = "python:3.11-slim"
-BASE_IMAGE_ENV = "LAUNCHPLANE_DOCKER_BASE_IMAGE"
-DEFAULT_REPOSITORY = "launchplane"
-HASH_LENGTH = 16
 TAIL_LINES = 15
 """Lines of build output quoted when a build fails."""
-CONTENT_HASH_LABEL = "launchplane.content-hash"
-_NAME_INVALID = re.compile(r"[^a-z0-9._-]+")
 
 
 class DockerBuilderOptions(BaseModel):
@@ -114,43 +117,6 @@ class LocalImage(Image):
         return self.digest or self.ref
 
 
-@dataclass(frozen=True)
-class BuildPlan:
-    """Everything decided before talking to the engine about the build itself."""
-
-    root: Path
-    repository: str
-    content_hash: str
-    dockerfile: str
-    """Path of the Dockerfile inside the context."""
-    generated: str | None
-    """The generated Dockerfile's text, or None for the job's own."""
-    files: list[str]
-
-    @property
-    def tag(self) -> str:
-        return self.content_hash[:HASH_LENGTH]
-
-    @property
-    def ref(self) -> str:
-        return f"{self.repository}:{self.tag}"
-
-    def extra_files(self) -> dict[str, bytes]:
-        return extra_files(self.generated)
-
-
-def extra_files(generated: str | None) -> dict[str, bytes]:
-    """Files that join the code in the context: a generated Dockerfile and its .dockerignore.
-
-    The job's own .dockerignore is already applied to the file list; the one
-    sent tells the engine to keep the generated Dockerfile out of ``COPY . /app``.
-    """
-    if generated is None:
-        return {}
-    ignore = f"{dockerfile.GENERATED_DOCKERFILE}\n.dockerignore\n"
-    return {dockerfile.GENERATED_DOCKERFILE: generated.encode(), ".dockerignore": ignore.encode()}
-
-
 class _Stopped(Exception):
     """The job was stopped while its image was building."""
 
@@ -174,20 +140,13 @@ class DockerBuilder(Builder):
 
     async def build(self, job: ResolvedJob, ctx: JobContext) -> Image | None:
         options = self.options
-        declared = job.docker.image if job.docker is not None else None
-        if declared and not (job.docker is not None and job.docker.dockerfile):
+        declared = dockerfile.passthrough_image(job)
+        if declared:
             await ctx.emit(
                 f"docker builder: using docker.image {declared} as is (nothing to build)"
             )
             return Image(ref=declared)
-        root = code_root(job, ctx)
-        if root is None:
-            raise PluginError(
-                "builder 'docker' has nothing to build: the job has no code "
-                "(git:, or an absolute workdir:) and no docker.image"
-            )
-        if not root.is_dir():
-            raise PluginError(f"the job's code directory {root} does not exist on the agent host")
+        root = dockerfile.build_root(job, ctx, self.name)
         client = await anyio.to_thread.run_sync(self._client)
         plan = await anyio.to_thread.run_sync(_plan, client, job, root, options)
         auth = await self._registry_auth(ctx)
@@ -199,9 +158,8 @@ class DockerBuilder(Builder):
                 f"found {where}); skipping build"
             )
             return image
-        how = f"generated Dockerfile ({_base_line(plan)})" if plan.generated else plan.dockerfile
         await ctx.emit(
-            f"building image {plan.ref} from {plan.root} with {how} "
+            f"building image {plan.ref} from {plan.root} with {plan.describe()} "
             f"(content hash {plan.tag}, {len(plan.files)} context entries)"
         )
         stop = threading.Event()
@@ -267,58 +225,23 @@ def connect() -> DockerClient:
         ) from None
 
 
-def base_image(job: ResolvedJob) -> str:
-    """The base of a generated Dockerfile; the precedence is in the module docstring."""
-    spec = job.builder
-    if spec is not None and spec.accelerator is not None and spec.accelerator.base_image:
-        return spec.accelerator.base_image
-    if spec is not None and spec.base_image:
-        return spec.base_image
-    return os.environ.get(BASE_IMAGE_ENV) or DEFAULT_BASE_IMAGE
-
-
-def repository(job: ResolvedJob, root: Path, registry: str | None) -> str:
-    """``launchplane/<name>`` or ``<registry>/<name>``, with ``<name>`` made a valid image name."""
-    raw = job.name or job.job or job.project or root.name or "job"
-    name = _NAME_INVALID.sub("-", raw.lower()).strip("._-")[:100] or "job"
-    prefix = registry.rstrip("/") if registry else DEFAULT_REPOSITORY
-    return f"{prefix}/{name}"
-
-
 def _plan(
     client: DockerClient, job: ResolvedJob, root: Path, options: DockerBuilderOptions
 ) -> BuildPlan:
-    """Choose the Dockerfile (the job's or a generated one) and hash the context."""
-    own = job.docker.dockerfile if job.docker is not None else None
-    if own or (root / "Dockerfile").is_file():
-        path = own or "Dockerfile"
-        if not (root / path).is_file():
-            raise PluginError(
-                f"docker.dockerfile {path!r} is not a file in the job's code ({root})"
-            )
-        generated = None
-    else:
-        path = dockerfile.GENERATED_DOCKERFILE
-        generated = _generate(client, job, root)
-    files = dockerfile.context_files(root, path)
-    digest = dockerfile.content_hash(root, files, extra_files(generated))
-    return BuildPlan(root, repository(job, root, options.registry), digest, path, generated, files)
+    """The shared build plan; a conda job's tool is asked of the engine (worker thread)."""
 
-
-def _generate(client: DockerClient, job: ResolvedJob, root: Path) -> str:
-    base = base_image(job)
-    deps = dockerfile.detect_dependencies(root)
-    tool = None
-    if deps.kind == "conda":
+    def find_conda(base: str, file: str) -> str:
         tool = conda_tool(client, base)
         if tool is None:
             raise PluginError(
-                f"the job's {deps.file} needs conda, mamba or micromamba in the base image, "
+                f"the job's {file} needs conda, mamba or micromamba in the base image, "
                 f"and {base} has none of them. Fix: set builder.base_image to an image with "
                 "conda (e.g. condaforge/miniforge3 or mambaorg/micromamba), or replace "
-                f"{deps.file} with a requirements.txt"
+                f"{file} with a requirements.txt"
             )
-    return dockerfile.generate_dockerfile(base, deps, entry_argv(job.entry_point), tool)
+        return tool
+
+    return dockerfile.plan_build(job, root, options.registry, find_conda)
 
 
 def conda_tool(client: DockerClient, image: str) -> str | None:
@@ -469,11 +392,6 @@ def _push(
     if digest is None:
         raise PluginError(f"push of {plan.ref} reported no digest")
     return str(digest)
-
-
-def _base_line(plan: BuildPlan) -> str:
-    assert plan.generated is not None
-    return next(line for line in plan.generated.splitlines() if line.startswith("FROM "))
 
 
 def _explain(exc: Exception) -> str:

@@ -1,7 +1,27 @@
-"""The pure half of the ``docker`` builder: Dockerfile generation, build context, content hash.
+"""What the ``docker`` and ``kaniko`` builders share: the build plan, Dockerfile, context, hash.
 
-Nothing here talks to a Docker engine, so all of it is cheap to test. The
-engine half (build, push, skip) is in :mod:`launchplane.plugins.builders.docker`.
+Nothing here talks to a Docker engine or a cluster, so all of it is cheap to
+test, and both builders reach the same decision for the same job: the same
+Dockerfile, the same context bytes, the same tag. An image one of them pushed
+is found and reused by the other. The engine halves (build, push, skip) are
+:mod:`launchplane.plugins.builders.docker` and
+:mod:`launchplane.plugins.builders.kaniko`.
+
+Build plan
+    :func:`plan_build` picks the job's own Dockerfile (``docker.dockerfile``,
+    relative to the code, or a ``Dockerfile`` at its root) or generates one,
+    lists the context and hashes it. The repository is
+    ``launchplane/<name>``, or ``<registry>/<name>`` with a registry, where
+    ``<name>`` is the job's ``name`` (else ``job``, ``project``, the code
+    directory's name) made a valid image name; the tag is the first 16 hex
+    digits of the content hash.
+
+Base image (generated Dockerfiles)
+    ``builder.accelerator.base_image``, else ``builder.base_image``, else the
+    agent's ``LAUNCHPLANE_DOCKER_BASE_IMAGE``, else ``python:3.11-slim`` -
+    what a user expects from ``FROM python``. An engine without access to
+    Docker Hub (an air-gapped cluster, launchplane's own CI) sets the
+    variable or the queue's ``builder.base_image`` to an image it has.
 
 Build context
     The job's code directory, filtered by its ``.dockerignore`` with the
@@ -42,13 +62,18 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import tarfile
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
+
+from launchplane.core.interfaces import JobContext, PluginError
+from launchplane.core.launch import code_root, entry_argv
+from launchplane.core.spec import ResolvedJob
 
 RECIPE_VERSION = "launchplane-docker-builder/1"
 """Part of every content hash: bump it when the generated Dockerfile changes shape."""
@@ -65,6 +90,13 @@ ENVIRONMENT_FILES = ("environment.yml", "environment.yaml")
 ALWAYS_EXCLUDED = (".git",)
 
 FROZEN_REQUIREMENTS = "requirements.frozen.txt"
+DEFAULT_BASE_IMAGE = "python:3.11-slim"
+BASE_IMAGE_ENV = "LAUNCHPLANE_DOCKER_BASE_IMAGE"
+DEFAULT_REPOSITORY = "launchplane"
+HASH_LENGTH = 16
+CONTENT_HASH_LABEL = "launchplane.content-hash"
+"""Image label holding the full content hash (docker builder; kaniko gets it as a build label)."""
+_NAME_INVALID = re.compile(r"[^a-z0-9._-]+")
 
 DependencyKind = Literal["none", "requirements", "pyproject", "frozen", "conda"]
 
@@ -259,3 +291,114 @@ def context_tar(
             info.size = len(extra[name])
             tar.addfile(info, io.BytesIO(extra[name]))
     fileobj.seek(0)
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Everything decided before talking to an engine or a cluster about the build itself."""
+
+    root: Path
+    repository: str
+    content_hash: str
+    dockerfile: str
+    """Path of the Dockerfile inside the context."""
+    generated: str | None
+    """The generated Dockerfile's text, or None for the job's own."""
+    files: list[str]
+
+    @property
+    def tag(self) -> str:
+        return self.content_hash[:HASH_LENGTH]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}:{self.tag}"
+
+    def extra_files(self) -> dict[str, bytes]:
+        return extra_files(self.generated)
+
+    def describe(self) -> str:
+        """How the image is built, for the ``building image ...`` log line."""
+        if self.generated is None:
+            return self.dockerfile
+        base = next(line for line in self.generated.splitlines() if line.startswith("FROM "))
+        return f"generated Dockerfile ({base})"
+
+
+def extra_files(generated: str | None) -> dict[str, bytes]:
+    """Files that join the code in the context: a generated Dockerfile and its .dockerignore.
+
+    The job's own .dockerignore is already applied to the file list; the one
+    sent tells the engine to keep the generated Dockerfile out of ``COPY . /app``.
+    """
+    if generated is None:
+        return {}
+    ignore = f"{GENERATED_DOCKERFILE}\n.dockerignore\n"
+    return {GENERATED_DOCKERFILE: generated.encode(), ".dockerignore": ignore.encode()}
+
+
+def base_image(job: ResolvedJob) -> str:
+    """The base of a generated Dockerfile; the precedence is in the module docstring."""
+    spec = job.builder
+    if spec is not None and spec.accelerator is not None and spec.accelerator.base_image:
+        return spec.accelerator.base_image
+    if spec is not None and spec.base_image:
+        return spec.base_image
+    return os.environ.get(BASE_IMAGE_ENV) or DEFAULT_BASE_IMAGE
+
+
+def repository(job: ResolvedJob, root: Path, registry: str | None) -> str:
+    """``launchplane/<name>`` or ``<registry>/<name>``, with ``<name>`` made a valid image name."""
+    raw = job.name or job.job or job.project or root.name or "job"
+    name = _NAME_INVALID.sub("-", raw.lower()).strip("._-")[:100] or "job"
+    prefix = registry.rstrip("/") if registry else DEFAULT_REPOSITORY
+    return f"{prefix}/{name}"
+
+
+def passthrough_image(job: ResolvedJob) -> str | None:
+    """The job's ``docker.image`` if it names one and no ``docker.dockerfile``: no build."""
+    if job.docker is None or not job.docker.image or job.docker.dockerfile:
+        return None
+    return job.docker.image
+
+
+def build_root(job: ResolvedJob, ctx: JobContext, builder: str) -> Path:
+    """The code directory to build, or a :class:`PluginError` saying why there is none."""
+    root = code_root(job, ctx)
+    if root is None:
+        raise PluginError(
+            f"builder {builder!r} has nothing to build: the job has no code "
+            "(git:, or an absolute workdir:) and no docker.image"
+        )
+    if not root.is_dir():
+        raise PluginError(f"the job's code directory {root} does not exist on the agent host")
+    return root
+
+
+CondaTool = Callable[[str, str], str]
+"""``(base_image, dependency_file) -> tool``: which of :data:`CONDA_TOOLS` the base image
+has, or a :class:`PluginError` that says how to give it one. Only the builder knows how to
+find out (the docker builder asks the engine; kaniko cannot look inside an image)."""
+
+
+def plan_build(
+    job: ResolvedJob, root: Path, registry: str | None, conda_tool: CondaTool
+) -> BuildPlan:
+    """Choose the Dockerfile (the job's or a generated one) and hash the context."""
+    own = job.docker.dockerfile if job.docker is not None else None
+    if own or (root / "Dockerfile").is_file():
+        path = own or "Dockerfile"
+        if not (root / path).is_file():
+            raise PluginError(
+                f"docker.dockerfile {path!r} is not a file in the job's code ({root})"
+            )
+        generated = None
+    else:
+        path = GENERATED_DOCKERFILE
+        base = base_image(job)
+        deps = detect_dependencies(root)
+        tool = conda_tool(base, deps.file or "") if deps.kind == "conda" else None
+        generated = generate_dockerfile(base, deps, entry_argv(job.entry_point), tool)
+    files = context_files(root, path)
+    digest = content_hash(root, files, extra_files(generated))
+    return BuildPlan(root, repository(job, root, registry), digest, path, generated, files)
