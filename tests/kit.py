@@ -101,21 +101,24 @@ def server_process(data_dir: Path) -> Iterator[str]:
     Its admin token is ``data_dir / "admin-token"``; it is stopped on exit.
     """
     port = free_port()
-    process = subprocess.Popen(
-        [LAUNCHPLANE, "server", "--port", str(port), "--data-dir", str(data_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
+    argv = [LAUNCHPLANE, "server", "--port", str(port), "--data-dir", str(data_dir)]
+    with _serving(argv, f"http://127.0.0.1:{port}", "/api/v1/health", "server", 30) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _serving(argv: list[str], url: str, probe: str, what: str, timeout: float) -> Iterator[str]:
+    """Start ``argv``, wait until ``url + probe`` answers, yield ``url``; stop it on exit."""
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while True:
             try:
-                httpx.get(url + "/api/v1/health", timeout=1)
+                httpx.get(url + probe, timeout=1)
                 break
             except httpx.TransportError:
-                assert time.monotonic() < deadline, "server did not start"
-                assert process.poll() is None, "server exited"
+                assert time.monotonic() < deadline, f"{what} did not start"
+                assert process.poll() is None, f"{what} exited"
                 time.sleep(0.05)
         yield url
     finally:
@@ -381,26 +384,9 @@ def moto_server() -> Iterator[str]:
     except ImportError:
         require_service("moto's AWS server", False, "pip install 'moto[server]'")
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(url + "/moto-api/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "moto server did not start"
-                assert process.poll() is None, "moto server exited"
-                time.sleep(0.05)
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with _serving(argv, f"http://127.0.0.1:{port}", "/moto-api/", "moto server", 60) as url:
         yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 AWS_TEST_ENV = {

@@ -84,6 +84,7 @@ from launchplane.core.spec import ResolvedJob
 from launchplane.plugins import kube
 from launchplane.plugins.builders import dockerfile
 from launchplane.plugins.builders.dockerfile import CONTENT_HASH_LABEL, BuildPlan
+from launchplane.plugins.runners.lines import LineSplitter
 
 DEFAULT_EXECUTOR_IMAGE = "gcr.io/kaniko-project/executor:v1.23.2"
 CONTAINER = "kaniko"
@@ -745,14 +746,12 @@ class _LogFollower:
             pod, self._namespace, container=CONTAINER, follow=True, _preload_content=False
         )
         try:
-            buffer = b""
+            splitter = LineSplitter()
             for chunk in response.stream(4096):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    self._emit(line.decode(errors="replace").rstrip("\r"))
-            if buffer:
-                self._emit(buffer.decode(errors="replace"))
+                for line in splitter.feed(chunk):
+                    self._emit(line)
+            for line in splitter.flush():
+                self._emit(line)
         finally:
             response.close()
 

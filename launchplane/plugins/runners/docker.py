@@ -47,7 +47,7 @@ import math
 import re
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -84,6 +84,7 @@ from launchplane.core.launch import (
     run_labels,
 )
 from launchplane.core.spec import ResolvedJob
+from launchplane.plugins.runners.lines import LineSplitter, decode, next_chunk
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -98,7 +99,6 @@ STDERR_LINES = 5
 """How many of the last stderr lines a failure reason always includes (the traceback's end)."""
 STDERR_WINDOW = 1000
 """How many of the last log entries are searched for those stderr lines."""
-MAX_LINE_BYTES = 64 * 1024
 """A line longer than this (a progress bar without newlines) is cut into pieces."""
 LOG_EOF_SECONDS = 5.0
 """After the container exits, how long ``wait`` lets a log reader reach the end."""
@@ -505,7 +505,7 @@ class DockerRun(Run):
 
     async def _read_lines(self, done: anyio.Event) -> AsyncIterator[str]:
         stream = None
-        splitter = _LineSplitter()
+        splitter = LineSplitter()
         try:
             stream = await anyio.to_thread.run_sync(self._open_logs)
             if stream is None:
@@ -513,7 +513,7 @@ class DockerRun(Run):
             chunks = iter(stream)
             while True:
                 chunk = await anyio.to_thread.run_sync(
-                    _next_chunk, chunks, abandon_on_cancel=True, limiter=self._long_calls
+                    next_chunk, chunks, abandon_on_cancel=True, limiter=self._long_calls
                 )
                 if chunk is None:
                     break
@@ -652,40 +652,8 @@ class DockerRun(Run):
             self._clients.short.api.stop(self.container_id, timeout=grace)
 
 
-class _LineSplitter:
-    """Bytes in arbitrary chunks -> text lines (a line too long is cut into pieces)."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[str]:
-        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
-        while len(self._buffer) > MAX_LINE_BYTES:
-            lines.append(self._buffer[:MAX_LINE_BYTES])
-            self._buffer = self._buffer[MAX_LINE_BYTES:]
-        return [_decode(line) for line in lines]
-
-    def flush(self) -> list[str]:
-        rest, self._buffer = self._buffer, b""
-        return [_decode(rest)] if rest else []
-
-
-def _decode(raw: bytes) -> str:
-    return raw.rstrip(b"\r").decode("utf-8", errors="replace")
-
-
 def _text_lines(raw: bytes) -> list[str]:
-    return [_decode(line) for line in raw.splitlines()]
-
-
-def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
-    """The next piece of log output, None at the end (or when the stream broke)."""
-    try:
-        return next(chunks)
-    except StopIteration:
-        return None
-    except Exception:  # the socket was closed under us (removed container, stopped reader)
-        return None
+    return [decode(line) for line in raw.splitlines()]
 
 
 class DockerRunner(Runner):

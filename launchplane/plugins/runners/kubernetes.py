@@ -84,6 +84,7 @@ from launchplane.core.spec import ResolvedJob
 from launchplane.plugins import kube
 from launchplane.plugins.kube import KubeOptions
 from launchplane.plugins.runners import kubernetes_manifest as manifest
+from launchplane.plugins.runners.lines import LineSplitter, next_chunk
 
 STATE_FILE = "kubernetes.json"
 """What the runner keeps in the run directory: where the workload is (for ``attach``)."""
@@ -760,12 +761,12 @@ class KubernetesRun(Run):
             if kube.status_of(exc) in (400, 404):
                 return  # not started after all, or gone: the next pass looks again
             raise
-        splitter = _LineSplitter()
+        splitter = LineSplitter()
         chunks = response.stream(64 * 1024, decode_content=True)
         try:
             while True:
                 chunk = await anyio.to_thread.run_sync(
-                    _next_chunk, chunks, abandon_on_cancel=True, limiter=self._long_calls
+                    next_chunk, chunks, abandon_on_cancel=True, limiter=self._long_calls
                 )
                 if chunk is None:
                     break
@@ -777,28 +778,6 @@ class KubernetesRun(Run):
             with contextlib.suppress(Exception):
                 response.release_conn()
                 response.close()
-
-
-class _LineSplitter:
-    """Bytes in arbitrary chunks -> text lines."""
-
-    def __init__(self) -> None:
-        self._buffer = b""
-
-    def feed(self, chunk: bytes) -> list[str]:
-        self._buffer += chunk
-        *lines, self._buffer = self._buffer.split(b"\n")
-        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines]
-
-    def flush(self) -> list[str]:
-        rest, self._buffer = self._buffer, b""
-        return [rest.decode("utf-8", "replace")] if rest else []
-
-
-def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
-    with contextlib.suppress(Exception):  # a stream closed under the reader ends like EOF
-        return next(chunks, None)
-    return None
 
 
 # -- the runner -------------------------------------------------------------------------

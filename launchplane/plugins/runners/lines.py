@@ -1,0 +1,48 @@
+"""Workload output in byte chunks -> text lines: the one splitter the container runners share.
+
+Docker's attach stream, a Kubernetes pod log and a kaniko build log all
+arrive as chunks that cut lines anywhere. A line longer than
+:data:`MAX_LINE_BYTES` is cut into pieces, so one runaway line cannot grow
+the agent's memory without bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+MAX_LINE_BYTES = 64 * 1024
+
+
+class LineSplitter:
+    """Bytes in arbitrary chunks -> text lines (a line too long is cut into pieces)."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """The lines ``chunk`` completes; the unfinished rest waits for the next chunk."""
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        while len(self._buffer) > MAX_LINE_BYTES:
+            lines.append(self._buffer[:MAX_LINE_BYTES])
+            self._buffer = self._buffer[MAX_LINE_BYTES:]
+        return [decode(line) for line in lines]
+
+    def flush(self) -> list[str]:
+        """The last, unterminated line, if any (at the end of the stream)."""
+        rest, self._buffer = self._buffer, b""
+        return [decode(rest)] if rest else []
+
+
+def decode(raw: bytes) -> str:
+    """One line's bytes as text, without a trailing CR; undecodable bytes replaced."""
+    return raw.rstrip(b"\r").decode("utf-8", errors="replace")
+
+
+def next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    """The next piece of output, None at the end (or when the stream broke under the reader)."""
+    try:
+        return next(chunks)
+    except StopIteration:
+        return None
+    except Exception:  # the socket was closed under us (removed workload, stopped reader)
+        return None
