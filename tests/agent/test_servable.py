@@ -68,5 +68,5 @@ def test_options_held_by_a_placeholder_are_judged_when_a_job_runs(
 
 
 def test_a_builder_that_is_not_installed_is_named(registry: PluginRegistry) -> None:
-    reason = missing_plugin(registry, {"builder": {"type": "kaniko"}})
-    assert reason is not None and "builder 'kaniko'" in reason
+    reason = missing_plugin(registry, {"builder": {"type": "buildah"}})
+    assert reason is not None and "builder 'buildah'" in reason
