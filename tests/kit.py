@@ -31,10 +31,13 @@ import anyio
 import anyio.abc
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 
 from launchplane.agent.loop import Agent, AgentSettings
+from launchplane.cli import cli
 from launchplane.core.client import FINAL_STATES, LaunchplaneClient, StaleLease
 from launchplane.core.lease import Lease
+from launchplane.core.yamlsafe import load_document
 from launchplane.server.embedded import EmbeddedServer
 
 T = TypeVar("T")
@@ -396,3 +399,15 @@ AWS_TEST_ENV = {
     "AWS_REGION": "us-east-1",
 }
 """Credentials moto accepts; set with ``AWS_ENDPOINT_URL`` so nothing can reach a real account."""
+
+
+def plan(*args: str | Path) -> Result:
+    """``launchplane plan ARGS`` in this process (click's runner), exceptions raised."""
+    return CliRunner().invoke(cli, ["plan", *map(str, args)], catch_exceptions=False)
+
+
+def planned(*args: str | Path) -> dict[str, Any]:
+    """What ``launchplane plan ARGS`` prints, parsed; the plan must succeed."""
+    result = plan(*args)
+    assert result.exit_code == 0, result.stderr
+    return load_document(result.stdout, source="plan output")

@@ -15,12 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from kit import plan, planned
 
-from launchplane.cli import cli
 from launchplane.core.client import LaunchplaneClient, ValidationFailed
 from launchplane.core.spec import ResolvedJob
-from launchplane.core.yamlsafe import load_document
 from launchplane.plugins.runners import sagemaker_request as rq
 from launchplane.server.embedded import EmbeddedServer
 
@@ -49,16 +47,6 @@ def botocore_accepts(request: dict[str, Any]) -> None:
         request, model.operation_model("CreateTrainingJob").input_shape
     )
     assert not report.has_errors(), report.generate_report()
-
-
-def plan(*args: str | Path) -> Result:
-    return CliRunner().invoke(cli, ["plan", *map(str, args)], catch_exceptions=False)
-
-
-def planned(*args: str | Path) -> dict[str, Any]:
-    result = plan(*args)
-    assert result.exit_code == 0, result.stderr
-    return load_document(result.stdout, source="plan output")
 
 
 def queue_file(tmp_path: Path, text: str) -> Path:

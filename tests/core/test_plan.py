@@ -8,12 +8,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from kit import plan, planned
 
-from launchplane.cli import cli
 from launchplane.core.yamlsafe import load_document
 
 
@@ -21,16 +19,6 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text))
     return path
-
-
-def plan(*args: str | Path) -> Result:
-    return CliRunner().invoke(cli, ["plan", *map(str, args)], catch_exceptions=False)
-
-
-def planned(*args: str | Path) -> dict[str, Any]:
-    result = plan(*args)
-    assert result.exit_code == 0, result.stderr
-    return load_document(result.stdout, source="plan output")
 
 
 @pytest.fixture

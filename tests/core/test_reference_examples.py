@@ -15,12 +15,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from kit import plan, planned
 
-from launchplane.cli import cli
 from launchplane.core.config import load_job_file, load_queue_file
 from launchplane.core.config.queue_check import check_queue_config
 from launchplane.core.errors import ConfigError
@@ -79,16 +77,6 @@ EXAMPLES: dict[int, Example] = {
 }
 NOT_EXAMPLES = {30: "python", 32: "bash"}
 """The Python API call (tested as dict layers in test_config_guardrails) and a directory tree."""
-
-
-def plan(*args: str | Path) -> Result:
-    return CliRunner().invoke(cli, ["plan", *map(str, args)], catch_exceptions=False)
-
-
-def planned(*args: str | Path) -> dict[str, Any]:
-    result = plan(*args)
-    assert result.exit_code == 0, result.stderr
-    return load_document(result.stdout, source="plan output")
 
 
 def refused(*args: str | Path) -> str:

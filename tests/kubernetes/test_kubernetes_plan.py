@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
+from kit import plan
 
 from launchplane.cli import cli
 from launchplane.core.yamlsafe import load_document
@@ -27,10 +28,6 @@ REFERENCE = Path(__file__).parents[1] / "fixtures" / "reference"
 EXAMPLES, COMPANIONS = REFERENCE / "examples", REFERENCE / "companions"
 HERE = Path(__file__).parent / "fixtures"
 K8S = COMPANIONS / "queue-kubernetes.yaml"
-
-
-def plan(*args: str | Path) -> Result:
-    return CliRunner().invoke(cli, ["plan", *map(str, args)], catch_exceptions=False)
 
 
 def would_submit(*args: str | Path) -> dict[str, Any]:
