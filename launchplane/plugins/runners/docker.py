@@ -84,7 +84,7 @@ from launchplane.core.launch import (
     run_labels,
 )
 from launchplane.core.spec import ResolvedJob
-from launchplane.plugins.runners.lines import LineSplitter, decode, next_chunk
+from launchplane.plugins.runners.lines import decode, read_lines
 
 if TYPE_CHECKING:
     from docker import DockerClient
@@ -505,21 +505,12 @@ class DockerRun(Run):
 
     async def _read_lines(self, done: anyio.Event) -> AsyncIterator[str]:
         stream = None
-        splitter = LineSplitter()
         try:
             stream = await anyio.to_thread.run_sync(self._open_logs)
             if stream is None:
                 return
             chunks = iter(stream)
-            while True:
-                chunk = await anyio.to_thread.run_sync(
-                    next_chunk, chunks, abandon_on_cancel=True, limiter=self._long_calls
-                )
-                if chunk is None:
-                    break
-                for line in splitter.feed(chunk):
-                    yield line
-            for line in splitter.flush():
+            async for line in read_lines(chunks, self._long_calls):
                 yield line
         finally:
             if stream is not None:

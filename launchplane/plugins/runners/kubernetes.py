@@ -84,7 +84,7 @@ from launchplane.core.spec import ResolvedJob
 from launchplane.plugins import kube
 from launchplane.plugins.kube import KubeOptions
 from launchplane.plugins.runners import kubernetes_manifest as manifest
-from launchplane.plugins.runners.lines import LineSplitter, next_chunk
+from launchplane.plugins.runners.lines import read_lines
 
 STATE_FILE = "kubernetes.json"
 """What the runner keeps in the run directory: where the workload is (for ``attach``)."""
@@ -761,18 +761,9 @@ class KubernetesRun(Run):
             if kube.status_of(exc) in (400, 404):
                 return  # not started after all, or gone: the next pass looks again
             raise
-        splitter = LineSplitter()
         chunks = response.stream(64 * 1024, decode_content=True)
         try:
-            while True:
-                chunk = await anyio.to_thread.run_sync(
-                    next_chunk, chunks, abandon_on_cancel=True, limiter=self._long_calls
-                )
-                if chunk is None:
-                    break
-                for line in splitter.feed(chunk):
-                    yield line
-            for line in splitter.flush():
+            async for line in read_lines(chunks, self._long_calls):
                 yield line
         finally:
             with contextlib.suppress(Exception):

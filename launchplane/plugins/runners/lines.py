@@ -8,7 +8,10 @@ the agent's memory without bound.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+
+import anyio
+import anyio.to_thread
 
 MAX_LINE_BYTES = 64 * 1024
 
@@ -46,3 +49,22 @@ def next_chunk(chunks: Iterator[bytes]) -> bytes | None:
         return None
     except Exception:  # the socket was closed under us (removed workload, stopped reader)
         return None
+
+
+async def read_lines(chunks: Iterator[bytes], limiter: anyio.CapacityLimiter) -> AsyncIterator[str]:
+    """The lines of a blocking chunk iterator, each read in a worker thread under ``limiter``.
+
+    A cancelled reader abandons its blocked worker; the caller closes the
+    stream (in its ``finally``), which ends that worker too.
+    """
+    splitter = LineSplitter()
+    while True:
+        chunk = await anyio.to_thread.run_sync(
+            next_chunk, chunks, abandon_on_cancel=True, limiter=limiter
+        )
+        if chunk is None:
+            break
+        for line in splitter.feed(chunk):
+            yield line
+    for line in splitter.flush():
+        yield line
