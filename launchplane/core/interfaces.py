@@ -328,7 +328,19 @@ def admin_only_fields(model: type[BaseModel]) -> frozenset[str]:
             names.add(name)
             if info.alias:
                 names.add(info.alias)
+            names.update(_alias_names(info.validation_alias))
     return frozenset(names)
+
+
+def _alias_names(alias: Any) -> set[str]:
+    """The key spellings of a ``validation_alias`` (a name or ``AliasChoices`` of names).
+
+    Every spelling counts: ``serviceAccountName`` must be as admin-only as
+    ``service_account``."""
+    if isinstance(alias, str):
+        return {alias}
+    choices = getattr(alias, "choices", None) or []
+    return {choice for choice in choices if isinstance(choice, str)}
 
 
 class Runner(Plugin):
