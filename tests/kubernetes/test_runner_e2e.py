@@ -162,6 +162,26 @@ async def test_cancel_deletes_the_job_and_its_pods_after_the_grace(
     assert running == []  # the container was stopped, not left behind
 
 
+async def test_a_queue_that_names_its_kubeconfig_and_context_runs_there(
+    server: EmbeddedServer,
+    client: LaunchplaneClient,
+    kube: Cluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """W&B's ``configFile``/``context`` in a queue config choose the cluster, not the agent's."""
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-such-kubeconfig"))
+    k8s = {**QUEUE_CONFIG["resource_args"]["kubernetes"]}
+    k8s.update(configFile=str(kube.kubeconfig), context="kmock")
+    await server.ensure_queue("elsewhere", {**QUEUE_CONFIG, "resource_args": {"kubernetes": k8s}})
+    async with running_agent(server, tmp_path / "work", ["elsewhere"]):
+        job = await client.submit_job("elsewhere", command_job("print('from the queue cluster')"))
+        done = await wait_for_state(client, job["id"], timeout=JOB_TIMEOUT)
+        lines = await log_lines(client, job["id"])
+    assert done["state"] == "succeeded", (done, lines[-10:])
+    assert "from the queue cluster" in lines
+
+
 @UNVERIFIED
 async def test_a_restarted_agent_re_adopts_the_job_without_repeating_lines(
     server: EmbeddedServer, client: LaunchplaneClient, kube: Cluster, tmp_path: Path

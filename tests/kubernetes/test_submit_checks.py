@@ -100,3 +100,43 @@ async def test_a_queue_may_allow_privileged_pods_for_its_jobs(admin: Launchplane
         )
     )
     assert errors[0]["path"] == "resource_args.kubernetes.allow_privileged"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["service_account", "serviceAccountName", "service_account_name", "configFile", "context"],
+)
+async def test_every_spelling_of_an_admin_field_is_refused_to_a_submitter(
+    admin: LaunchplaneClient, key: str
+) -> None:
+    await admin.create_queue("k8s", {"resource": "kubernetes"})
+    errors = await refused(
+        admin.submit_job("k8s", {**JOB, "resource_args": {"kubernetes": {key: "x"}}})
+    )
+    assert errors[0]["path"] == f"resource_args.kubernetes.{key}"
+    assert "queue" in errors[0]["message"]
+
+
+async def test_wandb_keys_that_are_no_kubernetes_field_are_refused_with_the_field_to_use(
+    admin: LaunchplaneClient,
+) -> None:
+    body = {"jobName": "x", "gpus": "2", "image": "y", "labels": [{"key": "a", "value": "b"}]}
+    errors = await refused(
+        admin.create_queue("k8s", {"resource": "kubernetes", "resource_args": {"kubernetes": body}})
+    )
+    by_path = {e["path"].removeprefix("resource_args.kubernetes."): e["message"] for e in errors}
+    assert set(by_path) == {"jobName", "gpus", "image", "labels"}
+    assert "lp-<job id>-<attempt>" in by_path["jobName"]
+    assert "nvidia.com/gpu" in by_path["gpus"]
+    assert "docker.image" in by_path["image"]
+    assert "{name: value}" in by_path["labels"]
+
+
+async def test_numbers_in_labels_and_annotations_become_strings(admin: LaunchplaneClient) -> None:
+    manifest = {
+        "metadata": {"labels": {"tier": 2}},
+        "spec": {"template": {"metadata": {"annotations": {"threshold": 2.5, "on": True}}}},
+    }
+    config = {"resource": "kubernetes", "resource_args": {"kubernetes": manifest}}
+    await admin.create_queue("k8s", config)
+    assert (await admin.submit_job("k8s", JOB))["id"]

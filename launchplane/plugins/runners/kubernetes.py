@@ -121,6 +121,10 @@ class Where:
     plural: str
     namespace: str
     name: str
+    kubeconfig: str | None = None
+    """The queue's kubeconfig (W&B's ``configFile``), when it names one: where to find it again."""
+    context: str | None = None
+    """The queue's kubeconfig context (W&B's ``context``), when it names one."""
 
     @property
     def batch_job(self) -> bool:
@@ -784,29 +788,42 @@ class KubernetesRunner(Runner):
 
     def __init__(self, options: BaseModel | None = None) -> None:
         super().__init__(options or KubernetesRunnerOptions())
-        self._api: Any = None
+        self._apis: dict[tuple[str | None, str | None], Any] = {}
 
     @property
     def _options(self) -> KubernetesRunnerOptions:
         assert isinstance(self.options, KubernetesRunnerOptions)
         return self.options
 
-    def _connect(self) -> Any:
-        if self._api is None:
-            self._api = kube.api_client(self._options, kind="runner", name=self.name)
-        return self._api
+    def _cluster(self, kubeconfig: str | None, context: str | None) -> KubernetesRunnerOptions:
+        """The runner's options with the queue's kubeconfig and context, where it names them."""
+        return self._options.model_copy(
+            update={
+                "kubeconfig": kubeconfig or self._options.kubeconfig,
+                "context": context or self._options.context,
+            }
+        )
+
+    def _connect(self, kubeconfig: str | None = None, context: str | None = None) -> Any:
+        """One API client per cluster: the agent's, and each one a queue names."""
+        key = (kubeconfig, context)
+        if key not in self._apis:
+            options = self._cluster(kubeconfig, context)
+            self._apis[key] = kube.api_client(options, kind="runner", name=self.name)
+        return self._apis[key]
 
     async def aclose(self) -> None:
-        api, self._api = self._api, None
-        if api is not None:
+        apis, self._apis = list(self._apis.values()), {}
+        for api in apis:
             await anyio.to_thread.run_sync(api.close)
 
     def describe(self, job: ResolvedJob, image: Image | None) -> dict[str, Any]:
         """The manifest(s) ``submit`` would create, secrets as references, schema-checked."""
+        args = manifest.kubernetes_args(job)
         return manifest.describe(
             job,
             image,
-            default_namespace=kube.default_namespace(self._options),
+            default_namespace=kube.default_namespace(self._cluster(args.config_file, args.context)),
             schema_version=self._options.schema_version,
         )
 
@@ -816,8 +833,10 @@ class KubernetesRunner(Runner):
                 "runner 'kubernetes' runs container images but the job has none: set "
                 "docker.image in the job, or a builder (docker, kaniko) in the queue"
             )
-        api = await anyio.to_thread.run_sync(self._connect)
-        namespace_default = await anyio.to_thread.run_sync(kube.default_namespace, self._options)
+        args = manifest.kubernetes_args(job)
+        api = await anyio.to_thread.run_sync(self._connect, args.config_file, args.context)
+        cluster = self._cluster(args.config_file, args.context)
+        namespace_default = await anyio.to_thread.run_sync(kube.default_namespace, cluster)
         workload = manifest.render(
             job,
             image.pinned,
@@ -836,6 +855,8 @@ class KubernetesRunner(Runner):
             workload.plural,
             workload.namespace,
             workload.name,
+            args.config_file,
+            args.context,
         )
         with contextlib.suppress(OSError):
             (ctx.workdir / STATE_FILE).write_text(json.dumps(where.__dict__))
@@ -848,12 +869,12 @@ class KubernetesRunner(Runner):
 
     async def attach(self, run_id: str, run_dir: Path) -> KubernetesRun | None:
         """The workload of ``run_id``: by the noted location (or the deterministic name), if any."""
-        api = await anyio.to_thread.run_sync(self._connect)
         try:
             where = Where(**json.loads((run_dir / STATE_FILE).read_text()))
         except (OSError, ValueError, TypeError):
             namespace = await anyio.to_thread.run_sync(kube.default_namespace, self._options)
             where = Where("batch", "v1", "Job", "jobs", namespace, manifest.workload_name(run_id))
+        api = await anyio.to_thread.run_sync(self._connect, where.kubeconfig, where.context)
         run = KubernetesRun(api, where, run_id, self._options)
         workload = await run._get_workload()
         if workload is None:

@@ -285,6 +285,25 @@ class KubernetesArgs(_Model):
         description="Permit hostPath volumes, host namespaces, hostPort, privileged containers",
         json_schema_extra=ADMIN_ONLY,
     )
+    config_file: str | None = Field(
+        default=None,
+        validation_alias=_alias("configFile", "config_file"),
+        description="W&B's configFile: the agent's kubeconfig file for this queue's jobs",
+        json_schema_extra=ADMIN_ONLY,
+    )
+    context: str | None = Field(
+        default=None,
+        description="W&B's context: the kubeconfig context (cluster) for this queue's jobs",
+        json_schema_extra=ADMIN_ONLY,
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_as_kubernetes_does(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            _refuse_non_fields(value)
+            value = _stringified_metadata(value)
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -330,12 +349,18 @@ class KubernetesArgs(_Model):
                 if getattr(self, name) is not None
             ]
             if not _custom_group(self.api_version_):
+                scheduled = (
+                    "; a CronJob starts Jobs of its own that no run watches: schedule the "
+                    "submits instead (e.g. cron running launchplane submit)"
+                    if self.kind_ == "CronJob"
+                    else ""
+                )
                 errors.append(
                     FieldError(
                         "apiVersion",
                         f"{self.api_version_} {self.kind_}: the runner creates a batch/v1 Job "
                         "or a custom resource (apiVersion <group with a dot>/<version>, e.g. "
-                        "kubeflow.org/v1)",
+                        f"kubeflow.org/v1){scheduled}",
                     )
                 )
         if not self.allow_privileged:
@@ -362,6 +387,67 @@ class KubernetesArgs(_Model):
     @property
     def is_job(self) -> bool:
         return (self.api_version_, self.kind_) == (JOB_API_VERSION, JOB_KIND)
+
+
+_NOT_FIELDS = {
+    "jobName": "launchplane names the workload after the run (lp-<job id>-<attempt>); to set "
+    "the W&B run's name use name:, for a label metadata.labels",
+    "gpus": "ask for GPUs with limits: {nvidia.com/gpu: N} (or the container's "
+    "resources.limits in a manifest)",
+    "image": "the job's image is docker.image (or the queue's builder); the runner puts it in "
+    "the first container",
+}
+"""Top-level keys found in W&B documents that no Kubernetes object has: W&B merges them into
+the Job and the API server drops them; launchplane says which field does the job instead."""
+
+
+def _refuse_non_fields(body: Mapping[str, Any]) -> None:
+    errors = [
+        FieldError(key, f"not a Kubernetes field: {fix}")
+        for key, fix in _NOT_FIELDS.items()
+        if key in body
+    ]
+    for key in ("labels", "annotations"):
+        if isinstance(body.get(key), list):
+            errors.append(
+                FieldError(
+                    key,
+                    f"{key} is a mapping {{name: value}} (e.g. {key}: {{team: vision}}), "
+                    "not a list of {key, value} entries",
+                )
+            )
+    if errors:
+        raise ConfigError(errors)
+
+
+def _stringified_metadata(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with number and boolean label and annotation values as the strings they spell.
+
+    Kubernetes takes only strings there, and a typed template variable (``{{threshold}}``,
+    a number) or YAML (``tier: 2``) gives a number: ``2.5`` becomes ``"2.5"``, ``true``
+    becomes ``"true"``, so the value means what its author wrote."""
+
+    def fixed(node: Any) -> Any:
+        if isinstance(node, list):
+            return [fixed(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for key, item in node.items():
+            if key in ("labels", "annotations") and isinstance(item, dict):
+                item = {name: _scalar_text(v) for name, v in item.items()}
+            out[key] = fixed(item)
+        return out
+
+    return fixed(body)
+
+
+def _scalar_text(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value
 
 
 def _custom_group(api_version: str) -> bool:
