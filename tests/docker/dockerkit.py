@@ -9,6 +9,7 @@ outlive a test run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -136,10 +137,15 @@ def cleanup(client: Any) -> None:
     Images pulled by digest have no tag, only a repo digest: both kinds of
     reference are removed.
     """
+    import docker.errors
+
     for container in client.containers.list(all=True, filters={"name": f"lp-{TEST_PREFIX}"}):
         container.remove(force=True)
     for image in client.images.list():
         references = [*image.tags, *image.attrs.get("RepoDigests", [])]
         for reference in references:
             if f"/{TEST_PREFIX}" in reference:
-                client.images.remove(reference, force=True)
+                # Gone already: removing an image's tag can take its digest reference
+                # with it, and a concurrent test run may have removed it first.
+                with contextlib.suppress(docker.errors.NotFound):
+                    client.images.remove(reference, force=True)
