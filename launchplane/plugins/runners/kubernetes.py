@@ -770,9 +770,21 @@ class KubernetesRun(Run):
             async for line in read_lines(chunks, self._long_calls):
                 yield line
         finally:
+            # A reader stopped early (the run ended, the agent stops) may leave a worker
+            # blocked on the socket, holding the response's buffer lock: closing it on
+            # the event loop would wait for that lock, i.e. for the container's next
+            # output. Shut the socket down first (the worker's read returns), then close
+            # in a thread, shielded so a cancelled reader still lets go of the stream.
             with contextlib.suppress(Exception):
-                response.release_conn()
-                response.close()
+                response.shutdown()
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(_close_response, response)
+
+
+def _close_response(response: Any) -> None:
+    """Close a streamed response and give its connection back to the pool."""
+    response.close()
+    response.release_conn()
 
 
 # -- the runner -------------------------------------------------------------------------
