@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -776,9 +777,19 @@ class KubernetesRun(Run):
             # output. Shut the socket down first (the worker's read returns), then close
             # in a thread, shielded so a cancelled reader still lets go of the stream.
             with contextlib.suppress(Exception):
-                response.shutdown()
+                _stream_socket(response).shutdown(socket.SHUT_RDWR)
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await anyio.to_thread.run_sync(_close_response, response)
+
+
+def _stream_socket(response: Any) -> socket.socket:
+    """The socket under a streamed ``urllib3`` response.
+
+    ``HTTPResponse.shutdown()`` cannot be used: the ``kubernetes`` client's
+    pool has already released the response's connection, so only the
+    ``http.client`` file object still leads to the socket.
+    """
+    return response._fp.fp.raw._sock
 
 
 def _close_response(response: Any) -> None:
