@@ -615,10 +615,15 @@ class PodController:
         deadline = spec.get("activeDeadlineSeconds")
         started = _now()
         await self._patch_status("jobs", namespace, name, {"startTime": started, "active": 1})
+        expired = anyio.Event()
         failed = 0
-        with anyio.move_on_after(deadline if deadline else float("inf")) as scope:
+        async with anyio.create_task_group() as tg:
+            if deadline:
+                tg.start_soon(self._enforce_deadline, job, deadline, expired)
             while True:
                 phase = await self._run_pod(job)
+                if expired.is_set():
+                    break
                 if phase == "Succeeded":
                     status = {
                         "active": 0,
@@ -627,9 +632,9 @@ class PodController:
                         "conditions": [_condition("Complete", "", "")],
                     }
                     await self._patch_status("jobs", namespace, name, status)
-                    return
+                    break
                 if phase is None:  # pod deleted, stuck or the job is gone
-                    return
+                    break
                 failed += 1
                 await self._patch_status("jobs", namespace, name, {"failed": failed})
                 if failed > backoff_limit:
@@ -641,15 +646,9 @@ class PodController:
                     await self._patch_status(
                         "jobs", namespace, name, {"active": 0, "conditions": [condition]}
                     )
-                    return
-        if scope.cancelled_caught and self.emulator.get("batch/v1/jobs", namespace, name):
-            for pod in self.emulator.list("v1/pods", namespace):
-                if pod["metadata"].get("labels", {}).get("job-name") == name:
-                    with contextlib.suppress(RuntimeError):
-                        await self._request(
-                            "DELETE",
-                            f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}",
-                        )
+                    break
+            tg.cancel_scope.cancel()
+        if expired.is_set() and self.emulator.get("batch/v1/jobs", namespace, name):
             condition = _condition(
                 "Failed", "DeadlineExceeded", "Job was active longer than specified deadline"
             )
@@ -659,6 +658,28 @@ class PodController:
                 name,
                 {"active": 0, "failed": failed + 1, "conditions": [condition]},
             )
+
+    async def _enforce_deadline(self, job: dict[str, Any], deadline: float, expired: Any) -> None:
+        """``activeDeadlineSeconds`` as the Job controller (1.31+) enforces it.
+
+        At the deadline the Job gets a ``FailureTarget`` condition at once and its
+        pods are deleted (the kubelet stops them with their grace); ``Failed``
+        follows once they are gone. Cancelling the pod's task instead would wait
+        for the container to end on its own and leave it running.
+        """
+        namespace, name = job["metadata"]["namespace"], job["metadata"]["name"]
+        await anyio.sleep(deadline)
+        expired.set()
+        condition = _condition(
+            "FailureTarget", "DeadlineExceeded", "Job was active longer than specified deadline"
+        )
+        await self._patch_status("jobs", namespace, name, {"conditions": [condition]})
+        for pod in self.emulator.list("v1/pods", namespace):
+            if pod["metadata"].get("labels", {}).get("job-name") == name:
+                with contextlib.suppress(RuntimeError):
+                    await self._request(
+                        "DELETE", f"/api/v1/namespaces/{namespace}/pods/{pod['metadata']['name']}"
+                    )
 
     async def _run_pod(self, job: dict[str, Any]) -> str | None:
         """Create one pod of the job and run it to its end: its final phase (None: no end)."""

@@ -58,6 +58,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -770,9 +771,31 @@ class KubernetesRun(Run):
             async for line in read_lines(chunks, self._long_calls):
                 yield line
         finally:
+            # A reader stopped early (the run ended, the agent stops) may leave a worker
+            # blocked on the socket, holding the response's buffer lock: closing it on
+            # the event loop would wait for that lock, i.e. for the container's next
+            # output. Shut the socket down first (the worker's read returns), then close
+            # in a thread, shielded so a cancelled reader still lets go of the stream.
             with contextlib.suppress(Exception):
-                response.release_conn()
-                response.close()
+                _stream_socket(response).shutdown(socket.SHUT_RDWR)
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await anyio.to_thread.run_sync(_close_response, response)
+
+
+def _stream_socket(response: Any) -> socket.socket:
+    """The socket under a streamed ``urllib3`` response.
+
+    ``HTTPResponse.shutdown()`` cannot be used: the ``kubernetes`` client's
+    pool has already released the response's connection, so only the
+    ``http.client`` file object still leads to the socket.
+    """
+    return response._fp.fp.raw._sock
+
+
+def _close_response(response: Any) -> None:
+    """Close a streamed response and give its connection back to the pool."""
+    response.close()
+    response.release_conn()
 
 
 # -- the runner -------------------------------------------------------------------------
