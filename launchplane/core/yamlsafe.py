@@ -15,6 +15,10 @@ treats them as untrusted input:
   :func:`reading_differences` lists the plain scalars the two readings disagree on;
 * a duplicate key is an error (YAML parsers silently keep the last one, which
   hides half of an "option A # OR option B" example);
+* the text holds no control characters but tab, newline and carriage return,
+  and no Unicode non-characters (U+FFFE, U+FDD0, ...), in YAML and JSON alike:
+  the error names the character, its line and its column. A value that needs
+  one writes it as an escape (``"\\e"`` in YAML, ``"\\u001b"`` in JSON);
 * documents are limited in size, nesting depth and alias use. Aliases are
   counted *while composing*, weighted by the size of what they point at, so a
   "billion laughs" document is refused after a few thousand nodes, in
@@ -99,7 +103,9 @@ def load_document(
     the module docstring); every other rule is the same.
     """
     _check_size(text, source, limits)
-    if syntax == "json" or (syntax is None and source.lower().endswith(".json")):
+    json_text = syntax == "json" or (syntax is None and source.lower().endswith(".json"))
+    check_characters(text, source=source, syntax="json" if json_text else "yaml")
+    if json_text:
         return _load_json(text, source, limits)
     loader_class = _Loader11 if yaml_version == "1.1" else _Loader
     return _load_yaml(text, source, limits, loader_class)
@@ -152,6 +158,7 @@ def reading_differences(
     :func:`load_document` (its errors are the same ConfigError).
     """
     _check_size(text, source, limits)
+    check_characters(text, source=source, syntax="yaml")
     loader = _Loader(text, source, limits)
     try:
         with _yaml_errors(source):
@@ -225,11 +232,16 @@ def dump_document(data: Any) -> str:
     """YAML text that any YAML 1.1 or 1.2 parser reads back to the same data.
 
     Strings that either schema would read as something else (``"3e-4"``,
-    ``"yes"``, ``"010"``) are quoted.
+    ``"yes"``, ``"010"``) are quoted. A string holding a character that
+    :func:`check_characters` refuses in a document's text (PyYAML writes NEL
+    and non-characters as they are) makes the whole document ASCII, escapes
+    and all, so that what is dumped always loads again.
     """
-    return yaml.dump(
-        data, Dumper=_Dumper, sort_keys=False, default_flow_style=False, allow_unicode=True
-    )
+    options: dict[str, Any] = {"Dumper": _Dumper, "sort_keys": False, "default_flow_style": False}
+    text = yaml.dump(data, allow_unicode=True, **options)
+    if _FORBIDDEN_CHARACTER_RE.search(text) is None:
+        return text
+    return yaml.dump(data, allow_unicode=False, **options)
 
 
 def format_size(size: int) -> str:
@@ -252,6 +264,51 @@ def _check_size(text: str, source: str, limits: Limits) -> None:
             "keep large data in artifacts and reference them",
             source=source,
         )
+
+
+_FORBIDDEN_CHARACTER_RE = re.compile(
+    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef"
+    + "".join(chr(plane | 0xFFFE) + chr(plane | 0xFFFF) for plane in range(0, 0x110000, 0x10000))
+    + "]"
+)
+"""Control characters but tab, LF and CR (C0, DEL, C1 - NEL too), and the 66 non-characters.
+
+YAML's reader refuses most of them with an error that has no position (and,
+raised before parsing starts, escaped the loader's error handling); JSON's
+parser takes some raw (DEL, U+FFFE) and names none. One rule for both."""
+
+_CONTROL_NAMES = (
+    *("NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL", "BS", "HT", "LF", "VT"),
+    *("FF", "CR", "SO", "SI", "DLE", "DC1", "DC2", "DC3", "DC4", "NAK", "SYN", "ETB"),
+    *("CAN", "EM", "SUB", "ESC", "FS", "GS", "RS", "US"),
+)
+
+
+def check_characters(text: str, *, source: str, syntax: Literal["yaml", "json"]) -> None:
+    """ConfigError at the first character a config's text may not hold (see the module docstring).
+
+    The message names the character, its line and its column (both from 1):
+    ``line 3: control character U+0007 (BEL) is not allowed in YAML (column 7)``.
+    """
+    found = _FORBIDDEN_CHARACTER_RE.search(text)
+    if found is None:
+        return
+    at = found.start()
+    line = text.count("\n", 0, at) + 1
+    column = at - text.rfind("\n", 0, at)
+    code = ord(found[0])
+    if code < 0x20:
+        what = f"control character U+{code:04X} ({_CONTROL_NAMES[code]})"
+    elif code == 0x7F:
+        what = "control character U+007F (DEL)"
+    elif code <= 0x9F:
+        what = f"control character U+{code:04X} (C1 control)"
+    else:
+        what = f"non-character U+{code:04X}"
+    message = f"{what} is not allowed in {syntax.upper()} (column {column})"
+    if 0 < code <= 0xFFFF:  # an escape that YAML and JSON read alike; no store keeps a NUL
+        message += f'; a value that needs it writes "\\u{code:04x}" in a double-quoted string'
+    raise ConfigError([FieldError("", message, line)], source=source)
 
 
 # --- YAML -----------------------------------------------------------------------------

@@ -7,7 +7,10 @@ safe loader as config files: plain data only (an unknown tag such as
 ``!!python/object`` is refused), duplicate keys refused, and bounded size,
 nesting depth and alias expansion, so a "billion laughs" body is refused in
 milliseconds - and then handed to the route exactly as the equivalent JSON
-body would be. Every refusal is a ``422`` in the API's error format.
+body would be. A JSON body's text is held to the loader's character rule as
+well (no control character but tab, newline and CR, no non-character), so
+both forms of a document are refused alike, naming the character, its line
+and its column. Every refusal is a ``422`` in the API's error format.
 
 Parsing runs in a worker thread: a large YAML document takes the pure-Python
 parser a noticeable time, which must not stall the event loop that serves
@@ -27,7 +30,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
 from launchplane.core.errors import ConfigError
-from launchplane.core.yamlsafe import load_document
+from launchplane.core.yamlsafe import check_characters, load_document
 
 YAML_MEDIA_TYPES = ("application/yaml", "application/x-yaml")
 SOURCE = "request body"
@@ -48,6 +51,8 @@ class YamlBodyRoute(APIRoute):
         async def handle(request: Request) -> Response:
             if _media_type(request) in YAML_MEDIA_TYPES:
                 request = _JsonView(request, await _yaml_to_json(await request.body()))
+            else:
+                _check_json_text(await request.body())
             return await handler(request)
 
         return handle
@@ -68,6 +73,18 @@ class _JsonView(Request):
 
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
+def _check_json_text(raw: bytes) -> None:
+    """Refuse a JSON document whose text holds a character a config may not hold.
+
+    A body that is not UTF-8 is left to the JSON parser, which refuses it.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return
+    check_characters(text, source=SOURCE, syntax="json")
 
 
 async def _yaml_to_json(raw: bytes) -> bytes:

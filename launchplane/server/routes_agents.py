@@ -74,14 +74,14 @@ async def claim(
     caller.require_queue(name)
     deadline = anyio.current_time() + min(wait, state.settings.max_wait_seconds)
     while True:
-        waiter = state.hub.waiter(queue_key(name))
-        lease = await state.store.claim(name, body.agent_id)
-        if lease is not None:
-            return lease
-        remaining = deadline - anyio.current_time()
-        if remaining <= 0 or state.hub.closed:
-            return Response(status_code=204)
-        await waiter.wait(remaining)
+        with state.hub.watch(queue_key(name)) as waiter:
+            lease = await state.store.claim(name, body.agent_id)
+            if lease is not None:
+                return lease
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0 or state.hub.closed:
+                return Response(status_code=204)
+            await waiter.wait(remaining)
         # An agent that hung up must not be handed a job it will never see.
         if await request.is_disconnected():
             return Response(status_code=204)

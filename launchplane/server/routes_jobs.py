@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from launchplane.core.config.overrides import Layer
 from launchplane.server.auth import Principal
 from launchplane.server.bodies import YamlBodyRoute, yaml_alternative
 from launchplane.server.deps import JobId, State, Submitter, hide_secret_refs
-from launchplane.server.hub import job_key
+from launchplane.server.hub import Waiter, job_key
 from launchplane.server.problems import NotFound
 from launchplane.server.schemas import MAX_SEQ, Job, JobList, JobState, JobSubmit, LogPage, Text
 
@@ -110,20 +110,45 @@ async def get_record(job_id: JobId, state: State, caller: Submitter) -> dict[str
 @router.get("/jobs/{job_id}/logs")
 async def read_logs(
     job_id: JobId,
+    request: Request,
     state: State,
     _: Submitter,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     wait: Annotated[float, Query(ge=0)] = 0,
 ) -> LogPage:
-    """Lines after ``after``; with ``wait`` the call holds until a line arrives or the job ends."""
+    """Lines after ``after``; with ``wait`` the call holds until a line arrives or the job ends.
+
+    An unknown job is a 404 before any wait. The wait ends early when the
+    client hangs up, and with the request goes its hold on the hub's waiter.
+    """
     deadline = anyio.current_time() + min(wait, state.settings.max_wait_seconds)
     while True:
-        waiter = state.hub.waiter(job_key(job_id))
-        page = await state.store.read_logs(job_id, after)
-        remaining = deadline - anyio.current_time()
-        if page.lines or page.done or remaining <= 0 or state.hub.closed:
+        with state.hub.watch(job_key(job_id)) as waiter:
+            page = await state.store.read_logs(job_id, after)
+            remaining = deadline - anyio.current_time()
+            if page.lines or page.done or remaining <= 0 or state.hub.closed:
+                return page
+            await _wait_unless_hung_up(waiter, remaining, request)
+        if await request.is_disconnected():
             return page
-        await waiter.wait(remaining)
+
+
+async def _wait_unless_hung_up(waiter: Waiter, timeout: float, request: Request) -> None:
+    """``waiter.wait(timeout)``, cut short by the client's disconnect.
+
+    Without this a follower that hung up would hold its waiter (and the
+    handler) for the rest of its wait, up to ``max_wait_seconds``.
+    """
+    async with anyio.create_task_group() as tasks:
+
+        async def hang_up() -> None:
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            tasks.cancel_scope.cancel()
+
+        tasks.start_soon(hang_up)
+        await waiter.wait(timeout)
+        tasks.cancel_scope.cancel()
 
 
 def _visible(job: Job, caller: Principal) -> Job:

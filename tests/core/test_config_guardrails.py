@@ -601,3 +601,44 @@ def test_a_compiled_queue_is_reused_but_never_shared_with_a_caller() -> None:
     assert again.resource_args == {"local-process": {"timeout_seconds": 5}}
     queue["env"]["TEAM"] = "research"
     assert resolve_job(queue, {"command": ["true"]}).env == {"TEAM": "research"}
+
+
+PROGRAM_CHANGED = (
+    "would change the program the job runs, which the queue fixes in {}; "
+    "only an admin can change it"
+)
+FIXED_PROGRAM: dict[str, dict[str, Any]] = {
+    "entry_point locked": {"entry_point": ["python", "approved.py"], "locked": ["entry_point"]},
+    "command locked": {"command": ["python", "approved.py"], "locked": ["command"]},
+    "entry_point templated": {
+        "entry_point": ["python", "{{script}}"],
+        "template_variables": {"script": {"type": "string", "options": ["a.py", "b.py"]}},
+    },
+    "one word of command locked": {"command": ["python", "approved.py"], "locked": ["command.0"]},
+}
+
+
+@pytest.mark.parametrize("queue", list(FIXED_PROGRAM))
+@pytest.mark.parametrize("other", ["command", "entry_point"])
+def test_fixing_command_or_entry_point_fixes_the_program(queue: str, other: str) -> None:
+    # command wins over entry_point in job_argv: a free one would run instead of the fixed one.
+    config = {"resource": "local-process", **FIXED_PROGRAM[queue]}
+    fixed = "command" if "command" in config else "entry_point"
+    variables = {"script": "a.py"} if "template_variables" in config else {}
+    job = {other: ["sh", "-c", "cat /etc/passwd"]}
+    problems = refused(config, job, [], variables)
+    assert list(problems) == [other]
+    if other != fixed:
+        assert problems[other] == PROGRAM_CHANGED.format(fixed)
+    via_set = refused(config, {}, [parse_set(f"{other}=[sh]")], variables)
+    assert list(via_set) == [other]
+
+
+def test_args_stay_the_submitters_where_only_the_program_is_fixed() -> None:
+    queue = {"entry_point": ["python", "approved.py"], "locked": ["entry_point"]}
+    resolved = resolve_job(queue, {"args": ["--epochs", "3"]})
+    assert (resolved.entry_point, resolved.args) == (["python", "approved.py"], ["--epochs", "3"])
+    # Locking args fixes the arguments only; the program is the submitter's unless fixed too.
+    assert resolve_job({"args": ["-v"], "locked": ["args"]}, {"command": ["mine"]}).command == [
+        "mine"
+    ]

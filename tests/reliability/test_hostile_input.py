@@ -200,3 +200,50 @@ async def test_hostile_path_and_query_values_are_not_500(http: httpx.AsyncClient
     ):
         answer = await http.get(path)
         assert answer.status_code in (404, 422), (path, answer.text)
+
+
+CHARACTERS = {
+    "\x00": "control character U+0000 (NUL)",
+    "\x07": "control character U+0007 (BEL)",
+    "\x1b": "control character U+001B (ESC)",
+    "\x7f": "control character U+007F (DEL)",
+    "\x85": "control character U+0085 (C1 control)",
+    "\ufffe": "non-character U+FFFE",
+    "\U0010ffff": "non-character U+10FFFF",
+}
+"""What a document's text may not hold, as the error names it."""
+DOCUMENTS = {
+    # route, syntax -> the body with "@" where the character goes (line 3, column 10)
+    ("/jobs", "yaml"): "queue: hostile\njob:\n  name: a@b\n",
+    ("/jobs", "json"): '{"queue": "hostile",\n "job": {\n  "name": "a@b"}}',
+    ("/queues", "yaml"): "name: odd\nconfig:\n  env: {X: a@b}\n",
+    ("/queues", "json"): '{"name": "odd",\n "config": {\n "env": "a@b"}}',
+}
+
+
+@pytest.mark.parametrize("document", list(DOCUMENTS), ids="-".join)
+@pytest.mark.parametrize("character", list(CHARACTERS), ids=ascii)
+async def test_a_control_character_or_non_character_is_a_422_naming_it_and_where(
+    http: httpx.AsyncClient, document: tuple[str, str], character: str
+) -> None:
+    route, syntax = document
+    body = DOCUMENTS[document].replace("@", character)
+    column = DOCUMENTS[document].splitlines()[2].index("@") + 1
+    media_type = "application/yaml" if syntax == "yaml" else "application/json"
+    answer = await http.post(route, content=body.encode(), headers={"Content-Type": media_type})
+    assert answer.status_code == 422, answer.text
+    message = answer.json()["detail"]["message"]
+    assert message.startswith(
+        f"request body: line 3: {CHARACTERS[character]} is not allowed in {syntax.upper()} "
+        f"(column {column})"
+    ), message
+    assert (await http.get("/health")).status_code == 200
+
+
+async def test_control_characters_written_as_escapes_are_data(http: httpx.AsyncClient) -> None:
+    yaml_job = 'queue: hostile\njob: {name: "bell\\a esc\\e"}\n'
+    json_job = '{"queue": "hostile", "job": {"name": "bell\\u0007 esc\\u001b"}}'
+    for media_type, body in (("application/yaml", yaml_job), ("application/json", json_job)):
+        answer = await http.post("/jobs", content=body, headers={"Content-Type": media_type})
+        assert answer.status_code == 201, answer.text
+        assert answer.json()["spec"]["name"] == "bell\a esc\x1b"

@@ -133,6 +133,25 @@ async def test_guardrail_violations_are_422_with_paths(
     )
 
 
+async def test_a_locked_entry_point_cannot_be_got_around_with_a_command(
+    server: EmbeddedServer, submitter: LaunchplaneClient
+) -> None:
+    # command runs instead of entry_point: a free command would replace the admin's program.
+    locked = {"entry_point": ["python", "approved.py"], "locked": ["entry_point"]}
+    await server.ensure_queue("program", {"resource": "local-process", **locked})
+    for job, path in (
+        ({"command": ["sh", "-c", "id"]}, "command"),
+        ({"overrides": {"command": ["sh"]}}, "overrides.command"),  # a W&B launch spec
+    ):
+        with pytest.raises(ValidationFailed) as caught:
+            await submitter.submit_job("program", job)
+        assert caught.value.status == 422
+        assert [error["path"] for error in caught.value.errors] == [path]
+    accepted = await submitter.submit_job("program", {"args": ["--epochs", "3"]})
+    assert accepted["resolved"]["entry_point"] == ["python", "approved.py"]
+    assert accepted["resolved"]["command"] is None
+
+
 async def test_runner_resource_args_are_checked_at_submit(submitter: LaunchplaneClient) -> None:
     with pytest.raises(ValidationFailed) as caught:
         await submitter.submit_job(

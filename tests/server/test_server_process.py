@@ -10,9 +10,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from kit import LAUNCHPLANE, free_port
+from serverkit import flood_of_unknown_reads
 
 
 @pytest.fixture
@@ -93,3 +95,23 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_20000_log_reads_of_unknown_jobs_leave_the_servers_memory_flat(
+    server_process: tuple[subprocess.Popen[str], str, Path],
+) -> None:
+    process, url, data_dir = server_process
+    token = (data_dir / "admin-token").read_text().strip()
+    anyio.run(flood_of_unknown_reads, url, token, 1_000)  # warm: caches, pools, arenas
+    before = _rss_kib(process.pid)
+    started = time.perf_counter()
+    anyio.run(flood_of_unknown_reads, url, token, 20_000)
+    after = _rss_kib(process.pid)
+    print(
+        f"\n20000 log reads of unknown jobs in {time.perf_counter() - started:.0f} s: "
+        f"server RSS {before / 1024:.1f} -> {after / 1024:.1f} MiB"
+    )
+    # One waiter left per read grew it by 26 MiB (issue 16); flat is within a few.
+    assert after - before < 10 * 1024

@@ -4,7 +4,8 @@ A queue config is the admin's; a submitter's layers may not hold
 ``secrets``, queue settings, ``${NAME}`` references to the agent's
 environment where the agent expands them (``resource_args`` included),
 ``null`` env values outside the queue's ``passthrough_env``, nor change a
-path that the queue fills from a template variable or lists in ``locked``.
+path that the queue fills from a template variable or lists in ``locked``
+(fixing ``command`` or ``entry_point`` fixes both: either one picks the program).
 A ``resource`` (W&B launch specs carry one) may only name the queue's own
 runner: the queue decides it. The protected paths form a tree
 (:class:`Guard`), built once per queue config; each layer is checked against
@@ -72,7 +73,27 @@ def guard_tree(checked: CheckedQueue) -> Guard:
             "is locked by the queue config; only an admin can change it",
         )
     _protect_patch(root, data)
+    _protect_program(root, data)
     return root
+
+
+_PROGRAM = ("command", "entry_point")
+"""Either one chooses the program a job runs (``command`` wins when both are set)."""
+
+
+def _protect_program(root: Guard, data: Mapping[str, Any]) -> None:
+    """Where the queue fixes ``command`` or ``entry_point`` (locked or templated, in whole or in
+    part), the other is fixed too: else a submitter's ``command`` would run instead of the
+    queue's ``entry_point``. ``args`` are arguments, not the program: they are locked alone."""
+    for key, other in (_PROGRAM, _PROGRAM[::-1]):
+        if key in root.children and other not in root.children:
+            _protect(
+                root,
+                (other,),
+                data,
+                f"would change the program the job runs, which the queue fixes in {key}; "
+                "only an admin can change it",
+            )
 
 
 _PINNED_CODE = ("repository", "branch", "commit")
