@@ -182,16 +182,24 @@ class LeaseOutbox:
         """Queue one log line (``output``: the workload's own, counted for re-adoption)."""
         if self.stale:
             return
-        line = _Line.of(text, int(output))
-        while (
+        line = _Line(text, output, json_size(text))
+        if (
             len(self._lines) + len(self._tail) >= MAX_BUFFERED_LINES
             or self._buffered_bytes + line.size > MAX_BUFFERED_BYTES
-        ) and self._drop_one():
-            pass
+        ):
+            self._make_room(line.size)
         (self._tail if self._dropped else self._lines).append(line)
         self._buffered_bytes += line.size
         if len(self._lines) == 1 or len(self._lines) + len(self._tail) >= LOG_BATCH_LINES:
             self._log_wake.set()
+
+    def _make_room(self, size: int) -> None:
+        """Drop lines until one more of ``size`` bytes fits (or nothing is left to drop)."""
+        while (
+            len(self._lines) + len(self._tail) >= MAX_BUFFERED_LINES
+            or self._buffered_bytes + size > MAX_BUFFERED_BYTES
+        ) and self._drop_one():
+            pass
 
     def _drop_one(self) -> bool:
         """Drop the oldest line after the gap (opened first if need be); False if none is left.
@@ -307,17 +315,18 @@ class LeaseOutbox:
         size = 0
         while self._lines and len(batch) < MAX_BATCH_LINES:
             line = self._lines[0]
-            if line.size <= self._batch_bytes:
-                pieces = split_line(line.text, MAX_LINE_BYTES)
-            else:  # only under a server with a lower body limit
-                pieces = split_line(line.text, self._batch_bytes // JSON_EXPANSION)
-            if len(pieces) > 1:
-                self._lines.popleft()
-                cut = [_Line.of(piece, 0) for piece in pieces]
-                cut[-1].output = line.output
-                self._lines.extendleft(reversed(cut))
-                self._buffered_bytes += sum(piece.size for piece in cut) - line.size
-                line = cut[0]
+            if len(line.text) * 4 > MAX_LINE_BYTES or line.size > self._batch_bytes:
+                limit = MAX_LINE_BYTES
+                if line.size > self._batch_bytes:  # a server with a lower body limit
+                    limit = min(limit, self._batch_bytes // JSON_EXPANSION)
+                pieces = split_line(line.text, limit)
+                if len(pieces) > 1:
+                    self._lines.popleft()
+                    cut = [_Line.of(piece, 0) for piece in pieces]
+                    cut[-1].output = line.output
+                    self._lines.extendleft(reversed(cut))
+                    self._buffered_bytes += sum(piece.size for piece in cut) - line.size
+                    line = cut[0]
             if batch and size + line.size > self._batch_bytes:
                 break
             batch.append(self._lines.popleft())
