@@ -2,9 +2,9 @@
 
 Server calls for one lease go through a :class:`LeaseOutbox`: events in order,
 and log lines in order (at most every 100 ms or per 200 lines, the first line
-at once), then ``complete`` once both are drained. The pipeline never waits
-on the network before it spawns the workload, and a job's first output line
-never waits behind its state events.
+at once, each batch under the server's body limit), then ``complete`` once both
+are drained. The pipeline never waits on the network before it spawns the
+workload, and a job's first output line never waits behind its state events.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from json.encoder import encode_basestring_ascii
+from typing import Any, Literal
 
 import anyio
 
@@ -28,13 +29,32 @@ from launchplane.core.client import (
     ServerUnreachable,
     StaleLease,
 )
+from launchplane.core.limits import MAX_BODY_BYTES, MAX_LINE_BYTES
 
 log = logging.getLogger("launchplane.agent")
 
 LOG_FLUSH_SECONDS = 0.1
 LOG_BATCH_LINES = 200
+"""Lines that make a batch worth sending at once rather than after ``LOG_FLUSH_SECONDS``."""
+MAX_BATCH_LINES = 2_000
+"""The most lines one call carries: the server stores a batch in one go, and a bigger one
+holds up its other requests longer (about 15 us a line on SQLite)."""
+MAX_BATCH_BYTES = MAX_BODY_BYTES - 1024
+"""The most JSON bytes of lines one call carries: under the server's default body limit,
+with room for the rest of the body. A server with a lower limit answers 413 and the batch
+goes out again in smaller ones."""
+MIN_BATCH_BYTES = 4 * 1024
+"""A server that refuses (413) a batch this small cannot store logs; the batch is given up."""
+JSON_EXPANSION = 6
+"""The most JSON bytes one UTF-8 byte of a line can take (a control character is ``\\u00XX``)."""
 MAX_BUFFERED_LINES = 100_000
-"""Lines kept while the server is unreachable; older ones are dropped (and counted)."""
+MAX_BUFFERED_BYTES = 64 * MAX_BODY_BYTES
+"""Lines waiting to be sent (the server unreachable, or slower than the job) are held up to
+``MAX_BUFFERED_LINES`` lines and this many JSON bytes. Past that, lines are dropped from the
+middle: the first lines and the newest ``KEEP_LAST_LINES`` are kept (the end of a log is
+where its error is), and one line, where the gap is, says how many were dropped."""
+KEEP_LAST_LINES = MAX_BUFFERED_LINES // 2
+"""When lines must be dropped, how many of the newest are kept after the gap."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -49,11 +69,42 @@ def backoff_delay(failures: int, base: float = 0.2, cap: float = 10.0) -> float:
     return random.uniform(0, min(cap, base * 2 ** min(failures, 16)))
 
 
+def json_size(text: str) -> int:
+    """The most bytes ``text`` takes in a request body's JSON list (ASCII-escaped, a separator)."""
+    return len(encode_basestring_ascii(text)) + 2
+
+
+def split_line(text: str, limit: int) -> list[str]:
+    """``text`` as pieces of at most ``limit`` UTF-8 bytes, cut between characters, in order."""
+    if len(text) * 4 <= limit:  # no character takes more than 4 bytes
+        return [text]
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= limit:
+        return [text]
+    pieces: list[str] = []
+    start = 0
+    while start < len(raw):
+        end = start + limit
+        if end < len(raw):
+            while raw[end] & 0xC0 == 0x80:  # a continuation byte: inside a character
+                end -= 1
+        pieces.append(raw[start:end].decode("utf-8", "surrogatepass"))
+        start = end
+    return pieces
+
+
 @dataclass(slots=True)
 class _Line:
     text: str
-    output: bool
-    """A line of the workload's own output (counted for re-adoption), not a builder's."""
+    output: int
+    """Lines of the workload's own output this stands for, counted for re-adoption: 1 for one
+    (on its last piece only), 0 for a builder's line, the count for a dropped-lines notice."""
+    size: int
+    """Its :func:`json_size`."""
+
+    @classmethod
+    def of(cls, text: str, output: int) -> _Line:
+        return cls(text, output, json_size(text))
 
 
 class LeaseOutbox:
@@ -65,11 +116,16 @@ class LeaseOutbox:
       ``LOG_FLUSH_SECONDS`` or per ``LOG_BATCH_LINES`` lines, the first line
       after a pause at once. Each batch carries the seq its first line should
       get (counted from ``first_seq``, the lease's ``log_count`` + 1), so a
-      batch retried after its answer was lost is stored once;
+      batch retried after its answer was lost is stored once. A batch holds at
+      most ``MAX_BATCH_LINES`` lines and ``MAX_BATCH_BYTES`` of JSON; a line
+      over ``MAX_LINE_BYTES`` goes as pieces. A batch refused as too large (413:
+      a server with a lower body limit) is sent again in smaller batches;
     * the **final call** (``complete`` or ``release``) goes out once both
       lanes are drained: the server refuses lines for a finished lease.
 
-    Producers (``event``, ``line``, ``finish``) never block. Transient errors
+    Producers (``event``, ``line``, ``finish``) never block; lines beyond
+    ``MAX_BUFFERED_LINES`` / ``MAX_BUFFERED_BYTES`` are dropped from the middle
+    (see there). Transient errors
     are retried with backoff for up to ``give_up_after`` seconds (by then the
     lease has expired and the server re-queues the job anyway). A fenced call
     (409, or 404: the server does not know the lease) drops everything queued
@@ -95,12 +151,19 @@ class LeaseOutbox:
         self._give_up_after = give_up_after
         self._events: deque[tuple[str, Callable[[], Awaitable[Any]]]] = deque()
         self._lines: deque[_Line] = deque()
+        """The lines to send next, in order."""
+        self._tail: deque[_Line] = deque()
+        """While lines are being dropped: the newest lines, which follow the gap."""
+        self._buffered_bytes = 0
+        self._batch_bytes = MAX_BATCH_BYTES
+        """Lowered when the server refuses a batch as too large."""
         self._final: tuple[str, Callable[[], Awaitable[Any]]] | None = None
         self._event_wake = anyio.Event()
         self._log_wake = anyio.Event()
         self._closed = False
         self._last_flush = -math.inf
         self._dropped = 0
+        self._dropped_output = 0
         self._next_seq = first_seq
         self.output_logged = 0
         """Lines of the workload's output the server has stored, in order."""
@@ -116,14 +179,59 @@ class LeaseOutbox:
             self._event_wake.set()
 
     def line(self, text: str, *, output: bool = False) -> None:
+        """Queue one log line (``output``: the workload's own, counted for re-adoption)."""
         if self.stale:
             return
-        if len(self._lines) >= MAX_BUFFERED_LINES:
-            self._dropped += 1
-            return
-        self._lines.append(_Line(text, output))
-        if len(self._lines) == 1 or len(self._lines) >= LOG_BATCH_LINES:
+        line = _Line(text, output, json_size(text))
+        if (
+            len(self._lines) + len(self._tail) >= MAX_BUFFERED_LINES
+            or self._buffered_bytes + line.size > MAX_BUFFERED_BYTES
+        ):
+            self._make_room(line.size)
+        (self._tail if self._dropped else self._lines).append(line)
+        self._buffered_bytes += line.size
+        if len(self._lines) == 1 or len(self._lines) + len(self._tail) >= LOG_BATCH_LINES:
             self._log_wake.set()
+
+    def _make_room(self, size: int) -> None:
+        """Drop lines until one more of ``size`` bytes fits (or nothing is left to drop)."""
+        while (
+            len(self._lines) + len(self._tail) >= MAX_BUFFERED_LINES
+            or self._buffered_bytes + size > MAX_BUFFERED_BYTES
+        ) and self._drop_one():
+            pass
+
+    def _drop_one(self) -> bool:
+        """Drop the oldest line after the gap (opened first if need be); False if none is left.
+
+        Opening the gap moves the newest ``KEEP_LAST_LINES`` behind it, so what is
+        kept is the start of the log and its newest lines; the gap then grows
+        from its end, as lines older than the newest ones go.
+        """
+        if not self._dropped:
+            for _ in range(min(KEEP_LAST_LINES, len(self._lines) // 2)):
+                self._tail.appendleft(self._lines.pop())
+        if self._tail:
+            dropped = self._tail.popleft()
+        elif self._lines:
+            dropped = self._lines.pop()
+        else:
+            return False
+        self._dropped += 1
+        self._dropped_output += dropped.output
+        self._buffered_bytes -= dropped.size
+        return True
+
+    def _close_gap(self) -> None:
+        """The lines before the gap are out: the gap's notice, then the newest lines, go next."""
+        notice = _Line.of(
+            f"[launchplane: {self._dropped} lines dropped here: the agent's buffer was full]",
+            self._dropped_output,
+        )
+        self._lines, self._tail = self._tail, deque()
+        self._lines.appendleft(notice)
+        self._buffered_bytes += notice.size
+        self._dropped = self._dropped_output = 0
 
     def finish(self, name: str, call: Callable[[], Awaitable[Any]]) -> None:
         """Queue the last call (complete or release) and close the outbox."""
@@ -163,35 +271,104 @@ class LeaseOutbox:
     async def _log_lane(self) -> None:
         while not self.stale:
             self._log_wake = anyio.Event()
+            if not self._lines and self._dropped:
+                self._close_gap()
             if not self._lines:
                 if self._closed:
                     return
                 await self._log_wake.wait()
                 continue
             delay = self._last_flush + LOG_FLUSH_SECONDS - time.monotonic()
-            if delay > 0 and len(self._lines) < LOG_BATCH_LINES and not self._closed:
+            if (
+                delay > 0
+                and len(self._lines) + len(self._tail) < LOG_BATCH_LINES
+                and self._buffered_bytes < self._batch_bytes
+                and not self._closed
+            ):
                 # Lines shortly after a flush: gather a batch for a moment.
                 with anyio.move_on_after(delay):
                     await self._log_wake.wait()
                 continue
-            batch = [self._lines.popleft() for _ in range(min(len(self._lines), LOG_BATCH_LINES))]
+            batch, size = self._take_batch()
             texts = [line.text for line in batch]
-            if self._dropped:
-                texts.insert(0, f"[launchplane: {self._dropped} lines dropped]")
-                self._dropped = 0
             self._last_flush = time.monotonic()
             first_seq = self._next_seq
             # Past this batch whether it is stored or given up on: a later batch must
             # never be taken for a repeat of it.
             self._next_seq += len(texts)
             send = partial(self._client.append_logs, self._lease_id, texts, first_seq)
-            if await self._send("logs", send):
+            outcome = await self._send("logs", send, splittable=True)
+            if outcome == "too large":
+                self._send_smaller(batch, size, first_seq)
+            elif outcome == "accepted":
                 self.output_logged += sum(line.output for line in batch)
                 if self._on_logged is not None:
                     self._on_logged(self.output_logged)
 
-    async def _send(self, name: str, call: Callable[[], Awaitable[Any]]) -> bool:
-        """One call, retried while the server is unreachable; True when it was accepted."""
+    def _take_batch(self) -> tuple[list[_Line], int]:
+        """The next lines to send and their JSON size, within the batch limits.
+
+        A line over ``MAX_LINE_BYTES`` (or too big for a batch, when the server's
+        body limit is lower) is cut into pieces here, in its place.
+        """
+        batch: list[_Line] = []
+        size = 0
+        while self._lines and len(batch) < MAX_BATCH_LINES:
+            line = self._lines[0]
+            if len(line.text) * 4 > MAX_LINE_BYTES or line.size > self._batch_bytes:
+                limit = MAX_LINE_BYTES
+                if line.size > self._batch_bytes:  # a server with a lower body limit
+                    limit = min(limit, self._batch_bytes // JSON_EXPANSION)
+                pieces = split_line(line.text, limit)
+                if len(pieces) > 1:
+                    self._lines.popleft()
+                    cut = [_Line.of(piece, 0) for piece in pieces]
+                    cut[-1].output = line.output
+                    self._lines.extendleft(reversed(cut))
+                    self._buffered_bytes += sum(piece.size for piece in cut) - line.size
+                    line = cut[0]
+            if batch and size + line.size > self._batch_bytes:
+                break
+            batch.append(self._lines.popleft())
+            size += line.size
+        self._buffered_bytes -= size
+        return batch, size
+
+    def _send_smaller(self, batch: list[_Line], size: int, first_seq: int) -> None:
+        """A batch refused as too large (413) goes back to the front, to go out in halves.
+
+        The server refused it before reading it, so none of it is stored and its
+        seqs are free again.
+        """
+        if size <= MIN_BATCH_BYTES:
+            log.error(
+                "job %s: the server refuses log batches of %d bytes as too large; "
+                "%d lines not stored",
+                self._job_id,
+                size,
+                len(batch),
+            )
+            return
+        self._batch_bytes = max(MIN_BATCH_BYTES, size // 2)
+        log.warning(
+            "job %s: the server refused a log batch of %d bytes as too large; "
+            "sending batches of at most %d bytes",
+            self._job_id,
+            size,
+            self._batch_bytes,
+        )
+        self._lines.extendleft(reversed(batch))
+        self._buffered_bytes += size
+        self._next_seq = first_seq
+
+    async def _send(
+        self, name: str, call: Callable[[], Awaitable[Any]], *, splittable: bool = False
+    ) -> Literal["accepted", "too large", "failed"]:
+        """One call, retried while the server is unreachable.
+
+        "too large" is a 413 of a ``splittable`` call, which the caller sends
+        again in parts; "failed" is a call fenced, refused or given up on.
+        """
         started = time.monotonic()
         failures = 0
         while not self.stale:
@@ -199,8 +376,10 @@ class LeaseOutbox:
                 await call()
             except (StaleLease, NotFound):
                 self._fenced()
-                return False
+                return "failed"
             except Exception as exc:
+                if splittable and isinstance(exc, ApiError) and exc.status == 413:
+                    return "too large"
                 if is_transient(exc) and time.monotonic() - started <= self._give_up_after:
                     failures += 1
                     await anyio.sleep(backoff_delay(failures))
@@ -216,11 +395,11 @@ class LeaseOutbox:
                 else:
                     log.error("job %s: server refused %s: %s", self._job_id, name, exc)
                 self.confirmed.set()
-                return False
+                return "failed"
             self.live = True
             self.confirmed.set()
-            return True
-        return False
+            return "accepted"
+        return "failed"
 
     def _fenced(self) -> None:
         if self.stale:
@@ -229,6 +408,8 @@ class LeaseOutbox:
         self.stale = True
         self._events.clear()
         self._lines.clear()
+        self._tail.clear()
+        self._dropped = self._dropped_output = self._buffered_bytes = 0
         self._final = None
         self.confirmed.set()
         self._event_wake.set()

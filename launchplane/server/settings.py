@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from launchplane.core import paths
+from launchplane.core.limits import MAX_BODY_BYTES
 from launchplane.server.db import backend_of
 
 DB_FILE = "launchplane.db"
@@ -23,8 +24,10 @@ class ServerSettings:
     data_dir: Path
     db_url: str | None = None
     """SQLAlchemy async URL; ``None`` means the SQLite file ``launchplane.db`` in ``data_dir``."""
-    max_body_bytes: int = 1 << 20
-    """Request bodies above this get 413 before any parsing."""
+    max_body_bytes: int = MAX_BODY_BYTES
+    """Request bodies above this get 413 before any parsing. Agents size their log batches
+    under the default (``launchplane.core.limits``) and re-split a batch a smaller limit
+    refuses, so lowering it costs calls, never lines."""
     sweep_interval: float | None = None
     """Seconds between expired-lease sweeps; ``None``: min(5, shortest lease TTL / 3)."""
     max_wait_seconds: float = 120.0
