@@ -330,13 +330,16 @@ def _run(options: dict[str, Any]) -> int:
     from launchplane.agent.logging import configure_logging
     from launchplane.agent.loop import Agent, AgentError, AgentSettings
     from launchplane.core import paths
+    from launchplane.core.client import find_token
     from launchplane.core.interfaces import PluginError
     from launchplane.core.loader import split_list
     from launchplane.core.redaction import Redactor
 
     redactor = Redactor()
     configure_logging(str(options["log_level"]), bool(options["json_logs"]), redactor)
-    token = options["token"] or _local_admin_token(paths.admin_token_path())
+    server = options["server"] or paths.default_server_url()
+    # The local admin token only ever goes to a loopback server (the CLI's rule).
+    token = find_token(server, options["token"])
     if not token:
         click.echo(
             "error: no token: pass --token, set LAUNCHPLANE_TOKEN, or run next to a local "
@@ -348,7 +351,7 @@ def _run(options: dict[str, Any]) -> int:
         click.echo("error: no queue to serve: pass --queue NAME (or queues: in --config)", err=True)
         return 2
     settings = AgentSettings(
-        server=options["server"] or paths.default_server_url(),
+        server=server,
         token=token,
         queues=split_list(options["queues"]),
         max_jobs=options["max_jobs"],
@@ -373,10 +376,3 @@ def _run(options: dict[str, Any]) -> int:
     except KeyboardInterrupt:  # before the signal handlers were installed
         return 130
     return 0
-
-
-def _local_admin_token(path: Path) -> str | None:
-    try:
-        return path.read_text().strip() or None
-    except OSError:
-        return None
