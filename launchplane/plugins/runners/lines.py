@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import anyio.to_thread
 
-MAX_LINE_BYTES = 64 * 1024
+from launchplane.core.limits import MAX_LINE_BYTES
 
 
 class LineSplitter:
