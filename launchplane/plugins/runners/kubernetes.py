@@ -848,6 +848,7 @@ class KubernetesRunner(Runner):
             image,
             default_namespace=kube.default_namespace(self._cluster(args.config_file, args.context)),
             schema_version=self._options.schema_version,
+            args=args,
         )
 
     async def submit(self, job: ResolvedJob, image: Image | None, ctx: JobContext) -> KubernetesRun:
@@ -870,6 +871,7 @@ class KubernetesRunner(Runner):
             native_secrets=ctx.native_secrets,
             default_namespace=namespace_default,
             schema_version=self._options.schema_version,
+            args=args,
         )
         where = Where(
             workload.group,

@@ -818,6 +818,7 @@ def render(
     native_secrets: Mapping[str, Any],
     default_namespace: str = "default",
     schema_version: str = SCHEMA_VERSION,
+    args: KubernetesArgs | None = None,
 ) -> Workload:
     """The workload (and the run's Secret) for one run; :class:`PluginError` when invalid.
 
@@ -826,9 +827,10 @@ def render(
     environment (``ctx.env``) of which ``secret_names`` hold secret values
     (they go into the Secret only); ``native_secrets`` (``ctx.native_secrets``)
     are wired as they are. The manifest is checked against the schema of
-    Kubernetes ``schema_version`` before it is returned.
+    Kubernetes ``schema_version`` before it is returned. ``args`` is the job's
+    ``resource_args.kubernetes`` when the caller validated it already.
     """
-    args = kubernetes_args(job)
+    args = args or kubernetes_args(job)
     name = workload_name(run_id)
     namespace = _namespace(args, default_namespace)
     secret = secret_name(name)
@@ -863,6 +865,7 @@ def describe(
     *,
     default_namespace: str = "default",
     schema_version: str = SCHEMA_VERSION,
+    args: KubernetesArgs | None = None,
 ) -> dict[str, Any]:
     """What ``render`` would create, for ``plan``: the manifest with secrets as references.
 
@@ -874,7 +877,7 @@ def describe(
     """
     from launchplane.plugins.secrets.kubernetes import SCHEME, parse_k8s_ref, secret_key_ref
 
-    args = kubernetes_args(job)
+    args = args or kubernetes_args(job)
     namespace = _namespace(args, default_namespace)
     secret = secret_name(PREVIEW_NAME)
     native: dict[str, Any] = {}
