@@ -553,6 +553,8 @@ class PodController:
         self.handlers: list[tuple[Callable[[str], bool], ImageHandler]] = []
         self.pod_created: dict[str, float] = {}
         """Pod name -> ``anyio.current_time()`` when the controller created it."""
+        self.job_seen: dict[str, float] = {}
+        """Job name -> ``anyio.current_time()`` when the controller saw it created."""
         self._session: aiohttp.ClientSession | None = None
         self._stops: dict[str, anyio.Event] = {}
         self._names = itertools.count()
@@ -580,6 +582,7 @@ class PodController:
             async for resource, event in changes:
                 obj = event["object"]
                 if resource == "batch/v1/jobs" and event["type"] == "ADDED":
+                    self.job_seen[obj["metadata"]["name"]] = anyio.current_time()
                     tg.start_soon(self._run_job, obj)
                 elif resource == "v1/pods" and event["type"] == "DELETED":
                     stop = self._stops.get(obj["metadata"]["name"])
