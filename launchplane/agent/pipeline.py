@@ -101,6 +101,14 @@ log = logging.getLogger("launchplane.agent")
 STALE_GRACE = 2.0
 """Seconds a fenced workload gets between SIGTERM and SIGKILL: someone else owns the job."""
 
+OUTPUT_QUIET_SECONDS = 2.0
+"""After the verdict, a log stream silent this long is let go and the job reported.
+
+The runner's ``wait`` has already given its streams their own time to end; a
+stream that stays open past that (a pod in its termination grace, a process
+the job left behind holding the pipe) must not keep a decided job ``running``.
+Output that still flows is read to its end."""
+
 
 class StopMode(enum.StrEnum):
     CANCEL = "cancel"
@@ -172,6 +180,8 @@ class JobPipeline:
         self._run: Run | None = None
         self._claimed_at = time.monotonic()
         """The pipeline is built as the claim answers: the start of the first-line latency."""
+        self._output_at = 0.0
+        """``anyio.current_time()`` of the last output line the pump took in."""
         self._recorder = RunRecorder(
             job_id=self.job_id,
             attempt=self.attempt,
@@ -535,10 +545,28 @@ class JobPipeline:
         async with anyio.create_task_group() as watcher:
             watcher.start_soon(self._cancel_on_stop, run)
             async with anyio.create_task_group() as pump:
-                pump.start_soon(self._pump, lines, skip)
+                pumped = anyio.Event()
+                pump.start_soon(self._pump, lines, skip, pumped)
                 result = await run.wait()
+                await self._until_output_quiet(pumped)
+                pump.cancel_scope.cancel()
             watcher.cancel_scope.cancel()
         return result
+
+    async def _until_output_quiet(self, pumped: anyio.Event) -> None:
+        """Until the pump has read everything, or its stream went quiet after the verdict."""
+        self._output_at = anyio.current_time()
+        while not pumped.is_set():
+            quiet_for = anyio.current_time() - self._output_at
+            if quiet_for >= OUTPUT_QUIET_SECONDS:
+                log.info(
+                    "job %s: its log stream stayed open %.0fs after the run ended; not waiting",
+                    self.job_id,
+                    OUTPUT_QUIET_SECONDS,
+                )
+                return
+            with anyio.move_on_after(OUTPUT_QUIET_SECONDS - quiet_for):
+                await pumped.wait()
 
     async def _cancel_on_stop(self, run: Run) -> None:
         await self._stop_requested.wait()
@@ -548,11 +576,18 @@ class JobPipeline:
         )
         await run.cancel(grace)
 
-    async def _pump(self, lines: AsyncIterator[str], skip: int) -> None:
+    async def _pump(self, lines: AsyncIterator[str], skip: int, pumped: anyio.Event) -> None:
         """Output lines into the log; the first ``skip`` the server already has (re-adoption)."""
+        try:
+            await self._pump_lines(lines, skip)
+        finally:
+            pumped.set()
+
+    async def _pump_lines(self, lines: AsyncIterator[str], skip: int) -> None:
         self._outbox.output_logged = skip
         first = True
         async for line in lines:
+            self._output_at = anyio.current_time()
             if skip:
                 skip -= 1
                 continue

@@ -274,6 +274,9 @@ class Run(abc.ABC):
         agent skips the lines the server already has. The iterator ends once
         the workload has ended and its output is read. Called once per run
         object; an ``async def`` generator is the simplest implementation.
+        After :meth:`wait` returns, the agent reads on while lines keep
+        coming, and closes an iterator that stays silent for 2 s (its
+        ``finally`` runs: release the stream there).
         """
 
     def facts(self) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 ``kube`` is the emulator (extended in ``k8skit``) plus a kubeconfig the real
 ``kubernetes`` client reads and a test-side controller that runs pods on the
 real Docker engine (skipped locally, failing in CI, without one). ``kube_api``
-is the emulator alone, for tests that need no pods to run.
+is the emulator alone, for tests that need no pods to run. ``target``
+(``targets.py``) is what the end-to-end tests run on: ``kube``, or a real
+cluster when ``LAUNCHPLANE_TEST_KUBECONFIG`` is set.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from k8skit import Cluster, cleanup_containers, cluster
+from k8skit import Cluster, cleanup_containers
 from kit import require_docker
+from targets import emulated_cluster, target
+
+__all__ = ["target"]  # the end-to-end tests' fixture: the emulator, or a real cluster
 
 
 @pytest.fixture(scope="session")
@@ -32,8 +37,5 @@ async def kube(
     tmp_path: Path, k8s_docker: Any, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Cluster]:
     """A fresh emulator + controller; ``$KUBECONFIG`` points this process's clients at it."""
-    async with cluster(tmp_path, k8s_docker) as running:
-        monkeypatch.setenv("KUBECONFIG", str(running.kubeconfig))
-        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-        monkeypatch.delenv("LAUNCHPLANE_KUBE_CONTEXT", raising=False)
+    async with emulated_cluster(tmp_path, k8s_docker, monkeypatch) as running:
         yield running
