@@ -1,7 +1,8 @@
 """launchplane: a plugin-based launch agent for ML training jobs.
 
 Public API: ``hookimpl`` and the typed ``register`` callbacks
-(``RegisterBuilder``, ``RegisterRunner``, ``RegisterSecretProvider``) for
+(``RegisterBuilder``, ``RegisterRunner``, ``RegisterSecretProvider``,
+``RegisterArtifactStore``) for
 plugin authors, the spec models, the plugin base classes, and ``submit()``
 (``asubmit()`` from async code) to put a job on a queue from Python: it takes
 every keyword of W&B's ``launch_add`` and returns a ``QueuedJob`` (the job, a
@@ -16,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from launchplane._version import __version__
 
 __all__ = [
+    "ArtifactStore",
+    "ArtifactVersion",
     "Builder",
     "Image",
     "JobContext",
@@ -23,6 +26,7 @@ __all__ = [
     "Plugin",
     "QueueConfig",
     "QueuedJob",
+    "RegisterArtifactStore",
     "RegisterBuilder",
     "RegisterRunner",
     "RegisterSecretProvider",
@@ -42,12 +46,15 @@ __all__ = [
 _LAZY = {
     # Lazy too: hookspecs imports pluggy and pydantic, which `launch-agent --help` must not.
     "hookimpl": "launchplane.core.hookspecs",
+    "RegisterArtifactStore": "launchplane.core.hookspecs",
     "RegisterBuilder": "launchplane.core.hookspecs",
     "RegisterRunner": "launchplane.core.hookspecs",
     "RegisterSecretProvider": "launchplane.core.hookspecs",
     "JobSpec": "launchplane.core.spec",
     "QueueConfig": "launchplane.core.spec",
     "ResolvedJob": "launchplane.core.spec",
+    "ArtifactStore": "launchplane.core.interfaces",
+    "ArtifactVersion": "launchplane.core.interfaces",
     "Builder": "launchplane.core.interfaces",
     "Image": "launchplane.core.interfaces",
     "Plugin": "launchplane.core.interfaces",
@@ -66,12 +73,15 @@ _LAZY = {
 if TYPE_CHECKING:
     from launchplane.core.client import QueuedJob, asubmit, submit
     from launchplane.core.hookspecs import (
+        RegisterArtifactStore,
         RegisterBuilder,
         RegisterRunner,
         RegisterSecretProvider,
         hookimpl,
     )
     from launchplane.core.interfaces import (
+        ArtifactStore,
+        ArtifactVersion,
         Builder,
         Image,
         JobContext,

@@ -58,6 +58,10 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
     BuiltinPlugin(
         "kaniko-builder", "launchplane.plugins.builders.kaniko", ("builder:kaniko",), "kubernetes"
     ),
+    BuiltinPlugin("file-artifacts", "launchplane.plugins.artifacts.file", ("artifact-store:file",)),
+    BuiltinPlugin(
+        "s3-artifacts", "launchplane.plugins.artifacts.s3", ("artifact-store:s3",), "aws"
+    ),
 )
 
 

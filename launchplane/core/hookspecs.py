@@ -6,9 +6,9 @@ the ``launchplane`` entry point group (or ``--plugins``). Keep this set small:
 add a hook only when a real plugin needs it. Each hook is documented for
 plugin authors in ``entrypoints.md``.
 
-The three registration hooks receive a ``register`` callable, typed
-:data:`RegisterBuilder`, :data:`RegisterRunner` and
-:data:`RegisterSecretProvider` (also importable from ``launchplane``), and
+The four registration hooks receive a ``register`` callable, typed
+:data:`RegisterBuilder`, :data:`RegisterRunner`, :data:`RegisterSecretProvider`
+and :data:`RegisterArtifactStore` (also importable from ``launchplane``), and
 pass it classes, never instances. ``register()`` raises ``PluginError``, and
 the whole plugin is skipped, for a class that is not a subclass of the kind's
 base class, lacks its key attribute (``name``, or ``scheme``), or is still
@@ -26,7 +26,7 @@ from typing import Any, TypeAlias
 
 import pluggy
 
-from launchplane.core.interfaces import Builder, JobContext, Runner, SecretProvider
+from launchplane.core.interfaces import ArtifactStore, Builder, JobContext, Runner, SecretProvider
 from launchplane.core.spec import ResolvedJob
 
 PROJECT_NAME = "launchplane"
@@ -40,6 +40,8 @@ RegisterRunner: TypeAlias = Callable[[type[Runner]], None]
 """The ``register`` argument of :func:`launchplane_register_runners`."""
 RegisterSecretProvider: TypeAlias = Callable[[type[SecretProvider]], None]
 """The ``register`` argument of :func:`launchplane_register_secret_providers`."""
+RegisterArtifactStore: TypeAlias = Callable[[type[ArtifactStore]], None]
+"""The ``register`` argument of :func:`launchplane_register_artifact_stores`."""
 
 
 @hookspec
@@ -65,6 +67,15 @@ def launchplane_register_secret_providers(register: RegisterSecretProvider) -> N
 
     A secret reference's scheme (``vault:kv/app#token``) names the provider; a
     queue's ``secret_providers.<scheme>`` (over the agent config's) are its options.
+    """
+
+
+@hookspec
+def launchplane_register_artifact_stores(register: RegisterArtifactStore) -> None:
+    """Register artifact store classes: ``register(GcsStore)``, keyed by ``GcsStore.name``.
+
+    A queue's ``artifact_store.type`` names the store; ``artifact_store.options``
+    are its options.
     """
 
 

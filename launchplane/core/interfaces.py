@@ -1,4 +1,4 @@
-"""The plugin contract (v1): the classes builders, runners and secret providers implement.
+"""The plugin contract (v1): builders, runners, secret providers and artifact stores.
 
 Hooks *register* these classes (``launchplane.core.hookspecs``); launchplane
 instantiates them, once per agent process, the first time a job needs one.
@@ -513,3 +513,86 @@ class SecretProvider(Plugin):
         through the agent. The default, None, means "resolve it".
         """
         return None
+
+
+ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+"""An artifact's (and an alias's) name in every store: one path segment, no ``..``."""
+
+
+@dataclass(frozen=True)
+class ArtifactVersion:
+    """One immutable version of an artifact: what a run record pins instead of an alias."""
+
+    store: str
+    """The store's registry name (``file``, ``s3``)."""
+    name: str
+    version: str
+    """``v0``, ``v1``, ...: the store's own, never reused for other content."""
+    digest: str
+    """``sha256:<hex>`` of the content (each file's path and bytes): equal content, equal
+    digest, in every store."""
+    size: int
+    """Bytes of all files."""
+    aliases: tuple[str, ...] = ()
+    """The aliases pointing at this version when it was resolved or uploaded."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        """``name:version``: resolves to this version again, whatever its aliases do later."""
+        return f"{self.name}:{self.version}"
+
+
+def check_artifact_name(what: str, value: str) -> str:
+    """``value`` if it is a valid artifact or alias name, else :class:`PluginError` naming it."""
+    if not ARTIFACT_NAME.match(value) or value in (".", ".."):
+        raise PluginError(
+            f"{what} {value!r} is not a valid name: use letters, digits, '.', '_' and '-' "
+            "(up to 128, starting with a letter or digit)"
+        )
+    return value
+
+
+class ArtifactStore(Plugin):
+    """Versions of named artifacts (datasets, models): resolve, download, upload.
+
+    A version is immutable and content-addressed: its :attr:`ArtifactVersion.digest`
+    covers every file's relative path and bytes. Aliases (``latest``, ``prod``)
+    are movable names of versions; ``latest`` always moves to a new upload.
+    Several agents may upload to one store at once: each upload gets its own
+    version number and every alias move is atomic. Methods may be called
+    concurrently for different jobs.
+    """
+
+    name: ClassVar[str]
+    """Registry key: what a queue's ``artifact_store.type`` names (``file``, ``s3``)."""
+
+    @abc.abstractmethod
+    async def resolve(self, name: str, alias: str | None = None) -> ArtifactVersion:
+        """The version ``alias`` (default ``latest``) of ``name`` points at now.
+
+        ``alias`` may also be a version (``v3``): that version itself. Raise
+        :class:`PluginError` naming the artifact and alias when either is unknown.
+        """
+
+    @abc.abstractmethod
+    async def download(self, version: ArtifactVersion, dest: Path) -> Path:
+        """Put the version's files under ``dest`` (created); return ``dest``.
+
+        Verify the content against ``version.digest`` and raise
+        :class:`PluginError` on a mismatch: a record pins a digest, not a path.
+        """
+
+    @abc.abstractmethod
+    async def upload(
+        self,
+        path: Path,
+        name: str,
+        aliases: tuple[str, ...] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> ArtifactVersion:
+        """Store ``path`` (a file or a directory) as a new version of ``name``.
+
+        ``latest`` and ``aliases`` move to it. Content equal to an existing
+        version's gives that version back (its aliases move) instead of a copy.
+        """

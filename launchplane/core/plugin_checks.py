@@ -33,7 +33,7 @@ from launchplane.core.interfaces import SecretRefError, parse_ref
 
 if TYPE_CHECKING:
     from launchplane.core.plugins import PluginRegistry
-    from launchplane.core.spec import QueueConfig
+    from launchplane.core.spec import ArtifactStoreSpec, QueueConfig
 
 PathKey = tuple[str | int, ...]
 
@@ -75,7 +75,39 @@ def check_queue_plugins(
             )
     errors += _scheme_errors(config.secrets, registry, warnings)
     errors += _provider_option_errors(config.secret_providers, placeholders, registry, warnings)
+    if config.artifact_store is not None:
+        errors += _store_errors(config.artifact_store, placeholders, registry, warnings)
     return errors, warnings
+
+
+def _store_errors(
+    store: ArtifactStoreSpec,
+    placeholders: Mapping[PathKey, Any],
+    registry: PluginRegistry,
+    warnings: list[FieldError],
+) -> list[FieldError]:
+    """``artifact_store.type`` installed, and its ``options`` valid for that store."""
+    errors: list[FieldError] = []
+    cls = registry.artifact_stores.get(store.type)
+    if cls is None:
+        _not_installed(
+            "artifact_store.type", "artifact store", store.type, registry.artifact_stores,
+            errors, warnings,
+        )  # fmt: skip
+    elif cls.options_model is not None:
+        # Queue-only: no later layer can fill a missing option, so missing is an error here.
+        path = ("artifact_store", "options")
+        errors += model_errors(
+            cls.options_model,
+            store.options,
+            path,
+            judged=lambda item: not _under_placeholder((*path, *item["loc"]), placeholders),
+        )
+    elif store.options:
+        errors.append(
+            FieldError("artifact_store.options", f"store '{store.type}' takes no options")
+        )
+    return errors
 
 
 def _model_errors(

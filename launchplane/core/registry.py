@@ -3,8 +3,7 @@
 One table of kinds (:data:`KINDS`) drives everything: the registration hook
 each kind is collected from, what ``register()`` accepts, how a class is
 keyed, where its options live in config, the lookups and the listing. A new
-kind (artifact stores are next) is one :class:`PluginKind` row, one hookspec
-and one interface.
+kind is one :class:`PluginKind` row, one hookspec and one interface.
 
 Instances are created on first use, one per (kind, name, options) for the
 registry's life, and closed together by :meth:`PluginRegistry.aclose` when
@@ -28,6 +27,7 @@ from launchplane.core import builtin_plugins
 from launchplane.core.config.resolve import model_errors
 from launchplane.core.errors import FieldError, join_path, suggest
 from launchplane.core.interfaces import (
+    ArtifactStore,
     Builder,
     MissingExtraError,
     PluginError,
@@ -109,7 +109,18 @@ SECRET_PROVIDER = PluginKind(
     "secret schemes",
     ("secret_providers", "{name}"),
 )
-KINDS: tuple[PluginKind, ...] = (BUILDER, RUNNER, SECRET_PROVIDER)
+ARTIFACT_STORE = PluginKind(
+    "artifact-store",
+    "artifact store",
+    "store",
+    "launchplane_register_artifact_stores",
+    ArtifactStore,
+    "name",
+    "artifact_stores",
+    "artifact stores",
+    ("artifact_store", "options"),
+)
+KINDS: tuple[PluginKind, ...] = (BUILDER, RUNNER, SECRET_PROVIDER, ARTIFACT_STORE)
 """Every kind, in the order their registration hooks are called and listed."""
 
 
@@ -190,6 +201,10 @@ class PluginRegistry:
     def secret_providers(self) -> Mapping[str, type[SecretProvider]]:
         return self.classes(SECRET_PROVIDER)
 
+    @property
+    def artifact_stores(self) -> Mapping[str, type[ArtifactStore]]:
+        return self.classes(ARTIFACT_STORE)
+
     def classes(self, kind: PluginKind) -> Mapping[str, type[Any]]:
         """The registered classes of one kind, by name (read-only)."""
         return MappingProxyType(self._classes[kind.key])
@@ -204,6 +219,10 @@ class PluginRegistry:
     def secret_provider(self, scheme: str, options: Options | None = None) -> SecretProvider:
         """The provider of ``scheme`` made with ``options`` (a queue's ``secret_providers``)."""
         return self._instance(SECRET_PROVIDER, scheme, options)
+
+    def artifact_store(self, name: str, options: Options | None = None) -> ArtifactStore:
+        """The store ``name`` made with ``options`` (a queue's ``artifact_store.options``)."""
+        return self._instance(ARTIFACT_STORE, name, options)
 
     def validate_options(
         self, kind: PluginKind, name: str, options: Options | None = None

@@ -65,6 +65,14 @@ class BuilderSpec(StrictModel):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+class ArtifactStoreSpec(StrictModel):
+    """Which artifact store a queue's jobs use: ``type`` names a registered store plugin."""
+
+    type: str
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Validated by the store's ``options_model`` (``root`` of ``file``; ``bucket`` of ``s3``)."""
+
+
 class ArtifactRef(StrictModel):
     """An input or output artifact.
 
@@ -236,6 +244,8 @@ class QueueConfig(_JobFields):
     lease_ttl_seconds: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     retry: RetryPolicy | None = None
+    artifact_store: ArtifactStoreSpec | None = None
+    """Where the queue's ``input_artifacts`` are resolved and ``output_artifacts`` go."""
 
 
 # Keys that belong to the queue's administration and never merge into a job.
@@ -250,6 +260,7 @@ QUEUE_ONLY_KEYS = frozenset(
         "lease_ttl_seconds",
         "max_attempts",
         "retry",
+        "artifact_store",
     }
 )
 
@@ -299,10 +310,13 @@ class ResolvedJob(_JobFields):
     ``requirements``          pinned requirements (``requirements.frozen.txt``), or None.
     ``template_values``       the queue's template variables as this job set them
                               (already substituted into the fields above).
+    ``artifact_store``        the queue's store for ``input_artifacts``/``output_artifacts``
+                              (``type`` and ``options``), or None.
     """
 
     resource: str = "local-process"
     secrets: dict[str, str] = Field(default_factory=dict)
     secret_providers: SecretProviderOptions = Field(default_factory=dict)
+    artifact_store: ArtifactStoreSpec | None = None
     template_values: dict[str, Scalar] = Field(default_factory=dict)
     passthrough_env: list[str] = Field(default_factory=list)

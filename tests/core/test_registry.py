@@ -162,5 +162,10 @@ def test_entrypoints_md_documents_every_kind_and_register_type() -> None:
         row = next(line for line in rows if line.startswith(f"| `{kind.key}` |"))
         assert f"`{kind.hook}`" in row and f"`{kind.base.__name__}`" in row
         assert f"`{kind.attr}`" in row
-    for alias in ("RegisterBuilder", "RegisterRunner", "RegisterSecretProvider"):
+    for alias in (
+        "RegisterBuilder",
+        "RegisterRunner",
+        "RegisterSecretProvider",
+        "RegisterArtifactStore",
+    ):
         assert alias in text

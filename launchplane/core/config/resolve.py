@@ -109,6 +109,7 @@ def resolve_job(
         resource=queue.config.resource,
         secrets=dict(queue.config.secrets),
         secret_providers=dict(queue.config.secret_providers),
+        artifact_store=queue.config.artifact_store,
         passthrough_env=list(queue.config.passthrough_env),
         template_values=values,
     )
