@@ -8,9 +8,11 @@ sweeper families write a job too: what a decision of
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+import anyio
 from sqlalchemy import Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -24,6 +26,14 @@ from launchplane.server.problems import NotFound
 from launchplane.server.schemas import Event, Job, LogLine, LogPage
 from launchplane.server.store.base import StoreBase, Tx, new_id
 
+LOG_INSERT_ROWS = 250
+"""Lines per INSERT when a log batch is stored; the event loop serves other requests between
+two. A batch can hold ~350,000 short lines (a 1 MiB body): as one statement it held the loop
+for seconds (SQLite runs on the loop's thread, and SQLAlchemy prepares every row's
+parameters there on both backends), so ``/health`` and every other call waited. A chunk of
+250 takes a few ms (``bench/health_under_load.py``)."""
+
+NUL = "\x00"
 PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
 """``jobs.priority``: claims take the lowest rank first (0 critical .. 3 low, W&B's numbers)."""
 
@@ -208,6 +218,34 @@ async def locked_job(conn: AsyncConnection, job_id: str) -> Row[Any]:
     if row is None:
         raise NotFound(f"job '{job_id}' not found")
     return row
+
+
+async def insert_log_lines(
+    conn: AsyncConnection, job_id: str, attempt: int, first: int, lines: Sequence[str]
+) -> None:
+    """Store ``lines`` with seqs from ``first`` on, in chunks of :data:`LOG_INSERT_ROWS`.
+
+    All in the caller's transaction, so a batch is stored whole or not at all;
+    other requests run between chunks (a write on SQLite waits for the
+    store's write lock, which this transaction holds, as it would anyway).
+    """
+    for start in range(0, len(lines), LOG_INSERT_ROWS):
+        if start:
+            await anyio.sleep(0)
+        chunk = lines[start : start + LOG_INSERT_ROWS]
+        await conn.execute(
+            insert(t.log_lines),
+            [
+                # NUL cannot be stored in a PostgreSQL text column.
+                {
+                    "job_id": job_id,
+                    "seq": seq,
+                    "attempt": attempt,
+                    "line": line.replace(NUL, "\ufffd"),
+                }
+                for seq, line in enumerate(chunk, start=first + start)
+            ],
+        )
 
 
 async def add_event(
