@@ -94,6 +94,16 @@ async def _refuse(send: Send, limit: int) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+# -- answers --------------------------------------------------------------------------
+
+LOG_PAGE_BYTES = 1 << 20
+"""A page of ``GET /jobs/{id}/logs`` holds lines up to about this much text (at least one
+line; ``next`` reads on). 1,000 lines of 1 MB each made a 1 GB answer."""
+JOB_PAGE_BYTES = 4 << 20
+"""A page of ``GET /jobs`` holds jobs up to about this much of their documents (at least one
+job; ``next`` is the cursor of the following page). Over large jobs a page was gigabytes."""
+
+
 # -- connections: header and idle timeouts, a connection cap -----------------------------
 
 HEADER_TIMEOUT_SECONDS = 10.0

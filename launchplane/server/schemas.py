@@ -231,6 +231,11 @@ class Job(BaseModel):
 
 class JobList(BaseModel):
     jobs: list[Job]
+    next: str | None = Field(
+        default=None,
+        description="Pass as `cursor` for the next page; null: this is the last page. A page "
+        "holds up to `limit` jobs and about 4 MiB of their documents (at least one job).",
+    )
 
 
 class LogLine(BaseModel):
@@ -239,7 +244,9 @@ class LogLine(BaseModel):
 
 
 class LogPage(BaseModel):
-    lines: list[LogLine]
+    lines: list[LogLine] = Field(
+        description="Up to 1,000 lines and about 1 MiB of text (at least one line, if any)."
+    )
     next: int = Field(description="Pass as `after` to read on from here.")
     done: bool = Field(description="The job is final and every line has been read.")
 

@@ -21,9 +21,13 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
-from kit import LAUNCHPLANE, free_port, subprocess_env
+from click.testing import CliRunner
+from kit import LAUNCHPLANE, claim_now, free_port, subprocess_env
 
+from launchplane.cli import cli
+from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
+from launchplane.server.limits import LOG_PAGE_BYTES
 from launchplane.server.settings import ServerSettings
 
 pytestmark = pytest.mark.anyio
@@ -187,3 +191,62 @@ def test_1100_idle_sockets_do_not_keep_health_out(tmp_path: Path) -> None:
         finally:
             for sock in sockets:
                 sock.close()
+
+
+# -- answers: pages capped in bytes, read whole across pages ---------------------------
+
+
+def cli_output(server: EmbeddedServer, token: str, *args: str) -> str:
+    result = CliRunner().invoke(cli, [*args, "--server", server.url, "--token", token])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+async def test_log_pages_are_capped_in_bytes_and_the_cli_reads_them_all(
+    server: EmbeddedServer,
+) -> None:
+    await server.ensure_queue("q", {"resource": "local-process"})
+    submitter = await server.create_token("submitter")
+    agent = LaunchplaneClient(server.url, await server.create_token("agent", ["q"]), retries=0)
+    lines = [f"{n:02d} " + "x" * 300_000 for n in range(10)]  # 3 MB of log
+    async with agent, LaunchplaneClient(server.url, submitter, retries=0) as client:
+        job = await client.submit_job("q", {"command": ["true"]})
+        lease = await claim_now(agent, "q")
+        for start in range(0, len(lines), 3):
+            await agent.append_logs(lease.lease_id, lines[start : start + 3], start + 1)
+        await agent.complete(lease.lease_id, "succeeded", exit_code=0)
+        first = await client.read_logs(job["id"])
+        assert 0 < len(first["lines"]) < len(lines)
+        page_text = sum(len(line["line"]) for line in first["lines"])
+        assert page_text <= LOG_PAGE_BYTES + 300_003
+        assert not first["done"]
+        followed = [line["line"] async for line in client.follow_logs(job["id"])]
+    assert followed == lines
+    printed = await anyio.to_thread.run_sync(cli_output, server, submitter, "logs", job["id"])
+    assert printed.splitlines() == lines
+
+
+async def test_job_pages_are_capped_in_bytes_and_the_cli_lists_them_all(
+    server: EmbeddedServer,
+) -> None:
+    """Six jobs of ~1.6 MB each (spec and resolved): more than one 4 MiB page."""
+    await server.ensure_queue("q", {"resource": "local-process"})
+    submitter = await server.create_token("submitter")
+    big = {"command": ["true"], "env": {"BIG": "x" * 800_000}}
+    headers = {"Authorization": f"Bearer {submitter}"}
+    async with (
+        LaunchplaneClient(server.url, submitter, retries=0) as client,
+        httpx.AsyncClient(base_url=server.url + "/api/v1", headers=headers) as http,
+    ):
+        submitted = [(await client.submit_job("q", big))["id"] for _ in range(6)]
+        first = (await http.get("/jobs", params={"limit": 100})).json()
+        assert 0 < len(first["jobs"]) < 6 and first["next"]
+        rest = (await http.get("/jobs", params={"cursor": first["next"]})).json()
+        paged = [job["id"] for job in first["jobs"] + rest["jobs"]]
+        listed = [job["id"] for job in await client.list_jobs(limit=100)]
+        bad = await http.get("/jobs", params={"cursor": "not-a-cursor"})
+    assert sorted(paged) == sorted(submitted) and len(set(paged)) == 6
+    assert listed == paged  # newest first, across pages
+    assert bad.status_code == 422 and bad.json()["detail"]["errors"][0]["path"] == "cursor"
+    table = await anyio.to_thread.run_sync(cli_output, server, submitter, "jobs", "--limit", "10")
+    assert all(job_id in table for job_id in submitted)
