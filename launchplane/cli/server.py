@@ -41,6 +41,30 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
     help="How often expired leases are looked for: a job whose agent died is re-queued "
     "at most this long after its lease expires [default: min(5, shortest lease TTL / 3)].",
 )
+@click.option(
+    "--header-timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A connection must send a complete request head (request line and headers) "
+    "within this long, however slowly its bytes come; else 408 and closed.",
+)
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A keep-alive connection without a new request for this long is closed.",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Open client connections at most (past it the longest-idle one is closed, or the "
+    "new one gets 503 when none is idle) [default: the descriptor limit minus headroom].",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option(
     "--plugins",
@@ -58,6 +82,9 @@ def server(
     data_dir: Path | None,
     poll_interval: float | None,
     sweep_interval: float | None,
+    header_timeout: float,
+    idle_timeout: float,
+    max_connections: int | None,
     log_level: str,
     plugin_specs: tuple[str, ...],
 ) -> None:
@@ -82,6 +109,9 @@ def server(
         db_url=db_url,
         poll_interval=poll_interval,
         sweep_interval=sweep_interval,
+        header_timeout=header_timeout,
+        idle_timeout=idle_timeout,
+        max_connections=max_connections,
         plugins=tuple(split_list(plugin_specs)),
     )
 

@@ -265,8 +265,22 @@ class LaunchplaneClient:
     async def list_jobs(
         self, queue: str | None = None, state: str | None = None, limit: int = 100
     ) -> list[dict[str, Any]]:
-        params = {k: v for k, v in {"queue": queue, "state": state, "limit": limit}.items() if v}
-        return (await self._json("GET", "/jobs", params=params, idempotent=True))["jobs"]
+        """Newest first, up to ``limit`` jobs, over as many pages as the server makes.
+
+        The server caps a page in bytes as well as in jobs and says where the
+        next one starts (``next``); a server without pages answers once.
+        """
+        found: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while len(found) < limit:
+            wanted = {"queue": queue, "state": state, "limit": limit - len(found), "cursor": cursor}
+            params = {k: v for k, v in wanted.items() if v}
+            page = await self._json("GET", "/jobs", params=params, idempotent=True)
+            found.extend(page["jobs"])
+            cursor = page.get("next")
+            if not cursor or not page["jobs"]:
+                break
+        return found
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         return await self._json("GET", f"/jobs/{job_id}", idempotent=True)

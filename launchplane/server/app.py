@@ -17,6 +17,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from launchplane._version import __version__
@@ -27,7 +28,7 @@ from launchplane.server.auth import TokenCache, ensure_admin_token
 from launchplane.server.deps import ServerState
 from launchplane.server.hub import Hub
 from launchplane.server.limits import BodyLimit
-from launchplane.server.problems import Problem
+from launchplane.server.problems import Problem, storage_full
 from launchplane.server.settings import ServerSettings
 from launchplane.server.store import Store
 from launchplane.server.validation import Validator
@@ -97,6 +98,8 @@ def create_app(settings: ServerSettings | None = None, state: ServerState | None
     app.add_exception_handler(ConfigError, _config_invalid)
     app.add_exception_handler(RequestValidationError, _request_invalid)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _storage_error)
+    app.add_exception_handler(OSError, _storage_error)
     app.add_exception_handler(Exception, _unexpected)
     return app
 
@@ -179,6 +182,20 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     if exc.headers:
         response.headers.update(exc.headers)
     return response
+
+
+async def _storage_error(request: Request, exc: Exception) -> JSONResponse:
+    """A database or file error: a full disk is a 507 that says so, logged in one line.
+
+    Any other such error is re-raised, to :func:`_unexpected` (a 500 whose
+    traceback uvicorn logs). The log line names the request, never the
+    statement or its parameters (they can hold a job's spec).
+    """
+    full = storage_full(exc)
+    if full is None:
+        raise exc
+    log.warning("%s %s: 507, the server's storage is full", request.method, request.url.path)
+    return await _problem(request, full)
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -33,6 +33,7 @@ import uvicorn
 from launchplane.core import paths
 from launchplane.server.app import bootstrap, build_state, create_app
 from launchplane.server.auth import hash_token, new_token
+from launchplane.server.limits import connection_limit, guarded_protocol
 from launchplane.server.problems import NotFound
 from launchplane.server.schemas import Queue
 from launchplane.server.settings import ServerSettings
@@ -123,6 +124,10 @@ class EmbeddedServer:
             access_log=False,
             lifespan="on",
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+            http=guarded_protocol(
+                self.settings.header_timeout, connection_limit(self.settings.max_connections)
+            ),
+            timeout_keep_alive=self.settings.idle_timeout,  # type: ignore[arg-type]
         )
         self._server = _Uvicorn(config, on_exit=self.state.hub.close, signals=self._handle_signals)
         self._tasks = await self._stack.enter_async_context(anyio.create_task_group())

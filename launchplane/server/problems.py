@@ -7,6 +7,8 @@ renders every one of them in the API's single error format
 
 from __future__ import annotations
 
+import errno
+import sqlite3
 from collections.abc import Sequence
 
 
@@ -44,3 +46,51 @@ class StaleLease(Conflict):
 
 class Invalid(Problem):
     status = 422
+
+
+class StorageFull(Problem):
+    """The database's disk (or quota) is full: nothing can be written until space is freed.
+
+    507 Insufficient Storage, not 500: it is not a bug, the request was not
+    stored, and the same request succeeds once an operator frees space. The
+    clients retry 5xx answers to idempotent calls, so an agent holds its
+    events and completion until then rather than losing them.
+    """
+
+    status = 507
+
+
+DISK_FULL_SQLSTATE = "53100"
+"""PostgreSQL's ``disk_full`` (asyncpg's DiskFullError; SQLAlchemy's wrapper copies it)."""
+_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def storage_full(exc: BaseException) -> StorageFull | None:
+    """The 507 for an error that says the disk is full, looking through its causes; else None.
+
+    SQLite says so with ``SQLITE_FULL`` ("database or disk is full"), PostgreSQL
+    with SQLSTATE 53100, a file write with ENOSPC/EDQUOT; SQLAlchemy wraps
+    the driver's error (``.orig``) and asyncpg's adapter chains the original.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if _says_full(current):
+            return StorageFull(
+                "the server's storage is full: nothing was stored; "
+                "retry once an operator has freed disk space"
+            )
+        orig = getattr(current, "orig", None)
+        current = (
+            orig if isinstance(orig, BaseException) else current.__cause__ or current.__context__
+        )
+    return None
+
+
+def _says_full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError) and exc.errno in _FULL_ERRNOS:
+        return True
+    if isinstance(exc, sqlite3.Error):
+        return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    return getattr(exc, "sqlstate", None) == DISK_FULL_SQLSTATE

@@ -82,10 +82,16 @@ async def list_jobs(
     queue: Annotated[Text | None, Query(max_length=128)] = None,
     job_state: Annotated[JobState | None, Query(alias="state")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=400)] = None,
 ) -> JobList:
-    """Newest first; events are left out (``GET /jobs/{id}`` has them)."""
-    jobs = await state.store.list_jobs(queue=queue, state=job_state, limit=limit)
-    return JobList(jobs=[_visible(job, caller) for job in jobs])
+    """Newest first, a page at a time (``next``); events are left out (``GET /jobs/{id}``).
+
+    A page holds up to ``limit`` jobs and about 4 MiB of their documents.
+    """
+    jobs, next_cursor = await state.store.page_of_jobs(
+        queue=queue, state=job_state, limit=limit, cursor=cursor
+    )
+    return JobList(jobs=[_visible(job, caller) for job in jobs], next=next_cursor)
 
 
 @router.get("/jobs/{job_id}")

@@ -14,6 +14,7 @@ from pathlib import Path
 from launchplane.core import paths
 from launchplane.core.limits import MAX_BODY_BYTES
 from launchplane.server.db import backend_of
+from launchplane.server.limits import HEADER_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS
 
 DB_FILE = "launchplane.db"
 DEFAULT_POLL_INTERVAL = 2.0
@@ -36,6 +37,12 @@ class ServerSettings:
     """PostgreSQL only: the longest a waiting claim or log follow goes without re-checking
     the database, in case a NOTIFY was lost (``None``: 2 s). SQLite needs none: every
     change is made by this process, which wakes its waiters directly."""
+    header_timeout: float = HEADER_TIMEOUT_SECONDS
+    """Seconds a connection has to send a complete request head (``limits.py``)."""
+    idle_timeout: float = IDLE_TIMEOUT_SECONDS
+    """Seconds a keep-alive connection may wait between requests before it is closed."""
+    max_connections: int | None = None
+    """Open client connections at most; ``None``: what the descriptor limit allows."""
     plugins: tuple[str, ...] = ()
     """``--plugins`` modules (``no:NAME`` blocks one) for the submit-time checks: the
     server validates a job's ``resource_args`` with its runner's model when that runner is

@@ -17,16 +17,30 @@ store's write lock), and no other process writes the file (one server per
 SQLite database; see ``db.py``). Only a write lock held by another process,
 such as a ``launchplane db upgrade`` run against a live server, would make a
 statement wait, for up to the connection's ``busy_timeout``.
+
+The one large write is a big log batch (up to ~350,000 short lines in one 1
+MiB body). The store inserts it in chunks of a few ms and yields between
+them (``store/jobs.py``); its COMMIT, which writes every page the batch
+dirtied to the WAL (~150 ms for such a batch), runs on a worker thread once a
+transaction has inserted :data:`OFFLOAD_ROWS` rows. SQLite releases the GIL
+while it commits, so the loop goes on serving; only the awaiting
+transaction uses that connection meanwhile. Moving every insert of a big
+batch to the thread instead was measured worse (``bench/health_under_load.py``:
+batch 5.2 s instead of 2.9 s, /health max unchanged): binding parameters
+holds the GIL, and the loop then waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sized
 from typing import Any
 
 import aiosqlite
+
+OFFLOAD_ROWS = 2_000
+"""Rows inserted in one transaction past which its COMMIT (or ROLLBACK) leaves the loop."""
 
 
 class _InlineCalls:
@@ -54,10 +68,19 @@ class InlineConnection(aiosqlite.Connection):
     def __init__(self, connector: Callable[[], sqlite3.Connection]) -> None:
         super().__init__(connector, iter_chunk_size=64)
         self._tx = _InlineCalls()  # type: ignore[assignment]
+        self._rows_written = 0
+        """Rows inserted by executemany since the last COMMIT or ROLLBACK."""
 
     async def _execute(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._connection is None:
             raise ValueError("Connection closed")
+        name = getattr(fn, "__name__", "")
+        if name == "executemany" and len(args) > 1 and isinstance(args[1], Sized):
+            self._rows_written += len(args[1])
+        elif name in ("commit", "rollback"):
+            heavy, self._rows_written = self._rows_written >= OFFLOAD_ROWS, 0
+            if heavy:
+                return await asyncio.to_thread(fn, *args, **kwargs)
         return fn(*args, **kwargs)
 
     async def _connect(self) -> InlineConnection:

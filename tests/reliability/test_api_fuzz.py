@@ -31,6 +31,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from launchplane.core.client import LaunchplaneClient
+from launchplane.server.bodies import YAML_MEDIA_TYPES
 from launchplane.server.embedded import EmbeddedServer
 from launchplane.server.settings import ServerSettings
 
@@ -86,10 +87,13 @@ def test_no_generated_request_gets_a_server_error(live_server: ThreadServer) -> 
     headers = {"Authorization": f"Bearer {live_server.token}"}
     problems: list[str] = []
     sent = 0
+    yaml_bodies = 0
 
     def check(case: Any) -> None:
-        nonlocal sent
+        nonlocal sent, yaml_bodies
         sent += 1
+        if case.media_type in YAML_MEDIA_TYPES:
+            yaml_bodies += 1
         response = case.call(base_url=live_server.url, headers=headers, timeout=10)
         where = f"{case.operation.label}: {response.status_code} for {case.as_curl_command()}"
         if response.status_code >= 500:
@@ -124,6 +128,10 @@ def test_no_generated_request_gets_a_server_error(live_server: ThreadServer) -> 
                 with contextlib.suppress(Unsatisfiable):  # GET /health: no input to break
                     fuzz()
 
-    print(f"\nfuzzed {sent} requests, {FUZZ_EXAMPLES} examples per operation and mode")
+    print(
+        f"\nfuzzed {sent} requests ({yaml_bodies} with YAML bodies), "
+        f"{FUZZ_EXAMPLES} examples per operation and mode"
+    )
     assert sent > 500
+    assert yaml_bodies > 50, "the YAML alternative of the body routes was not fuzzed"
     assert not problems, "\n".join(problems[:20])

@@ -8,10 +8,14 @@ sweeper families write a job too: what a decision of
 
 from __future__ import annotations
 
+import base64
+import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, insert, select, update
+import anyio
+from sqlalchemy import LargeBinary, Row, and_, cast, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,10 +24,19 @@ from launchplane.core.states import FINAL_STATES, QUEUED
 from launchplane.server import lifecycle
 from launchplane.server import tables as t
 from launchplane.server.hub import job_key, queue_key
-from launchplane.server.problems import NotFound
+from launchplane.server.limits import JOB_PAGE_BYTES, LOG_PAGE_BYTES
+from launchplane.server.problems import Invalid, NotFound
 from launchplane.server.schemas import Event, Job, LogLine, LogPage
 from launchplane.server.store.base import StoreBase, Tx, new_id
 
+LOG_INSERT_ROWS = 250
+"""Lines per INSERT when a log batch is stored; the event loop serves other requests between
+two. A batch can hold ~350,000 short lines (a 1 MiB body): as one statement it held the loop
+for seconds (SQLite runs on the loop's thread, and SQLAlchemy prepares every row's
+parameters there on both backends), so ``/health`` and every other call waited. A chunk of
+250 takes a few ms (``bench/health_under_load.py``)."""
+
+NUL = "\x00"
 PRIORITY_RANK = {name: rank for rank, name in enumerate(PRIORITIES)}
 """``jobs.priority``: claims take the lowest rank first (0 critical .. 3 low, W&B's numbers)."""
 
@@ -114,14 +127,58 @@ class JobStore(StoreBase):
     async def list_jobs(
         self, *, queue: str | None = None, state: str | None = None, limit: int = 100
     ) -> list[Job]:
-        query = select(t.jobs).order_by(t.jobs.c.created_at.desc(), t.jobs.c.id).limit(limit)
+        """The first page of :meth:`page_of_jobs`, without its cursor."""
+        jobs, _ = await self.page_of_jobs(queue=queue, state=state, limit=limit)
+        return jobs
+
+    async def page_of_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        state: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+        max_bytes: int = JOB_PAGE_BYTES,
+    ) -> tuple[list[Job], str | None]:
+        """Newest first: up to ``limit`` jobs and about ``max_bytes`` of their documents.
+
+        Always at least one job. The second value is the cursor of the next
+        page (``None``: this was the last): keyset pagination on (created_at,
+        id), so a page costs the same however deep it is and a job submitted
+        meanwhile does not shift later pages. The byte cap is applied in the
+        database (a running sum over the page's rows), so a page of huge jobs
+        is never loaded whole to be cut here.
+        """
+        jobs = t.jobs
+        query = select(
+            jobs, func.count().over().label("available"), _page_bytes(self.backend)
+        ).order_by(jobs.c.created_at.desc(), jobs.c.id)
         if queue:
-            query = query.where(t.jobs.c.queue == queue)
+            query = query.where(jobs.c.queue == queue)
         if state:
-            query = query.where(t.jobs.c.state == state)
+            query = query.where(jobs.c.state == state)
+        if cursor is not None:
+            created_at, job_id = decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    jobs.c.created_at < created_at,
+                    and_(jobs.c.created_at == created_at, jobs.c.id > job_id),
+                )
+            )
+        page = query.limit(limit + 1).subquery()
+        before = func.sum(page.c.size).over(order_by=(page.c.created_at.desc(), page.c.id))
+        running = select(page, (before - page.c.size).label("before")).subquery()
+        fitting = (
+            select(running)
+            .where(running.c.before < max_bytes)
+            .order_by(running.c.created_at.desc(), running.c.id)
+            .limit(limit)
+        )
         async with self._read() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_job(row, []) for row in rows]
+            rows = (await conn.execute(fitting)).all()
+        more = bool(rows) and rows[0].available > len(rows)
+        next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id) if more else None
+        return [_job(row, []) for row in rows], next_cursor
 
     async def cancel_job(self, job_id: str) -> Job:
         """Cancel a queued job at once; flag an active one for its agent's next heartbeat."""
@@ -174,7 +231,31 @@ class JobStore(StoreBase):
                 raise NotFound(f"job '{job_id}' {what}")
         return row.record
 
-    async def read_logs(self, job_id: str, after: int, limit: int = 1000) -> LogPage:
+    async def read_logs(
+        self, job_id: str, after: int, limit: int = 1000, max_bytes: int = LOG_PAGE_BYTES
+    ) -> LogPage:
+        """Lines after ``after``: up to ``limit`` of them and about ``max_bytes`` of text.
+
+        Always at least one line when there is one, so a line of any size is
+        readable; the cap is a running sum in the database over the page's
+        rows, so a page of 1 MB lines is never loaded whole to be cut here.
+        """
+        lines_table = t.log_lines
+        size = _byte_length(self.backend, lines_table.c.line)
+        page = (
+            select(lines_table.c.seq, lines_table.c.line, size.label("size"))
+            .where(lines_table.c.job_id == job_id, lines_table.c.seq > after)
+            .order_by(lines_table.c.seq)
+            .limit(limit)
+            .subquery()
+        )
+        before = func.sum(page.c.size).over(order_by=page.c.seq) - page.c.size
+        running = select(page.c.seq, page.c.line, before.label("before")).subquery()
+        fitting = (
+            select(running.c.seq, running.c.line)
+            .where(running.c.before < max_bytes)
+            .order_by(running.c.seq)
+        )
         async with self._read() as conn:
             # The job is read before its lines: once it is final no line can follow.
             job = (
@@ -184,18 +265,47 @@ class JobStore(StoreBase):
             ).first()
             if job is None:
                 raise NotFound(f"job '{job_id}' not found")
-            rows = (
-                await conn.execute(
-                    select(t.log_lines.c.seq, t.log_lines.c.line)
-                    .where(t.log_lines.c.job_id == job_id, t.log_lines.c.seq > after)
-                    .order_by(t.log_lines.c.seq)
-                    .limit(limit)
-                )
-            ).all()
+            rows = (await conn.execute(fitting)).all()
         lines = [LogLine(seq=row.seq, line=row.line) for row in rows]
         last = lines[-1].seq if lines else after
         done = job.state in FINAL_STATES and last >= job.log_count
         return LogPage(lines=lines, next=last, done=done)
+
+
+def _byte_length(backend: str, column: Any) -> Any:
+    """The UTF-8 size of a text column, in SQL (SQLite's ``length`` of text counts characters)."""
+    if backend == "postgresql":
+        return func.octet_length(column)
+    return func.length(cast(column, LargeBinary))
+
+
+def _page_bytes(backend: str) -> Any:
+    """About what a job weighs in a list answer: its stored documents."""
+    jobs = t.jobs
+    documents = (jobs.c.spec, jobs.c.resolved, jobs.c.overrides, jobs.c.template_variables)
+    total = _byte_length(backend, documents[0])
+    for column in documents[1:]:
+        total = total + _byte_length(backend, column)
+    return total.label("size")
+
+
+def encode_cursor(created_at: datetime, job_id: str) -> str:
+    """The opaque ``cursor`` of ``GET /jobs``: where the next page starts."""
+    raw = json.dumps([created_at.isoformat(), job_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The position a cursor names; Invalid (naming ``cursor``) for anything else."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, job_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), str(job_id)
+    except (ValueError, TypeError):
+        raise Invalid(
+            "invalid cursor: pass the 'next' of a previous page unchanged",
+            [{"path": "cursor", "message": "not a cursor of this server"}],
+        ) from None
 
 
 # -- writing a job, for every family -------------------------------------------------
@@ -208,6 +318,34 @@ async def locked_job(conn: AsyncConnection, job_id: str) -> Row[Any]:
     if row is None:
         raise NotFound(f"job '{job_id}' not found")
     return row
+
+
+async def insert_log_lines(
+    conn: AsyncConnection, job_id: str, attempt: int, first: int, lines: Sequence[str]
+) -> None:
+    """Store ``lines`` with seqs from ``first`` on, in chunks of :data:`LOG_INSERT_ROWS`.
+
+    All in the caller's transaction, so a batch is stored whole or not at all;
+    other requests run between chunks (a write on SQLite waits for the
+    store's write lock, which this transaction holds, as it would anyway).
+    """
+    for start in range(0, len(lines), LOG_INSERT_ROWS):
+        if start:
+            await anyio.sleep(0)
+        chunk = lines[start : start + LOG_INSERT_ROWS]
+        await conn.execute(
+            insert(t.log_lines),
+            [
+                # NUL cannot be stored in a PostgreSQL text column.
+                {
+                    "job_id": job_id,
+                    "seq": seq,
+                    "attempt": attempt,
+                    "line": line.replace(NUL, "\ufffd"),
+                }
+                for seq, line in enumerate(chunk, start=first + start)
+            ],
+        )
 
 
 async def add_event(

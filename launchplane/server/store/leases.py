@@ -40,7 +40,14 @@ from launchplane.server.schemas import (
     Lease,
 )
 from launchplane.server.store.base import StoreBase, new_id, upsert
-from launchplane.server.store.jobs import add_event, end_job, job_model, locked_job, requeue
+from launchplane.server.store.jobs import (
+    add_event,
+    end_job,
+    insert_log_lines,
+    job_model,
+    locked_job,
+    requeue,
+)
 
 
 @dataclass(frozen=True)
@@ -303,16 +310,7 @@ class LeaseStore(StoreBase):
                 )
             ).scalar_one()
             first = count - len(lines) + 1
-            await tx.conn.execute(
-                insert(t.log_lines),
-                [
-                    {"job_id": lease.job_id, "seq": seq, "attempt": lease.attempt, "line": text}
-                    # NUL cannot be stored in a PostgreSQL text column.
-                    for seq, text in enumerate(
-                        (line.replace("\x00", "\ufffd") for line in lines), start=first
-                    )
-                ],
-            )
+            await insert_log_lines(tx.conn, lease.job_id, lease.attempt, first, lines)
             # Followers elsewhere catch up within the poll interval (see store/base.py).
             tx.notify(job_key(lease.job_id), local=True)
             return int(count)
