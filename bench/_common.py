@@ -526,11 +526,12 @@ def stop_process(proc: subprocess.Popen[Any], timeout: float = 15.0) -> int | No
 
 
 class ServerProcess:
-    """``launchplane server`` on a free loopback port, its own data directory."""
+    """``launchplane server`` on a free loopback port (or ``port``), its own data directory."""
 
-    def __init__(self, directory: Path, db_url: str | None = None) -> None:
+    def __init__(self, directory: Path, db_url: str | None = None, port: int = 0) -> None:
         self.directory = directory
         self.db_url = db_url
+        self.port = port
         self.data_dir = directory / "server"
         self.log_path = directory / "server.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -543,7 +544,7 @@ class ServerProcess:
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(self.port),
             "--data-dir",
             str(self.data_dir),
             "--log-level",

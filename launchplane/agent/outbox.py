@@ -5,12 +5,19 @@ and log lines in order (at most every 100 ms or per 200 lines, the first line
 at once, each batch under the server's body limit), then ``complete`` once both
 are drained. The pipeline never waits on the network before it spawns the
 workload, and a job's first output line never waits behind its state events.
+
+A job that prints faster than the server stores its lines makes them wait on
+disk, in the run directory's spill file (:data:`~launchplane.agent.rundir.SPILL_FILE`),
+rather than in memory or not at all; they are sent from there in order.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import math
+import os
 import random
 import time
 from collections import deque
@@ -18,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from json.encoder import encode_basestring_ascii
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -55,6 +63,20 @@ middle: the first lines and the newest ``KEEP_LAST_LINES`` are kept (the end of 
 where its error is), and one line, where the gap is, says how many were dropped."""
 KEEP_LAST_LINES = MAX_BUFFERED_LINES // 2
 """When lines must be dropped, how many of the newest are kept after the gap."""
+SPILL_AFTER_LINES = 10_000
+SPILL_AFTER_BYTES = 4 * MAX_BODY_BYTES
+"""With a spill file, lines past this many in memory (lines or JSON bytes) wait on disk
+instead, so a chatty job costs the agent a few MiB, not ``MAX_BUFFERED_BYTES``."""
+MAX_SPILL_BYTES = 4 << 30
+"""The most a spill file holds: past it, or when the disk is full, lines are dropped from
+the middle as without a spill file, until everything in the file has been sent."""
+SPILL_RESET_BYTES = 64 << 20
+"""A spill file this large starts over once every line in it has been sent; smaller, it
+is kept, a local copy of the lines that waited."""
+SPILL_READ_LINES = SPILL_AFTER_LINES // 2
+"""The most lines read back from the spill file at a time."""
+SPILL_READ_BYTES = 1 << 20
+"""Bytes of the spill file read at a time (more for one longer line)."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -107,6 +129,132 @@ class _Line:
         return cls(text, output, json_size(text))
 
 
+class _Spill:
+    """Log lines that did not fit in memory, in order, in an append-only file (mode 0600).
+
+    One JSON ``[output, text]`` a line, written with one ``write`` each (no
+    buffer to lose or to flush) and read back in the order written. The text is
+    what the outbox was given, which the pipeline has redacted already. ``path``
+    None (no run directory): nothing is ever spilled.
+    """
+
+    def __init__(self, path: Path | None, limit: int) -> None:
+        self.path = path
+        self._limit = limit
+        self._fd: int | None = None
+        self._size = 0
+        """Bytes in the file."""
+        self._read_at = 0
+        """Where the next line to read back starts."""
+        self.pending = 0
+        """Lines written and not yet read back."""
+        self.pending_output = 0
+        """Their ``output`` counts."""
+        self.refused = False
+        """The last write failed (disk full, over the limit): do not try again for a while."""
+
+    @property
+    def usable(self) -> bool:
+        return self.path is not None and not self.refused
+
+    def append(self, line: _Line) -> bool:
+        """Write ``line`` at the end of the file; False (and nothing written) if it cannot be."""
+        if self.path is None:
+            return False
+        record = (json.dumps([line.output, line.text]) + "\n").encode()
+        try:
+            if self._fd is None:
+                self._open()
+            elif self.pending == 0 and self._size >= SPILL_RESET_BYTES:
+                os.ftruncate(self._fd, 0)  # everything in it was sent: bound the disk used
+                self._size = self._read_at = 0
+            if self._size + len(record) > self._limit:
+                self._refuse(f"it holds {self._limit} bytes, its limit")
+                return False
+            assert self._fd is not None
+            view = memoryview(record)
+            while view:
+                view = view[os.write(self._fd, view) :]
+        except OSError as exc:
+            self._undo()
+            self._refuse(os.strerror(exc.errno) if exc.errno else str(exc))
+            return False
+        self._size += len(record)
+        self.pending += 1
+        self.pending_output += line.output
+        return True
+
+    def read(self, max_lines: int, max_bytes: int) -> list[_Line]:
+        """Up to ``max_lines`` lines (``max_bytes`` of JSON) of the oldest still in the file.
+
+        Read through the descriptor it was written with, never by path again (a
+        file put in its place is not read). Raises ``OSError`` or ``ValueError``
+        if the file cannot be read back.
+        """
+        assert self._fd is not None
+        lines: list[_Line] = []
+        size = 0
+        want = SPILL_READ_BYTES
+        while self.pending and len(lines) < max_lines and size < max_bytes:
+            data = os.pread(self._fd, want, self._read_at)
+            start, end = 0, data.find(b"\n")
+            if end < 0:
+                if len(data) < want:
+                    raise ValueError(f"{self.path}: a line is cut short at byte {self._read_at}")
+                want *= 2  # one line longer than a read
+                continue
+            while end >= 0 and self.pending and len(lines) < max_lines and size < max_bytes:
+                output, text = json.loads(data[start:end])
+                line = _Line.of(text, output)
+                lines.append(line)
+                size += line.size
+                self._read_at += end + 1 - start
+                self.pending -= 1
+                self.pending_output -= output
+                start, end = end + 1, data.find(b"\n", end + 1)
+        return lines
+
+    def lose_pending(self) -> None:
+        """The lines not read back are given up (the file could not be read)."""
+        self.pending = self.pending_output = 0
+        self._read_at = self._size
+
+    def _open(self) -> None:
+        """Create the file afresh, the agent's alone (0600).
+
+        Whatever has the name already is unlinked first, never followed or
+        truncated: a job can write in its run directory, and a link it left
+        there must not make the agent overwrite the link's target. An earlier
+        agent's file is not sent again (the re-adopting agent reads the run's
+        output from the runner).
+        """
+        assert self.path is not None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_APPEND | os.O_CLOEXEC
+        self._fd = os.open(self.path, flags, 0o600)
+
+    def _undo(self) -> None:
+        """Cut off what a failed write left (a disk full part-way through a line)."""
+        if self._fd is not None:
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError as exc:
+                log.warning("spill file %s: could not cut a failed write off: %s", self.path, exc)
+
+    def _refuse(self, why: str) -> None:
+        if not self.refused:
+            log.warning("spill file %s takes no more log lines: %s", self.path, why)
+        self.refused = True
+
+    def close(self) -> None:
+        """Close the file; it stays in the run directory (redacted lines only)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.pending = self.pending_output = 0
+
+
 class LeaseOutbox:
     """Sends one lease's calls to the server in two ordered lanes, so logs never wait on events.
 
@@ -123,9 +271,15 @@ class LeaseOutbox:
     * the **final call** (``complete`` or ``release``) goes out once both
       lanes are drained: the server refuses lines for a finished lease.
 
-    Producers (``event``, ``line``, ``finish``) never block; lines beyond
+    Producers (``event``, ``line``, ``finish``) never block. With a
+    ``spill_path`` (the run directory's :data:`~launchplane.agent.rundir.SPILL_FILE`),
+    lines beyond ``SPILL_AFTER_LINES`` / ``SPILL_AFTER_BYTES`` in memory are
+    appended to that file and sent from it in order, with the seqs they would
+    have had; lines are dropped only when it refuses more (disk full, or
+    ``spill_limit`` bytes waiting). Without one, or then, lines beyond
     ``MAX_BUFFERED_LINES`` / ``MAX_BUFFERED_BYTES`` are dropped from the middle
-    (see there). Transient errors
+    (see there): the log is its first lines, the spilled ones, a notice of the
+    gap, the newest lines. Transient errors
     are retried with backoff for up to ``give_up_after`` seconds (by then the
     lease has expired and the server re-queues the job anyway). A fenced call
     (409, or 404: the server does not know the lease) drops everything queued
@@ -142,6 +296,8 @@ class LeaseOutbox:
         give_up_after: float,
         on_logged: Callable[[int], None] | None = None,
         first_seq: int = 1,
+        spill_path: Path | None = None,
+        spill_limit: int = MAX_SPILL_BYTES,
     ) -> None:
         self._client = client
         self._lease_id = lease_id
@@ -152,8 +308,12 @@ class LeaseOutbox:
         self._events: deque[tuple[str, Callable[[], Awaitable[Any]]]] = deque()
         self._lines: deque[_Line] = deque()
         """The lines to send next, in order."""
+        self._spill = _Spill(spill_path, spill_limit)
+        """The lines after ``_lines`` (and before the gap, if any), waiting on disk."""
+        self._gap = False
+        """Lines are being dropped (or may be): new lines go to ``_tail``, after the gap."""
         self._tail: deque[_Line] = deque()
-        """While lines are being dropped: the newest lines, which follow the gap."""
+        """While the gap is open: the newest lines, which follow it."""
         self._buffered_bytes = 0
         self._batch_bytes = MAX_BATCH_BYTES
         """Lowered when the server refuses a batch as too large."""
@@ -182,35 +342,49 @@ class LeaseOutbox:
         """Queue one log line (``output``: the workload's own, counted for re-adoption)."""
         if self.stale:
             return
-        line = _Line(text, output, json_size(text))
-        if (
-            len(self._lines) + len(self._tail) >= MAX_BUFFERED_LINES
-            or self._buffered_bytes + line.size > MAX_BUFFERED_BYTES
+        line = _Line.of(text, int(output))
+        if not self._gap and (
+            self._spill.pending or (self._spill.usable and self._memory_full(line.size, spill=True))
         ):
+            if self._spill.append(line):
+                self._log_wake.set()
+                return
+            if self._spill.pending:
+                self._gap = True  # the lines on disk come before any that must be dropped
+        if self._memory_full(line.size):
             self._make_room(line.size)
-        (self._tail if self._dropped else self._lines).append(line)
+        (self._tail if self._gap else self._lines).append(line)
         self._buffered_bytes += line.size
         if len(self._lines) == 1 or len(self._lines) + len(self._tail) >= LOG_BATCH_LINES:
             self._log_wake.set()
 
+    def _memory_full(self, size: int, *, spill: bool = False) -> bool:
+        """One more line of ``size`` bytes does not fit in memory (``spill``: the spill bounds)."""
+        lines, limit = (
+            (SPILL_AFTER_LINES, SPILL_AFTER_BYTES)
+            if spill
+            else (MAX_BUFFERED_LINES, MAX_BUFFERED_BYTES)
+        )
+        return len(self._lines) + len(self._tail) >= lines or self._buffered_bytes + size > limit
+
     def _make_room(self, size: int) -> None:
         """Drop lines until one more of ``size`` bytes fits (or nothing is left to drop)."""
-        while (
-            len(self._lines) + len(self._tail) >= MAX_BUFFERED_LINES
-            or self._buffered_bytes + size > MAX_BUFFERED_BYTES
-        ) and self._drop_one():
+        while self._memory_full(size) and self._drop_one():
             pass
 
     def _drop_one(self) -> bool:
         """Drop the oldest line after the gap (opened first if need be); False if none is left.
 
-        Opening the gap moves the newest ``KEEP_LAST_LINES`` behind it, so what is
+        Opening the gap moves the newest ``KEEP_LAST_LINES`` behind it (unless
+        lines wait on disk: those in memory are older than them), so what is
         kept is the start of the log and its newest lines; the gap then grows
         from its end, as lines older than the newest ones go.
         """
-        if not self._dropped:
-            for _ in range(min(KEEP_LAST_LINES, len(self._lines) // 2)):
-                self._tail.appendleft(self._lines.pop())
+        if not self._gap:
+            self._gap = True
+            if not self._spill.pending:
+                for _ in range(min(KEEP_LAST_LINES, len(self._lines) // 2)):
+                    self._tail.appendleft(self._lines.pop())
         if self._tail:
             dropped = self._tail.popleft()
         elif self._lines:
@@ -224,14 +398,35 @@ class LeaseOutbox:
 
     def _close_gap(self) -> None:
         """The lines before the gap are out: the gap's notice, then the newest lines, go next."""
-        notice = _Line.of(
-            f"[launchplane: {self._dropped} lines dropped here: the agent's buffer was full]",
-            self._dropped_output,
-        )
         self._lines, self._tail = self._tail, deque()
-        self._lines.appendleft(notice)
-        self._buffered_bytes += notice.size
+        if self._dropped:
+            notice = _Line.of(
+                f"[launchplane: {self._dropped} lines dropped here: the agent's buffer was full]",
+                self._dropped_output,
+            )
+            self._lines.appendleft(notice)
+            self._buffered_bytes += notice.size
         self._dropped = self._dropped_output = 0
+        self._gap = self._spill.refused = False  # the disk may take lines again
+
+    def _refill(self) -> None:
+        """Lines from the spill file into memory, next in line to be sent."""
+        try:
+            lines = self._spill.read(SPILL_READ_LINES, SPILL_AFTER_BYTES // 2)
+        except (OSError, ValueError) as exc:
+            lost, lost_output = self._spill.pending, self._spill.pending_output
+            self._spill.lose_pending()
+            log.error(
+                "job %s: %d log lines lost: cannot read them back: %s", self._job_id, lost, exc
+            )
+            lines = [
+                _Line.of(
+                    f"[launchplane: {lost} lines lost here: the agent could not read them back]",
+                    lost_output,
+                )
+            ]
+        self._lines.extend(lines)
+        self._buffered_bytes += sum(line.size for line in lines)
 
     def finish(self, name: str, call: Callable[[], Awaitable[Any]]) -> None:
         """Queue the last call (complete or release) and close the outbox."""
@@ -245,9 +440,12 @@ class LeaseOutbox:
         self._log_wake.set()
 
     async def run(self) -> None:
-        async with anyio.create_task_group() as lanes:
-            lanes.start_soon(self._event_lane)
-            lanes.start_soon(self._log_lane)
+        try:
+            async with anyio.create_task_group() as lanes:
+                lanes.start_soon(self._event_lane)
+                lanes.start_soon(self._log_lane)
+        finally:
+            self._spill.close()
         if self._final is not None and not self.stale:
             await self._send(*self._final)
         self.confirmed.set()  # nothing more will be said about this lease
@@ -271,8 +469,13 @@ class LeaseOutbox:
     async def _log_lane(self) -> None:
         while not self.stale:
             self._log_wake = anyio.Event()
-            if not self._lines and self._dropped:
-                self._close_gap()
+            if self._spill.pending and len(self._lines) < MAX_BATCH_LINES:
+                self._refill()
+            if not self._lines and not self._spill.pending:
+                if self._gap:
+                    self._close_gap()
+                else:
+                    self._spill.refused = False  # all caught up: the disk may take lines again
             if not self._lines:
                 if self._closed:
                     return
@@ -282,6 +485,7 @@ class LeaseOutbox:
             if (
                 delay > 0
                 and len(self._lines) + len(self._tail) < LOG_BATCH_LINES
+                and not self._spill.pending
                 and self._buffered_bytes < self._batch_bytes
                 and not self._closed
             ):
@@ -409,6 +613,8 @@ class LeaseOutbox:
         self._events.clear()
         self._lines.clear()
         self._tail.clear()
+        self._spill.close()
+        self._gap = False
         self._dropped = self._dropped_output = self._buffered_bytes = 0
         self._final = None
         self.confirmed.set()

@@ -74,6 +74,7 @@ from launchplane.agent.rundir import (
     LOGGED_FILE,
     OUTPUT_DIR,
     RECORD_FILE,
+    SPILL_FILE,
     replace_file,
     run_id,
 )
@@ -199,6 +200,7 @@ class JobPipeline:
             give_up_after=max(self.lease_ttl, 30.0),
             on_logged=self._note_logged,
             first_seq=lease.log_count + 1,
+            spill_path=self.run_dir / SPILL_FILE,
         )
         self._confirm_first = confirm_first
 

@@ -4,7 +4,8 @@
 ``record.json`` (the run record), ``logged-lines`` (how many output lines the
 server has stored) and ``launch.json`` (what the record knew at launch) next
 to it, each written whole or not at all, so an agent that re-adopts the run
-after a restart finds either the previous version or the new one.
+after a restart finds either the previous version or the new one; and
+``log-spill.jsonl``, the log lines a busy server made wait (append-only).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ LOGGED_FILE = "logged-lines"
 LAUNCH_FILE = "launch.json"
 """In the run directory: the record's facts as the workload was launched (re-adoption)."""
 OUTPUT_DIR = "output"
+SPILL_FILE = "log-spill.jsonl"
+"""In the run directory: log lines waiting on disk for the server (the agent's memory was
+full), redacted, one JSON ``[output, text]`` a line, in order (``agent.outbox``)."""
 
 
 def run_id(job_id: str, attempt: int) -> str:

@@ -3,23 +3,36 @@
 Real jobs (``python -c``) run by an in-process agent against a real server on
 loopback. The agent sizes each log batch by bytes under the server's body
 limit (``launchplane.core.limits``), cuts lines over 64 KiB into pieces, sends
-a batch a stricter server refuses (413) again in smaller ones, and when it
-must drop lines keeps the first and the last and says how many it dropped.
+a batch a stricter server refuses (413) again in smaller ones, makes lines
+that do not fit in memory wait in the run directory's spill file, and only
+when the disk refuses those too drops lines, keeping the first and the last
+and saying how many it dropped.
 """
 
 from __future__ import annotations
 
 import re
+import stat
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
-from agentkit import QUEUE
-from kit import log_lines, running_agent, wait_for_state
+from agentkit import FAST_QUEUE, QUEUE, agent_process
+from kit import log_lines, running_agent, subprocess_env, wait_for_state
 
-from launchplane.agent.outbox import KEEP_LAST_LINES, MAX_BUFFERED_LINES, LeaseOutbox, split_line
+from launchplane.agent.outbox import (
+    KEEP_LAST_LINES,
+    MAX_BUFFERED_LINES,
+    SPILL_AFTER_LINES,
+    LeaseOutbox,
+    split_line,
+)
+from launchplane.agent.rundir import SPILL_FILE
 from launchplane.core.client import LaunchplaneClient
 from launchplane.core.limits import MAX_BODY_BYTES, MAX_LINE_BYTES
 from launchplane.server.embedded import EmbeddedServer
@@ -77,25 +90,63 @@ async def test_a_10_mb_line_is_stored_whole_as_pieces(
     assert max(len(line.encode()) for line in lines) <= MAX_LINE_BYTES
 
 
-async def test_a_chatty_job_keeps_its_first_and_last_lines(
+CANARY = "canary-4f1d9b2e-never-on-disk"
+
+
+async def peak_rss_kib(pid: int, peak: list[int]) -> None:
+    """Sample ``VmRSS`` of ``pid`` every 50 ms into ``peak[0]`` until cancelled or it ends."""
+    status = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            text = status.read_text()
+        except OSError:
+            return
+        for row in text.splitlines():
+            if row.startswith("VmRSS:"):
+                peak[0] = max(peak[0], int(row.split()[1]))
+        await anyio.sleep(0.05)
+
+
+async def test_a_chatty_job_has_every_line_stored_once_in_order(
     server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
 ) -> None:
-    """300,000 short lines, faster than the server stores them: the ending is never lost.
+    """300,000 short lines, faster than the server stores them: none is lost or doubled.
 
-    Lines the agent had to drop are said so in one line where they were, and
-    everything else is stored in order.
+    A real agent process on a healthy server (main kept 106,871 and lost the
+    ending). What does not fit in the agent's memory waits in the run
+    directory's spill file, which holds only redacted text (the job prints a
+    secret) and is the agent's alone (0600). The job's state is reported once
+    its last line is stored: the log is read right after ``succeeded``.
     """
+    await server.ensure_queue(
+        QUEUE, {**FAST_QUEUE, "lease_ttl_seconds": 10, "secrets": {"TOKEN": "env:CANARY"}}
+    )
     total = 300_000
-    script = f"for i in range({total}): print(f'line {{i}}')\nprint('Traceback: the end')"
-    lines = await run_job(server, client, tmp_path, script, timeout=240)
-    assert lines[0] == "line 0"
-    assert lines[-1] == "Traceback: the end"
-    kept = [line for line in lines[:-1] if not DROPPED.match(line)]
-    dropped = sum(int(m.group(1)) for line in lines if (m := DROPPED.match(line)))
-    assert len(kept) + dropped == total
-    numbers = [int(line.removeprefix("line ")) for line in kept]
-    assert numbers == sorted(numbers), "lines stored out of order"
-    assert numbers[-KEEP_LAST_LINES:] == list(range(total - KEEP_LAST_LINES, total)) or not dropped
+    script = (
+        "import os\n"
+        f"for i in range({total}):\n"
+        "    print(f'token {os.environ[\"TOKEN\"]}' if i % 50_000 == 1 else f'line {i}')\n"
+        "print('Traceback: the end')"
+    )
+    expected = [f"line {i}" if i % 50_000 != 1 else "token ***" for i in range(total)]
+    peak = [0]
+    env = subprocess_env(CANARY=CANARY)
+    async with agent_process(server, tmp_path, env=env) as agent:
+        async with anyio.create_task_group() as sampler:
+            sampler.start_soon(peak_rss_kib, agent.pid, peak)
+            job = await client.submit_job(QUEUE, {"command": [sys.executable, "-c", script]})
+            done = await wait_for_state(client, job["id"], timeout=300)
+            sampler.cancel_scope.cancel()
+        assert done["state"] == "succeeded", done["reason"]
+        lines = await log_lines(client, job["id"])
+    print(f"\nagent peak RSS while shipping {total:,} lines: {peak[0] / 1024:.1f} MiB")
+    assert len(lines) == total + 1, f"{total + 1 - len(lines)} lines missing (or doubled)"
+    assert lines == [*expected, "Traceback: the end"]
+    (spill,) = (tmp_path / "work").glob(f"*/{SPILL_FILE}")
+    assert stat.S_IMODE(spill.stat().st_mode) == 0o600
+    spilled = spill.read_text()
+    assert "token ***" in spilled, "the lines that waited on disk were the redacted ones"
+    assert CANARY not in spilled
 
 
 class Unreachable(httpx.AsyncBaseTransport):
@@ -116,16 +167,19 @@ class Unreachable(httpx.AsyncBaseTransport):
         await self.inner.aclose()
 
 
-async def test_while_the_server_is_unreachable_the_first_and_last_lines_are_kept(
-    server: EmbeddedServer, client: LaunchplaneClient
-) -> None:
-    """Lines past the buffer are dropped from the middle, with one line saying how many."""
+async def ship_while_unreachable(
+    server: EmbeddedServer, client: LaunchplaneClient, total: int, **spill: Any
+) -> tuple[list[str], LeaseOutbox]:
+    """``total`` lines given to an outbox while the server is unreachable, then shipped.
+
+    ``spill``: the outbox's ``spill_path`` / ``spill_limit``. Returns the stored
+    log and the outbox.
+    """
     # Nothing heartbeats this lease: it must outlive the test.
     await server.ensure_queue(LONG_LEASE, {"resource": "local-process", "lease_ttl_seconds": 300})
     job = await client.submit_job(LONG_LEASE, {"command": ["true"]})
     token = await server.create_token("agent", queues=[LONG_LEASE])
     transport = Unreachable()
-    total = MAX_BUFFERED_LINES + 50_000
     async with LaunchplaneClient(
         server.url, token, transport=transport, retries=0, backoff=0.01
     ) as agent:
@@ -134,7 +188,7 @@ async def test_while_the_server_is_unreachable_the_first_and_last_lines_are_kept
         assert lease is not None
         transport.down = True
         outbox = LeaseOutbox(
-            agent, lease.lease_id, lease.job_id, on_stale=lambda: None, give_up_after=60
+            agent, lease.lease_id, lease.job_id, on_stale=lambda: None, give_up_after=60, **spill
         )
         async with anyio.create_task_group() as tg:
             tg.start_soon(outbox.run)
@@ -145,7 +199,12 @@ async def test_while_the_server_is_unreachable_the_first_and_last_lines_are_kept
             assert transport.refused, "the server was unreachable while lines came"
             transport.down = False
             outbox.finish("complete", lambda: agent.complete(lease.lease_id, "succeeded", 0))
-    lines = await log_lines(client, job["id"])
+    return await log_lines(client, job["id"]), outbox
+
+
+def assert_first_and_last_kept(lines: list[str], total: int) -> int:
+    """The log is lines 0.., one notice of N dropped, then the newest lines; returns N's
+    position (how many of the first lines were kept)."""
     (notice,) = [line for line in lines if DROPPED.match(line)]
     gap = lines.index(notice)
     dropped = int(DROPPED.match(notice).group(1))  # type: ignore[union-attr]
@@ -153,7 +212,72 @@ async def test_while_the_server_is_unreachable_the_first_and_last_lines_are_kept
     assert lines[:gap] == [f"line {i}" for i in range(gap)], "the first lines are kept"
     assert lines[gap + 1 :] == [f"line {i}" for i in range(gap + dropped, total)]
     assert len(lines) - gap - 1 >= KEEP_LAST_LINES, "the newest lines are kept"
+    return gap
+
+
+async def test_while_the_server_is_unreachable_the_first_and_last_lines_are_kept(
+    server: EmbeddedServer, client: LaunchplaneClient
+) -> None:
+    """No spill file: lines past the buffer are dropped from the middle, with one notice."""
+    total = MAX_BUFFERED_LINES + 50_000
+    lines, outbox = await ship_while_unreachable(server, client, total)
+    assert_first_and_last_kept(lines, total)
     assert outbox.output_logged == total, "dropped lines count as handled, for re-adoption"
+
+
+async def test_while_the_server_is_unreachable_lines_wait_on_disk(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    """With a spill file nothing is dropped: every line is stored once, in order.
+
+    The job can write in its run directory: a link it left under the spill
+    file's name is replaced, never followed (its target keeps its content).
+    """
+    total = MAX_BUFFERED_LINES + 50_000
+    spill = tmp_path / SPILL_FILE
+    target = tmp_path / "agent-owned"
+    target.write_text("precious\n")
+    spill.symlink_to(target)
+    lines, outbox = await ship_while_unreachable(server, client, total, spill_path=spill)
+    assert lines == [f"line {i}" for i in range(total)]
+    assert outbox.output_logged == total
+    assert target.read_text() == "precious\n"
+    assert not spill.is_symlink() and stat.S_IMODE(spill.stat().st_mode) == 0o600
+    assert spill.read_text().count("\n") == total - SPILL_AFTER_LINES, "the rest waited there"
+
+
+@pytest.fixture(params=["spill limit", "disk full"])
+def refusing_spill(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A spill file that takes about 1 MiB of lines: by its limit, or on a full disk.
+
+    The full disk is a 1 MiB tmpfs the test mounts (root only; skipped otherwise).
+    """
+    if request.param == "spill limit":
+        yield {"spill_path": tmp_path / SPILL_FILE, "spill_limit": 1 << 20}
+        return
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs: {mounted.stderr.decode().strip()}")
+    try:
+        yield {"spill_path": disk / SPILL_FILE}
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+async def test_when_the_disk_refuses_lines_the_first_and_last_are_kept(
+    server: EmbeddedServer, client: LaunchplaneClient, refusing_spill: dict[str, Any]
+) -> None:
+    """Lines are dropped only once the spill file takes no more, and then from the middle:
+    what is kept is the lines in memory, those on disk, the notice, the newest lines."""
+    total = MAX_BUFFERED_LINES + 150_000
+    lines, outbox = await ship_while_unreachable(server, client, total, **refusing_spill)
+    first = assert_first_and_last_kept(lines, total)
+    assert first > SPILL_AFTER_LINES, "the lines that fitted on disk are kept"
+    assert outbox.output_logged == total
 
 
 async def test_a_server_with_a_lower_body_limit_gets_smaller_batches(
