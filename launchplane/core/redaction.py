@@ -377,14 +377,16 @@ class _Matcher:
         return _Held(text, spans).masked() if spans else text
 
     def cut_spans(self, text: str, lo: int) -> list[Span]:
-        """The starts of secrets (``MIN_FRAGMENT`` or more characters) right before a cut marker."""
+        """The starts of secrets (``MIN_FRAGMENT`` or more characters) right before a cut marker
+        (or before the closing quote of a quoted value cut short, ``'abc'...``)."""
         spans: list[Span] = []
         for marker in _CUT_MARKERS:
             at = text.find(marker, lo)
             while at != -1:
-                _, start = self.scan(text, max(lo, at - self.longest + 1), at)
-                if start is not None and at - start >= MIN_FRAGMENT:
-                    spans.append((start, at))
+                cut = at - 1 if at > lo and text[at - 1] in "'\"" else at  # show_value's 'abc'...
+                _, start = self.scan(text, max(lo, cut - self.longest + 1), cut)
+                if start is not None and cut - start >= MIN_FRAGMENT:
+                    spans.append((start, cut))
                 at = text.find(marker, at + 1)
         return spans
 

@@ -213,3 +213,15 @@ def test_very_long_secrets_compile() -> None:
     redactor.add(secret)
     assert redactor.scrub(f"<{secret.encode().hex()}>") == "<***>"
     assert stream(redactor, [secret[:5000], secret[5000:]]) == ["***", "***"]
+
+
+def test_a_secret_quoted_and_cut_by_an_error_message_is_masked() -> None:
+    """``show_value(value, limit=40)``, as config errors quote a value: ``'abc...'...``."""
+    from launchplane.core.errors import GIVEN_LIMIT, show_value
+
+    secret = "tok-" + "Zq81x" * 10
+    redactor = Redactor()
+    redactor.add(secret)
+    message = f"Input should be a valid integer (got {show_value(secret, limit=GIVEN_LIMIT)})"
+    assert secret[:20] in message
+    assert redactor.scrub(message) == "Input should be a valid integer (got '***'...)"
