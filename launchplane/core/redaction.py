@@ -49,9 +49,9 @@ MASK = "***"
 MIN_SECRET_LENGTH = 4
 """Shorter values are not redacted: scrubbing every "abc" or "1" would mangle all output."""
 MIN_FRAGMENT = 4
-"""At a cut (the end of a text, ``...``), this many leading characters of a secret are masked:
-fewer may show. Shorter starts are left alone: every line ending in a secret's first letter
-would lose it."""
+"""At a cut (before ``...``, a held line shipped without its continuation), a secret's start of
+this many characters or more is masked: fewer may show. Shorter starts are left alone: every
+line ending in a secret's first letter would lose it."""
 HOLD_SECONDS = 0.05
 """The longest a :class:`LineWindow` holds a line back to see whether the next one completes a
 secret. Lines a job writes in one go arrive together and never wait for this."""
