@@ -54,6 +54,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -586,21 +587,29 @@ class JobPipeline:
             pumped.set()
 
     async def _pump_lines(self, lines: AsyncIterator[str], skip: int) -> None:
+        """Through a redaction window: a secret split over lines is masked, and a
+        line whose end may start one waits for the next (50 ms at most)."""
         self._outbox.output_logged = skip
         first = True
-        async for line in lines:
-            self._output_at = anyio.current_time()
-            if skip:
-                skip -= 1
-                continue
-            if first:
-                first = False
-                log.debug(
-                    "job %s: first output line %.1f ms after the claim",
-                    self.job_id,
-                    (time.monotonic() - self._claimed_at) * 1000,
-                )
-            self._outbox.line(self.services.redactor.scrub(line), output=True)
+        window = self.services.redactor.window(partial(self._outbox.line, output=True))
+        async with anyio.create_task_group() as expiry:
+            expiry.start_soon(window.run)
+            try:
+                async for line in lines:
+                    self._output_at = anyio.current_time()
+                    if skip:
+                        skip -= 1
+                        continue
+                    if first:
+                        first = False
+                        log.debug(
+                            "job %s: first output line %.1f ms after the claim",
+                            self.job_id,
+                            (time.monotonic() - self._claimed_at) * 1000,
+                        )
+                    window.feed(line)
+            finally:
+                window.close()
 
     async def _log_line(self, line: str) -> None:
         """``ctx.log``: a line from a builder or plugin, into the job's log."""

@@ -3,7 +3,8 @@
 Docker's attach stream, a Kubernetes pod log and a kaniko build log all
 arrive as chunks that cut lines anywhere. A line longer than
 :data:`MAX_LINE_BYTES` is cut into pieces, so one runaway line cannot grow
-the agent's memory without bound.
+the agent's memory without bound; the cut falls between characters, and the
+agent's redaction window masks a secret that straddles it.
 """
 
 from __future__ import annotations
@@ -26,14 +27,24 @@ class LineSplitter:
         """The lines ``chunk`` completes; the unfinished rest waits for the next chunk."""
         *lines, self._buffer = (self._buffer + chunk).split(b"\n")
         while len(self._buffer) > MAX_LINE_BYTES:
-            lines.append(self._buffer[:MAX_LINE_BYTES])
-            self._buffer = self._buffer[MAX_LINE_BYTES:]
+            cut = char_boundary(self._buffer, MAX_LINE_BYTES)
+            lines.append(self._buffer[:cut])
+            self._buffer = self._buffer[cut:]
         return [decode(line) for line in lines]
 
     def flush(self) -> list[str]:
         """The last, unterminated line, if any (at the end of the stream)."""
         rest, self._buffer = self._buffer, b""
         return [decode(rest)] if rest else []
+
+
+def char_boundary(raw: bytes, limit: int) -> int:
+    """``limit``, or the start of the UTF-8 character it falls inside: a piece cut there decodes
+    whole, so the redactor still sees a non-ASCII secret that straddles the cut."""
+    cut = limit
+    while cut > limit - 3 and raw[cut] & 0xC0 == 0x80:  # a continuation byte
+        cut -= 1
+    return cut
 
 
 def decode(raw: bytes) -> str:
