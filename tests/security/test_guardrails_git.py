@@ -108,3 +108,43 @@ async def test_agent_runs_a_submitters_workdir_without_running_its_git_config(
     assert not canary.exists(), canary.read_text()
     record = await submitter.get_record(job["id"])
     assert (record["code"]["commit"], record["code"]["dirty"]) == (head, True)
+
+
+# -- the build context never leaves the job's code directory ---------------------------------
+
+
+def repo_with_escape(path: Path) -> None:
+    """A repository with ``escape`` -> ``/etc``: a relative workdir that passes the submit check
+    and still leads out of the checkout once the symlink is followed."""
+    path.mkdir(parents=True)
+    git(path, "init", "--quiet", "--initial-branch=main")
+    git(path, "config", "user.email", "t@example.com")
+    git(path, "config", "user.name", "t")
+    (path / "train.py").write_text("print('hi')\n")
+    (path / "escape").symlink_to("/etc")
+    git(path, "add", ".")
+    git(path, "commit", "--quiet", "-m", "v1")
+
+
+async def test_docker_build_context_never_leaves_the_checkout(
+    server: EmbeddedServer, submitter: LaunchplaneClient, tmp_path: Path
+) -> None:
+    """A workdir symlinked to /etc would make /etc the image's build context (host files in the
+    image); the agent refuses it before the builder reads a file."""
+    repo = tmp_path / "repo"
+    repo_with_escape(repo)
+    await server.ensure_queue(
+        "build",
+        {
+            "resource": "docker",
+            "builder": {"type": "docker"},
+            "git": {"repository": str(repo)},  # the admin's repository: a local one is fine
+            "entry_point": "train.py",
+        },
+    )
+    job = await submitter.submit_job("build", {"workdir": "escape"})
+    async with running_agent(server, tmp_path / "work", ["build"]):
+        done = await wait_for_state(submitter, job["id"], timeout=60)
+
+    assert done["state"] == "failed", done
+    assert "workdir 'escape' leaves the job's code directory (it is /etc)" in done["reason"]
