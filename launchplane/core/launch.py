@@ -71,8 +71,9 @@ def code_root(job: ResolvedJob, ctx: JobContext) -> Path | None:
 
     The git checkout (``ctx.code_dir``; a relative ``workdir`` is a folder of
     it, and never outside it, symlinks resolved), else an absolute ``workdir``
-    (the CLI resolves a relative one against the job file at submit time). A relative ``workdir`` without git
-    code is an error, since nothing says what it is relative to.
+    (the CLI resolves a relative one against the job file at submit time). A
+    relative ``workdir`` without git code is an error, since nothing says what
+    it is relative to.
     """
     if ctx.code_dir is not None:
         if not job.workdir:
