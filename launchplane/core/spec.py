@@ -243,6 +243,24 @@ class Guardrails(StrictModel):
     git_local_remotes: bool = False
     """Let submitters give ``git.repository`` as ``file://`` or a path on the agent host."""
 
+    @field_validator("env_allow", "env_deny", "env_only")
+    @classmethod
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            if not pattern or pattern == "*" or "*" in pattern[:-1]:
+                raise ValueError(
+                    f"{pattern!r} is not an env name or a PREFIX* pattern (one trailing *)"
+                )
+        return value
+
+    @field_validator("workdir_roots")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for root in value:
+            if not root.startswith("/"):
+                raise ValueError(f"{root!r} is not an absolute directory (start it with /)")
+        return value
+
 
 class QueueConfig(_JobFields):
     """A queue as an admin configures it."""

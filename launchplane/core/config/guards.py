@@ -5,7 +5,10 @@ A queue config is the admin's; a submitter's layers may not hold
 environment where the agent expands them (``resource_args`` included),
 ``null`` env values outside the queue's ``passthrough_env``, nor change a
 path that the queue fills from a template variable or lists in ``locked``
-(fixing ``command`` or ``entry_point`` fixes both: either one picks the program).
+(locking any one of ``command``, ``entry_point`` or ``args`` locks what runs:
+both ``command`` and ``entry_point``, and containers' own ``command``/``args``
+in ``resource_args``), nor reach the agent's host beyond the queue's
+``guardrails`` (:mod:`.host_guards`: env names, workdir, git remote).
 A ``resource`` (W&B launch specs carry one) may only name the queue's own
 runner: the queue decides it. The protected paths form a tree
 (:class:`Guard`), built once per queue config; each layer is checked against
