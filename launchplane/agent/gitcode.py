@@ -20,10 +20,23 @@ the index (a lock a user's own git command could trip over).
 
 git runs with a minimal environment: ``PATH``, the locale, ``HOME`` and
 ``SSH_AUTH_SOCK`` (so the host's configured git credentials and ssh keys keep
-working), ``GIT_TERMINAL_PROMPT=0`` (fail instead of waiting for a password)
-and an explicit list of allowed transports (no ``ext::``). No other variable
-of the agent - in particular no secret - reaches git, and git runs in its own
-session so ssh cannot prompt on the agent's terminal.
+working), ``GIT_TERMINAL_PROMPT=0`` (fail instead of waiting for a password),
+no system config (``GIT_CONFIG_NOSYSTEM``) and an explicit list of allowed
+transports (no ``ext::``, whatever a config says: ``protocol.ext.allow=never``
+too). No other variable of the agent - in particular no secret - reaches git,
+and git runs in its own session so ssh cannot prompt on the agent's terminal.
+
+A repository's own config can name programs that git runs by itself:
+``core.fsmonitor`` (run by ``git status``), hooks, and the ``clean`` /
+``process`` commands of filter drivers (run by ``git status`` for a changed
+file that ``.gitattributes`` marks). A local work tree is the submitter's,
+so every git command runs with ``core.fsmonitor=false`` and
+``core.hooksPath=/dev/null`` (:data:`HARDENED`), and :func:`inspect_worktree`
+also empties every filter driver the repository's config declares and does not
+recurse into submodules. git's own ownership check stays on (``safe.directory``
+is never overridden): a repository owned by another user is refused.
+``core.sshCommand`` is left to the host's config: git reads it only when it
+talks to a remote, which it does only in a clone the agent made itself.
 """
 
 from __future__ import annotations
@@ -39,6 +52,16 @@ from pathlib import Path
 import anyio
 
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+HARDENED = (
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "protocol.ext.allow=never",
+)
+"""Options before every git command: no program of a repository's config or hooks runs."""
+_FILTER_KEY = re.compile(r"filter\.(.+)\.(?:clean|smudge|process)")
 INSPECT_TIMEOUT = 10.0
 """Seconds git may take to describe a local work tree: a huge tree or a hung
 filesystem must not hold a job's launch for long."""
@@ -194,17 +217,43 @@ async def inspect_worktree(path: Path, *, timeout: float = INSPECT_TIMEOUT) -> W
             if inside.returncode != 0 and b"not a git repository" in inside.stderr:
                 return None
             if inside.returncode != 0:
-                raise _failed(path, inside)
+                raise _failed(path, "rev-parse", inside)
             if inside.stdout.strip() != b"true":  # in a .git directory
                 return None
             head = await _git_in(path, "rev-parse", "--verify", "--quiet", "HEAD")
-            status = await _git_in(path, "status", "--porcelain", "--untracked-files=normal")
+            disarmed = await _filters_off(path)
+            status = await _git_in(
+                path,
+                *disarmed,
+                "status",
+                "--porcelain",
+                "--untracked-files=normal",
+                "--ignore-submodules=all",
+            )
     except TimeoutError:
         raise GitError(f"git took longer than {timeout:g}s to describe {path}") from None
     if status.returncode != 0:
-        raise _failed(path, status)
+        raise _failed(path, "status", status)
     commit = head.stdout.decode().strip() if head.returncode == 0 else ""
     return WorkTree(commit or None, dirty=bool(status.stdout.strip()))
+
+
+async def _filters_off(path: Path) -> list[str]:
+    """``-c filter.NAME.clean=`` (and smudge, process) for every filter driver the config of
+    the repository at ``path`` declares: an empty command is no filter, so ``git status``
+    compares the file's bytes instead of running the repository's program."""
+    listed = await _git_in(path, "config", "--null", "--name-only", "--get-regexp", r"^filter\.")
+    names = {
+        found[1]
+        for key in listed.stdout.decode("utf-8", "replace").split("\0")
+        if (found := _FILTER_KEY.fullmatch(key.strip()))
+    }
+    return [
+        option
+        for name in sorted(names)
+        for part in ("clean", "smudge", "process")
+        for option in ("-c", f"filter.{name}.{part}=")
+    ]
 
 
 async def _git_in(path: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -220,7 +269,7 @@ async def _run_git(
     """git in a session of its own, without stdin (it can never prompt on the agent's terminal)."""
     try:
         return await anyio.run_process(
-            ["git", *args],
+            ["git", *HARDENED, *args],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -231,9 +280,9 @@ async def _run_git(
         raise GitError("git is not installed on the agent host") from exc
 
 
-def _failed(path: Path, done: subprocess.CompletedProcess[bytes]) -> GitError:
+def _failed(path: Path, command: str, done: subprocess.CompletedProcess[bytes]) -> GitError:
     message = done.stderr.decode("utf-8", "replace").strip().splitlines()[-3:]
     return GitError(
-        f"git {done.args[3]} in {path} failed: "  # args: git -C <path> <command> ...
+        f"git {command} in {path} failed: "
         + (" / ".join(message) or f"exit code {done.returncode}")
     )

@@ -223,6 +223,7 @@ def _plan(
                 values,
                 queue_name=job.get("queue") or (queue_file.stem if queue_file else None),
                 resource_args_model=runner_class.resource_args_model if runner_class else None,
+                trusted=True,  # the queue file's holder previews as its admin
             )
         except ConfigError as exc:
             # Named after the job file unless every problem names the override that caused it.

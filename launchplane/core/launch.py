@@ -70,12 +70,22 @@ def code_root(job: ResolvedJob, ctx: JobContext) -> Path | None:
     """Where the job's code is on the agent host, or None when it has none.
 
     The git checkout (``ctx.code_dir``; a relative ``workdir`` is a folder of
-    it), else an absolute ``workdir`` (the CLI resolves a relative one
-    against the job file at submit time). A relative ``workdir`` without git
-    code is an error, since nothing says what it is relative to.
+    it, and never outside it, symlinks resolved), else an absolute ``workdir``
+    (the CLI resolves a relative one against the job file at submit time). A
+    relative ``workdir`` without git code is an error, since nothing says what
+    it is relative to.
     """
     if ctx.code_dir is not None:
-        return ctx.code_dir / job.workdir if job.workdir else ctx.code_dir
+        if not job.workdir:
+            return ctx.code_dir
+        # Symlinks resolved: a folder of the checkout may not lead out of it (../.., /etc).
+        root, checkout = (ctx.code_dir / job.workdir).resolve(), ctx.code_dir.resolve()
+        if not root.is_relative_to(checkout):
+            raise PluginError(
+                f"workdir {job.workdir!r} leaves the job's code directory (it is {root}); "
+                "give a folder inside the git checkout"
+            )
+        return root
     if not job.workdir:
         return None
     root = Path(job.workdir).expanduser()

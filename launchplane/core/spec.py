@@ -12,7 +12,7 @@ Three shapes exist:
 * :class:`JobSpec` - what a submitter writes. May not hold ``secrets``.
 * :class:`QueueConfig` - what an admin writes: job-shaped defaults plus the
   queue's runner (``resource``), guardrails (``template_variables``,
-  ``locked``, ``passthrough_env``), ``secrets``, the options of the secret
+  ``locked``, ``passthrough_env``, ``guardrails``), ``secrets``, the options of the secret
   providers they use (``secret_providers``) and lease/retry settings.
 * :class:`ResolvedJob` - the single final job after queue < job < overrides
   have been merged and templates substituted. Agents launch exactly this.
@@ -230,6 +230,46 @@ SecretProviderOptions = dict[str, dict[str, Any]]
 provider's own ``options_model`` when the agent builds it (``{file-vault: {path: ...}}``)."""
 
 
+class Guardrails(StrictModel):
+    """What a queue lets its submitters reach on the agent's host (``docs/security.md``).
+
+    Names are exact or end in ``*`` (a prefix: ``HF_*``). An admin's own
+    submissions are trusted with the host and skip these checks.
+    """
+
+    env_allow: list[str] = Field(default_factory=list)
+    """Names of the built-in deny-list (``launchplane.core.config.envnames``) a submitter may
+    set on this queue anyway (``PYTHONPATH``)."""
+    env_deny: list[str] = Field(default_factory=list)
+    """More names a submitter may not set (``MPLBACKEND``, ``MY_TOOL_*``)."""
+    env_only: list[str] | None = None
+    """Allow-list mode: when set, a submitter may set only these names (the deny-list still
+    applies to them unless ``env_allow`` names them)."""
+    workdir_roots: list[str] = Field(default_factory=list)
+    """Absolute directories of the agent host a submitter's absolute ``workdir`` may be in
+    (none: a submitter's workdir is a folder of the job's git checkout)."""
+    git_local_remotes: bool = False
+    """Let submitters give ``git.repository`` as ``file://`` or a path on the agent host."""
+
+    @field_validator("env_allow", "env_deny", "env_only")
+    @classmethod
+    def _patterns(cls, value: list[str] | None) -> list[str] | None:
+        for pattern in value or []:
+            if not pattern or pattern == "*" or "*" in pattern[:-1]:
+                raise ValueError(
+                    f"{pattern!r} is not an env name or a PREFIX* pattern (one trailing *)"
+                )
+        return value
+
+    @field_validator("workdir_roots")
+    @classmethod
+    def _absolute(cls, value: list[str]) -> list[str]:
+        for root in value:
+            if not root.startswith("/"):
+                raise ValueError(f"{root!r} is not an absolute directory (start it with /)")
+        return value
+
+
 class QueueConfig(_JobFields):
     """A queue as an admin configures it."""
 
@@ -246,6 +286,7 @@ class QueueConfig(_JobFields):
     retry: RetryPolicy | None = None
     artifact_store: ArtifactStoreSpec | None = None
     """Where the queue's ``input_artifacts`` are resolved and ``output_artifacts`` go."""
+    guardrails: Guardrails = Field(default_factory=Guardrails)
 
 
 # Keys that belong to the queue's administration and never merge into a job.
@@ -261,6 +302,7 @@ QUEUE_ONLY_KEYS = frozenset(
         "max_attempts",
         "retry",
         "artifact_store",
+        "guardrails",
     }
 )
 

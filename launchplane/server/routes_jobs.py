@@ -59,6 +59,7 @@ async def submit_job(
         job=body.job,
         overrides=overrides,
         variables=body.template_variables,
+        trusted=caller.is_admin,
     )
     job, created = await state.store.submit_job(
         queue=queue.name,

@@ -62,8 +62,12 @@ class Validator:
         job: dict[str, Any],
         overrides: Sequence[dict[str, Any]],
         variables: Mapping[str, Any],
+        trusted: bool = False,
     ) -> dict[str, Any]:
-        """The resolved job as JSON; ConfigError (a 422) listing every problem of the submission."""
+        """The resolved job as JSON; ConfigError (a 422) listing every problem of the submission.
+
+        ``trusted``: an admin submits, whom the queue's host guardrails do not bind.
+        """
         try:
             resolved = resolve_job(
                 raw_config,
@@ -74,6 +78,7 @@ class Validator:
                 resource_args_model=self._resource_args_model(
                     raw_config.get("resource", DEFAULT_RUNNER)
                 ),
+                trusted=trusted,
             )
         except ConfigError as exc:
             raise ConfigError(exc.errors, source="invalid job") from None

@@ -638,7 +638,18 @@ def test_args_stay_the_submitters_where_only_the_program_is_fixed() -> None:
     queue = {"entry_point": ["python", "approved.py"], "locked": ["entry_point"]}
     resolved = resolve_job(queue, {"args": ["--epochs", "3"]})
     assert (resolved.entry_point, resolved.args) == (["python", "approved.py"], ["--epochs", "3"])
-    # Locking args fixes the arguments only; the program is the submitter's unless fixed too.
-    assert resolve_job({"args": ["-v"], "locked": ["args"]}, {"command": ["mine"]}).command == [
-        "mine"
-    ]
+
+
+def test_locking_args_locks_the_program_too() -> None:
+    # Locked args run as the arguments of the submitter's own program otherwise.
+    queue = {"args": ["-v"], "locked": ["args"]}
+    for key, value in (("command", ["mine"]), ("entry_point", "mine.py")):
+        with pytest.raises(ConfigError) as caught:
+            resolve_job(queue, {key: value})
+        assert [(e.path, e.message) for e in caught.value.errors] == [
+            (
+                key,
+                "would change the program the job runs, which the queue fixes in args; "
+                "only an admin can change it",
+            )
+        ]

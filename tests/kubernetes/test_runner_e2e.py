@@ -93,6 +93,10 @@ async def test_submit_runs_examples_hello_in_a_pod_with_digest_and_logs(
     """``launchplane submit`` of examples/hello: built, pushed, run in a pod, recorded."""
     hello = tmp_path / "hello"
     shutil.copytree(REPO / "examples" / "hello", hello, ignore=shutil.ignore_patterns("output"))
+    # A submitter's local workdir: only inside a root the queue allows (issue 15).
+    await server.ensure_queue(
+        QUEUE, {**queue_config(target), "guardrails": {"workdir_roots": [str(hello)]}}
+    )
     token = await server.create_token("submitter", name="e2e")
     async with running_agent(server, tmp_path / "work", [QUEUE]):
         submitted = await anyio.run_process(

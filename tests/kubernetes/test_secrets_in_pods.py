@@ -27,7 +27,9 @@ import anyio.to_thread
 import pytest
 from k8skit import Cluster
 from kit import log_lines, running_agent, wait_for_state
-from test_runner_e2e import JOB_TIMEOUT, NAMESPACE, QUEUE_CONFIG, command_job
+from targets import EMULATOR_NAMESPACE as NAMESPACE
+from targets import EmulatorTarget
+from test_runner_e2e import JOB_TIMEOUT, command_job, queue_config
 
 from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
@@ -75,7 +77,7 @@ async def server(
     # In a worker thread: the emulator answers from this event loop.
     await anyio.to_thread.run_sync(create_user_secret, kube.kubeconfig)
     async with EmbeddedServer(data_dir=tmp_path / "server") as srv:
-        await srv.ensure_queue(QUEUE, {**QUEUE_CONFIG, "secrets": SECRETS})
+        await srv.ensure_queue(QUEUE, {**queue_config(EmulatorTarget(kube)), "secrets": SECRETS})
         yield srv
 
 
@@ -83,7 +85,7 @@ async def test_both_secrets_reach_the_container_and_neither_value_is_written_any
     server: EmbeddedServer, client: LaunchplaneClient, kube: Cluster, tmp_path: Path
 ) -> None:
     async with running_agent(server, tmp_path / "work", [QUEUE]):
-        submitted = await client.submit_job(QUEUE, command_job(SCRIPT))
+        submitted = await client.submit_job(QUEUE, command_job(EmulatorTarget(kube), SCRIPT))
         job_id = submitted["id"]
         done = await wait_for_state(client, job_id, timeout=JOB_TIMEOUT)
         record = await client.get_record(job_id)

@@ -15,8 +15,9 @@ The semantics (``docs/configuration.md`` explains them to users):
 * guardrails (:func:`resolve_job`): a submitter's layers may not hold
   ``secrets``, agent-environment references (``${HOME}``) where the agent
   expands them, ``null`` env values outside the queue's ``passthrough_env``,
-  nor change a path that the queue fills from a template variable or lists
-  in ``locked``.
+  env names of the deny-list, host paths and local git remotes outside the
+  queue's ``guardrails``, nor change a path that the queue fills from a
+  template variable or lists in ``locked``.
 
 One concern per module, imported in this order (each only from those above it):
 
@@ -30,6 +31,8 @@ One concern per module, imported in this order (each only from those above it):
 ``normalise``   W&B spellings to launchplane's; "not a launch config" hints
 ``templates``   ``{{var}}`` placeholders, typed values, substitution
 ``queue_check`` the check a queue config gets when it is created
+``envnames``    env names a submitter may not set (the deny-list)
+``host_guards`` what a submitter's layer may reach on the agent's host
 ``guards``      the guardrails of a submitter's layers
 ``overrides``   ``--set``, ``--resource-args``, ``--var``
 ``files``       job and queue files, ``base_config`` chains, local workdirs

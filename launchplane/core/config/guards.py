@@ -5,7 +5,10 @@ A queue config is the admin's; a submitter's layers may not hold
 environment where the agent expands them (``resource_args`` included),
 ``null`` env values outside the queue's ``passthrough_env``, nor change a
 path that the queue fills from a template variable or lists in ``locked``
-(fixing ``command`` or ``entry_point`` fixes both: either one picks the program).
+(locking any one of ``command``, ``entry_point`` or ``args`` locks what runs:
+both ``command`` and ``entry_point``, and containers' own ``command``/``args``
+in ``resource_args``), nor reach the agent's host beyond the queue's
+``guardrails`` (:mod:`.host_guards`: env names, workdir, git remote).
 A ``resource`` (W&B launch specs carry one) may only name the queue's own
 runner: the queue decides it. The protected paths form a tree
 (:class:`Guard`), built once per queue config; each layer is checked against
@@ -21,6 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from launchplane.core.config.host_guards import container_program_errors, host_errors
 from launchplane.core.config.keypath import PathKey, format_path, parse_path, strings
 from launchplane.core.config.macros import EXPANDED_FIELDS, agent_env_references
 from launchplane.core.config.normalise import normalise_layer, with_not_a_launch_config_hint
@@ -28,7 +32,7 @@ from launchplane.core.config.queue_check import CheckedQueue
 from launchplane.core.config.wandb_queue import WANDB_RUNNERS
 from launchplane.core.config.wandb_spec import as_written
 from launchplane.core.errors import FieldError, from_validation_error, kind_of
-from launchplane.core.spec import QUEUE_ONLY_KEYS, JobSpec
+from launchplane.core.spec import QUEUE_ONLY_KEYS, Guardrails, JobSpec
 
 
 @dataclass
@@ -79,21 +83,36 @@ def guard_tree(checked: CheckedQueue) -> Guard:
 
 _PROGRAM = ("command", "entry_point")
 """Either one chooses the program a job runs (``command`` wins when both are set)."""
+_RUNS = (*_PROGRAM, "args")
+"""What runs: locking any one of these fixes the program (:func:`fixes_program`)."""
 
 
 def _protect_program(root: Guard, data: Mapping[str, Any]) -> None:
-    """Where the queue fixes ``command`` or ``entry_point`` (locked or templated, in whole or in
-    part), the other is fixed too: else a submitter's ``command`` would run instead of the
-    queue's ``entry_point``. ``args`` are arguments, not the program: they are locked alone."""
-    for key, other in (_PROGRAM, _PROGRAM[::-1]):
-        if key in root.children and other not in root.children:
+    """Locking any one of ``command``, ``entry_point`` or ``args`` locks what runs.
+
+    Where the queue fixes one of them (locked or templated, in whole or in
+    part), ``command`` and ``entry_point`` are fixed too: else a submitter's
+    ``command`` would run instead of the queue's ``entry_point``, or run the
+    queue's locked ``args`` as arguments of the submitter's own program.
+    ``args`` stay free when only the program is fixed: they are its arguments.
+    """
+    fixed = [key for key in _RUNS if key in root.children]
+    if not fixed:
+        return
+    for other in _PROGRAM:
+        if other not in root.children:
             _protect(
                 root,
                 (other,),
                 data,
-                f"would change the program the job runs, which the queue fixes in {key}; "
+                f"would change the program the job runs, which the queue fixes in {fixed[0]}; "
                 "only an admin can change it",
             )
+
+
+def fixes_program(guards: Guard) -> bool:
+    """Whether the queue fixes what a job runs (see :func:`_protect_program`)."""
+    return any(key in guards.children for key in _RUNS)
 
 
 _PINNED_CODE = ("repository", "branch", "commit")
@@ -137,12 +156,19 @@ def _child(value: Any, key: str | int) -> Any:
 
 
 def submitter_layer(
-    raw: Any, guards: Guard, origin: str | None, errors: list[FieldError]
+    raw: Any,
+    guards: Guard,
+    origin: str | None,
+    errors: list[FieldError],
+    rules: Guardrails | None = None,
 ) -> dict[str, Any]:
     """Normalise one job or override layer and append every problem with it to ``errors``.
 
     ``origin`` names an override layer (``from --set a=1``) in its errors; None
-    for the job config. The result keeps ``template_variables`` (values, in a job).
+    for the job config. ``rules`` are the queue's ``guardrails`` of what a
+    submitter may reach on the agent's host (:func:`~.host_guards.host_errors`);
+    None for an admin's own submission. The result keeps ``template_variables``
+    (values, in a job).
     """
     suffix = f" ({origin})" if origin else ""
     if not isinstance(raw, Mapping):
@@ -169,6 +195,11 @@ def submitter_layer(
     }
     checked: list[FieldError] = _shape_errors(shape) + _reference_errors(layer)
     _check_guards(layer, guards, (), checked)
+    if rules is not None and not problems and not checked:
+        # On a layer that is otherwise valid: a malformed one gets its own errors first.
+        checked += host_errors(layer, rules)
+    if fixes_program(guards):
+        checked += container_program_errors(layer)
     problems += as_written(checked, spelled)
     errors += [FieldError(p.path, p.message + suffix, p.line, origin) for p in problems]
     return {k: v for k, v in shape.items() if k != "base_config"}

@@ -27,7 +27,7 @@ from launchplane.core.config.guards import (
 from launchplane.core.config.keypath import PathKey, format_path
 from launchplane.core.config.merge import merge_into, merge_tracked
 from launchplane.core.config.queue_check import inspect_queue_config
-from launchplane.core.config.templates import resolve_template_values, substitute
+from launchplane.core.config.templates import resolve_template_values, split_words, substitute
 from launchplane.core.errors import (
     ConfigError,
     FieldError,
@@ -57,6 +57,7 @@ def resolve_job(
     *,
     queue_name: str | None = None,
     resource_args_model: type[BaseModel] | None = None,
+    trusted: bool = False,
 ) -> ResolvedJob:
     """The one final job: queue config < job < overrides, guarded and templated.
 
@@ -67,7 +68,9 @@ def resolve_job(
     validates the result as a :class:`ResolvedJob` and, when given, validates
     ``resource_args[<resource>]`` with ``resource_args_model`` (the queue's
     runner's :attr:`~launchplane.core.interfaces.Runner.resource_args_model`),
-    whose fields also suggest the key meant by a misspelt one. A failing stage
+    whose fields also suggest the key meant by a misspelt one. Unless ``trusted``
+    (an admin's own submission), each layer's env names, workdir and git remote
+    must be ones the queue's ``guardrails`` allow (:mod:`.host_guards`). A failing stage
     raises one ConfigError that lists every problem of that stage; a problem
     with a value an override layer set says so (``(from --set a.b=1)``).
 
@@ -83,7 +86,8 @@ def resolve_job(
     admin_only = admin_only_fields(resource_args_model) if resource_args_model else frozenset()
     for index, raw in enumerate([job, *overrides]):
         origin = None if index == 0 else _origin(raw, index)
-        layer = submitter_layer(raw, queue.guards, origin, errors)
+        rules = None if trusted else queue.config.guardrails
+        layer = submitter_layer(raw, queue.guards, origin, errors, rules)
         errors += _admin_only_errors(layer, queue.config.resource, admin_only, origin)
         tv = layer.pop("template_variables", None)
         if isinstance(tv, Mapping):
@@ -242,6 +246,7 @@ def _compile(raw: Mapping[str, Any]) -> _Queue:
     except ConfigError as exc:
         raise ConfigError(exc.errors, source="queue config") from None
     job_defaults = {k: v for k, v in checked.data.items() if k not in QUEUE_ONLY_KEYS}
+    split_words(job_defaults)  # a template value stays one argv word
     return _Queue(
         checked.config,
         job_defaults,

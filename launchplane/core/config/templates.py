@@ -38,6 +38,31 @@ _INTEGER_TEXT_RE = re.compile(r"[-+]?[0-9]+")
 # --- placeholders -----------------------------------------------------------------------
 
 
+_WORD_FIELDS = ("command", "entry_point")
+"""Fields a string of which is split into argv words like a shell would (``launch.job_argv``)."""
+
+
+def split_words(data: dict[str, Any]) -> None:
+    """Split a templated ``command``/``entry_point`` string into words *before* substitution.
+
+    ``command: "python train.py --lr {{lr}}"`` is split when the job is
+    validated, after the values are in: a value ``0.1 --config /etc/passwd``
+    would add words of the submitter's choice. Split first, each placeholder
+    sits in one word and its value stays one word, spaces and quotes included.
+    A string that does not split (an unbalanced quote) is left for the model's error, and
+    a whole-string placeholder (``"{{program}}"``) too: that variable is the whole program.
+    """
+    import shlex
+
+    for key in _WORD_FIELDS:
+        text = data.get(key)
+        if isinstance(text, str) and "{{" in text and not PLACEHOLDER_RE.fullmatch(text):
+            try:
+                data[key] = shlex.split(text)
+            except ValueError:
+                continue
+
+
 def find_placeholders(obj: Any) -> dict[PathKey, set[str]]:
     """Every string value that holds ``{{var}}`` placeholders: path -> variable names.
 

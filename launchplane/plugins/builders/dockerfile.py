@@ -388,6 +388,11 @@ def plan_build(
     own = job.docker.dockerfile if job.docker is not None else None
     if own or (root / "Dockerfile").is_file():
         path = own or "Dockerfile"
+        if not (root / path).resolve().is_relative_to(root.resolve()):
+            raise PluginError(
+                f"docker.dockerfile {path!r} is outside the job's code ({root}); "
+                "give a path inside the build context"
+            )
         if not (root / path).is_file():
             raise PluginError(
                 f"docker.dockerfile {path!r} is not a file in the job's code ({root})"
