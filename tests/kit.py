@@ -159,6 +159,29 @@ def pid_gone(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
+def pids_with_argument(argument: str, program: str | None = None) -> list[int]:
+    """Live processes (zombies excluded) with ``argument`` in their argv, from the host's /proc;
+    only those named ``program`` (``/proc/<pid>/comm``) when given.
+
+    A sandboxed job sees only its own PID namespace, so it cannot print a pid
+    the test could check: the test finds its processes by a unique argument.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if program is not None and comm != program:
+            continue
+        if argument.encode() in argv and not pid_gone(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
 # -- bounded waits ----------------------------------------------------------------------
 
 
