@@ -75,9 +75,9 @@ import importlib.metadata
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
-import shutil
 import sys
 import time
 from collections.abc import AsyncIterator

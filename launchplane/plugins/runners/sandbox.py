@@ -248,4 +248,3 @@ the supervisor waits for it and exits as it did (same code, same signal)."""
 def supervised_argv(argv: Sequence[str]) -> list[str]:
     """``argv`` under :data:`SUPERVISOR` (isolated mode, no site: stdlib only, quick)."""
     return [sys.executable, "-I", "-S", "-c", SUPERVISOR, str(os.getpid()), *argv]
-
