@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -180,6 +181,25 @@ def pids_with_argument(argument: str, program: str | None = None) -> list[int]:
         if argument.encode() in argv and not pid_gone(int(entry.name)):
             found.append(int(entry.name))
     return found
+
+
+def unique_seconds(seconds: int) -> str:
+    """A ``sleep`` argument near ``seconds`` that no other process has: its argv finds it."""
+    return f"{seconds}.{secrets.randbelow(10**9):09d}"
+
+
+async def find_process(argument: str, program: str, timeout: float = 10) -> int:
+    """The host pid of the one live ``program`` with ``argument`` in its argv, once it runs.
+
+    A job that prints ``$$`` in its sandbox prints its pid in its own PID
+    namespace (1, 2, ...): a test finds its host pid this way instead.
+    """
+
+    async def check() -> int | None:
+        found = pids_with_argument(argument, program)
+        return found[0] if len(found) == 1 else None
+
+    return await eventually(check, timeout, f"one {program} process with argument {argument}")
 
 
 # -- bounded waits ----------------------------------------------------------------------

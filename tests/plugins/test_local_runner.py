@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import uuid
 from pathlib import Path
 
 import anyio
 import pytest
-from kit import eventually, pids_with_argument, wait_gone
+from kit import find_process, unique_seconds, wait_gone
 from pydantic import ValidationError
 
 from launchplane.core.interfaces import JobContext, PluginError, RunState
@@ -141,26 +140,11 @@ async def test_bad_command_and_directory_are_clear_errors(ctx: JobContext) -> No
         await runner.submit(ResolvedJob(command=["true"], workdir="/no/such/dir"), None, ctx)
 
 
-def unique() -> str:
-    """A ``sleep`` duration no other process has: its argv finds it on the host."""
-    return f"300.{uuid.uuid4().int % 10**9}"
-
-
-async def host_pid(argument: str, program: str) -> int:
-    """The host pid of the one live ``program`` with ``argument`` in its argv."""
-
-    async def check() -> int | None:
-        found = pids_with_argument(argument, program)
-        return found[0] if len(found) == 1 else None
-
-    return await eventually(check, 10, f"a process with argument {argument}")
-
-
 @ISOLATIONS
 async def test_cancel_kills_the_whole_process_group(ctx: JobContext, isolation: str) -> None:
     # The parent ignores SIGTERM, so only SIGKILL after the grace period stops it;
     # its child `sleep` must die with it.
-    marker = unique()
+    marker = unique_seconds(300)
     script = f"trap '' TERM; sleep {marker} & echo up; wait"
     job = ResolvedJob(
         command=["sh", "-c", script, f"parent-{marker}"],
@@ -171,8 +155,8 @@ async def test_cancel_kills_the_whole_process_group(ctx: JobContext, isolation: 
     lines = run.logs()
     while await lines.__anext__() != "up":
         pass
-    child = await host_pid(marker, "sleep")
-    parent = await host_pid(f"parent-{marker}", "sh")
+    child = await find_process(marker, "sleep")
+    parent = await find_process(f"parent-{marker}", "sh")
 
     with anyio.fail_after(10):
         await run.cancel(grace=0.5)
@@ -199,7 +183,7 @@ async def test_cancel_with_a_cooperative_process_is_quick(ctx: JobContext) -> No
 async def test_processes_left_behind_are_killed_when_the_main_one_exits(
     ctx: JobContext, isolation: str
 ) -> None:
-    marker = unique()
+    marker = unique_seconds(300)
     # The main process ends once the test has seen its child (the file `go`).
     script = f"sleep {marker} >/dev/null 2>&1 & echo started; until [ -e go ]; do sleep 0.05; done"
     job = ResolvedJob(
@@ -208,7 +192,7 @@ async def test_processes_left_behind_are_killed_when_the_main_one_exits(
     run = await LocalProcessRunner().submit(job, None, ctx)
     lines = run.logs()
     assert await lines.__anext__() == "started"
-    left_behind = await host_pid(marker, "sleep")
+    left_behind = await find_process(marker, "sleep")
     (ctx.workdir / "go").touch()
     with anyio.fail_after(10):
         result = await run.wait()

@@ -498,7 +498,6 @@ class LocalProcessRunner(Runner):
                 argv,
                 run_dir=ctx.workdir,
                 cwd=cwd,
-                search_path=env["PATH"],
                 read_only=read_only,
                 user=user,
             )

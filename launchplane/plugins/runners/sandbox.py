@@ -8,8 +8,8 @@ A job runs in a `bubblewrap <https://github.com/containers/bubblewrap>`_ sandbox
 * ``--die-with-parent``: the job dies with its agent (a lost agent leaves no
   orphan to overlap with the next attempt);
 * a file system of read-only system directories (``/usr``, ``/lib*``, ``/bin``,
-  a few files of ``/etc``, ``/sys``), the agent's interpreter, its packages and
-  the directories on its ``PATH``, read-only; a private ``/tmp`` and
+  a few files of ``/etc``, ``/sys``), the agent's interpreter and its packages,
+  the queue's ``read_only_paths``, read-only; a private ``/tmp`` and
   ``/dev/shm``; the job's run directory read-write. Nothing else of the host:
   not the agent's data or work directory (other jobs' run directories, token
   files, the database), not ``/home``, ``/root`` or ``/run``;
@@ -127,13 +127,14 @@ def denied_roots(run_dir: Path) -> list[Path]:
     return [run_dir.resolve().parent, data_dir().expanduser().resolve()]
 
 
-def tool_paths(search_path: str) -> list[Path]:
-    """The agent's interpreter (prefixes, packages) and ``PATH`` directories: read-only binds.
+def interpreter_paths() -> list[Path]:
+    """The agent's interpreter: its prefixes and ``sys.path`` directories, as read-only binds.
 
     A ``.py`` entry point runs with the agent's ``sys.executable``, so its
     prefix, its base installation and the directories on ``sys.path`` (site
-    packages, editable installs) must be there; ``PATH`` so that a command
-    found by the agent is found in the sandbox too.
+    packages, editable installs) must be there. The agent's other ``PATH``
+    directories are not bound: a tool tree such as pyenv's shims or a conda
+    prefix needs more than its ``bin`` (the queue's ``read_only_paths`` adds it).
     """
     found = [
         Path(sys.prefix),
@@ -142,7 +143,6 @@ def tool_paths(search_path: str) -> list[Path]:
         Path(sys.base_exec_prefix),
         Path(os.path.realpath(sys.executable)).parent.parent,
         *(Path(entry) for entry in sys.path if entry and os.path.isabs(entry)),
-        *(Path(entry) for entry in search_path.split(os.pathsep) if os.path.isabs(entry)),
     ]
     return [path for path in found if path.is_dir()]
 
@@ -153,7 +153,6 @@ def sandbox_argv(
     *,
     run_dir: Path,
     cwd: Path,
-    search_path: str,
     read_only: Iterable[Path] = (),
     user: tuple[int, int] | None = None,
 ) -> list[str]:
@@ -187,7 +186,7 @@ def sandbox_argv(
                 "directories, tokens); give the job a path outside it"
             )
         binds.append(resolved)
-    tools = [path.resolve() for path in tool_paths(search_path)]
+    tools = [path.resolve() for path in interpreter_paths()]
     binds += [path for path in tools if _denied(path, denied) is None]
     seen: list[Path] = [Path(name) for name in SYSTEM_DIRS]
     for path in sorted(set(binds), key=lambda p: len(p.parts)):
