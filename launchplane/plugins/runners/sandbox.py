@@ -188,12 +188,24 @@ def sandbox_argv(
         binds.append(resolved)
     tools = [path.resolve() for path in interpreter_paths()]
     binds += [path for path in tools if _denied(path, denied) is None]
-    seen: list[Path] = [Path(name) for name in SYSTEM_DIRS]
+    bound: list[Path] = [Path(name) for name in SYSTEM_DIRS]  # host trees: what is below exists
+    made: set[Path] = {Path("/"), Path("/tmp"), Path("/var/tmp")}
+
+    def mount(option: str, path: Path) -> None:
+        # bwrap would make the missing parents of a mount point 0700, which another
+        # user (run_as) cannot pass: make them 0755 first.
+        for parent in reversed(path.parents):
+            if parent not in made and not any(_inside(parent, tree) for tree in bound):
+                command.extend(["--perms", "0755", "--dir", str(parent)])
+                made.add(parent)
+        command.extend([option, str(path), str(path)])
+        bound.append(path)
+
     for path in sorted(set(binds), key=lambda p: len(p.parts)):
-        if not any(_inside(path, earlier) for earlier in seen):
-            command += ["--ro-bind", str(path), str(path)]
-            seen.append(path)
-    command += ["--bind", str(run_dir), str(run_dir), "--chdir", str(cwd)]
+        if not any(_inside(path, tree) for tree in bound):
+            mount("--ro-bind", path)
+    mount("--bind", run_dir.resolve())
+    command += ["--chdir", str(cwd)]
     if user is not None:
         # bwrap keeps root's capabilities so that it can bind paths only root reaches;
         # setpriv then becomes the job's user with none of them, for good.
