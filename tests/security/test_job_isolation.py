@@ -309,7 +309,10 @@ async def test_sandboxed_job_gets_sigterm_before_sigkill_on_cancel(
     and a training job's checkpoint-on-SIGTERM handler would never run."""
     url, data_dir = server
     token = await token_for(client)
-    script = "trap 'echo checkpointed; exit 0' TERM; echo up; while true; do sleep 0.05; done"
+    # The handler takes a while, as a checkpoint does: bwrap's death would cut it short.
+    script = (
+        "trap 'sleep 1; echo checkpointed; exit 0' TERM; echo up; while true; do sleep 0.05; done"
+    )
     async with agent_process(
         url, token, data_dir / "work", queues=[PLAIN], agent_id="box", env=agent_env(token)
     ):
