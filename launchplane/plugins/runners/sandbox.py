@@ -25,6 +25,7 @@ that kills the whole process group).
 
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import pwd
@@ -127,7 +128,8 @@ def denied_roots(run_dir: Path) -> list[Path]:
     return [run_dir.resolve().parent, data_dir().expanduser().resolve()]
 
 
-def interpreter_paths() -> list[Path]:
+@functools.cache
+def interpreter_paths() -> tuple[Path, ...]:
     """The agent's interpreter: its prefixes and ``sys.path`` directories, as read-only binds.
 
     A ``.py`` entry point runs with the agent's ``sys.executable``, so its
@@ -144,7 +146,7 @@ def interpreter_paths() -> list[Path]:
         Path(os.path.realpath(sys.executable)).parent.parent,
         *(Path(entry) for entry in sys.path if entry and os.path.isabs(entry)),
     ]
-    return [path for path in found if path.is_dir()]
+    return tuple(path.resolve() for path in found if path.is_dir())
 
 
 def sandbox_argv(
@@ -186,8 +188,7 @@ def sandbox_argv(
                 "directories, tokens); give the job a path outside it"
             )
         binds.append(resolved)
-    tools = [path.resolve() for path in interpreter_paths()]
-    binds += [path for path in tools if _denied(path, denied) is None]
+    binds += [path for path in interpreter_paths() if _denied(path, denied) is None]
     bound: list[Path] = [Path(name) for name in SYSTEM_DIRS]  # host trees: what is below exists
     made: set[Path] = {Path("/"), Path("/tmp"), Path("/var/tmp")}
 
