@@ -161,7 +161,9 @@ def sandbox_argv(
     """``bwrap ... -- argv``: the sandbox described in the module docstring.
 
     ``read_only`` are the admin's extra read-only paths and a host working
-    directory; one that would expose a denied root is a ``PluginError``. The
+    directory; one inside a denied root is a ``PluginError``, one that
+    contains a denied root is bound with that root hidden under an empty tmpfs
+    (``launchplane run`` in a folder that holds the data directory). The
     agent's own tool paths that would do so are left out. The run directory is
     bound last, read-write, at its own path (``$LAUNCHPLANE_OUTPUT_DIR`` is in it).
     """
@@ -180,14 +182,18 @@ def sandbox_argv(
             command += ["--dev-bind", device, device]
     command += ["--tmpfs", "/tmp", "--tmpfs", "/var/tmp"]
     binds: list[Path] = []
+    masks: list[Path] = []  # denied roots inside a bound tree: hidden under an empty tmpfs
     for path in read_only:
         resolved = path.resolve()
-        if (root := _denied(resolved, denied)) is not None:
+        if (root := next((r for r in denied if _inside(resolved, r)), None)) is not None:
             raise PluginError(
                 f"{path} would show the job the agent's directory {root} (other jobs' run "
                 "directories, tokens); give the job a path outside it"
             )
         binds.append(resolved)
+        masks += [r for r in denied if r != resolved and _inside(r, resolved) and r.is_dir()]
+        if resolved in denied:
+            raise PluginError(f"{path} is the agent's own directory; give the job a path inside it")
     binds += [path for path in interpreter_paths() if _denied(path, denied) is None]
     bound: list[Path] = [Path(name) for name in SYSTEM_DIRS]  # host trees: what is below exists
     made: set[Path] = {Path("/"), Path("/tmp"), Path("/var/tmp")}
@@ -196,7 +202,8 @@ def sandbox_argv(
         # bwrap would make the missing parents of a mount point 0700, which another
         # user (run_as) cannot pass: make them 0755 first.
         for parent in reversed(path.parents):
-            if parent not in made and not any(_inside(parent, tree) for tree in bound):
+            hidden = any(_inside(parent, mask) for mask in masks)
+            if parent not in made and (hidden or not any(_inside(parent, t) for t in bound)):
                 command.extend(["--perms", "0755", "--dir", str(parent)])
                 made.add(parent)
         command.extend([option, str(path), str(path)])
@@ -205,6 +212,10 @@ def sandbox_argv(
     for path in sorted(set(binds), key=lambda p: len(p.parts)):
         if not any(_inside(path, tree) for tree in bound):
             mount("--ro-bind", path)
+    for mask in sorted(set(masks), key=lambda p: len(p.parts)):
+        if not any(_inside(mask, m) and mask != m for m in masks):
+            command += ["--tmpfs", str(mask)]
+            made.add(mask)
     mount("--bind", run_dir.resolve())
     command += ["--chdir", str(cwd)]
     if user is not None:
