@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -157,6 +158,48 @@ def pid_gone(pid: int) -> bool:
     except FileNotFoundError:
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def pids_with_argument(argument: str, program: str | None = None) -> list[int]:
+    """Live processes (zombies excluded) with ``argument`` in their argv, from the host's /proc;
+    only those named ``program`` (``/proc/<pid>/comm``) when given.
+
+    A sandboxed job sees only its own PID namespace, so it cannot print a pid
+    the test could check: the test finds its processes by a unique argument.
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if program is not None and comm != program:
+            continue
+        if argument.encode() in argv and not pid_gone(int(entry.name)):
+            found.append(int(entry.name))
+    return found
+
+
+def unique_seconds(seconds: int) -> str:
+    """A ``sleep`` argument near ``seconds`` that no other process has: its argv finds it."""
+    return f"{seconds}.{secrets.randbelow(10**9):09d}"
+
+
+async def find_process(argument: str, program: str, timeout: float = 10) -> int:
+    """The host pid of the one live ``program`` with ``argument`` in its argv, once it runs.
+
+    A job that prints ``$$`` in its sandbox prints its pid in its own PID
+    namespace (1, 2, ...): a test finds its host pid this way instead.
+    """
+
+    async def check() -> int | None:
+        found = pids_with_argument(argument, program)
+        return found[0] if len(found) == 1 else None
+
+    return await eventually(check, timeout, f"one {program} process with argument {argument}")
 
 
 # -- bounded waits ----------------------------------------------------------------------

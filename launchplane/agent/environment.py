@@ -19,6 +19,16 @@ from launchplane.core.config.macros import EXPANDED_FIELDS, expand_macros
 from launchplane.core.interfaces import Image
 from launchplane.core.spec import ResolvedJob
 
+AGENT_CREDENTIALS = frozenset({"LAUNCHPLANE_TOKEN"})
+"""The agent's own credentials: never in what a job can inherit or expand (``${NAME}``,
+``null`` values, ``passthrough_env``), even when a queue config names them."""
+
+
+def inheritable_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The agent's environment as jobs may draw on it: without :data:`AGENT_CREDENTIALS`."""
+    return {name: value for name, value in environ.items() if name not in AGENT_CREDENTIALS}
+
+
 LAUNCH_FIELDS = tuple(name for name in EXPANDED_FIELDS if name != "env")
 """Fields of the job that get their macros expanded before ``Runner.submit`` (``env`` is
 expanded into ``JobContext.env`` at ``prepare``)."""

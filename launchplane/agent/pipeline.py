@@ -62,6 +62,7 @@ import anyio
 
 from launchplane.agent import gitcode
 from launchplane.agent.environment import (
+    inheritable_environment,
     job_environment,
     launch_macros,
     launch_variables,
@@ -129,7 +130,9 @@ class AgentServices:
     host: str
     work_dir: Path
     cancel_grace: float = 10.0
-    agent_env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    agent_env: Mapping[str, str] = field(
+        default_factory=lambda: inheritable_environment(os.environ)
+    )
     plugin_versions: dict[str, str] = field(default_factory=dict)
 
 

@@ -323,8 +323,28 @@ def _merge(ctx: click.Context, options: dict[str, Any], config: dict[str, Any]) 
     return settings
 
 
+def make_non_dumpable() -> bool:
+    """``prctl(PR_SET_DUMPABLE, 0)`` on this process (Linux); True when it took effect.
+
+    The agent holds its token and every resolved secret in memory. A
+    non-dumpable process's ``/proc/<pid>/environ``, ``mem`` and ``maps`` belong
+    to root and its own user cannot ptrace it, so a job running as the agent's
+    user without the sandbox (``isolation: none``) cannot read them. Children
+    are dumpable again after exec: jobs are unaffected.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0) == 0  # PR_SET_DUMPABLE
+    except (OSError, AttributeError):
+        return False
+
+
 def _run(options: dict[str, Any]) -> int:
     """Start the agent; the exit code (0 after a clean shutdown)."""
+    make_non_dumpable()
     import anyio
 
     from launchplane.agent.logging import configure_logging

@@ -11,6 +11,7 @@ _lp_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 bash "$_lp_dir/docker.sh" >&2
 bash "$_lp_dir/kubectl.sh" >&2
+bash "$_lp_dir/sandbox.sh" >&2
 LAUNCHPLANE_TEST_DATABASE_URL=$(bash "$_lp_dir/postgres.sh")
 export LAUNCHPLANE_TEST_DATABASE_URL
 export DOCKER_HOST=unix:///var/run/docker.sock

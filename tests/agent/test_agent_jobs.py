@@ -9,7 +9,16 @@ from pathlib import Path
 import anyio
 import pytest
 from agentkit import QUEUE, git_repo
-from kit import log_lines, pid_gone, running_agent, wait_for_line, wait_for_state, wait_gone
+from kit import (
+    find_process,
+    log_lines,
+    pid_gone,
+    running_agent,
+    unique_seconds,
+    wait_for_line,
+    wait_for_state,
+    wait_gone,
+)
 
 from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
@@ -123,11 +132,12 @@ async def test_failing_job_reports_exit_code_and_last_lines(
 async def test_cancel_through_the_api_kills_the_job_and_its_children(
     server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
 ) -> None:
-    script = "sleep 300 & echo child=$!; wait"
+    marker = unique_seconds(300)  # the sandboxed job's $! is a pid of its own namespace
+    script = f"sleep {marker} & echo child=started; wait"
     async with running_agent(server, tmp_path / "work", [QUEUE]):
         job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
-        line = await wait_for_line(client, job["id"], lambda text: text.startswith("child="))
-        child = int(line.split("=")[1])
+        await wait_for_line(client, job["id"], lambda text: text.startswith("child="))
+        child = await find_process(marker, "sleep")
         assert not pid_gone(child)
         await client.cancel_job(job["id"])
         done = await wait_for_state(client, job["id"], timeout=15)
@@ -235,11 +245,13 @@ async def test_output_streams_while_the_job_runs_and_arrives_whole(
 async def test_stale_lease_stops_the_workload_without_completing(
     server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
 ) -> None:
-    script = 'echo "pid=$$$$ attempt=$LAUNCHPLANE_ATTEMPT"; sleep 300'
+    marker = unique_seconds(300)
+    script = f'echo "attempt=$LAUNCHPLANE_ATTEMPT"; sleep {marker}'
     async with running_agent(server, tmp_path / "work", [QUEUE], agent_id="agent-s") as agent:
         job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
         line = await wait_for_line(client, job["id"], lambda text: "attempt=1" in text)
-        first_pid = int(line.split()[0].split("=")[1])
+        assert line == "attempt=1"
+        first_pid = await find_process(marker, "sleep")
 
         # Someone else takes the lease away (here: an agent with the same identity
         # registers and releases what it is told it holds). The job is re-queued.

@@ -8,7 +8,15 @@ from pathlib import Path
 import anyio
 import pytest
 from agentkit import QUEUE, agent_process
-from kit import log_lines, pid_gone, wait_for_line, wait_for_state, wait_gone
+from kit import (
+    find_process,
+    log_lines,
+    pid_gone,
+    unique_seconds,
+    wait_for_line,
+    wait_for_state,
+    wait_gone,
+)
 
 from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
@@ -43,12 +51,18 @@ async def test_second_sigterm_stops_the_job_and_requeues_it(
     server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
 ) -> None:
     # The job ignores SIGTERM (and so does its child), so it takes SIGKILL after the grace.
-    # ($$$$ is the shell's $$ once the agent expands macros: $$ escapes a dollar.)
-    script = "trap '' TERM; sleep 300 & echo child=$!; echo parent=$$$$; wait"
+    # The sandboxed job's $$ and $! are pids of its own namespace: the test finds
+    # the host pids by argv (the sleep's unique duration, the shell's $0).
+    marker = unique_seconds(300)
+    script = f"trap '' TERM; sleep {marker} & echo parent=started; wait"
     async with agent_process(server, tmp_path, "--cancel-grace", "1") as agent:
-        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
+        command = ["sh", "-c", script, f"parent-{marker}"]
+        job = await client.submit_job(QUEUE, {"command": command})
         await wait_for_line(client, job["id"], lambda line: line.startswith("parent="))
-        pids = dict(line.split("=") for line in await log_lines(client, job["id"]))
+        pids = {
+            "child": await find_process(marker, "sleep"),
+            "parent": await find_process(f"parent-{marker}", "sh"),
+        }
 
         agent.signal(signal.SIGTERM)
         await agent.wait_log("claiming stopped", timeout=5)
@@ -99,9 +113,11 @@ async def test_drain_timeout_stops_and_requeues_the_job(
 async def test_job_of_a_killed_agent_dies_at_its_next_write(
     server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
 ) -> None:
-    script = "echo pid=$$$$; while true; do echo tick; sleep 0.2; done"
+    marker = f"job-{unique_seconds(0)}"  # the shell's $0: finds its host pid
+    script = "echo started; while true; do echo tick; sleep 0.2; done"
     async with agent_process(server, tmp_path) as agent:
-        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
-        line = await wait_for_line(client, job["id"], lambda text: text.startswith("pid="))
+        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script, marker]})
+        await wait_for_line(client, job["id"], lambda text: text == "started")
+        pid = await find_process(marker, "sh")
         await agent.kill()
-    assert await wait_gone(int(line.split("=")[1]), timeout=5) >= 0
+    assert await wait_gone(pid, timeout=5) >= 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from agentkit import QUEUE, agent_process
+from agentkit import FAST_QUEUE, QUEUE, agent_process
 from kit import LAUNCH_AGENT, subprocess_env
 
 from launchplane.core.client import LaunchplaneClient
@@ -91,8 +91,13 @@ async def test_a_wandb_launch_config_runs_the_agent_and_answers_each_key(
 
 async def test_max_jobs_minus_one_is_no_limit(server: EmbeddedServer, tmp_path: Path) -> None:
     # Six jobs that each wait for a file: all six run at once only without a limit
-    # (the default is 4).
-    release = tmp_path / "release"
+    # (the default is 4). The sandboxed jobs see the file's directory because the
+    # queue lists it in read_only_paths.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    release = gate / "release"
+    local_args = {"local-process": {"read_only_paths": [str(gate)]}}
+    await server.ensure_queue(QUEUE, {**FAST_QUEUE, "resource_args": local_args})
     script = f"import os, time\nwhile not os.path.exists({str(release)!r}): time.sleep(0.05)"
     async with LaunchplaneClient(server.url, server.admin_token) as client:
         ids = [

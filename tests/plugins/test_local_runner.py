@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 import pytest
-from kit import pid_gone, wait_gone
+from kit import find_process, unique_seconds, wait_gone
 from pydantic import ValidationError
 
 from launchplane.core.interfaces import JobContext, PluginError, RunState
@@ -18,15 +18,21 @@ from launchplane.plugins.runners.local import LocalProcessRunner, LocalRun
 
 pytestmark = pytest.mark.anyio
 
-BASELINE = {"PATH", "HOME", "TMPDIR", "PYTHONUNBUFFERED"}
+BASELINE = {"PATH", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "PWD"}
 GONE_WITHIN = 5.0
 """How long a process the runner killed may take to be gone (tighter than the kit's 10 s)."""
 
 
+ISOLATIONS = pytest.mark.parametrize("isolation", ["sandbox", "none"])
+"""What holds with and without the sandbox (the default is the sandbox)."""
+
+
 @pytest.fixture
 def ctx(tmp_path: Path) -> JobContext:
-    run_dir = tmp_path / "j-1-1"
-    run_dir.mkdir()
+    # Inside a work directory, as an agent's run directories are: the sandbox
+    # refuses to show a job anything else in it.
+    run_dir = tmp_path / "work" / "j-1-1"
+    run_dir.mkdir(parents=True)
     return JobContext(
         job_id="j-1", run_id="j-1-1", attempt=1, queue="local", workdir=run_dir, env={}
     )
@@ -134,16 +140,23 @@ async def test_bad_command_and_directory_are_clear_errors(ctx: JobContext) -> No
         await runner.submit(ResolvedJob(command=["true"], workdir="/no/such/dir"), None, ctx)
 
 
-async def test_cancel_kills_the_whole_process_group(ctx: JobContext) -> None:
+@ISOLATIONS
+async def test_cancel_kills_the_whole_process_group(ctx: JobContext, isolation: str) -> None:
     # The parent ignores SIGTERM, so only SIGKILL after the grace period stops it;
     # its child `sleep` must die with it.
-    script = "trap '' TERM; sleep 300 & echo $!; echo $$; wait"
-    run = await LocalProcessRunner().submit(ResolvedJob(command=["sh", "-c", script]), None, ctx)
+    marker = unique_seconds(300)
+    script = f"trap '' TERM; sleep {marker} & echo up; wait"
+    job = ResolvedJob(
+        command=["sh", "-c", script, f"parent-{marker}"],
+        resource_args={"local-process": {"isolation": isolation}},
+    )
+    run = await LocalProcessRunner().submit(job, None, ctx)
     assert isinstance(run, LocalRun)
     lines = run.logs()
-    child = int(await lines.__anext__())
-    parent = int(await lines.__anext__())
-    assert not pid_gone(child)
+    while await lines.__anext__() != "up":
+        pass
+    child = await find_process(marker, "sleep")
+    parent = await find_process(f"parent-{marker}", "sh")
 
     with anyio.fail_after(10):
         await run.cancel(grace=0.5)
@@ -166,12 +179,25 @@ async def test_cancel_with_a_cooperative_process_is_quick(ctx: JobContext) -> No
     assert await run.status() is RunState.CANCELLED
 
 
-async def test_processes_left_behind_are_killed_when_the_main_one_exits(ctx: JobContext) -> None:
-    lines, result = await run_job(
-        ResolvedJob(command=["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"]), ctx
+@ISOLATIONS
+async def test_processes_left_behind_are_killed_when_the_main_one_exits(
+    ctx: JobContext, isolation: str
+) -> None:
+    marker = unique_seconds(300)
+    # The main process ends once the test has seen its child (the file `go`).
+    script = f"sleep {marker} >/dev/null 2>&1 & echo started; until [ -e go ]; do sleep 0.05; done"
+    job = ResolvedJob(
+        command=["sh", "-c", script], resource_args={"local-process": {"isolation": isolation}}
     )
+    run = await LocalProcessRunner().submit(job, None, ctx)
+    lines = run.logs()
+    assert await lines.__anext__() == "started"
+    left_behind = await find_process(marker, "sleep")
+    (ctx.workdir / "go").touch()
+    with anyio.fail_after(10):
+        result = await run.wait()
     assert result.state is RunState.SUCCEEDED
-    assert await wait_gone(int(lines[0]), timeout=GONE_WITHIN) >= 0
+    assert await wait_gone(left_behind, timeout=GONE_WITHIN) >= 0
 
 
 async def test_output_is_drained_when_nobody_reads_it(ctx: JobContext) -> None:

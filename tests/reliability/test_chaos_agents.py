@@ -23,8 +23,10 @@ from chaoskit import (
     agent_token,
     agents_of,
     eventually,
+    find_process,
     log_lines,
     pid_gone,
+    unique_seconds,
     wait_for_line,
     wait_for_state,
     wait_gone,
@@ -42,8 +44,13 @@ HEARTBEAT = TTL / 3
 
 
 @pytest.fixture
-async def token(server: EmbeddedServer, client: LaunchplaneClient) -> str:
-    await server.ensure_queue(QUEUE, {"resource": "local-process", "lease_ttl_seconds": TTL})
+async def token(server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path) -> str:
+    # Jobs run sandboxed: they see a host file the test touches only in a directory
+    # the queue lists as read-only (tmp_path/gate).
+    (tmp_path / "gate").mkdir()
+    local_args = {"local-process": {"read_only_paths": [str(tmp_path / "gate")]}}
+    config = {"resource": "local-process", "lease_ttl_seconds": TTL, "resource_args": local_args}
+    await server.ensure_queue(QUEUE, config)
     return await agent_token(client, [QUEUE])
 
 
@@ -63,18 +70,20 @@ def final_events(job: dict[str, Any]) -> list[tuple[str, int]]:
 async def test_killed_agent_job_is_rerun_by_another_agent_and_nothing_else_changes(
     server: EmbeddedServer, client: LaunchplaneClient, token: str, tmp_path: Path
 ) -> None:
-    # Attempt 1 ticks until it dies with its agent's pipe; a later attempt ticks 5 times.
+    # Attempt 1 ticks until it dies with its agent; a later attempt ticks 5 times.
+    marker = f"ticking-{unique_seconds(0)}"
     ticking = (
-        'echo attempt=$LAUNCHPLANE_ATTEMPT pid=$$$$; n=5; [ "$LAUNCHPLANE_ATTEMPT" = 1 ] && n=600; '
+        'echo attempt=$LAUNCHPLANE_ATTEMPT; n=5; [ "$LAUNCHPLANE_ATTEMPT" = 1 ] && n=600; '
         "i=0; while [ $i -lt $n ]; do echo tick $i; i=$((i+1)); sleep 0.1; done; echo done"
     )
-    y_go = tmp_path / "y-go"
+    y_go = tmp_path / "gate" / "y-go"
     async with agent_process(
         server.url, token, tmp_path / "a", agent_id="a", queues=[QUEUE], args=["--max-jobs", "1"]
     ) as a:
         earlier = await client.submit_job(QUEUE, {"command": ["echo", "earlier"]})
         earlier = await wait_for_state(client, earlier["id"])
-        x = await client.submit_job(QUEUE, {"command": ["sh", "-c", ticking]})
+        # The shell's $0 finds its host pid ($$ would be a pid of its sandbox).
+        x = await client.submit_job(QUEUE, {"command": ["sh", "-c", ticking, marker]})
         await wait_for_state(client, x["id"], ["claimed", "resolving", "building", "running"])
         async with agent_process(
             server.url,
@@ -87,7 +96,8 @@ async def test_killed_agent_job_is_rerun_by_another_agent_and_nothing_else_chang
             y_script = f"echo y; while [ ! -e {y_go} ]; do sleep 0.05; done; echo y done"
             y = await client.submit_job(QUEUE, {"command": ["sh", "-c", y_script]})
             await wait_for_line(client, y["id"], lambda line: line == "y")
-            first = await wait_for_line(client, x["id"], lambda line: line.startswith("attempt=1"))
+            await wait_for_line(client, x["id"], lambda line: line.startswith("attempt=1"))
+            first = await find_process(marker, "sh")
             await a.kill()
             killed_at = time.time()
 
@@ -104,7 +114,7 @@ async def test_killed_agent_job_is_rerun_by_another_agent_and_nothing_else_chang
     assert "agent lost" in requeued[0]["reason"]
     lines = await log_lines(client, x["id"])
     assert "attempt=2" in " ".join(lines) and lines[-1] == "done"
-    assert await wait_gone(int(first.rsplit("=", 1)[1])) >= 0, "attempt 1 died with its pipe"
+    assert await wait_gone(first) >= 0, "attempt 1 died with its agent"
     # The jobs around it: untouched.
     assert (y_done["state"], y_done["attempt"], agents_of(y_done)) == ("succeeded", 1, ["b"])
     assert await log_lines(client, y["id"]) == ["y", "y done"]
@@ -140,16 +150,18 @@ async def test_frozen_agent_is_fenced_when_it_wakes_and_stops_its_workload(
     server: EmbeddedServer, client: LaunchplaneClient, token: str, tmp_path: Path
 ) -> None:
     # Attempt 1 would run for a minute, silently: only fencing can stop it.
+    marker = unique_seconds(60)
     script = (
-        "echo attempt=$LAUNCHPLANE_ATTEMPT pid=$$$$; "
-        'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then exec sleep 60; fi; echo done'
+        "echo attempt=$LAUNCHPLANE_ATTEMPT; "
+        f'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then exec sleep {marker}; fi; echo done'
     )
     async with agent_process(
         server.url, token, tmp_path / "a", agent_id="a", queues=[QUEUE], args=["--max-jobs", "1"]
     ) as a:
         job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
         line = await wait_for_line(client, job["id"], lambda text: text.startswith("attempt=1"))
-        workload = int(line.rsplit("=", 1)[1])
+        assert line == "attempt=1"
+        workload = await find_process(marker, "sleep")
         a.signal(signal.SIGSTOP)
         frozen_at = anyio.current_time()
 
@@ -174,9 +186,9 @@ async def test_frozen_agent_is_fenced_when_it_wakes_and_stops_its_workload(
 async def test_claim_answer_read_after_the_lease_expired_never_starts_the_job(
     server: EmbeddedServer, client: LaunchplaneClient, token: str, tmp_path: Path
 ) -> None:
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    script = f"touch {markers}/started-$LAUNCHPLANE_ATTEMPT; echo ran"
+    # Each attempt leaves a marker in its own run directory (a sandboxed job writes
+    # nowhere else); the test looks in every run directory of both agents.
+    script = 'touch "$LAUNCHPLANE_OUTPUT_DIR/started-$LAUNCHPLANE_ATTEMPT"; echo ran'
     async with agent_process(
         server.url, token, tmp_path / "a", agent_id="a", queues=[QUEUE], args=["--max-jobs", "1"]
     ) as a:
@@ -201,5 +213,6 @@ async def test_claim_answer_read_after_the_lease_expired_never_starts_the_job(
             await a.wait_log(f"job {job['id']}: fenced")
 
     assert (done["state"], done["attempt"], agents_of(done)) == ("succeeded", 2, ["a", "b"])
-    assert sorted(path.name for path in markers.iterdir()) == ["started-2"]
+    markers = tmp_path.glob("[ab]/*/output/started-*")
+    assert sorted(path.name for path in markers) == ["started-2"]
     assert await client.get_job(job["id"]) == done

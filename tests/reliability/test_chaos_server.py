@@ -90,7 +90,10 @@ async def test_server_killed_and_restarted_while_agents_hold_jobs(
     server_process: ServerProcess, tmp_path: Path
 ) -> None:
     server = server_process
-    a, b = tmp_path / "a-may-print", tmp_path / "b-may-finish"
+    # The sandboxed jobs see the gate files through the queue's read_only_paths.
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    a, b = gate / "a-may-print", gate / "b-may-finish"
     script = (
         f"echo before; while [ ! -e {a} ]; do sleep 0.05; done; echo during; "
         f"while [ ! -e {b} ]; do sleep 0.05; done; echo after"
@@ -98,7 +101,13 @@ async def test_server_killed_and_restarted_while_agents_hold_jobs(
     await server.start()
     admin_token = (server.data_dir / "admin-token").read_text().strip()
     async with LaunchplaneClient(server.url, admin_token) as admin:
-        await admin.create_queue(QUEUE, {"resource": "local-process", "lease_ttl_seconds": TTL})
+        local_args = {"local-process": {"read_only_paths": [str(gate)]}}
+        config = {
+            "resource": "local-process",
+            "lease_ttl_seconds": TTL,
+            "resource_args": local_args,
+        }
+        await admin.create_queue(QUEUE, config)
         token = await agent_token(admin, [QUEUE])
         # Spare slots: each agent also has a claim waiting when the server dies.
         options = {"queues": [QUEUE], "args": ["--max-jobs", "5"]}

@@ -25,10 +25,12 @@ from chaoskit import (
     agent_token,
     agents_of,
     eventually,
+    find_process,
     log_lines,
     pid_gone,
     pythonpath,
     subprocess_env,
+    unique_seconds,
     wait_for_line,
     wait_for_state,
     wait_gone,
@@ -100,7 +102,7 @@ async def test_restarted_agent_releases_a_local_run_at_once(
     token = await agent_token(client, [queue])
     # Attempt 1 prints until its agent is gone (then dies of SIGPIPE); attempt 2 finishes.
     script = (
-        "echo attempt=$LAUNCHPLANE_ATTEMPT pid=$$$$; "
+        "echo attempt=$LAUNCHPLANE_ATTEMPT; "
         'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then while true; do echo tick; sleep 0.1; done; fi; '
         "echo done"
     )
@@ -108,11 +110,13 @@ async def test_restarted_agent_releases_a_local_run_at_once(
     options = {"agent_id": "box-2", "queues": [queue]}
 
     async with agent_process(server.url, token, work, **options, log_name="first.log") as first:
-        job = await client.submit_job(queue, {"command": ["sh", "-c", script]})
-        line = await wait_for_line(client, job["id"], lambda text: text.startswith("attempt=1"))
+        # The shell's $0 finds its host pid ($$ would be a pid of its sandbox).
+        marker = f"job-{unique_seconds(0)}"
+        job = await client.submit_job(queue, {"command": ["sh", "-c", script, marker]})
+        await wait_for_line(client, job["id"], lambda text: text.startswith("attempt=1"))
+        first_pid = await find_process(marker, "sh")
         await first.kill()
     killed_at = time.monotonic()
-    first_pid = int(line.rsplit("=", 1)[1])
 
     async with agent_process(server.url, token, work, **options, log_name="second.log") as second:
         await wait_for_line(client, job["id"], lambda text: text.startswith("attempt=2"))

@@ -22,7 +22,8 @@ Environment
     * ``PATH`` - the agent's (``os.defpath`` if it has none);
     * ``LANG`` / ``LC_ALL`` - the agent's, when set;
     * ``HOME`` = ``<run dir>/home`` and ``TMPDIR`` = ``<run dir>/tmp`` (created);
-    * ``PYTHONUNBUFFERED=1`` so Python output reaches the log line by line.
+    * ``PYTHONUNBUFFERED=1`` so Python output reaches the log line by line;
+    * ``PWD`` - the working directory, as a shell sets it (bubblewrap does).
 
     A name in ``ctx.env`` wins over the baseline.
 
@@ -34,12 +35,28 @@ Requirements
     runner compares its frozen requirements with ``pip freeze``; the job runs
     anyway. For an isolated environment, use a queue with an image builder.
 
+Isolation
+    By default a job runs in a bubblewrap sandbox (:mod:`.sandbox`): its own
+    PID namespace, a private ``/tmp``, read-only system directories and the
+    agent's interpreter, its run directory read-write, nothing else of the host
+    (not the agent's data or work directory, tokens, config, other jobs'
+    processes). An absolute host ``workdir`` and the queue's
+    ``read_only_paths`` are bound read-only. ``run_as`` (queue config, agent
+    running as root) runs the job as that unprivileged user; an agent running
+    as root without it drops every capability in the sandbox. ``isolation:
+    none`` (queue config) opts out, with a warning in the agent's and the
+    job's log. The three settings are admin-only: a submitter cannot set them.
+
 Lifetime
     The process gets its own session and process group
     (``start_new_session=True``): a Ctrl-C aimed at the agent does not reach
     it, and ``cancel(grace)`` signals the whole group (SIGTERM, then SIGKILL
     after ``grace``), so children die too. Like a container, a run ends when
     its main process ends: processes it left behind in its group are killed.
+    The job dies with its agent: the sandbox's ``--die-with-parent``, or
+    without a sandbox a supervisor that kills the group when the kernel tells
+    it its agent died (:data:`.sandbox.SUPERVISOR`); a lost agent leaves no
+    orphan that would overlap with the next attempt on this host.
     A local process cannot be re-adopted by a restarted agent, so
     :meth:`LocalProcessRunner.attach` returns ``None`` and the agent releases
     the lease (the job is re-queued).
@@ -55,23 +72,26 @@ from __future__ import annotations
 import collections
 import contextlib
 import importlib.metadata
+import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import Process
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
+    ADMIN_ONLY,
     Image,
     JobContext,
     PluginError,
@@ -82,6 +102,15 @@ from launchplane.core.interfaces import (
 )
 from launchplane.core.launch import code_root, job_argv
 from launchplane.core.spec import ResolvedJob
+from launchplane.plugins.runners.sandbox import (
+    NO_ISOLATION_WARNING,
+    find_bwrap,
+    job_user,
+    sandbox_argv,
+    supervised_argv,
+)
+
+log = logging.getLogger("launchplane.agent")
 
 TAIL_LINES = 10
 """How many of the last output lines a failure reason quotes."""
@@ -104,6 +133,30 @@ class LocalProcessArgs(BaseModel):
     nice: int | None = Field(
         default=None, ge=0, le=19, description="Scheduling niceness of the job's process group."
     )
+    isolation: Literal["sandbox", "none"] = Field(
+        default="sandbox",
+        description="sandbox: bubblewrap (own PID namespace, only the run directory writable); "
+        "none: a plain child process of the agent (logged as a warning)",
+        json_schema_extra=ADMIN_ONLY,
+    )
+    run_as: str | int | None = Field(
+        default=None,
+        description="Unprivileged user (name or uid) the job runs as; the agent must be root",
+        json_schema_extra=ADMIN_ONLY,
+    )
+    read_only_paths: list[str] = Field(
+        default_factory=list,
+        description="Absolute host paths the sandboxed job may read (datasets, shared tools)",
+        json_schema_extra=ADMIN_ONLY,
+    )
+
+    @field_validator("read_only_paths")
+    @classmethod
+    def _absolute(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not os.path.isabs(path):
+                raise ValueError(f"{path!r} is relative; give an absolute host path")
+        return paths
 
 
 def build_argv(job: ResolvedJob) -> list[str]:
@@ -193,7 +246,7 @@ async def warn_about_requirements(job: ResolvedJob, ctx: JobContext) -> None:
     )
 
 
-BASELINE_NAMES = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PYTHONUNBUFFERED")
+BASELINE_NAMES = ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR", "PYTHONUNBUFFERED", "PWD")
 """What :func:`baseline_env` may set (LANG/LC_ALL only when the agent has them)."""
 
 
@@ -211,10 +264,13 @@ def baseline_env(run_dir: Path) -> dict[str, str]:
 class LocalRun(Run):
     """A running child process; its output is one merged stdout+stderr stream."""
 
-    def __init__(self, process: Process, run_id: str, timeout: float | None) -> None:
+    def __init__(
+        self, process: Process, run_id: str, timeout: float | None, *, sandboxed: bool = False
+    ) -> None:
         self.id = run_id
         self.pid = process.pid
         self._process = process
+        self._sandboxed = sandboxed
         self._deadline = time.monotonic() + timeout if timeout else None
         self._timeout = timeout
         self._tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
@@ -300,6 +356,8 @@ class LocalRun(Run):
             pass
 
     def _result(self, code: int) -> RunResult:
+        if self._sandboxed and 128 < code <= 128 + signal.SIGRTMAX:
+            code = 128 - code  # bwrap reports its job's death by signal N as 128+N
         exit_code = 128 - code if code < 0 else code
         if self._timed_out:
             return RunResult(
@@ -330,15 +388,58 @@ class LocalRun(Run):
         if self._process.returncode is not None:
             return
         self._cancelled = True
-        self._signal_group(signal.SIGTERM)
+        self._signal_group(signal.SIGTERM, graceful=True)
         with anyio.move_on_after(grace):
             await self._process.wait()
         self._signal_group(signal.SIGKILL)
 
-    def _signal_group(self, signum: int) -> None:
-        # The process is its session and group leader, so its pid is the group id.
+    def _signal_group(self, signum: int, graceful: bool = False) -> None:
+        """Signal the process group (the process is its leader, so its pid is the group id).
+
+        A graceful signal to a sandboxed run spares the leader, ``bwrap``: it
+        would die of it and take the sandbox down with SIGKILL at once, before
+        the job could finish its SIGTERM handler.
+        """
+        if graceful and self._sandboxed:
+            for pid in group_members(self.pid):
+                if pid != self.pid:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signum)
+            return
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pid, signum)
+
+
+def group_members(pgid: int) -> list[int]:
+    """The pids of process group ``pgid`` (``/proc/<pid>/stat``'s fifth field)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def find_program(argv0: str, cwd: Path, search_path: str) -> None:
+    """Fail at submit, as an exec would, when the program does not exist.
+
+    The sandbox or supervisor starts first and runs the program later, where a
+    missing one would only be an exit code.
+    """
+    if "/" in argv0:
+        found = os.access(cwd / argv0, os.X_OK)
+    else:
+        found = shutil.which(argv0, path=search_path) is not None
+    if not found:
+        raise PluginError(
+            f"cannot start {argv0!r}: no such executable"
+            + ("" if "/" in argv0 else f" on PATH ({search_path})")
+        )
 
 
 class LocalProcessRunner(Runner):
@@ -372,11 +473,40 @@ class LocalProcessRunner(Runner):
         cwd = working_directory(job, ctx)
         if not cwd.is_dir():
             raise PluginError(f"working directory {cwd} does not exist on the agent host")
-        await warn_about_requirements(job, ctx)
         env = baseline_env(ctx.workdir)
-        for sub in ("home", "tmp"):
-            (ctx.workdir / sub).mkdir(parents=True, exist_ok=True)
+        env["PWD"] = str(cwd)
         env.update(ctx.env)
+        find_program(argv[0], cwd, env["PATH"])
+        user = job_user(options.run_as) if options.run_as is not None else None
+        sandboxed = options.isolation == "sandbox"
+        bwrap = find_bwrap() if sandboxed else None
+        await warn_about_requirements(job, ctx)
+        writable = [ctx.workdir / "home", ctx.workdir / "tmp"]
+        if output := ctx.env.get("LAUNCHPLANE_OUTPUT_DIR"):
+            writable.append(Path(output))
+        for directory in writable:
+            directory.mkdir(parents=True, exist_ok=True)
+            if user is not None:
+                os.chown(directory, *user)
+        spawn: dict[str, Any] = {}
+        if bwrap is not None:
+            read_only = [Path(p) for p in options.read_only_paths]
+            if not cwd.resolve().is_relative_to(ctx.workdir.resolve()):
+                read_only.append(cwd)  # a host workdir: the job's code, read-only
+            argv = sandbox_argv(
+                bwrap,
+                argv,
+                run_dir=ctx.workdir,
+                cwd=cwd,
+                read_only=read_only,
+                user=user,
+            )
+        else:
+            log.warning("job %s: %s", ctx.job_id, NO_ISOLATION_WARNING)
+            await ctx.emit("warning: " + NO_ISOLATION_WARNING)
+            argv = supervised_argv(argv)
+            if user is not None:
+                spawn = {"user": user[0], "group": user[1], "extra_groups": []}
         try:
             process = await anyio.open_process(
                 argv,
@@ -386,6 +516,7 @@ class LocalProcessRunner(Runner):
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
+                **spawn,
             )
         except OSError as exc:
             raise PluginError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
@@ -394,7 +525,7 @@ class LocalProcessRunner(Runner):
             # fast vfork/posix_spawn path stays available.
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PGRP, process.pid, options.nice)
-        return LocalRun(process, ctx.run_id, options.timeout_seconds)
+        return LocalRun(process, ctx.run_id, options.timeout_seconds, sandboxed=sandboxed)
 
     async def attach(self, run_id: str, run_dir: Path) -> Run | None:
         """Always None: a child process of a dead agent cannot be re-adopted."""
