@@ -32,6 +32,27 @@ DEFAULT_QUEUE_CONFIG: dict[str, Any] = {"resource": "local-process", "builder": 
 RUN_CANCEL_GRACE = 5.0
 
 
+def default_queue_config() -> dict[str, Any]:
+    """The 'local' queue of ``launchplane run`` without ``--queue-config``.
+
+    Sandboxed (bubblewrap) when ``bwrap`` is installed. Without it the job
+    runs unsandboxed, as the user who typed the command, with a notice:
+    ``launchplane run`` is someone running their own job on their own
+    machine, and the quick start must work on a fresh one. An agent serving
+    a queue never falls back like this (it fails the job with the install hint).
+    """
+    import shutil
+
+    if shutil.which("bwrap") is not None:
+        return DEFAULT_QUEUE_CONFIG
+    click.echo(
+        "launchplane run: bubblewrap is not installed, so the job runs unsandboxed as you "
+        "(apt-get install bubblewrap to sandbox it)",
+        err=True,
+    )
+    return {**DEFAULT_QUEUE_CONFIG, "resource_args": {"local-process": {"isolation": "none"}}}
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("job_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -84,7 +105,7 @@ def run(
     try:
         job = with_local_code(load_job_file(job_file), job_file)
         job, overrides, values = launch_request(job_file, launch, sets, None, variables, job=job)
-        queue = load_queue_file(queue_config) if queue_config else DEFAULT_QUEUE_CONFIG
+        queue = load_queue_file(queue_config) if queue_config else default_queue_config()
     except ConfigError as exc:
         fail_invalid(exc)
     directory = (data_dir or paths.data_dir() / "run").expanduser().resolve()

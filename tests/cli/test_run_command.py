@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -48,6 +49,28 @@ def test_hello_example_runs_and_writes_a_checkpoint(tmp_path: Path) -> None:
     assert data["result"]["state"] == "succeeded"
     assert data["code"]["workdir"] == str(HELLO.parent)
     assert not (HELLO.parent / "output").exists()  # outputs go to the run directory
+
+
+def test_the_quick_start_works_without_bubblewrap_and_says_it_is_unsandboxed(
+    tmp_path: Path,
+) -> None:
+    """A fresh machine has no ``bwrap``: ``launchplane run`` still runs the job, and says so.
+
+    The PATH here is real: the venv's scripts and a folder with git and sh,
+    not /usr/bin, where this machine's bwrap is.
+    """
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("git", "sh"):
+        found = shutil.which(name)
+        assert found is not None
+        (tools / name).symlink_to(found)
+    path = f"{Path(LAUNCHPLANE).parent}{os.pathsep}{tools}"
+    done = run(str(HELLO), data_dir=tmp_path / "data", extra_env={"PATH": path})
+
+    assert done.returncode == 0, done.stderr
+    assert "bubblewrap is not installed, so the job runs unsandboxed" in done.stderr
+    assert "epoch 300/300" in done.stdout
 
 
 def test_json_summary_and_overrides(tmp_path: Path) -> None:
