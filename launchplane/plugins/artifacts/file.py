@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 from pydantic import BaseModel, ConfigDict
 
 from launchplane import hookimpl
@@ -41,7 +40,7 @@ class FileStoreOptions(BaseModel):
     """The store's directory; created on the first upload."""
 
 
-class FileArtifactStore(ArtifactStore):
+class FileArtifactStore(layout.BlockingArtifactStore):
     """Artifact versions under ``options.root``."""
 
     name = "file"
@@ -51,23 +50,6 @@ class FileArtifactStore(ArtifactStore):
     def root(self) -> Path:
         assert isinstance(self.options, FileStoreOptions)
         return self.options.root
-
-    async def resolve(self, name: str, alias: str | None = None) -> ArtifactVersion:
-        return await anyio.to_thread.run_sync(self._resolve, name, alias or layout.LATEST)
-
-    async def download(self, version: ArtifactVersion, dest: Path) -> Path:
-        return await anyio.to_thread.run_sync(self._download, version, dest)
-
-    async def upload(
-        self,
-        path: Path,
-        name: str,
-        aliases: tuple[str, ...] = (),
-        metadata: dict[str, Any] | None = None,
-    ) -> ArtifactVersion:
-        return await anyio.to_thread.run_sync(self._upload, path, name, aliases, metadata)
-
-    # -- synchronous work, in a worker thread
 
     def _artifact(self, name: str) -> Path:
         return self.root / check_artifact_name("artifact", name)

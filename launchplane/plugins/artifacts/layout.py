@@ -15,6 +15,7 @@ store and on every agent.
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
 import hashlib
 import json
@@ -24,7 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launchplane.core.interfaces import ArtifactVersion, PluginError, check_artifact_name
+import anyio.to_thread
+
+from launchplane.core.interfaces import (
+    ArtifactStore,
+    ArtifactVersion,
+    PluginError,
+    check_artifact_name,
+)
 
 LATEST = "latest"
 VERSION = re.compile(r"^v(\d+)$")
@@ -180,3 +188,37 @@ def verify(version: ArtifactVersion, entries: list[FileEntry], where: str) -> No
             f"{version.ref} in {where}: content digest {actual} differs from the pinned "
             f"{version.digest}; the stored version was changed or damaged"
         )
+
+
+class BlockingArtifactStore(ArtifactStore):
+    """A store whose work is blocking I/O (files, boto3): each call runs in a worker thread.
+
+    Subclasses implement ``_resolve``, ``_download`` and ``_upload`` with the
+    arguments of the async methods (``alias`` already defaulted to ``latest``).
+    """
+
+    async def resolve(self, name: str, alias: str | None = None) -> ArtifactVersion:
+        return await anyio.to_thread.run_sync(self._resolve, name, alias or LATEST)
+
+    async def download(self, version: ArtifactVersion, dest: Path) -> Path:
+        return await anyio.to_thread.run_sync(self._download, version, dest)
+
+    async def upload(
+        self,
+        path: Path,
+        name: str,
+        aliases: tuple[str, ...] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> ArtifactVersion:
+        return await anyio.to_thread.run_sync(self._upload, path, name, aliases, metadata)
+
+    @abc.abstractmethod
+    def _resolve(self, name: str, alias: str) -> ArtifactVersion: ...
+
+    @abc.abstractmethod
+    def _download(self, version: ArtifactVersion, dest: Path) -> Path: ...
+
+    @abc.abstractmethod
+    def _upload(
+        self, path: Path, name: str, aliases: tuple[str, ...], metadata: dict[str, Any] | None
+    ) -> ArtifactVersion: ...

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import anyio.to_thread
 from pydantic import Field
 
 from launchplane import hookimpl
@@ -43,7 +42,7 @@ class S3StoreOptions(aws.AwsOptions):
     """Keys start with ``<prefix>/``; empty: at the bucket's root."""
 
 
-class S3ArtifactStore(ArtifactStore):
+class S3ArtifactStore(layout.BlockingArtifactStore):
     """Artifact versions in ``s3://<bucket>/<prefix>/``."""
 
     name = "s3"
@@ -58,23 +57,6 @@ class S3ArtifactStore(ArtifactStore):
     def settings(self) -> S3StoreOptions:
         assert isinstance(self.options, S3StoreOptions)
         return self.options
-
-    async def resolve(self, name: str, alias: str | None = None) -> ArtifactVersion:
-        return await anyio.to_thread.run_sync(self._resolve, name, alias or layout.LATEST)
-
-    async def download(self, version: ArtifactVersion, dest: Path) -> Path:
-        return await anyio.to_thread.run_sync(self._download, version, dest)
-
-    async def upload(
-        self,
-        path: Path,
-        name: str,
-        aliases: tuple[str, ...] = (),
-        metadata: dict[str, Any] | None = None,
-    ) -> ArtifactVersion:
-        return await anyio.to_thread.run_sync(self._upload, path, name, aliases, metadata)
-
-    # -- synchronous work, in a worker thread
 
     def _s3(self) -> Any:
         with self._client_lock:
