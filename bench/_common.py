@@ -756,6 +756,17 @@ def postgres_url(explicit: str | None) -> tuple[str | None, str]:
     )
 
 
+def database_option(stack: contextlib.ExitStack, db: str) -> str | None:
+    """A ``--db sqlite|postgresql|URL`` choice as the server's ``--db``: None for SQLite,
+    else a scratch PostgreSQL database that ``stack`` drops; RuntimeError when there is none."""
+    if db == "sqlite":
+        return None
+    url, why = postgres_url(None if db == "postgresql" else db)
+    if url is None:
+        raise RuntimeError(why)
+    return stack.enter_context(scratch_database(url))
+
+
 @contextlib.contextmanager
 def scratch_database(url: str) -> Iterator[str]:
     """A fresh database next to the one ``url`` names (dropped afterwards), so the benchmark

@@ -136,12 +136,7 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         directory = stack.enter_context(c.workspace("health"))
         try:
-            db_url = None
-            if args.db != "sqlite":
-                url, why = c.postgres_url(None if args.db == "postgresql" else args.db)
-                if url is None:
-                    raise RuntimeError(why)
-                db_url = stack.enter_context(c.scratch_database(url))
+            db_url = c.database_option(stack, args.db)
             report.details["database"] = "sqlite" if db_url is None else "postgresql"
             with c.ServerProcess(directory, db_url) as server:
                 results = anyio.run(_measure, server, batches, args.lines)

@@ -93,13 +93,9 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         directory = stack.enter_context(c.workspace("calls"))
         try:
-            db_url = None
-            if args.db != "sqlite":
-                url, why = c.postgres_url(None if args.db == "postgresql" else args.db)
-                if url is None:
-                    raise RuntimeError(why)
-                db_url = stack.enter_context(c.scratch_database(url))
-                report.details["database"] = url.split("@")[-1]
+            db_url = c.database_option(stack, args.db)
+            if db_url is not None:
+                report.details["database"] = db_url.split("@")[-1]
             with c.ServerProcess(directory, db_url) as server:
                 results = anyio.run(_measure, server, n)
         except Exception as exc:
