@@ -99,9 +99,11 @@ def server(
 
     from sqlalchemy.exc import SQLAlchemyError
 
+    from launchplane.server.auth import UnsafeTokenFile
+
     try:
         anyio.run(main)
-    except DatabaseError as exc:
+    except (DatabaseError, UnsafeTokenFile) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
