@@ -262,6 +262,8 @@ class Agent:
                 await self.registry.aclose()
 
     async def _run(self, handle_signals: bool) -> None:
+        if self.work_dir.is_relative_to(paths.data_dir().resolve()):
+            paths.private_dir(paths.data_dir())  # 0700 if the agent is the first to make it
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with self._identity_lock():
             async with LaunchplaneClient(self.settings.server, self.settings.token) as client:

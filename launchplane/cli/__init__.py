@@ -18,7 +18,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "plan": ("plan", "plan", "Resolve a job against a queue config and show what would run."),
     "plugins": ("plugins", "plugins", "List installed plugins, what they register, load errors."),
     "server": ("server", "server", "Run the queue server."),
-    "token": ("server", "token", "Create API tokens (admin, submitter, agent)."),
+    "token": ("token", "token", "Create, list and revoke API tokens."),
     "db": ("db", "db", "Upgrade the queue server's database schema."),
     "queue": ("queue", "queue", "Create, update, show and list queues."),
     "submit": ("jobs", "submit", "Submit a job to a queue."),

@@ -350,7 +350,7 @@ def _run(options: dict[str, Any]) -> int:
     from launchplane.agent.logging import configure_logging
     from launchplane.agent.loop import Agent, AgentError, AgentSettings
     from launchplane.core import paths
-    from launchplane.core.client import find_token
+    from launchplane.core.client import UnsafeTokenFile, find_token
     from launchplane.core.interfaces import PluginError
     from launchplane.core.loader import split_list
     from launchplane.core.redaction import Redactor
@@ -359,7 +359,11 @@ def _run(options: dict[str, Any]) -> int:
     configure_logging(str(options["log_level"]), bool(options["json_logs"]), redactor)
     server = options["server"] or paths.default_server_url()
     # The local admin token only ever goes to a loopback server (the CLI's rule).
-    token = find_token(server, options["token"])
+    try:
+        token = find_token(server, options["token"])
+    except UnsafeTokenFile as exc:
+        click.echo(f"error: {exc}", err=True)
+        return 2
     if not token:
         click.echo(
             "error: no token: pass --token, set LAUNCHPLANE_TOKEN, or run next to a local "

@@ -52,7 +52,7 @@ def upgrade(db_url: str | None, data_dir: Path | None) -> None:
     settings = ServerSettings(data_dir=data_dir or paths.data_dir(), db_url=db_url)
     url = settings.database_url
     if database.backend_of(url) == "sqlite" and not db_url:
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        paths.private_dir(settings.data_dir)
     try:
         before = anyio.run(database.upgrade, url)
     except database.DatabaseError as exc:

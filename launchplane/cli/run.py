@@ -148,9 +148,9 @@ def _main(request: RunRequest) -> int:
     import anyio
 
     from launchplane.cli._output import fail
+    from launchplane.core import paths
 
-    data_dir = request.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = paths.private_dir(request.data_dir)
     with (data_dir / "run.lock").open("a") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

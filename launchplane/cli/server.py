@@ -1,4 +1,4 @@
-"""``launchplane server`` (run the queue server) and ``launchplane token`` (create tokens).
+"""``launchplane server``: run the queue server (``token.py`` holds ``launchplane token``).
 
 The server stack (FastAPI, SQLAlchemy, uvicorn) is imported inside the
 command, so ``launchplane --help`` and the agent never load it.
@@ -6,13 +6,12 @@ command, so ``launchplane --help`` and the agent never load it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import click
 
-from launchplane.cli._output import call, fail, json_option, print_json, server_options
+from launchplane.cli._output import fail
 from launchplane.cli.db import db_option
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -130,51 +129,14 @@ def server(
 
     from sqlalchemy.exc import SQLAlchemyError
 
+    from launchplane.server.auth import UnsafeTokenFile
+
     try:
         anyio.run(main)
-    except DatabaseError as exc:
+    except (DatabaseError, UnsafeTokenFile) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
     except SQLAlchemyError as exc:
         # The driver's own message: SQLAlchemy's adds a link and the failing statement.
         fail(f"cannot open the database: {getattr(exc, 'orig', None) or exc}")
-
-
-@click.group("token")
-def token() -> None:
-    """Create API tokens (admin, submitter, agent)."""
-
-
-@token.command("create")
-@click.option(
-    "--role",
-    type=click.Choice(["admin", "submitter", "agent"]),
-    required=True,
-    help="What it may do.",
-)
-@click.option(
-    "--queue",
-    "queues",
-    multiple=True,
-    help="Agent tokens: a queue it may serve (repeat; '*': all).",
-)
-@click.option("--name", help="A label for the token (shown in logs, never secret).")
-@server_options
-@json_option
-def create_token(
-    role: str,
-    queues: Sequence[str],
-    name: str | None,
-    server: str | None,
-    token: str | None,
-    as_json: bool,
-) -> None:
-    """Create a token; it is printed once and only its hash is stored (needs an admin token)."""
-    created = call(server, token, lambda client: client.create_token(role, queues, name))
-    if as_json:
-        print_json(created)
-        return
-    click.echo(created["token"])
-    scope = f" for queues {', '.join(created['queues'])}" if created["queues"] else ""
-    click.echo(f"created {role} token{scope}; it is shown only this once", err=True)

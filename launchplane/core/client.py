@@ -97,11 +97,18 @@ class ValidationFailed(ApiError):
     pass
 
 
+class UnsafeTokenFile(ClientError):
+    """The local admin-token file is not as the server writes it (the message says the fix)."""
+
+
 def find_token(server: str | None = None, token: str | None = None) -> str | None:
     """The token to use: explicit, else ``$LAUNCHPLANE_TOKEN``, else the local admin token.
 
     The admin-token file is read only for a server on this machine (a loopback
-    address): a remote server must never be sent the local admin token.
+    address): a remote server must never be sent the local admin token. And
+    only when it is as the server writes it (``paths.token_file_problem``): a
+    file anyone else could have read or planted is refused with
+    :class:`UnsafeTokenFile`, never used.
     """
     if token:
         return token
@@ -109,8 +116,12 @@ def find_token(server: str | None = None, token: str | None = None) -> str | Non
         return os.environ["LAUNCHPLANE_TOKEN"]
     if not _is_loopback(server or paths.default_server_url()):
         return None
+    path = paths.admin_token_path()
+    problem = paths.token_file_problem(path)
+    if problem is not None:
+        raise UnsafeTokenFile(f"not using the admin token: {problem}")
     try:
-        return paths.admin_token_path().read_text().strip() or None
+        return path.read_text().strip() or None
     except OSError:
         return None
 
@@ -213,10 +224,22 @@ class LaunchplaneClient:
         return await self._json("GET", "/health", idempotent=True)
 
     async def create_token(
-        self, role: str, queues: Sequence[str] = (), name: str | None = None
+        self,
+        role: str,
+        queues: Sequence[str] = (),
+        name: str | None = None,
+        expires_in_seconds: float | None = None,
     ) -> dict[str, Any]:
-        body = {"role": role, "name": name, "queues": list(queues)}
+        body: dict[str, Any] = {"role": role, "name": name, "queues": list(queues)}
+        if expires_in_seconds is not None:
+            body["expires_in_seconds"] = expires_in_seconds
         return await self._json("POST", "/tokens", json=body, idempotent=False)
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        return (await self._json("GET", "/tokens", idempotent=True))["tokens"]
+
+    async def revoke_token(self, token_id: int) -> dict[str, Any]:
+        return await self._json("POST", f"/tokens/{token_id}/revoke", idempotent=True)
 
     # -- queues ----------------------------------------------------------------
 

@@ -21,10 +21,11 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException
 
 from launchplane._version import __version__
+from launchplane.core import paths
 from launchplane.core.errors import ConfigError
 from launchplane.server import routes_admin, routes_agents, routes_jobs
 from launchplane.server import tables as t
-from launchplane.server.auth import TokenCache, ensure_admin_token
+from launchplane.server.auth import TokenResolver, ensure_admin_token
 from launchplane.server.deps import ServerState
 from launchplane.server.hub import Hub
 from launchplane.server.limits import BodyLimit
@@ -45,7 +46,7 @@ def build_state(settings: ServerSettings, store: Store | None = None) -> ServerS
         settings=settings,
         store=store,
         hub=hub,
-        tokens=TokenCache(store),
+        tokens=TokenResolver(store),
         validator=Validator(settings.plugins),
     )
 
@@ -57,7 +58,7 @@ async def bootstrap(state: ServerState) -> None:
     could not heartbeat while this server was down, and must not lose their
     jobs for it.
     """
-    state.settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    paths.private_dir(state.settings.data_dir)
     if not state.store.is_open:
         await state.store.open()
         renewed = await state.store.renew_all_leases()

@@ -33,6 +33,7 @@ imports this module, and the server pays for it once at start.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from sqlalchemy import Connection, event, inspect, text
@@ -40,6 +41,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from launchplane.core import paths
 from launchplane.server import sqlite_inline
 
 Backend = Literal["sqlite", "postgresql"]
@@ -114,6 +116,7 @@ def create_engine(url: str) -> AsyncEngine:
             f"unsupported SQLite URL {display_url(url)!r}: use sqlite:///PATH "
             "(a file, without ?options; an in-memory database would lose every job at exit)"
         )
+    paths.private_file(Path(database))  # 0600, not the umask's 0644 (SQLite would create it)
     engine = create_async_engine(
         url, async_creator=sqlite_inline.connector(database), pool_reset_on_return=None
     )

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from launchplane.server.auth import Principal, TokenCache
+from launchplane.server.auth import Principal, TokenResolver
 from launchplane.server.hub import Hub
 from launchplane.server.schemas import Text
 from launchplane.server.settings import ServerSettings
@@ -31,7 +31,7 @@ class ServerState:
     settings: ServerSettings
     store: Store
     hub: Hub
-    tokens: TokenCache
+    tokens: TokenResolver
     validator: Validator = field(default_factory=Validator)
     admin_token: str | None = None
     lease_queues: dict[str, str] = field(default_factory=dict)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from launchplane._version import __version__
-from launchplane.server.auth import ALL_QUEUES, Principal, hash_token, new_token
+from launchplane.server import tables as t
+from launchplane.server.auth import ALL_QUEUES, Principal, hash_token, new_token, refusal
 from launchplane.server.bodies import YamlBodyRoute, yaml_alternative
 from launchplane.server.deps import Admin, AnyCaller, QueueName, State, hide_secret_refs
-from launchplane.server.problems import Invalid
+from launchplane.server.problems import Conflict, Invalid
 from launchplane.server.schemas import (
     AgentList,
     Health,
@@ -17,8 +21,11 @@ from launchplane.server.schemas import (
     QueueList,
     QueueUpdate,
     TokenCreate,
+    TokenInfo,
+    TokenList,
     TokenOut,
 )
+from launchplane.server.store import TokenInfo as StoredToken
 
 router = APIRouter()
 configs = APIRouter(route_class=YamlBodyRoute, tags=["queues"])
@@ -43,8 +50,56 @@ async def create_token(body: TokenCreate, state: State, _: Admin) -> TokenOut:
             [{"path": "queues", "message": f"not allowed for a {body.role} token"}],
         )
     token = new_token()
-    await state.store.add_token(hash_token(token), body.role, body.name, body.queues)
-    return TokenOut(token=token, role=body.role, name=body.name, queues=body.queues)
+    expires_at = (
+        None
+        if body.expires_in_seconds is None
+        else t.utcnow() + timedelta(seconds=body.expires_in_seconds)
+    )
+    stored = await state.store.add_token(
+        hash_token(token), body.role, body.name, body.queues, expires_at
+    )
+    return TokenOut(
+        token=token,
+        id=stored.id,
+        role=body.role,
+        name=body.name,
+        queues=body.queues,
+        expires_at=stored.expires_at,
+    )
+
+
+@router.get("/tokens", tags=["tokens"])
+async def list_tokens(state: State, _: Admin) -> TokenList:
+    """Every token ever created, revoked and expired ones too (never a token's value)."""
+    return TokenList(tokens=[_token_info(info) for info in await state.store.list_tokens()])
+
+
+@router.post("/tokens/{token_id}/revoke", tags=["tokens"])
+async def revoke_token(
+    token_id: Annotated[int, Path(ge=1, lt=2**31)], state: State, caller: Admin
+) -> TokenInfo:
+    """Refused from the next request on, by every server on this database; kept listed."""
+    if token_id == caller.token_id:
+        raise Conflict(
+            f"token {token_id} is the one making this request: revoke it with another "
+            "admin token (create one first: launchplane token create --role admin)"
+        )
+    return _token_info(await state.store.revoke_token(token_id))
+
+
+def _token_info(info: StoredToken) -> TokenInfo:
+    refused = refusal(info, t.utcnow())
+    state = "active" if refused is None else "revoked" if info.revoked_at else "expired"
+    return TokenInfo(
+        id=info.id,
+        role=info.role,  # type: ignore[arg-type]  # stored from a Role
+        name=info.name,
+        queues=list(info.queues),
+        created_at=info.created_at,
+        expires_at=info.expires_at,
+        revoked_at=info.revoked_at,
+        state=state,
+    )
 
 
 @configs.post("/queues", status_code=201, openapi_extra=yaml_alternative(QueueCreate))

@@ -8,6 +8,11 @@ capability (only its claimer learns it), and on top of that every call that
 names a lease - events, logs, complete, release, and each lease of a
 heartbeat - is refused with 403 when the lease's queue is not the token's.
 Registration hands back only the held leases of the token's queues.
+
+Identity: an agent id is bound to the agent token that first used it
+(``store/leases.py``): registering, claiming or heartbeating under an id that
+another valid token owns is refused with 403, and so is a lease call for a
+lease of an agent id this token does not own.
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ async def register_agent(body: AgentRegister, state: State, caller: AgentCaller)
     """Record the agent; answer with the leases it still holds so it can re-adopt their runs."""
     for queue in body.queues:
         caller.require_queue(queue)
-    leases = await state.store.register_agent(body)
-    # Agent ids are chosen by agents: another token using this id learns nothing of
-    # leases outside its own queues.
+    leases = await state.store.register_agent(body, caller.holder)
+    # The id is this token's (the store refused it otherwise); a pool token's agents may
+    # serve different queues, and each learns only the leases of its token's queues.
     mine = [lease for lease in leases if caller.serves(lease.queue)]
     return Registered(agent_id=body.agent_id, leases=mine)
 
@@ -75,7 +80,7 @@ async def claim(
     deadline = anyio.current_time() + min(wait, state.settings.max_wait_seconds)
     while True:
         with state.hub.watch(queue_key(name)) as waiter:
-            lease = await state.store.claim(name, body.agent_id)
+            lease = await state.store.claim(name, body.agent_id, caller.holder)
             if lease is not None:
                 return lease
             remaining = deadline - anyio.current_time()
@@ -94,13 +99,13 @@ async def heartbeat(body: HeartbeatRequest, state: State, caller: AgentCaller) -
         for lease_id in dict.fromkeys(body.leases):
             with contextlib.suppress(NotFound):  # unknown: the store reports it as stale
                 caller.require_queue(await state.lease_queue(lease_id))
-    return await state.store.heartbeat(body.agent_id, body.leases)
+    return await state.store.heartbeat(body.agent_id, body.leases, caller.holder)
 
 
 @router.post("/leases/{lease_id}/events", responses=STALE)
 async def post_event(lease_id: LeaseId, body: EventIn, state: State, caller: AgentCaller) -> Empty:
     await _authorize(state, caller, lease_id)
-    await state.store.post_event(lease_id, body)
+    await state.store.post_event(lease_id, body, caller.holder)
     return Empty()
 
 
@@ -109,19 +114,21 @@ async def append_logs(
     lease_id: LeaseId, body: LogsIn, state: State, caller: AgentCaller
 ) -> LogsAppended:
     await _authorize(state, caller, lease_id)
-    return LogsAppended(next=await state.store.append_logs(lease_id, body.lines, body.first_seq))
+    return LogsAppended(
+        next=await state.store.append_logs(lease_id, body.lines, body.first_seq, caller.holder)
+    )
 
 
 @router.post("/leases/{lease_id}/complete", responses=STALE)
 async def complete(lease_id: LeaseId, body: CompleteIn, state: State, caller: AgentCaller) -> Job:
     await _authorize(state, caller, lease_id)
-    return await state.store.complete(lease_id, body)
+    return await state.store.complete(lease_id, body, caller.holder)
 
 
 @router.post("/leases/{lease_id}/release", responses=STALE)
 async def release(lease_id: LeaseId, body: ReleaseIn, state: State, caller: AgentCaller) -> Empty:
     await _authorize(state, caller, lease_id)
-    await state.store.release(lease_id, body.reason)
+    await state.store.release(lease_id, body.reason, caller.holder)
     return Empty()
 
 

@@ -147,13 +147,38 @@ class TokenCreate(Request):
         default_factory=list,
         description="Agent tokens only: the queues it may claim from ('*' for all).",
     )
+    expires_in_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=100 * 365 * 86400,
+        description="Refused this many seconds after creation (`--expires 30d`); default: never.",
+    )
 
 
 class TokenOut(BaseModel):
     token: str = Field(description="Shown once; only its SHA-256 hash is stored.")
+    id: int
     role: Role
     name: str | None
     queues: list[str]
+    expires_at: datetime | None
+
+
+class TokenInfo(BaseModel):
+    """A token as ``GET /tokens`` lists it: never its value (the server does not have it)."""
+
+    id: int
+    role: Role
+    name: str | None
+    queues: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    state: Literal["active", "expired", "revoked"]
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenInfo]
 
 
 class QueueCreate(Request):

@@ -84,6 +84,10 @@ tokens = Table(
     Column("name", String(200)),
     Column("queues", JSONText, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # NULL: never expires / not revoked. A revoked or expired token is kept (not deleted)
+    # so that a request with it is told why it is refused, and `token list` shows it.
+    Column("expires_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
 )
 
 queues = Table(
@@ -199,4 +203,8 @@ agents = Table(
     Column("plugins", JSONText, nullable=False),
     Column("last_heartbeat", UTCDateTime),
     Column("registered_at", UTCDateTime, nullable=False),
+    # The agent token this agent id is bound to (the first that used it; NULL: none yet,
+    # or an admin token). Another token may not use the id while this one is valid.
+    # No foreign key: a token deleted by hand frees the id instead of blocking the delete.
+    Column("token_id", Integer),
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -279,7 +280,8 @@ class FakeAgent:
 
     async def _work(self) -> None:
         async with LaunchplaneClient(self.server.url, self.token) as client:
-            lease = await client.claim(self.queue, "fake-agent", wait=30)
+            # Its own id: an agent id is bound to the agent token that first used it.
+            lease = await client.claim(self.queue, f"fake-agent-{uuid.uuid4().hex[:8]}", wait=30)
             assert lease is not None
             self.job_id = lease.job_id
             await client.post_event(lease.lease_id, "running")

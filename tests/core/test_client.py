@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from launchplane.core.client import (
     LaunchplaneClient,
     ServerUnreachable,
     Unauthorized,
+    UnsafeTokenFile,
     ValidationFailed,
     asubmit,
     find_token,
@@ -140,13 +142,43 @@ def test_token_discovery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("LAUNCHPLANE_HOME", str(tmp_path))
     monkeypatch.delenv("LAUNCHPLANE_TOKEN", raising=False)
     assert find_token("http://127.0.0.1:8765") is None
-    (tmp_path / "admin-token").write_text("lp_admin\n")
+    write_private(tmp_path / "admin-token", "lp_admin\n")
     assert find_token("http://127.0.0.1:8765") == "lp_admin"
     assert find_token("http://localhost:9000") == "lp_admin"
     assert find_token("https://queue.example.com") is None, "never sent to a remote server"
     monkeypatch.setenv("LAUNCHPLANE_TOKEN", "lp_env")
     assert find_token("http://127.0.0.1:8765") == "lp_env"
     assert find_token("http://127.0.0.1:8765", "lp_explicit") == "lp_explicit"
+
+
+def write_private(path: Path, text: str) -> None:
+    """The admin-token file as the server writes it: created 0600, whatever the umask."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
+        handle.write(text)
+
+
+def test_a_token_file_others_may_read_is_refused_with_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 0644 admin-token file (not written by the server) is never used as the admin token."""
+    monkeypatch.setenv("LAUNCHPLANE_HOME", str(tmp_path))
+    monkeypatch.delenv("LAUNCHPLANE_TOKEN", raising=False)
+    path = tmp_path / "admin-token"
+    path.write_text("lp_planted\n")
+    path.chmod(0o644)
+    with pytest.raises(UnsafeTokenFile) as refused:
+        find_token("http://127.0.0.1:8765")
+    message = str(refused.value)
+    assert str(path) in message and "0644" in message and f"chmod 600 {path}" in message
+    assert "lp_planted" not in message
+    path.chmod(0o600)
+    tmp_path.chmod(0o777)  # a directory anyone may write to: the file could be anyone's
+    try:
+        with pytest.raises(UnsafeTokenFile, match=f"chmod 700 {tmp_path}"):
+            find_token("http://127.0.0.1:8765")
+    finally:
+        tmp_path.chmod(0o700)
+    assert find_token("http://127.0.0.1:8765") == "lp_planted"
 
 
 class FlakyServer:

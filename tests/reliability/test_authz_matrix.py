@@ -86,6 +86,10 @@ async def job_path(world: World, suffix: str = "") -> Request:
     return f"/jobs/{await world.job()}{suffix}", None
 
 
+async def revoke_path(world: World) -> Request:
+    return f"/tokens/{(await world.admin.create_token('submitter'))['id']}/revoke", None
+
+
 async def record_path(world: World) -> Request:
     return f"/jobs/{await world.finished_job()}/record", None
 
@@ -99,6 +103,8 @@ QUEUE_AGENT = {"anonymous": 401, "submitter": 403, "agent": OK, "stranger": 403,
 MATRIX: dict[tuple[str, str], tuple[Callable[[World], Awaitable[Request]], dict[str, Any]]] = {
     ("GET", "/health"): (always("/health"), dict.fromkeys(CALLERS, OK)),
     ("POST", "/tokens"): (always("/tokens", {"role": "submitter"}), ADMIN_ONLY),
+    ("GET", "/tokens"): (always("/tokens"), ADMIN_ONLY),
+    ("POST", "/tokens/{token_id}/revoke"): (revoke_path, ADMIN_ONLY),
     ("GET", "/queues"): (always("/queues"), ANY_TOKEN),
     ("POST", "/queues"): (new_queue, ADMIN_ONLY),
     ("GET", "/queues/{name}"): (always(f"/queues/{MINE}"), ANY_TOKEN),
@@ -190,9 +196,10 @@ async def test_a_stranger_cannot_renew_or_discover_another_queues_leases(world: 
         with pytest.raises(Unauthorized) as refused:
             await stranger.heartbeat("agent-1", [lease.lease_id])
         assert refused.value.status == 403
-        # Posing as the holder's agent id hands back none of its leases.
-        registered = await stranger.register_agent("agent-1", queues=[THEIRS])
-        assert registered == []
+        # Posing as the holder's agent id is refused: the id is bound to the agent's token.
+        with pytest.raises(Unauthorized) as posing:
+            await stranger.register_agent("agent-1", queues=[THEIRS])
+        assert posing.value.status == 403
     mine = await world.agent.register_agent("agent-1", queues=[MINE])
     assert [held.lease_id for held in mine] == [lease.lease_id]
 

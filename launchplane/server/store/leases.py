@@ -13,6 +13,16 @@ claimers pass each other instead of queueing on one row; a conditional
 ``UPDATE ... WHERE state='queued'`` on both backends. The lease hands the
 agent the job as the server resolved it at submit (``jobs.resolved``) and the
 queue version that was: the agent never resolves it again.
+
+Agent ids are bound to agent tokens (``agents.token_id``): the first agent
+token that registers, claims or heartbeats under an id owns it while that
+token is valid; another token using the id is refused (403), and a call under
+a lease (events, logs, complete, release) is refused unless the lease's agent
+id is the caller's. One token may own several ids (a pool of agents that share
+it: they are one principal); a revoked or expired token's ids can be taken
+over by a new token (re-adopting their leases). Admin tokens bind nothing and
+may act as any agent. The ``holder`` argument of these methods is the calling
+agent token's id; ``None`` (admins, direct store use) checks nothing.
 """
 
 from __future__ import annotations
@@ -22,14 +32,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, Select, insert, select, update
+from sqlalchemy import Row, Select, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from launchplane.core.states import CLAIMED, QUEUED
 from launchplane.server import lifecycle
 from launchplane.server import tables as t
 from launchplane.server.hub import job_key
-from launchplane.server.problems import NotFound, StaleLease
+from launchplane.server.problems import Forbidden, NotFound, StaleLease
 from launchplane.server.schemas import (
     Agent,
     AgentRegister,
@@ -63,7 +73,7 @@ class LeaseInfo:
 class LeaseStore(StoreBase):
     # -- agents --------------------------------------------------------------
 
-    async def register_agent(self, agent: AgentRegister) -> list[Lease]:
+    async def register_agent(self, agent: AgentRegister, holder: int | None = None) -> list[Lease]:
         """Record the agent and return the live leases it still holds (for re-adoption)."""
         now = t.utcnow()
         values = {
@@ -74,7 +84,7 @@ class LeaseStore(StoreBase):
             "last_heartbeat": now,
         }
         async with self._write() as tx:
-            await _upsert_agent(tx.conn, agent.agent_id, values, now)
+            await _upsert_agent(tx.conn, agent.agent_id, values, now, holder)
             rows = (
                 await tx.conn.execute(
                     _lease_query()
@@ -106,7 +116,7 @@ class LeaseStore(StoreBase):
 
     # -- leases --------------------------------------------------------------
 
-    async def claim(self, queue: str, agent_id: str) -> Lease | None:
+    async def claim(self, queue: str, agent_id: str, holder: int | None = None) -> Lease | None:
         """Claim the next job of ``queue`` for ``agent_id``; ``None`` if there is none.
 
         The next job: the highest priority first, the oldest within one.
@@ -118,7 +128,7 @@ class LeaseStore(StoreBase):
         """
         async with self._write() as tx:
             now = t.utcnow()
-            await _upsert_agent(tx.conn, agent_id, {"last_heartbeat": now}, now)
+            await _upsert_agent(tx.conn, agent_id, {"last_heartbeat": now}, now, holder)
             job = await self._next_job(tx.conn, queue, agent_id, now)
             if job is None:
                 exists = select(t.queues.c.name).where(t.queues.c.name == queue)
@@ -188,7 +198,9 @@ class LeaseStore(StoreBase):
         )
         return claimed.first()
 
-    async def heartbeat(self, agent_id: str, lease_ids: Iterable[str]) -> HeartbeatResponse:
+    async def heartbeat(
+        self, agent_id: str, lease_ids: Iterable[str], holder: int | None = None
+    ) -> HeartbeatResponse:
         """Renew every live lease of the agent; report the stale ones and cancel requests."""
         wanted = list(dict.fromkeys(lease_ids))
         renewed: set[str] = set()
@@ -196,7 +208,7 @@ class LeaseStore(StoreBase):
         ttls: list[float] = []
         async with self._write() as tx:
             now = t.utcnow()
-            await _upsert_agent(tx.conn, agent_id, {"last_heartbeat": now}, now)
+            await _upsert_agent(tx.conn, agent_id, {"last_heartbeat": now}, now, holder)
             rows: dict[str, Row[Any]] = {}
             if wanted:
                 result = await tx.conn.execute(
@@ -247,9 +259,9 @@ class LeaseStore(StoreBase):
             raise NotFound(f"lease '{lease_id}' not found")
         return LeaseInfo(row.lease_id, row.job_id, row.queue, row.agent_id)
 
-    async def post_event(self, lease_id: str, body: EventIn) -> None:
+    async def post_event(self, lease_id: str, body: EventIn, holder: int | None = None) -> None:
         async with self._write() as tx:
-            lease = await _live_lease(tx.conn, lease_id)
+            lease = await _live_lease(tx.conn, lease_id, holder)
             now = t.utcnow()
             moved = await tx.conn.execute(
                 update(t.jobs)
@@ -274,7 +286,11 @@ class LeaseStore(StoreBase):
             tx.notify(job_key(lease.job_id), local=True)
 
     async def append_logs(
-        self, lease_id: str, lines: Sequence[str], first_seq: int | None = None
+        self,
+        lease_id: str,
+        lines: Sequence[str],
+        first_seq: int | None = None,
+        holder: int | None = None,
     ) -> int:
         """Store lines with consecutive seqs; returns the seq of the last line stored.
 
@@ -285,7 +301,7 @@ class LeaseStore(StoreBase):
         the batch is appended as it is.)
         """
         async with self._write() as tx:
-            lease = await _live_lease(tx.conn, lease_id)
+            lease = await _live_lease(tx.conn, lease_id, holder)
             if first_seq is not None or not lines:
                 stored = int(
                     (
@@ -315,13 +331,13 @@ class LeaseStore(StoreBase):
             tx.notify(job_key(lease.job_id), local=True)
             return int(count)
 
-    async def complete(self, lease_id: str, body: CompleteIn) -> Job:
+    async def complete(self, lease_id: str, body: CompleteIn, holder: int | None = None) -> Job:
         """Finish the job of a live lease, or re-queue it when its queue's retry policy says so.
 
         A retried completion (the agent lost the answer) is answered, not refused.
         """
         async with self._write() as tx:
-            lease = await _live_lease(tx.conn, lease_id, accept_outcome="completed")
+            lease = await _live_lease(tx.conn, lease_id, holder, accept_outcome="completed")
             if lease.active:
                 now = t.utcnow()
                 await tx.conn.execute(
@@ -371,10 +387,10 @@ class LeaseStore(StoreBase):
                     tx.notify(job_key(job.id))
             return await job_model(tx.conn, await locked_job(tx.conn, lease.job_id))
 
-    async def release(self, lease_id: str, reason: str | None) -> None:
+    async def release(self, lease_id: str, reason: str | None, holder: int | None = None) -> None:
         """Give a job back: it is queued again at once (or cancelled, if that was asked)."""
         async with self._write() as tx:
-            lease = await _live_lease(tx.conn, lease_id, accept_outcome="released")
+            lease = await _live_lease(tx.conn, lease_id, holder, accept_outcome="released")
             if not lease.active:
                 return
             await tx.conn.execute(
@@ -448,20 +464,38 @@ def _live(row: Row[Any], now: datetime) -> bool:
 
 
 async def _live_lease(
-    conn: AsyncConnection, lease_id: str, *, accept_outcome: str | None = None
+    conn: AsyncConnection,
+    lease_id: str,
+    holder: int | None = None,
+    *,
+    accept_outcome: str | None = None,
 ) -> Row[Any]:
     """The lease row, locked, if it may still act; ``accept_outcome`` lets a retry through.
 
     The lock (PostgreSQL) makes the check and the caller's writes one step
     against a sweeper or another call on the same lease in another process.
+    ``Forbidden`` when ``holder`` (an agent token) does not own the lease's agent id.
     """
+    owner = (
+        select(t.agents.c.token_id)
+        .where(t.agents.c.agent_id == t.leases.c.agent_id)
+        .scalar_subquery()
+        .label("owner")
+    )
     row = (
         await conn.execute(
-            select(t.leases).where(t.leases.c.lease_id == lease_id).with_for_update()
+            select(t.leases, owner)
+            .where(t.leases.c.lease_id == lease_id)
+            .with_for_update(of=t.leases)
         )
     ).first()
     if row is None:
         raise NotFound(f"lease '{lease_id}' not found")
+    if holder is not None and row.owner != holder:
+        raise Forbidden(
+            f"lease '{lease_id}' is held by agent '{row.agent_id}', which is not registered "
+            "with this agent token: an agent token acts only on its own agents' leases"
+        )
     if accept_outcome is not None and not row.active and row.outcome == accept_outcome:
         return row
     if not _live(row, t.utcnow()):
@@ -471,7 +505,39 @@ async def _live_lease(
 
 
 async def _upsert_agent(
-    conn: AsyncConnection, agent_id: str, values: dict[str, Any], now: datetime
+    conn: AsyncConnection,
+    agent_id: str,
+    values: dict[str, Any],
+    now: datetime,
+    holder: int | None = None,
 ) -> None:
+    """Record the agent; bind its id to ``holder`` (an agent token) or refuse (see the
+    module docstring). One statement: two tokens racing for a new id cannot both win."""
     defaults = {"host": "", "queues": [], "version": "", "plugins": {}, "registered_at": now}
-    await upsert(conn, t.agents, {"agent_id": agent_id}, values, defaults)
+    if holder is None:
+        await upsert(conn, t.agents, {"agent_id": agent_id}, values, defaults)
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    owner_valid = exists().where(
+        t.tokens.c.id == t.agents.c.token_id,
+        t.tokens.c.revoked_at.is_(None),
+        t.tokens.c.expires_at.is_(None) | (t.tokens.c.expires_at > now),
+    )
+    bound = {**values, "token_id": holder}
+    statement = dialect_insert(t.agents).values(**{**defaults, "agent_id": agent_id, **bound})
+    statement = statement.on_conflict_do_update(
+        index_elements=["agent_id"],
+        set_=bound,
+        where=t.agents.c.token_id.is_(None)
+        | (t.agents.c.token_id == holder)
+        | ~owner_valid.correlate(t.agents),
+    ).returning(t.agents.c.agent_id)
+    if (await conn.execute(statement)).first() is None:
+        raise Forbidden(
+            f"agent id '{agent_id}' is registered with another agent token: give each agent "
+            "its own id (--agent-id) or share one token between them; to move the id to this "
+            "token, revoke the other one (launchplane token revoke ID)"
+        )
