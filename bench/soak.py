@@ -11,9 +11,9 @@ idempotent submit retried with its own key while the server is down. Each job
 (``--silent-share`` of them print only their first and last line, as a job
 that computes quietly would; ``--long-share`` of them are silent and last 2-3
 lease TTLs, long enough for an orphan to outlive its lease) and keeps a
-marker file in a shared directory:
-its start time, then after every printed line the time and the lines printed
-so far, then its end.
+marker file (``*.soakmark``) in its run directory's ``output/``, the one
+place a sandboxed job may write: its start time, then after every printed
+line the time and the lines printed so far, then its end.
 
 Meanwhile a chaos task kills a random victim every ``--kill-every`` seconds on
 average (exponential gaps; seeded): the server with probability
@@ -59,12 +59,15 @@ import _common as c
 import anyio
 import httpx
 
+MARK = ".soakmark"
 JOB = """\
 import os, sys, time
-key, lines, seconds, silent, markers = sys.argv[1:6]
+key, lines, seconds, silent = sys.argv[1:5]
+markers = os.environ["LAUNCHPLANE_OUTPUT_DIR"]  # the one place a sandboxed job may write
 lines, seconds, silent = int(lines), float(seconds), silent == "1"
 attempt = os.environ["LAUNCHPLANE_ATTEMPT"]
-with open(os.path.join(markers, f"{key}.{attempt}.{os.getpid()}"), "a", buffering=1) as m:
+name = f"{key}.{attempt}.{os.getpid()}.soakmark"  # MARK
+with open(os.path.join(markers, name), "a", buffering=1) as m:
     m.write(f"start {time.time()!r}\\n")
     for i in range(lines):
         if not silent or i in (0, lines - 1):
@@ -205,11 +208,15 @@ async def patient(call: Any, *args: Any, timeout: float, **kwargs: Any) -> Any:
             await anyio.sleep(0.2)
 
 
-def read_markers(markers: Path) -> dict[str, dict[int, list[Attempt]]]:
-    """Per job key, per attempt, the lives its marker files tell (one per process)."""
+def read_markers(root: Path) -> dict[str, dict[int, list[Attempt]]]:
+    """Per job key, per attempt, the lives its marker files tell (one per process).
+
+    Each attempt writes its marker into its own run directory's ``output/``
+    (the sandbox lets a job write nowhere else), so they are found below ``root``.
+    """
     lives: dict[str, dict[int, list[Attempt]]] = {}
-    for path in markers.iterdir():
-        key, attempt, _pid = path.name.split(".")
+    for path in root.rglob(f"*{MARK}"):
+        key, attempt, _pid = path.name.removesuffix(MARK).split(".")
         life: Attempt | None = None
         for row in path.read_text().splitlines():
             parts = row.split()
@@ -247,8 +254,6 @@ async def run(args: Any, report: c.Report, db_url: str | None) -> None:
         code = root / "code"
         code.mkdir()
         (code / "soak_job.py").write_text(JOB)
-        markers = root / "markers"
-        markers.mkdir()
         server = c.ServerProcess(root, db_url=db_url, port=free_port()).start()
         soak = Soak(args, root, server)
         transport = Counting()
@@ -287,7 +292,6 @@ async def run(args: Any, report: c.Report, db_url: str | None) -> None:
                             str(args.lines),
                             seconds,
                             silent,
-                            str(markers),
                         ],
                     }
                     async with limiter:
@@ -326,7 +330,7 @@ async def run(args: Any, report: c.Report, db_url: str | None) -> None:
                 agent.stop()
             soak.count_server_tracebacks()
             server.stop()
-        evaluate(args, report, soak, final, logs, read_markers(markers), elapsed)
+        evaluate(args, report, soak, final, logs, read_markers(root), elapsed)
         report_health(report, latencies, missed)
         errors = sum(transport.errors.values())
         report.add(
