@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
@@ -273,6 +274,29 @@ async def wait_for_line(
 # -- agents -----------------------------------------------------------------------------
 
 
+_AGENT_TOKENS: weakref.WeakKeyDictionary[EmbeddedServer, dict[str, str]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per server, agent id -> the agent token that agent id was first started with."""
+
+
+async def agent_token(
+    server: EmbeddedServer, queues: Sequence[str], agent_id: str | None = None
+) -> str:
+    """An agent token for ``queues``; the same one each time for a named ``agent_id``.
+
+    The server binds an agent id to the first token that uses it (a stolen
+    token cannot pose as another agent), so an agent restarted under its id
+    comes back with its own token, as a deployed one would.
+    """
+    if agent_id is None:
+        return await server.create_token("agent", queues=list(queues))
+    known = _AGENT_TOKENS.setdefault(server, {})
+    if agent_id not in known:
+        known[agent_id] = await server.create_token("agent", queues=list(queues))
+    return known[agent_id]
+
+
 @asynccontextmanager
 async def running_agent(
     server: EmbeddedServer, work_dir: Path, queues: Sequence[str], **options: Any
@@ -282,7 +306,7 @@ async def running_agent(
     Unless ``options`` say otherwise a cancelled job gets 1 s before SIGKILL and
     a claim long-polls 5 s, so that cancels and the agent's own shutdown are quick.
     """
-    token = await server.create_token("agent", queues=list(queues))
+    token = await agent_token(server, queues, options.get("agent_id"))
     settings = AgentSettings(
         server=server.url,
         token=token,

@@ -10,6 +10,7 @@ import anyio
 import pytest
 from agentkit import QUEUE, git_repo
 from kit import (
+    agent_token,
     find_process,
     log_lines,
     pid_gone,
@@ -211,7 +212,7 @@ async def test_agent_restart_releases_leases_it_cannot_readopt(
     server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
 ) -> None:
     # An "agent" that claims a job and dies: a raw claim with the agent's id.
-    token = await server.create_token("agent", queues=[QUEUE])
+    token = await agent_token(server, [QUEUE], "agent-x")  # the token it restarts with
     job = await client.submit_job(QUEUE, {"command": ["echo", "second try"]})
     async with LaunchplaneClient(server.url, token) as dead_agent:
         await dead_agent.register_agent("agent-x", queues=[QUEUE])
@@ -254,8 +255,8 @@ async def test_stale_lease_stops_the_workload_without_completing(
         first_pid = await find_process(marker, "sleep")
 
         # Someone else takes the lease away (here: an agent with the same identity
-        # registers and releases what it is told it holds). The job is re-queued.
-        token = await server.create_token("agent", queues=[QUEUE])
+        # and token registers and releases what it is told it holds). Re-queued.
+        token = await agent_token(server, [QUEUE], "agent-s")
         async with LaunchplaneClient(server.url, token) as intruder:
             held = await intruder.register_agent("agent-s", queues=[QUEUE])
             assert [lease.job_id for lease in held] == [job["id"]]

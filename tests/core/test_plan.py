@@ -62,7 +62,11 @@ def test_plan_prints_the_resolved_job_and_what_would_run(files: dict[str, Path])
     assert resolved["template_values"] == {"timeout": 600}
     would_submit = document["would_submit"]
     assert would_submit["argv"][1:] == ["train.py", "--epochs", "3"]
-    assert would_submit["resource_args"] == {"timeout_seconds": 600.0}
+    assert would_submit["resource_args"] == {
+        "timeout_seconds": 600.0,
+        "isolation": "sandbox",  # the default: plan says the job runs in bubblewrap
+        "read_only_paths": [],
+    }
 
 
 def test_secrets_are_shown_as_references_never_values(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from dockerkit import BASE_IMAGE, NONCE, eventually, git_commit_all, make_app
-from kit import agent_process, log_lines, running_agent, wait_for_line, wait_for_state
+from kit import agent_process, agent_token, log_lines, running_agent, wait_for_line, wait_for_state
 
 from launchplane.core.client import LaunchplaneClient
 from launchplane.server.embedded import EmbeddedServer
@@ -118,7 +118,7 @@ async def test_a_restarted_agent_re_adopts_the_running_container(
     )
     container = f"lp-{job['id']}-1"
 
-    token = await server.create_token("agent", queues=[QUEUE])
+    token = await agent_token(server, [QUEUE], agent_id)  # its successor's too
     async with agent_process(
         server.url, token, work_dir, queues=[QUEUE], agent_id=agent_id
     ) as process:

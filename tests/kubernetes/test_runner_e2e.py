@@ -30,6 +30,7 @@ from kit import (
     DOCKER_BASE_IMAGE,
     LAUNCHPLANE,
     agent_process,
+    agent_token,
     eventually,
     log_lines,
     pythonpath,
@@ -198,7 +199,7 @@ async def test_a_restarted_agent_re_adopts_the_job_without_repeating_lines(
         "print('finished')"
     )
     job = await client.submit_job(QUEUE, command_job(target, script))
-    token = await server.create_token("agent", queues=[QUEUE])
+    token = await agent_token(server, [QUEUE], "lptest-k8s-agent")  # its successor's too
     env = subprocess_env(
         KUBECONFIG=str(target.kubeconfig),
         LAUNCHPLANE_KUBE_CONTEXT=target.context,
