@@ -844,9 +844,21 @@ class PodController:
                     grace = int(self._grace(pod) if self._grace(pod) is not None else grace)
                 await anyio.to_thread.run_sync(lambda: docker_container.stop(timeout=grace))
 
+            async def reaper() -> None:
+                # Cancelled from outside (a test ended early, the cluster stops): the
+                # worker threads above block on the container's logs and wait, which
+                # no cancellation interrupts. Killing the container ends both.
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    if "wait" not in result:
+                        with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                            await anyio.to_thread.run_sync(docker_container.kill)
+
             tg.start_soon(finish)
             tg.start_soon(stopper, stop, "deleted")
             tg.start_soon(stopper, evict, "evicted")
+            tg.start_soon(reaper)
         log.close()
         if result.get("stopped") == "deleted":
             return None

@@ -159,3 +159,26 @@ async def test_handle_image_runs_a_pod_in_python_with_a_termination_message(kube
         lambda: core.read_namespaced_pod_log(pod["metadata"]["name"], "default")
     )
     assert log == "building\ndone\n"
+
+
+async def test_the_cluster_stops_while_a_pod_still_runs(tmp_path, k8s_docker) -> None:
+    """A test that ends early (it failed) must not hang on a pod that never ends.
+
+    The controller's worker threads block on the container's log stream; only
+    killing the container lets them go. ``fail_after`` turns a hang into a failure.
+    """
+    from k8skit import cluster
+
+    with anyio.fail_after(60):
+        async with cluster(tmp_path, k8s_docker) as kube:
+            batch, core = _clients(kube)
+            secret = {"metadata": {"name": "s"}, "stringData": {"t": "tok"}}
+            await anyio.to_thread.run_sync(lambda: core.create_namespaced_secret("default", secret))
+            job = _job("forever", "import time\nwhile True: time.sleep(1)")
+            await anyio.to_thread.run_sync(lambda: batch.create_namespaced_job("default", job))
+            await kube.wait_for(lambda: kube.controller.pod_created, what="the pod")
+            await kube.wait_for(
+                lambda: k8s_docker.containers.list(filters={"name": "k8skit-forever"}),
+                what="its container",
+            )
+    assert not k8s_docker.containers.list(filters={"name": "k8skit-forever"})
