@@ -69,8 +69,14 @@ class ThreadServer:
                 job = await admin.submit_job(QUEUE, {"command": ["true"]})
                 await admin.submit_job(QUEUE, {"command": ["true"]})
                 lease = await admin.claim(QUEUE, "fuzz-agent", wait=1)
+                token = await admin.create_token("submitter", name="fuzz-victim")
             assert lease is not None
-            self.entities = {"name": QUEUE, "job_id": job["id"], "lease_id": lease.lease_id}
+            self.entities = {
+                "name": QUEUE,
+                "job_id": job["id"],
+                "lease_id": lease.lease_id,
+                "token_id": str(token["id"]),
+            }
             self.url, self.token = server.url, server.admin_token
             self._ready.set()
             await anyio.to_thread.run_sync(self._stop.wait)

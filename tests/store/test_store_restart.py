@@ -50,9 +50,8 @@ async def test_agents_ride_out_server_restarts(
     server_process: ServerProcess, tmp_path: Path
 ) -> None:
     server = server_process
-    markers = tmp_path / "markers"
-    markers.mkdir()
-    script = f'echo "$LAUNCHPLANE_ATTEMPT" >> {markers}/"$LAUNCHPLANE_JOB_ID"; sleep 1.5'
+    # Each run notes its attempt in its own output/ (a sandboxed job writes nowhere else).
+    script = 'echo "$LAUNCHPLANE_ATTEMPT" >> "$LAUNCHPLANE_OUTPUT_DIR/attempt"; sleep 1.5'
     async with LaunchplaneClient(server.url, server.admin_token) as admin:
         await admin.create_queue(
             QUEUE, {"resource": "local-process", "lease_ttl_seconds": LEASE_TTL}
@@ -99,7 +98,14 @@ async def test_agents_ride_out_server_restarts(
     assert Counter(job["state"] for job in finals) == {"succeeded": JOBS}, [
         (job["id"], job["state"], job["reason"]) for job in finals if job["state"] != "succeeded"
     ]
-    runs = {job_id: (markers / job_id).read_text().split() for job_id in jobs}
+    runs = {
+        job_id: [
+            line
+            for marker in tmp_path.glob(f"work-*/{job_id}-*/output/attempt")
+            for line in marker.read_text().split()
+        ]
+        for job_id in jobs
+    }
     assert {job_id: len(lines) for job_id, lines in runs.items() if len(lines) != 1} == {}, (
         "every job ran exactly once"
     )
