@@ -27,7 +27,6 @@ from launchplane import hookimpl
 from launchplane.core.interfaces import (
     ArtifactStore,
     ArtifactVersion,
-    PluginError,
     check_artifact_name,
 )
 from launchplane.plugins.artifacts import layout
@@ -67,39 +66,23 @@ class FileArtifactStore(layout.BlockingArtifactStore):
             return []
         return sorted(p.name for p in folder.iterdir() if p.read_text().strip() == version)
 
-    def _resolve(self, name: str, alias: str) -> ArtifactVersion:
-        check_artifact_name("alias", alias)
-        version = alias
-        if layout.version_number(alias) is None:
-            pointer = self._artifact(name) / "aliases" / alias
-            try:
-                version = pointer.read_text().strip()
-            except FileNotFoundError:
-                raise PluginError(self._unknown(name, alias)) from None
-        manifest = self._manifest(name, version)
-        if manifest is None:
-            raise PluginError(self._unknown(name, alias))
-        return manifest.as_version(self.name, self._aliases_of(name, version))
+    def _pointer(self, name: str, alias: str) -> str | None:
+        try:
+            return (self._artifact(name) / "aliases" / alias).read_text().strip()
+        except FileNotFoundError:
+            return None
 
     def _unknown(self, name: str, alias: str) -> str:
         if not (self._artifact(name) / "versions").is_dir():
             return f"artifact {name!r} does not exist in the file store at {self.root}"
         return f"artifact {name!r} has no version or alias {alias!r} in the file store"
 
-    def _download(self, version: ArtifactVersion, dest: Path) -> Path:
-        manifest = self._manifest(version.name, version.version)
-        if manifest is None:
-            raise PluginError(f"{version.ref} is gone from the file store at {self.root}")
+    def _place(self, name: str) -> str:
+        return f"the file store at {self.root}"
+
+    def _fetch(self, version: ArtifactVersion, entry: layout.FileEntry, target: Path) -> None:
         source = self._artifact(version.name) / "versions" / version.version
-        dest.mkdir(parents=True, exist_ok=True)
-        copied: list[layout.FileEntry] = []
-        for entry in manifest.files:
-            target = layout.safe_member(dest, entry.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(layout.safe_member(source, entry.path), target)
-            copied.append(layout.FileEntry(entry.path, layout.sha256_file(target), entry.size))
-        layout.verify(version, copied, f"the file store at {self.root}")
-        return dest
+        shutil.copyfile(layout.safe_member(source, entry.path), target)
 
     def _upload(
         self, path: Path, name: str, aliases: tuple[str, ...], metadata: dict[str, Any] | None
@@ -113,10 +96,7 @@ class FileArtifactStore(layout.BlockingArtifactStore):
         versions.mkdir(parents=True, exist_ok=True)
         with _locked(folder / ".lock"):
             existing = sorted(p.stem for p in versions.glob("v*.json"))
-            same = next(
-                (m for v in existing if (m := self._manifest(name, v)) and m.digest == digest),
-                None,
-            )
+            same = self._same_content(name, existing, digest)
             if same is None:
                 manifest = layout.new_manifest(
                     name, layout.next_version(existing), entries, metadata

@@ -191,10 +191,13 @@ def verify(version: ArtifactVersion, entries: list[FileEntry], where: str) -> No
 
 
 class BlockingArtifactStore(ArtifactStore):
-    """A store whose work is blocking I/O (files, boto3): each call runs in a worker thread.
+    """A store on this layout whose I/O blocks (files, boto3): each call runs in a worker thread.
 
-    Subclasses implement ``_resolve``, ``_download`` and ``_upload`` with the
-    arguments of the async methods (``alias`` already defaulted to ``latest``).
+    The layout's logic (alias -> version -> manifest, download checked against
+    the digest, equal content found again) lives here once. A store gives the
+    I/O: :meth:`_manifest`, :meth:`_pointer`, :meth:`_aliases_of`,
+    :meth:`_fetch`, :meth:`_unknown`, :meth:`_place`, and its own
+    :meth:`_upload` (how a version number is claimed differs).
     """
 
     async def resolve(self, name: str, alias: str | None = None) -> ArtifactVersion:
@@ -212,11 +215,58 @@ class BlockingArtifactStore(ArtifactStore):
     ) -> ArtifactVersion:
         return await anyio.to_thread.run_sync(self._upload, path, name, aliases, metadata)
 
-    @abc.abstractmethod
-    def _resolve(self, name: str, alias: str) -> ArtifactVersion: ...
+    def _resolve(self, name: str, alias: str) -> ArtifactVersion:
+        check_artifact_name("artifact", name)
+        check_artifact_name("alias", alias)
+        version = alias if version_number(alias) is not None else self._pointer(name, alias)
+        manifest = None if version is None else self._manifest(name, version)
+        if manifest is None:
+            raise PluginError(self._unknown(name, alias))
+        return manifest.as_version(self.name, self._aliases_of(name, manifest.version))
+
+    def _download(self, version: ArtifactVersion, dest: Path) -> Path:
+        manifest = self._manifest(version.name, version.version)
+        if manifest is None:
+            raise PluginError(f"{version.ref} is gone from {self._place(version.name)}")
+        dest.mkdir(parents=True, exist_ok=True)
+        fetched: list[FileEntry] = []
+        for entry in manifest.files:
+            target = safe_member(dest, entry.path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._fetch(version, entry, target)
+            fetched.append(FileEntry(entry.path, sha256_file(target), entry.size))
+        verify(version, fetched, self._place(version.name))
+        return dest
+
+    def _same_content(self, name: str, versions: Iterable[str], digest: str) -> Manifest | None:
+        """The existing version of ``name`` whose content has ``digest``, if any."""
+        return next(
+            (m for v in versions if (m := self._manifest(name, v)) and m.digest == digest), None
+        )
 
     @abc.abstractmethod
-    def _download(self, version: ArtifactVersion, dest: Path) -> Path: ...
+    def _manifest(self, name: str, version: str) -> Manifest | None:
+        """The version's manifest; None when it does not exist (yet)."""
+
+    @abc.abstractmethod
+    def _pointer(self, name: str, alias: str) -> str | None:
+        """The version ``alias`` points at; None for an unknown alias."""
+
+    @abc.abstractmethod
+    def _aliases_of(self, name: str, version: str) -> list[str]:
+        """The aliases that point at ``version``, sorted."""
+
+    @abc.abstractmethod
+    def _fetch(self, version: ArtifactVersion, entry: FileEntry, target: Path) -> None:
+        """Copy one stored file of ``version`` to ``target`` (its folder exists)."""
+
+    @abc.abstractmethod
+    def _unknown(self, name: str, alias: str) -> str:
+        """The error for an artifact or alias nobody stored."""
+
+    @abc.abstractmethod
+    def _place(self, name: str) -> str:
+        """Where ``name`` is stored, in words, for messages."""
 
     @abc.abstractmethod
     def _upload(

@@ -110,39 +110,21 @@ class S3ArtifactStore(layout.BlockingArtifactStore):
                 found.append(alias)
         return sorted(found)
 
-    def _resolve(self, name: str, alias: str) -> ArtifactVersion:
-        check_artifact_name("artifact", name)
-        check_artifact_name("alias", alias)
-        version = alias
-        if layout.version_number(alias) is None:
-            data = self._get(self._key(name, "aliases", alias))
-            if data is None:
-                raise PluginError(self._unknown(name, alias))
-            version = data.decode().strip()
-        manifest = self._manifest(name, version)
-        if manifest is None:
-            raise PluginError(self._unknown(name, alias))
-        return manifest.as_version(self.name, self._aliases_of(name, version))
+    def _pointer(self, name: str, alias: str) -> str | None:
+        data = self._get(self._key(name, "aliases", alias))
+        return None if data is None else data.decode().strip()
 
     def _unknown(self, name: str, alias: str) -> str:
         if not self._versions(name):
             return f"artifact {name!r} does not exist in {self._where()}"
         return f"artifact {name!r} has no version or alias {alias!r} in {self._where(name)}"
 
-    def _download(self, version: ArtifactVersion, dest: Path) -> Path:
-        manifest = self._manifest(version.name, version.version)
-        if manifest is None:
-            raise PluginError(f"{version.ref} is gone from {self._where(version.name)}")
-        dest.mkdir(parents=True, exist_ok=True)
-        fetched: list[layout.FileEntry] = []
-        for entry in manifest.files:
-            target = layout.safe_member(dest, entry.path)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            key = self._key(version.name, "versions", version.version, entry.path)
-            s3.download_file(self._s3(), self.settings.bucket, key, target)
-            fetched.append(layout.FileEntry(entry.path, layout.sha256_file(target), entry.size))
-        layout.verify(version, fetched, self._where(version.name))
-        return dest
+    def _place(self, name: str) -> str:
+        return self._where(name)
+
+    def _fetch(self, version: ArtifactVersion, entry: layout.FileEntry, target: Path) -> None:
+        key = self._key(version.name, "versions", version.version, entry.path)
+        s3.download_file(self._s3(), self.settings.bucket, key, target)
 
     def _upload(
         self, path: Path, name: str, aliases: tuple[str, ...], metadata: dict[str, Any] | None
@@ -153,10 +135,7 @@ class S3ArtifactStore(layout.BlockingArtifactStore):
         entries = [entry for _, entry in files]
         digest = layout.content_digest(entries)
         existing = self._versions(name)
-        manifest = next(
-            (m for v in existing if (m := self._manifest(name, v)) and m.digest == digest),
-            None,
-        )
+        manifest = self._same_content(name, existing, digest)
         if manifest is None:
             version = self._claim(name, existing)
             manifest = layout.new_manifest(name, version, entries, metadata)
