@@ -388,6 +388,7 @@ class JobPipeline:
             secret_names=resolved_secrets.names,
         )
         ctx.native_secrets = dict(resolved_secrets.native)
+        self._recorder.integrations = ctx.record_facts  # filled by prepare_job hooks
         if job.git is not None:
             try:
                 checkout = await gitcode.checkout(

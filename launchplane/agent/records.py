@@ -51,6 +51,10 @@ Fields (all JSON; times ISO 8601 UTC):
 ``result``
     ``{"state", "exit_code", "failure_stage", "reason"}``; ``failure_stage``
     is one of resolve, secrets, prepare, build, run (``null`` on success).
+``integrations``
+    ``{name: {...}}``: what integration plugins add (``JobContext.record_facts``,
+    e.g. ``wandb``'s offline run directory); ``{}`` when none did. A re-adopted
+    run's record has none (the hooks ran in the agent that launched it).
 
 Before it leaves the agent, the whole record passes through the job's
 redactor (belt and braces: no field should hold a secret value anyway).
@@ -66,7 +70,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -106,6 +110,7 @@ class RunRecorder:
     env_names: list[str] = field(default_factory=list)
     secret_names: list[str] = field(default_factory=list)
     workload: dict[str, Any] | None = None
+    integrations: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
 
     def mark(self, stage: str) -> None:
         """Record when ``stage`` began (the first time only)."""
@@ -191,6 +196,7 @@ class RunRecorder:
                 "failure_stage": failure_stage,
                 "reason": reason,
             },
+            "integrations": {name: _fact(facts) for name, facts in self.integrations.items()},
         }
         return scrub_obj(record) if scrub_obj is not None else record
 
@@ -202,6 +208,14 @@ def workload_facts(run: Run) -> dict[str, Any]:
     except Exception as exc:  # a plugin's bug must not lose the record
         facts = {"facts_error": f"{type(exc).__name__}: {exc}"}
     return {"id": run.id, **facts}
+
+
+def _fact(facts: Callable[[], Any]) -> Any:
+    """One integration's section; a plugin's failure is reported in it, not lost in the record."""
+    try:
+        return facts()
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
 
 
 def _spec(job: ResolvedJob | None) -> dict[str, Any] | None:

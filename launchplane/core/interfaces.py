@@ -99,6 +99,21 @@ class Image:
         return f"{repository}/{name}@{self.digest}" if repository else f"{name}@{self.digest}"
 
 
+@dataclass(frozen=True)
+class Mount:
+    """One path the workload reads that the agent put on its host (see ``JobContext.mounts``)."""
+
+    source: Path
+    """On the agent host: a file or directory, complete before the workload starts."""
+    target: str
+    """Where the job sees it: an absolute path inside a container, or for a runner
+    without one (local-process) a name relative to the run directory."""
+    env: str | None = None
+    """An environment variable the job reads the final path from (set by the runner,
+    since only the runner knows where it put the files)."""
+    read_only: bool = True
+
+
 @dataclass
 class JobContext:
     """Everything about one launch that is not in the resolved job.
@@ -147,6 +162,18 @@ class JobContext:
     """The commit checked out in ``code_dir``."""
     secret_names: frozenset[str] = frozenset()
     """The names in ``env`` that hold secret values: show them as references, never log them."""
+    mounts: list[Mount] = field(default_factory=list)
+    """Files the workload must see (the job's input artifacts, downloaded by the agent):
+    each a path on the agent host and the path the job reads it at. A runner makes each
+    one available its own way (a read-only bind mount, a path in the run directory named
+    by an environment variable) or refuses the job with a :class:`PluginError` saying
+    which mount it cannot provide."""
+    record_facts: dict[str, Callable[[], Any]] = field(default_factory=dict)
+    """Sections a ``launchplane_prepare_job`` hook adds to the run record: name ->
+    a function called once when the record is built, after the workload ended, that
+    returns JSON values (the W&B integration lists its offline run directory here).
+    They land under ``integrations.<name>`` in the record, scrubbed like the rest;
+    a function that raises gives ``{"error": ...}`` instead of losing the record."""
 
     async def emit(self, line: str) -> None:
         """Send one line (progress, a decision) to the job's log; scrubbed of secret values."""

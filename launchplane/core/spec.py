@@ -286,6 +286,9 @@ class QueueConfig(_JobFields):
     retry: RetryPolicy | None = None
     artifact_store: ArtifactStoreSpec | None = None
     """Where the queue's ``input_artifacts`` are resolved and ``output_artifacts`` go."""
+    integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Integration plugins this queue turns on, each with its options (``wandb: {}``):
+    off unless named here. Read by ``launchplane_prepare_job`` hooks from the resolved job."""
     guardrails: Guardrails = Field(default_factory=Guardrails)
 
 
@@ -302,6 +305,7 @@ QUEUE_ONLY_KEYS = frozenset(
         "max_attempts",
         "retry",
         "artifact_store",
+        "integrations",
         "guardrails",
     }
 )
@@ -354,11 +358,14 @@ class ResolvedJob(_JobFields):
                               (already substituted into the fields above).
     ``artifact_store``        the queue's store for ``input_artifacts``/``output_artifacts``
                               (``type`` and ``options``), or None.
+    ``integrations``          the queue's integration plugins and their options
+                              (``{"wandb": {...}}``); empty: none is on.
     """
 
     resource: str = "local-process"
     secrets: dict[str, str] = Field(default_factory=dict)
     secret_providers: SecretProviderOptions = Field(default_factory=dict)
     artifact_store: ArtifactStoreSpec | None = None
+    integrations: dict[str, dict[str, Any]] = Field(default_factory=dict)
     template_values: dict[str, Scalar] = Field(default_factory=dict)
     passthrough_env: list[str] = Field(default_factory=list)

@@ -114,6 +114,7 @@ def resolve_job(
         secrets=dict(queue.config.secrets),
         secret_providers=dict(queue.config.secret_providers),
         artifact_store=queue.config.artifact_store,
+        integrations={name: dict(options) for name, options in queue.config.integrations.items()},
         passthrough_env=list(queue.config.passthrough_env),
         template_values=values,
     )
