@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from launchplane import hookimpl
 from launchplane.core.interfaces import (
@@ -36,7 +36,13 @@ class FileStoreOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     root: Path
-    """The store's directory; created on the first upload."""
+    """The store's directory on the agent's host (``~`` is the agent user's home);
+    created on the first upload."""
+
+    @field_validator("root")
+    @classmethod
+    def _home(cls, root: Path) -> Path:
+        return root.expanduser()
 
 
 class FileArtifactStore(layout.BlockingArtifactStore):
