@@ -6,7 +6,8 @@ project; a ``wandb-artifact://entity/project/name:alias`` input is routed to
 this store whatever the queue's store is, and names its own project. The agent
 needs the ``wandb`` package (``pip install 'launchplane[wandb]'``) and a W&B key
 of its own (``WANDB_API_KEY`` in its environment, or ``wandb login``): the store
-runs on the agent, not in the job.
+runs on the agent, not in the job. Uploads need wandb 0.19.10 or later (a run of
+their own per upload: ``reinit="create_new"``).
 
 Versions are W&B's (``v0``, ``v1``, ...), and ``ArtifactVersion.name`` is the
 full ``entity/project/name``, so a record's ``name:version`` resolves again
@@ -23,6 +24,7 @@ by its digest, and the aliases move to the existing version.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,7 @@ class WandbArtifactStore(ArtifactStore):
 
     name = "wandb"
     options_model = WandbStoreOptions
+    _client: Any = None
 
     @property
     def settings(self) -> WandbStoreOptions:
@@ -119,16 +122,24 @@ class WandbArtifactStore(ArtifactStore):
         return await anyio.to_thread.run_sync(self._upload, path, target, aliases, metadata)
 
     def _api(self) -> Any:
-        """A ``wandb.Api`` with the agent's key; a clear error when it has none."""
+        """A ``wandb.Api`` with the agent's key (made once); a clear error when it has none."""
+        if self._client is not None:
+            return self._client
         wandb = _wandb()
         overrides = {"base_url": self.settings.base_url} if self.settings.base_url else {}
         try:
             api = wandb.Api(overrides=overrides)
-            key = api.api_key
-        except Exception as exc:  # wandb raises UsageError (and others) without a key
-            raise PluginError(_no_key(f"{type(exc).__name__}: {exc}")) from None
-        if not key:
+        except wandb.errors.UsageError as exc:  # no key configured
+            raise PluginError(_no_key(str(exc))) from None
+        except Exception as exc:  # the key is checked against the server at once
+            server = self.settings.base_url or "the agent's W&B server (WANDB_BASE_URL)"
+            raise PluginError(
+                f"artifact store 'wandb': {server} did not accept the agent's W&B key "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        if not api.api_key:
             raise PluginError(_no_key("no key found"))
+        self._client = api
         return api
 
     def _artifact(self, qualified: str) -> Any:
@@ -195,13 +206,19 @@ class WandbArtifactStore(ArtifactStore):
             artifact.add_file(str(path))
         server = {"base_url": self.settings.base_url} if self.settings.base_url else {}
         settings = wandb.Settings(silent=True, **server)
-        with wandb.init(
-            entity=target.entity,
-            project=target.project,
-            job_type="launchplane-upload",
-            settings=settings,
-            reinit="create_new",
-        ) as run:
+        # A run of its own per upload (uploads of several jobs may overlap in this
+        # process), whose files go to a scratch directory, not the agent's cwd.
+        with (
+            tempfile.TemporaryDirectory(prefix="launchplane-wandb-") as scratch,
+            wandb.init(
+                entity=target.entity,
+                project=target.project,
+                job_type="launchplane-upload",
+                dir=scratch,
+                settings=settings,
+                reinit="create_new",
+            ) as run,
+        ):
             logged = run.log_artifact(artifact, aliases=list(moved))
             logged.wait()
         return self._as_version(target.path, self._artifact(f"{target.path}:{logged.version}"))
