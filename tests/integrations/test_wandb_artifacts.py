@@ -29,7 +29,10 @@ pytestmark = pytest.mark.anyio
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("wandb-artifact://acme/mnist/images:v3", WandbArtifactPath("acme", "mnist", "images", "v3")),
+        (
+            "wandb-artifact://acme/mnist/images:v3",
+            WandbArtifactPath("acme", "mnist", "images", "v3"),
+        ),
         ("wandb-artifact://acme/mnist/images", WandbArtifactPath("acme", "mnist", "images")),
         (
             "wandb-artifact://my-team/proj.x/data_set-1:best",

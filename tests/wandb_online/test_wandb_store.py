@@ -81,9 +81,7 @@ async def test_upload_resolve_download_round_trip_with_launchplanes_digest(
     assert (dest / "sub" / "labels.txt").read_text() == "a\nb\n"
 
 
-async def test_equal_content_is_one_version_and_new_content_the_next(
-    store, tmp_path: Path
-) -> None:
+async def test_equal_content_is_one_version_and_new_content_the_next(store, tmp_path: Path) -> None:
     name = f"lp-test-{uuid.uuid4().hex[:10]}"
     first = await store.upload(dataset(tmp_path / "a", "1\n"), name)
     again = await store.upload(dataset(tmp_path / "b", "1\n"), name)
