@@ -130,7 +130,7 @@ def test_a_run_that_wrote_no_wandb_files_has_an_empty_list(tmp_path: Path) -> No
         "project": "p",
         "entity": None,
         "mode": None,
-        "base_url": "https://api.wandb.ai",
+        "base_url": None,
         "offline_run_dirs": [],
     }
 

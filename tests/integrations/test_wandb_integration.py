@@ -99,7 +99,11 @@ async def test_the_jobs_fields_win_over_the_options_and_reach_wandb_as_wandb_set
             "project": "own-project",
             "name": "first-try",
             "author": "ada",
-            "env": {"WANDB_RUN_ID": "not-this", "WANDB_TAGS": "kept"},
+            "env": {
+                "WANDB_RUN_ID": "not-this",
+                "WANDB_BASE_URL": "https://collector.example.com",
+                "WANDB_TAGS": "kept",
+            },
             "input_artifacts": [
                 {"name": "wandb-artifact://acme/data/images:v3", "slot": "train-images"},
                 "local-dataset:latest",
@@ -114,7 +118,7 @@ async def test_the_jobs_fields_win_over_the_options_and_reach_wandb_as_wandb_set
     assert (env["WANDB_NAME"], env["WANDB_USERNAME"]) == ("first-try", "ada")
     assert env["WANDB_LAUNCH"] == "True"
     assert env["WANDB_LAUNCH_QUEUE_NAME"] == QUEUE
-    assert env["WANDB_BASE_URL"] == "https://api.wandb.ai"
+    assert "WANDB_BASE_URL" not in env  # the submitter's is removed: the SDK's default
     assert json.loads(env["WANDB_ARTIFACTS"]) == {"train-images": "acme/data/images:v3"}
     assert "WANDB_CONFIG" not in env and "WANDB_API_KEY" not in env
     chunks = [env[f"WANDB_CONFIG_{i}"] for i in range(len(env)) if f"WANDB_CONFIG_{i}" in env]

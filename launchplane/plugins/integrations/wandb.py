@@ -28,8 +28,9 @@ Deliberate differences from W&B's agent, each for a reason:
   every run its own key. A key in plain ``env`` (a submitter's, or a queue's
   ``null`` passthrough) is refused, since ``env`` values are not masked.
   ``mode: online`` without the secret is refused at launch, before anything runs.
-* ``WANDB_BASE_URL`` is always set (``base_url``, default W&B's cloud) and wins
-  over ``env``, so a submitter cannot send the queue's key to another host.
+* ``WANDB_BASE_URL`` is the ``base_url`` option; without it the SDK's own default
+  (W&B's cloud) applies and a ``WANDB_BASE_URL`` in the job's ``env`` is removed:
+  either way a submitter cannot send the queue's key to another host.
 * ``WANDB_DIR`` is the run's output directory on the local-process runner, so an
   offline run's files stay in the run directory and the record lists them
   (``integrations.wandb.offline_run_dirs``). Other runners keep W&B's default
@@ -59,7 +60,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from launchplane import hookimpl
 from launchplane.core.config.resolve import model_errors
-from launchplane.core.config.wandb_job import DEFAULT_WANDB_HOST
 from launchplane.core.interfaces import JobContext, PluginError
 from launchplane.core.spec import ResolvedJob
 from launchplane.core.wandb_artifacts import is_wandb_artifact, parse_wandb_artifact
@@ -87,8 +87,9 @@ class WandbOptions(BaseModel):
     """``WANDB_ENTITY`` for jobs that set no ``entity``."""
     mode: Literal["online", "offline", "disabled"] | None = None
     """``WANDB_MODE``; unset: W&B's default (online), or the job's ``env``."""
-    base_url: str = DEFAULT_WANDB_HOST
-    """``WANDB_BASE_URL``: the W&B server (a self-hosted one's ``https://wandb.example.com``)."""
+    base_url: str | None = None
+    """``WANDB_BASE_URL``: the W&B server (a self-hosted one's ``https://wandb.example.com``);
+    unset: the SDK's default (W&B's cloud; which host that is depends on the wandb version)."""
 
     @field_validator("project", "entity")
     @classmethod
@@ -99,7 +100,9 @@ class WandbOptions(BaseModel):
 
     @field_validator("base_url")
     @classmethod
-    def _url(cls, value: str) -> str:
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
         if not value.startswith(("https://", "http://")) or len(value.split("//", 1)[1]) == 0:
             raise ValueError(f"{value!r} is not a URL; give https://host[:port]")
         return value.rstrip("/")
@@ -123,7 +126,6 @@ def options_of(job: ResolvedJob) -> WandbOptions | None:
 def wandb_environment(job: ResolvedJob, ctx: JobContext, options: WandbOptions) -> dict[str, str]:
     """The ``WANDB_*`` variables of one run: W&B's launch agent's names and encodings."""
     env: dict[str, str] = {
-        "WANDB_BASE_URL": options.base_url,
         "WANDB_LAUNCH": "True",
         "WANDB_RUN_ID": run_id(job, ctx),
         "WANDB_LAUNCH_QUEUE_NAME": ctx.queue,
@@ -131,6 +133,7 @@ def wandb_environment(job: ResolvedJob, ctx: JobContext, options: WandbOptions) 
         "WANDB_ARTIFACTS": json.dumps(input_artifacts(job)),
     }
     optional = {
+        "WANDB_BASE_URL": options.base_url,
         "WANDB_PROJECT": job.project or options.project,
         "WANDB_ENTITY": job.entity or options.entity,
         "WANDB_MODE": options.mode,
@@ -240,8 +243,10 @@ def launchplane_prepare_job(job: ResolvedJob, ctx: JobContext) -> None:
         return
     check_api_key(ctx, options)
     variables = wandb_environment(job, ctx, options)
-    for name in [n for n in ctx.env if _CONFIG_NAME.fullmatch(n)]:
-        del ctx.env[name]  # an env-given WANDB_CONFIG(_n) would be read instead of ours
+    # An env-given WANDB_CONFIG(_n) would be read instead of ours; an env-given server
+    # would receive the queue's key.
+    for name in [n for n in ctx.env if _CONFIG_NAME.fullmatch(n) or n == "WANDB_BASE_URL"]:
+        del ctx.env[name]
     ctx.env.update(variables)
     seen = {name: ctx.env.get(name) for name in (*FACTS.values(), "WANDB_DIR")}
     ctx.record_facts[NAME] = partial(run_facts, ctx.workdir, seen)
