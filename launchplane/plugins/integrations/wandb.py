@@ -212,15 +212,16 @@ FACTS = {
 """Record key -> the variable whose final value the record shows."""
 
 
-def run_facts(run_dir: Path, env: Mapping[str, str | None]) -> dict[str, Any]:
+def run_facts(run_dir: Path, root: str | None, env: Mapping[str, str | None]) -> dict[str, Any]:
     """``integrations.wandb`` of the record: the W&B run, and its offline directories found.
 
     ``env`` holds the run's effective ``WANDB_*`` values (:data:`FACTS`). W&B writes
-    an offline run to ``<WANDB_DIR>/wandb/offline-run-<time>-<run id>``; each one
-    found is listed relative to the run directory.
+    an offline run to ``<WANDB_DIR>/wandb/offline-run-<time>-<run id>``; with
+    ``root`` the ``WANDB_DIR`` the integration set (None: it set none, and no
+    host path is searched), each one found is listed relative to the run directory.
     """
     found: list[str] = []
-    if (root := env.get("WANDB_DIR")) is not None:
+    if root is not None:
         found = sorted(
             path.relative_to(run_dir).as_posix()
             for path in (Path(root) / "wandb").glob(f"offline-run-*-{env['WANDB_RUN_ID']}")
@@ -248,5 +249,5 @@ def launchplane_prepare_job(job: ResolvedJob, ctx: JobContext) -> None:
     for name in [n for n in ctx.env if _CONFIG_NAME.fullmatch(n) or n == "WANDB_BASE_URL"]:
         del ctx.env[name]
     ctx.env.update(variables)
-    seen = {name: ctx.env.get(name) for name in (*FACTS.values(), "WANDB_DIR")}
-    ctx.record_facts[NAME] = partial(run_facts, ctx.workdir, seen)
+    seen = {name: ctx.env.get(name) for name in FACTS.values()}
+    ctx.record_facts[NAME] = partial(run_facts, ctx.workdir, variables.get("WANDB_DIR"), seen)
