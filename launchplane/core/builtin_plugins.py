@@ -62,6 +62,12 @@ BUILTIN_PLUGINS: tuple[BuiltinPlugin, ...] = (
     BuiltinPlugin(
         "s3-artifacts", "launchplane.plugins.artifacts.s3", ("artifact-store:s3",), "aws"
     ),
+    BuiltinPlugin(
+        "wandb-artifacts", "launchplane.plugins.artifacts.wandb", ("artifact-store:wandb",), "wandb"
+    ),
+    # Registers no class: its hooks add W&B's variables to the jobs of queues that turn it
+    # on. No extra: the agent never imports wandb for it (the job's environment needs it).
+    BuiltinPlugin("wandb-integration", "launchplane.plugins.integrations.wandb", ()),
 )
 
 

@@ -21,10 +21,11 @@ else ``cls()``; it calls ``aclose()`` on each instance when the agent stops.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
 import pluggy
+from pydantic import BaseModel
 
 from launchplane.core.interfaces import ArtifactStore, Builder, JobContext, Runner, SecretProvider
 from launchplane.core.spec import ResolvedJob
@@ -86,6 +87,18 @@ def launchplane_prepare_job(job: ResolvedJob, ctx: JobContext) -> None:
     Add environment variables or labels by mutating ``ctx.env`` / ``ctx.labels``
     (a W&B integration injects ``WANDB_*`` here). Raise ``PluginError`` to refuse
     the job; the message becomes the job's failure reason.
+    """
+
+
+@hookspec
+def launchplane_integration_options() -> Mapping[str, type[BaseModel] | None]:
+    """The integrations this plugin implements: name -> the pydantic model of its options.
+
+    A queue turns one on with ``integrations: {<name>: {options}}``; ``queue
+    create``/``update`` and ``plan`` validate the options with this model (None: it
+    takes none), so bad options are refused before any job is submitted. The
+    plugin's ``launchplane_prepare_job`` acts only on a job whose
+    ``job.integrations`` names it, and validates the options again there.
     """
 
 

@@ -9,7 +9,9 @@ submit would then fail on:
   then the runner's own ``check_queue`` (a queue it could never run safely);
 * ``builder.options`` against the builder's ``options_model``;
 * every ``secrets:`` reference's scheme against the installed secret providers,
-  and ``secret_providers.<scheme>`` against that provider's ``options_model``.
+  and ``secret_providers.<scheme>`` against that provider's ``options_model``;
+* ``integrations.<name>`` against the model its plugin gives
+  (``launchplane_integration_options``).
 
 Only what is installed *here* can be checked: the server and a workstation
 running ``plan`` may lack a runner or a provider that the agents have. So a
@@ -23,6 +25,7 @@ judged here; resolution checks them at submit.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
@@ -77,7 +80,39 @@ def check_queue_plugins(
     errors += _provider_option_errors(config.secret_providers, placeholders, registry, warnings)
     if config.artifact_store is not None:
         errors += _store_errors(config.artifact_store, placeholders, registry, warnings)
+    errors += _integration_errors(config.integrations, placeholders, registry, warnings)
     return errors, warnings
+
+
+def _integration_errors(
+    integrations: Mapping[str, Mapping[str, Any]],
+    placeholders: Mapping[PathKey, Any],
+    registry: PluginRegistry,
+    warnings: list[FieldError],
+) -> list[FieldError]:
+    """Each ``integrations.<name>`` implemented here, and its options valid for it.
+
+    The models come from ``launchplane_integration_options`` hooks; options are
+    queue-only, so a missing required option is an error here too.
+    """
+    models: dict[str, Any] = {}
+    for answer in registry.hook.launchplane_integration_options():
+        models.update(answer or {})
+    errors: list[FieldError] = []
+    for name, options in integrations.items():
+        path = ("integrations", name)
+        if name not in models:
+            _not_installed(join_path(*path), "integration", name, models, errors, warnings)
+        elif (model := models[name]) is not None:
+            errors += model_errors(
+                model,
+                options,
+                path,
+                judged=partial(_outside_placeholders, path, placeholders),
+            )
+        elif options:
+            errors.append(FieldError(join_path(*path), f"integration '{name}' takes no options"))
+    return errors
 
 
 def _store_errors(
@@ -125,6 +160,11 @@ def _model_errors(
 
     runner = path[1] if path[0] == "resource_args" else None
     return model_errors(model, value, path, runner=runner, judged=judged)
+
+
+def _outside_placeholders(path: PathKey, placeholders: Mapping[PathKey, Any], item: Any) -> bool:
+    """A pydantic error item below ``path`` that is not under a ``{{placeholder}}``."""
+    return not _under_placeholder((*path, *item["loc"]), placeholders)
 
 
 def _under_placeholder(path: PathKey, placeholders: Mapping[PathKey, Any]) -> bool:
