@@ -189,7 +189,14 @@ def reproduction(
     Raises ConfigError when the queue cannot resolve a job with the run's template values.
     """
     from launchplane.core.config import resolve_job
-    from launchplane.core.pins import pinned_spec, pins_from_record, record_spec_hash
+    from launchplane.core.pins import (
+        differences,
+        pinned_spec,
+        pins_from_record,
+        record_spec_hash,
+        spec_hash,
+        with_pins,
+    )
 
     spec: Mapping[str, Any] = record["spec"]
     pins = pins_from_record(record)
@@ -198,7 +205,7 @@ def reproduction(
     recorded = spec.get("template_values") or {}
     values = {name: value for name, value in recorded.items() if name in declared}
     unpinned = _unpinnable(record, pins, queue, set(recorded) - set(values))
-    wanted = _pinned_job_fields(spec, pins)
+    wanted = with_pins(spec, pins)
     baseline = _safe(resolve_job(config, {}, (), values, queue_name=queue, trusted=True))
     job, removed = _job_layer(wanted, baseline)
     job, refused = _allowed(job, config)
@@ -207,8 +214,6 @@ def reproduction(
     predicted_pinned = pinned_spec(predicted, pins)
     original = pinned_spec(spec, pins)
     expected = record.get("spec_hash") or record_spec_hash(record)
-    from launchplane.core.pins import differences, spec_hash
-
     predicted_hash = spec_hash(predicted_pinned)
     if predicted_hash != expected:
         known = {item.path for item in unpinned}
@@ -244,26 +249,6 @@ def _safe(resolved: Any) -> dict[str, Any]:
     if spec.get("git"):
         spec["git"]["repository"] = safe_url(spec["git"]["repository"])
     return spec
-
-
-def _pinned_job_fields(spec: Mapping[str, Any], pins: Any) -> dict[str, Any]:
-    """The record's spec with the run's commit, image digest and artifact versions in it."""
-    import copy
-
-    wanted = copy.deepcopy(dict(spec))
-    if isinstance(wanted.get("git"), dict) and pins.commit:
-        wanted["git"]["commit"] = pins.commit
-    docker = wanted.get("docker")
-    if isinstance(docker, dict) and docker.get("image") and pins.image:
-        docker["image"] = pins.image
-    for ref, facts in zip(wanted.get("input_artifacts") or (), pins.inputs, strict=False):
-        if isinstance(ref, dict) and facts.get("version"):
-            ref["alias"] = facts["version"]
-    code = pins.code_artifact
-    if isinstance(wanted.get("artifact"), str) and code and code.get("version"):
-        wanted["artifact"] = f"{wanted['artifact'].rpartition(':')[0] or wanted['artifact']}:"
-        wanted["artifact"] += code["version"]
-    return wanted
 
 
 def _job_layer(
@@ -361,7 +346,7 @@ def _unpinnable(
     record: Mapping[str, Any], pins: Any, queue: str, undeclared: set[str]
 ) -> list[Unpinned]:
     """What the record could not pin, each with why."""
-    from launchplane.core.pins import unpinned_inputs
+    from launchplane.core.pins import unpinned_inputs, with_pins
 
     spec: Mapping[str, Any] = record["spec"]
     image = record.get("image") or {}
@@ -397,7 +382,7 @@ def _unpinnable(
             f"queue {queue!r} declares no template variable {name!r}: its value is not used"
         )
     # What is still unpinned in the spec itself (a base image by tag, requirements).
-    for item in unpinned_inputs(_pinned_job_fields(spec, pins)):
+    for item in unpinned_inputs(with_pins(spec, pins)):
         found.setdefault(item.path, item.message)
     return [_unpinned(path, message) for path, message in found.items()]
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from launchplane.core.errors import ConfigError, FieldError
-from launchplane.core.spec import ResolvedJob
+from launchplane.core.spec import ArtifactRef, ResolvedJob
 
 REQUIREMENTS_TXT = "requirements.txt"
 DIGEST = "@sha256:"
@@ -196,9 +196,7 @@ def _artifact_unpinned(path: str, ref: Any) -> list[Unpinned]:
     if ref is None:
         return []
     if isinstance(ref, str):  # the code ``artifact:`` is a "name:alias" string
-        name, _, alias = ref.rpartition(":")
-        if not name or "/" in alias or alias.startswith("//"):
-            name, alias = ref, ""
+        name, alias = _artifact_name(ref)
     else:
         name, alias = str(ref.get("name")), ref.get("alias") or ""
     if _VERSION.fullmatch(alias):
@@ -214,6 +212,13 @@ def _artifact_unpinned(path: str, ref: Any) -> list[Unpinned]:
             f"{said}; pin a version ({name}:vN; the run's record shows the version it resolved)",
         )
     ]
+
+
+def _artifact_name(text: str) -> tuple[str, str]:
+    """``(name, alias)`` of ``name:alias`` as :class:`ArtifactRef` splits it (a URI's
+    ``scheme://`` is not an alias); the alias is ``""`` when there is none."""
+    ref = ArtifactRef.model_validate(text)
+    return ref.name, ref.alias or ""
 
 
 def _image_unpinned(spec: Mapping[str, Any]) -> list[Unpinned]:
@@ -279,41 +284,60 @@ def pins_from_record(record: Mapping[str, Any]) -> Pins:
     )
 
 
-def pinned_spec(spec: Mapping[str, Any], pins: Pins) -> dict[str, Any]:
-    """``spec`` (a resolved job's JSON) with what the run learned in place of moving names.
+def with_pins(spec: Mapping[str, Any], pins: Pins) -> dict[str, Any]:
+    """A copy of ``spec`` whose moving names are what the run resolved them to.
 
-    * ``git.commit`` is the commit checked out, and ``git.branch`` is dropped when
-      it is known (the commit decides the code; the branch only found it);
-    * a local ``workdir``'s commit and dirtiness go in ``workdir_git``;
-    * ``docker.image`` is the image by digest, when the run pulled one it did not build;
-    * ``input_artifacts[i].alias`` is the version it resolved to, with its ``digest``
-      (and the code ``artifact`` likewise, with ``artifact_digest``);
-    * ``secrets`` are their names only, and the :data:`PER_RUN` fields are gone.
-
-    Macros (``${run_id}``) stay unexpanded, as the spec keeps them: every run
-    derives them again. The result is for hashing and comparing, not a job to submit.
+    ``git.commit`` the commit checked out (the branch is kept: it is where the
+    commit came from), ``docker.image`` the image by digest when the run pulled one
+    it did not build, ``input_artifacts[i].alias`` and the code ``artifact``'s alias
+    the version each resolved to. A job with these fields runs the same inputs
+    (``launchplane reproduce`` submits them).
     """
     pinned = copy.deepcopy(dict(spec))
-    for key in PER_RUN:
-        pinned.pop(key, None)
-    pinned["secrets"] = sorted(pinned.get("secrets") or ())
     git = pinned.get("git")
     if isinstance(git, dict) and pins.commit:
         git["commit"] = pins.commit
-        git.pop("branch", None)
-    elif git is None and pinned.get("workdir") and pins.commit:
-        pinned["workdir_git"] = {"commit": pins.commit, "dirty": bool(pins.dirty)}
     docker = pinned.get("docker")
     if isinstance(docker, dict) and docker.get("image") and pins.image:
         docker["image"] = pins.image
     for ref, facts in zip(pinned.get("input_artifacts") or (), pins.inputs, strict=False):
         if isinstance(ref, dict) and facts.get("version"):
             ref["alias"] = facts["version"]
+    code = pins.code_artifact
+    if isinstance(pinned.get("artifact"), str) and code and code.get("version"):
+        pinned["artifact"] = f"{_artifact_name(pinned['artifact'])[0]}:{code['version']}"
+    return pinned
+
+
+def pinned_spec(spec: Mapping[str, Any], pins: Pins) -> dict[str, Any]:
+    """``spec`` (a resolved job's JSON) :func:`with_pins`, in the one form that is hashed.
+
+    Beyond :func:`with_pins`:
+
+    * ``git.branch`` is dropped when the commit is known (the commit decides the
+      code; the branch only found it), so a job by branch and one by its commit agree;
+    * a local ``workdir``'s commit and dirtiness go in ``workdir_git``;
+    * each pinned input artifact gets its ``digest`` (the code ``artifact``:
+      ``artifact_digest``);
+    * ``secrets`` are their names only, and the :data:`PER_RUN` fields are gone.
+
+    Macros (``${run_id}``) stay unexpanded, as the spec keeps them: every run
+    derives them again. The result is for hashing and comparing, not a job to submit.
+    """
+    pinned = with_pins(spec, pins)
+    for key in PER_RUN:
+        pinned.pop(key, None)
+    pinned["secrets"] = sorted(pinned.get("secrets") or ())
+    git = pinned.get("git")
+    if isinstance(git, dict) and pins.commit:
+        git.pop("branch", None)
+    elif git is None and pinned.get("workdir") and pins.commit:
+        pinned["workdir_git"] = {"commit": pins.commit, "dirty": bool(pins.dirty)}
+    for ref, facts in zip(pinned.get("input_artifacts") or (), pins.inputs, strict=False):
+        if isinstance(ref, dict) and facts.get("version"):
             ref["digest"] = facts.get("digest")
     code = pins.code_artifact
     if isinstance(pinned.get("artifact"), str) and code and code.get("version"):
-        name = code.get("name") or pinned["artifact"].rpartition(":")[0] or pinned["artifact"]
-        pinned["artifact"] = f"{name}:{code['version']}"
         pinned["artifact_digest"] = code.get("digest")
     return pinned
 

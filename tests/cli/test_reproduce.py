@@ -266,3 +266,92 @@ def test_run_checks_the_local_requirements(tmp_path: Path) -> None:
     warned = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
     assert warned.returncode == 0, warned.stderr
     assert "warning: requirements.txt:1: 'pandas' is not pinned" in warned.stderr
+
+
+# -- the job reproduce builds, from records the tests write ------------------------------
+
+DIGEST = "sha256:" + "c" * 64
+
+
+def recorded(queue: dict[str, Any], job: dict[str, Any], **sections: Any) -> dict[str, Any]:
+    """A run record as an agent writes it, of ``job`` resolved on ``queue``."""
+    from launchplane.core.config import resolve_job
+
+    values = job.pop("template_variables", {})
+    spec = resolve_job(queue, job, (), values, queue_name="q").model_dump(mode="json")
+    record = {"spec": spec, "code": None, "image": None, "queue": {"name": "q"}, **sections}
+    return {**record, "spec_hash": record_spec_hash(record)}
+
+
+ARTIFACT_FACTS = {
+    "image": {"ref": "reg/img:1", "digest": DIGEST, "pinned": f"reg/img@{DIGEST}", "built": False},
+    "artifacts": {
+        "inputs": [{"name": "data", "alias": "latest", "version": "v4", "digest": "sha256:d"}]
+    },
+}
+
+
+def test_image_by_digest_and_artifacts_by_version() -> None:
+    from launchplane.cli.reproduce import reproduction
+
+    queue: dict[str, Any] = {"entry_point": "train.py", "locked": ["entry_point"]}
+    job = {"docker": {"image": "reg/img:1"}, "input_artifacts": ["data:latest"]}
+    record = recorded(queue, job, **ARTIFACT_FACTS)
+    plan = reproduction(record, queue, "q")
+    assert plan.job == {
+        "docker": {"image": f"reg/img@{DIGEST}"},
+        "input_artifacts": [{"name": "data", "alias": "v4"}],
+    }
+    assert plan.unpinned == []
+    assert plan.predicted_hash == plan.expected_hash == record["spec_hash"]
+
+
+def test_a_queue_that_locks_the_image_tag_keeps_it_unpinned() -> None:
+    from launchplane.cli.reproduce import reproduction
+
+    queue: dict[str, Any] = {"docker": {"image": "reg/img:1"}, "locked": ["docker.image"]}
+    record = recorded(queue, {"entry_point": "train.py"}, **ARTIFACT_FACTS)
+    plan = reproduction(record, queue, "q")
+    assert plan.job == {"entry_point": "train.py"}
+    found = {item.path: item.message for item in plan.unpinned}
+    assert "is locked by the queue config" in found["docker.image"]
+    # Equal while the tag still names the recorded digest: the new record says if it does.
+    assert plan.predicted_hash == plan.expected_hash
+
+
+def test_what_cannot_be_pinned_is_listed_with_why() -> None:
+    from launchplane.cli.reproduce import reproduction
+
+    queue: dict[str, Any] = {
+        "secrets": {"HF_TOKEN": "env:HF"},
+        "builder": {"type": "docker", "base_image": "python:3.11"},
+        "template_variables": {"gpus": {"type": "integer", "default": 1}},
+        "env": {"GPUS": "{{gpus}}"},
+    }
+    job = {"entry_point": "train.py", "template_variables": {"gpus": 2}}
+    image = {"ref": "built:1", "digest": DIGEST, "pinned": f"built@{DIGEST}", "built": True}
+    record = recorded(queue, job, image=image)
+    plan = reproduction(record, queue, "q")
+    assert plan.template_variables == {"gpus": 2}
+    assert plan.job == {"entry_point": "train.py"}
+    found = {item.path: item.message for item in plan.unpinned}
+    assert set(found) == {"secrets", "image", "builder.base_image"}
+    assert "HF_TOKEN" in found["secrets"] and "may have changed" in found["secrets"]
+    assert "builds it again" in found["image"]
+    assert plan.predicted_hash == plan.expected_hash
+
+    # Elsewhere, a queue without that variable: the job sets what it filled in, itself.
+    other: dict[str, Any] = {"secrets": {"HF_TOKEN": "env:HF"}, "builder": queue["builder"]}
+    elsewhere = reproduction(record, other, "other")
+    assert elsewhere.job == {"entry_point": "train.py", "env": {"GPUS": "2"}}
+    assert "template_values.gpus" in {item.path for item in elsewhere.unpinned}
+
+
+def test_a_submitter_sees_hidden_secret_references_and_gets_the_same_plan() -> None:
+    from launchplane.cli.reproduce import reproduction
+
+    queue: dict[str, Any] = {"secrets": {"HF_TOKEN": "vault:kv/hf#token"}}
+    record = recorded(queue, {"entry_point": "train.py"})
+    hidden = {**record, "spec": {**record["spec"], "secrets": {"HF_TOKEN": "<hidden>"}}}
+    plan = reproduction(hidden, {"secrets": {"HF_TOKEN": "<hidden>"}}, "q")
+    assert plan.predicted_hash == record["spec_hash"]
