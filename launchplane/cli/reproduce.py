@@ -101,7 +101,9 @@ def reproduce(
         plan = reproduction(record, config, target)
         if plan_only or (strict_pins and plan.unpinned):
             return plan, None
-        submitted = await client.submit_job(target, plan.job, (), plan.template_variables)
+        submitted = await client.submit_job(
+            target, plan.job, (), plan.template_variables, strict_pins=strict_pins
+        )
         return plan, submitted
 
     plan, submitted = call(server, token, run)
@@ -115,10 +117,12 @@ def reproduce(
     echo_warnings(plan.unpinned)
     document = plan.document(run_id)
     if submitted is not None:
-        echo_warnings(submitted.get("warnings", ()))
-        document["submitted"] = submitted["id"]
+        # The new job's own warnings, but those of the plan only once.
+        known = {item.path for item in plan.unpinned}
+        echo_warnings(w for w in submitted.get("warnings", ()) if w.split(": ")[0] not in known)
+        document["submitted"] = submitted
     if as_json:
-        print_json(document if plan_only else {**document, "job": submitted})
+        print_json(document)
     elif plan_only:
         from launchplane.core.yamlsafe import dump_document
 
