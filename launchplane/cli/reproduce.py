@@ -222,7 +222,11 @@ def reproduction(
     if predicted_hash != expected:
         known = {item.path for item in unpinned}
         unpinned += [
-            _unpinned(path, "differs from the run's: the queue's config gives it another value now")
+            _unpinned(
+                path,
+                f"differs from the run's: queue {queue!r} gives it another value (its config "
+                "changed since, or it is another queue)",
+            )
             for path in differences(original, predicted_pinned)
             if path not in known and path.split(".")[0] not in known
         ]

@@ -12,7 +12,7 @@ A run's record says what its moving names resolved to (``code.commit``,
 to one submission rather than to the computation (:data:`PER_RUN`); its
 :func:`spec_hash` is the ``spec_hash`` of the record. Two runs with equal
 hashes ran the same code, image, data, configuration and runner settings.
-``launchplane reproduce`` submits a run's pinned spec again, so the new run's
+``launchplane reproduce`` submits a run again with those pins, so the new run's
 hash equals the old one's (``docs/configuration.md``, "Pinning and reproduce").
 """
 
