@@ -19,6 +19,7 @@ hash equals the old one's (``docs/configuration.md``, "Pinning and reproduce").
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import re
@@ -114,13 +115,15 @@ def requirements_file_unpinned(code_root: Path) -> list[Unpinned]:
     ]
 
 
+@functools.lru_cache(maxsize=8192)
 def requirement_unpinned(line: str) -> bool:
     """Whether one requirements line can install different code on another day.
 
     Pinned: ``name==1.2.3`` (not ``==1.*``), ``name===x``, any line with a
     ``--hash``, a direct URL with a full commit (``@<40 hex>``) or a
     ``#sha256=``. Options other than ``-e`` (``-r other.txt``, ``--index-url``),
-    comments and blank lines are not requirements.
+    comments and blank lines are not requirements. Cached: the server judges every
+    job it answers with, and jobs of one project share their requirement lines.
     """
     text = _without_comment(line)
     if not text or "--hash" in text:
@@ -143,6 +146,8 @@ def _url_pinned(text: str) -> bool:
 
 def _without_comment(line: str) -> str:
     text = line.strip()
+    if "#" not in text:
+        return text
     if text.startswith("#"):
         return ""
     return re.split(r"\s#", text, maxsplit=1)[0].strip()
