@@ -55,6 +55,12 @@ Fields (all JSON; times ISO 8601 UTC):
     ``{name: {...}}``: what integration plugins add (``JobContext.record_facts``,
     e.g. ``wandb``'s offline run directory); ``{}`` when none did. A re-adopted
     run's record has none (the hooks ran in the agent that launched it).
+``spec_hash``
+    ``sha256:<hex>`` of the pinned spec (:func:`launchplane.core.pins.pinned_spec`:
+    the ``spec`` with the commit, image digest and artifact versions above in place
+    of branches, tags and aliases, without per-submission fields such as ``queue``
+    and ``priority``); ``null`` without a spec. A ``launchplane reproduce`` of this
+    run has the same hash.
 
 Before it leaves the agent, the whole record passes through the job's
 redactor (belt and braces: no field should hold a secret value anyway).
@@ -78,6 +84,7 @@ from typing import Any, TypeVar
 from launchplane._version import __version__
 from launchplane.agent.gitcode import safe_url
 from launchplane.core.interfaces import Image, Run, RunState
+from launchplane.core.pins import record_spec_hash
 from launchplane.core.spec import ResolvedJob
 
 RECORD_VERSION = 1
@@ -198,6 +205,7 @@ class RunRecorder:
             },
             "integrations": {name: _fact(facts) for name, facts in self.integrations.items()},
         }
+        record["spec_hash"] = record_spec_hash(record)  # last: over every section above
         return scrub_obj(record) if scrub_obj is not None else record
 
 

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "show": ("jobs", "show", "Show a job, its events and its run record."),
     "logs": ("jobs", "logs", "Print (or follow) a job's log."),
     "cancel": ("jobs", "cancel", "Cancel a job."),
+    "reproduce": ("reproduce", "reproduce", "Submit a recorded run again, everything pinned."),
     "agent": ("agent", "agent", "Run an agent that polls queues and launches jobs."),
     "run": ("run", "run", "Run a job end to end on an embedded server and agent."),
 }

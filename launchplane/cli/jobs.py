@@ -31,6 +31,7 @@ from launchplane.cli._output import (
     print_table,
     server_options,
 )
+from launchplane.cli._pins import check_local_code, echo_warnings, strict_pins_option
 from launchplane.core.client import LaunchplaneClient
 from launchplane.core.errors import ConfigError
 
@@ -63,6 +64,7 @@ STATES = ("queued", "claimed", "resolving", "building", "running", *FINAL)
 @click.option(
     "--follow", "-f", is_flag=True, help="Stream the job's log until it ends; exit as it did."
 )
+@strict_pins_option
 @server_options
 @json_option
 def submit(
@@ -74,6 +76,7 @@ def submit(
     idempotency_key: str | None,
     wait: bool,
     follow: bool,
+    strict_pins: bool,
     server: str | None,
     token: str | None,
     as_json: bool,
@@ -87,7 +90,8 @@ def submit(
     spec < -R/--resource-args < --set in the order given. The server checks
     the job at once: every problem is printed with its path, exit status 2.
     With --wait or --follow the exit status is the job's: 0 succeeded, its
-    exit code (or 1) failed, 130 cancelled.
+    exit code (or 1) failed, 130 cancelled. Unpinned inputs are warned about on
+    stderr; with --strict-pins they refuse the job (exit status 2, each listed).
     """
     from launchplane.cli._options import launch_request
 
@@ -106,9 +110,13 @@ def submit(
             "job file; to run on this machine without a server: launchplane run JOB.yaml",
             EXIT_INVALID,
         )
+    check_local_code([job, *overrides], strict_pins)
 
     async def run(client: LaunchplaneClient) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        submitted = await client.submit_job(queue, job, overrides, values, idempotency_key)
+        submitted = await client.submit_job(
+            queue, job, overrides, values, idempotency_key, strict_pins=strict_pins
+        )
+        echo_warnings(submitted.get("warnings", ()))
         if not (wait or follow):
             return submitted, None
         job_id = submitted["id"]

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from launchplane.cli._options import launch_options, override_options, plugin_options
+from launchplane.cli._pins import strict_pins_option
 
 if TYPE_CHECKING:
     from launchplane.core.interfaces import Image, Runner
@@ -60,6 +61,7 @@ EXIT_INVALID = 2
     help="Also resolve every secret through its provider, here and now, and report "
     "whether it resolved (never its value). Run it where the agent runs.",
 )
+@strict_pins_option
 @plugin_options
 @click.pass_context
 def plan(
@@ -72,6 +74,7 @@ def plan(
     variables: tuple[str, ...],
     as_json: bool,
     check_secrets: bool,
+    strict_pins: bool,
     plugin_specs: tuple[str, ...],
     strict_plugins: bool,
     **launch: Any,
@@ -82,8 +85,11 @@ def plan(
     Layers, lowest first: queue config < JOB.yaml (and its base_config chain)
     < W&B's flags (-E, -d, ...) < the -c launch spec < --resource-args <
     --set in the order given (as submit layers them). Secrets are shown as their
-    references, never as values. Exit status 2: invalid input, every problem
-    listed with its path.
+    references, never as values. Each unpinned input (a branch without a commit,
+    an image by tag, an artifact by alias, an unpinned requirement, in the job or
+    a local workdir's requirements.txt) is a warning; with --strict-pins, or on a
+    queue with guardrails.require_pins, an error. Exit status 2: invalid input,
+    every problem listed with its path.
     """
     from launchplane.core.errors import ConfigError
     from launchplane.core.interfaces import PluginError
@@ -100,6 +106,7 @@ def plan(
             messages,
             check_secrets=check_secrets,
             strict_plugins=strict_plugins,
+            strict_pins=strict_pins,
             launch=launch,
             queue_type=queue_type,
         )
@@ -166,6 +173,7 @@ def _plan(
     *,
     check_secrets: bool = False,
     strict_plugins: bool = False,
+    strict_pins: bool = False,
     launch: dict[str, Any] | None = None,
     queue_type: str | None = None,
 ) -> dict[str, Any]:
@@ -229,6 +237,7 @@ def _plan(
             # Named after the job file unless every problem names the override that caused it.
             in_file = not all(error.origin for error in exc.errors)
             raise ConfigError(exc.errors, source=str(job_file) if in_file else None) from None
+        messages += _pin_warnings(resolved, job_file, strict_pins, queue.guardrails.require_pins)
         document: dict[str, Any] = {"resolved": _shown(resolved)}
         if check_secrets and resolved.secrets:
             document["secrets_check"] = _check_secrets(resolved, registry)
@@ -263,6 +272,20 @@ def _job_placeholder_warnings(job: dict[str, Any], job_file: Path) -> list[str]:
         for path, names in find_placeholders(job).items()
         for name in sorted(names)
     ]
+
+
+def _pin_warnings(resolved: ResolvedJob, job_file: Path, strict: bool, required: bool) -> list[str]:
+    """``warning: <path>: <message>`` per unpinned input, or (``strict``, or a queue that
+    ``required`` them) a ConfigError listing them, as submit would refuse them."""
+    from launchplane.cli._pins import local_code_root
+    from launchplane.core.pins import refuse_unpinned, unpinned_inputs
+
+    code = local_code_root([{"git": resolved.git, "workdir": resolved.workdir}])
+    found = unpinned_inputs(resolved, code)
+    if strict or required:
+        why = "--strict-pins" if strict else "the queue requires pins (guardrails.require_pins)"
+        refuse_unpinned(found, why, source=f"{job_file}: unpinned inputs")
+    return [f"warning: {item}" for item in found]
 
 
 def _runner(registry: PluginRegistry, name: str) -> tuple[Runner | None, str | None]:

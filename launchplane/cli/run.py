@@ -26,6 +26,7 @@ from typing import Any
 import click
 
 from launchplane.cli._options import launch_options, plugin_options
+from launchplane.cli._pins import strict_pins_option
 
 QUEUE = "local"
 DEFAULT_QUEUE_CONFIG: dict[str, Any] = {"resource": "local-process", "builder": {"type": "noop"}}
@@ -74,6 +75,7 @@ def default_queue_config() -> dict[str, Any]:
 @click.option(
     "--json", "as_json", is_flag=True, help="Log to stderr; print a JSON summary on stdout."
 )
+@strict_pins_option
 @launch_options
 @plugin_options
 def run(
@@ -83,6 +85,7 @@ def run(
     queue_config: Path | None,
     data_dir: Path | None,
     as_json: bool,
+    strict_pins: bool,
     plugin_specs: tuple[str, ...],
     strict_plugins: bool,
     **launch: Any,
@@ -93,10 +96,12 @@ def run(
     Example:
       launchplane run examples/hello/job.yaml --set hyperparameters.epochs=50
 
-    W&B's `wandb launch` flags (-E, -c, -v, ...) layer as in `submit`.
+    W&B's `wandb launch` flags (-E, -c, -v, ...) layer as in `submit`, and
+    unpinned inputs are warnings (--strict-pins: errors, exit status 2) as there.
     """
     from launchplane.cli._options import launch_request
     from launchplane.cli._output import fail_invalid
+    from launchplane.cli._pins import check_local_code
     from launchplane.core import paths
     from launchplane.core.config import load_job_file, load_queue_file
     from launchplane.core.errors import ConfigError
@@ -108,9 +113,18 @@ def run(
         queue = load_queue_file(queue_config) if queue_config else default_queue_config()
     except ConfigError as exc:
         fail_invalid(exc)
+    check_local_code([job, *overrides], strict_pins)
     directory = (data_dir or paths.data_dir() / "run").expanduser().resolve()
     request = RunRequest(
-        job, overrides, values, queue, directory, as_json, split_list(plugin_specs), strict_plugins
+        job,
+        overrides,
+        values,
+        queue,
+        directory,
+        as_json,
+        split_list(plugin_specs),
+        strict_plugins,
+        strict_pins,
     )
     sys.exit(_main(request))
 
@@ -140,6 +154,7 @@ class RunRequest:
     as_json: bool
     plugins: list[str]
     strict_plugins: bool
+    strict_pins: bool = False
 
 
 def _main(request: RunRequest) -> int:
@@ -173,6 +188,7 @@ async def _session(request: RunRequest) -> int:
     from launchplane.agent.logging import configure_logging
     from launchplane.agent.loop import Agent, AgentSettings
     from launchplane.cli._output import fail, fail_invalid, job_exit_code
+    from launchplane.cli._pins import echo_warnings
     from launchplane.core.client import LaunchplaneClient, ValidationFailed
     from launchplane.core.errors import ConfigError
     from launchplane.core.interfaces import PluginError
@@ -214,10 +230,15 @@ async def _session(request: RunRequest) -> int:
             await _cancel_leftovers(client)
             try:
                 submitted = await client.submit_job(
-                    QUEUE, request.job, request.overrides, request.variables
+                    QUEUE,
+                    request.job,
+                    request.overrides,
+                    request.variables,
+                    strict_pins=request.strict_pins,
                 )
             except ValidationFailed as exc:
                 fail_invalid(exc)
+            echo_warnings(submitted.get("warnings", ()))
             job_id = submitted["id"]
             async with anyio.create_task_group() as tg:
                 tg.start_soon(lambda: agent.run(handle_signals=False))

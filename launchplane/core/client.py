@@ -267,12 +267,16 @@ class LaunchplaneClient:
         template_variables: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         priority: str | int | None = None,
+        *,
+        strict_pins: bool = False,
     ) -> dict[str, Any]:
         """Queue a job. A key is always sent, so a retried submit never makes a second job.
 
         ``priority`` (``critical``/``high``/``medium``/``low``, or W&B's 0..3) is
         applied by the server as a last override layer; None leaves the job's own
         (and is not sent, so servers from before priorities accept the body).
+        ``strict_pins``: the server refuses the job (ValidationFailed) if an input is
+        unpinned, instead of listing it in the answer's ``warnings`` (sent only when set).
         """
         body: dict[str, Any] = {
             "queue": queue,
@@ -282,6 +286,8 @@ class LaunchplaneClient:
         }
         if priority is not None:
             body["priority"] = priority
+        if strict_pins:
+            body["strict_pins"] = True
         headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
         return await self._json("POST", "/jobs", json=body, headers=headers, idempotent=True)
 

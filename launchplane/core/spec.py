@@ -250,6 +250,11 @@ class Guardrails(StrictModel):
     (none: a submitter's workdir is a folder of the job's git checkout)."""
     git_local_remotes: bool = False
     """Let submitters give ``git.repository`` as ``file://`` or a path on the agent host."""
+    require_pins: bool = False
+    """Refuse a job with an unpinned input (a branch without a commit, an image by tag, an
+    artifact by alias, an unpinned requirement: ``launchplane.core.pins``), each named with
+    its fix. Unlike the other guardrails it binds admins too: it is about reproducibility,
+    not about trust."""
 
     @field_validator("env_allow", "env_deny", "env_only")
     @classmethod

@@ -8,12 +8,22 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request, Response
 
 from launchplane.core.config.overrides import Layer
+from launchplane.core.pins import refuse_unpinned, unpinned_inputs
 from launchplane.server.auth import Principal
 from launchplane.server.bodies import YamlBodyRoute, yaml_alternative
 from launchplane.server.deps import JobId, State, Submitter, hide_secret_refs
 from launchplane.server.hub import Waiter, job_key
 from launchplane.server.problems import NotFound
-from launchplane.server.schemas import MAX_SEQ, Job, JobList, JobState, JobSubmit, LogPage, Text
+from launchplane.server.schemas import (
+    MAX_SEQ,
+    Job,
+    JobAnswer,
+    JobList,
+    JobState,
+    JobSubmit,
+    LogPage,
+    Text,
+)
 
 router = APIRouter(tags=["jobs"])
 submissions = APIRouter(route_class=YamlBodyRoute, tags=["jobs"])
@@ -32,20 +42,22 @@ async def submit_job(
     state: State,
     caller: Submitter,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
-) -> Job:
+) -> JobAnswer:
     """Validate and queue a job; a repeated ``Idempotency-Key`` returns the first job (200).
 
     The body's ``priority`` is one more override layer, the last: it goes through
     the same guards as any layer (a queue may lock ``priority``) and is stored
     with the others, so ``spec``, ``overrides`` and ``template_variables`` still
-    say everything the job was resolved from.
+    say everything the job was resolved from. Unpinned inputs are the answer's
+    ``warnings``; with ``strict_pins``, or on a queue whose ``guardrails.require_pins``
+    is set (admins included), they refuse the job instead (422, each with its fix).
     """
     scope = f"token-{caller.token_id}"
     if idempotency_key:
         existing = await state.store.find_job_by_key(scope, idempotency_key)
         if existing is not None:
             response.status_code = 200
-            return _visible(existing, caller)
+            return _answer(existing, caller)
     try:
         queue = await state.store.get_queue(body.queue)
     except NotFound as exc:
@@ -61,6 +73,9 @@ async def submit_job(
         variables=body.template_variables,
         trusted=caller.is_admin,
     )
+    if body.strict_pins or _requires_pins(queue.config):
+        why = "--strict-pins" if body.strict_pins else f"queue {queue.name!r} requires pins"
+        refuse_unpinned(unpinned_inputs(resolved), why, source="invalid job")
     job, created = await state.store.submit_job(
         queue=queue.name,
         queue_version=queue.version,
@@ -73,7 +88,7 @@ async def submit_job(
     )
     if not created:
         response.status_code = 200
-    return _visible(job, caller)
+    return _answer(job, caller)
 
 
 @router.get("/jobs")
@@ -92,17 +107,17 @@ async def list_jobs(
     jobs, next_cursor = await state.store.page_of_jobs(
         queue=queue, state=job_state, limit=limit, cursor=cursor
     )
-    return JobList(jobs=[_visible(job, caller) for job in jobs], next=next_cursor)
+    return JobList(jobs=[_answer(job, caller) for job in jobs], next=next_cursor)
 
 
 @router.get("/jobs/{job_id}")
-async def get_job(job_id: JobId, state: State, caller: Submitter) -> Job:
-    return _visible(await state.store.get_job(job_id), caller)
+async def get_job(job_id: JobId, state: State, caller: Submitter) -> JobAnswer:
+    return _answer(await state.store.get_job(job_id), caller)
 
 
 @router.post("/jobs/{job_id}/cancel")
-async def cancel_job(job_id: JobId, state: State, caller: Submitter) -> Job:
-    return _visible(await state.store.cancel_job(job_id), caller)
+async def cancel_job(job_id: JobId, state: State, caller: Submitter) -> JobAnswer:
+    return _answer(await state.store.cancel_job(job_id), caller)
 
 
 @router.get("/jobs/{job_id}/record")
@@ -158,8 +173,19 @@ async def _wait_unless_hung_up(waiter: Waiter, timeout: float, request: Request)
         tasks.cancel_scope.cancel()
 
 
+def _requires_pins(config: dict[str, Any]) -> bool:
+    guardrails = config.get("guardrails")
+    return isinstance(guardrails, dict) and guardrails.get("require_pins") is True
+
+
 def _visible(job: Job, caller: Principal) -> Job:
     return job.model_copy(update={"resolved": hide_secret_refs(job.resolved, caller)})
+
+
+def _answer(job: Job, caller: Principal) -> JobAnswer:
+    """The job as ``caller`` may see it, with the warnings of its resolved spec."""
+    warnings = [str(item) for item in unpinned_inputs(job.resolved)]
+    return JobAnswer(**dict(_visible(job, caller)), warnings=warnings)
 
 
 router.include_router(submissions)

@@ -219,6 +219,11 @@ class JobSubmit(Request):
         "(so a queue's lock on priority refuses it too). Claims take the highest priority "
         "first, the oldest first within one.",
     )
+    strict_pins: bool = Field(
+        default=False,
+        description="Refuse the job (422, each path with its fix) if an input is unpinned: "
+        "what the answer's `warnings` would list (`--strict-pins`).",
+    )
 
 
 class Event(BaseModel):
@@ -254,8 +259,20 @@ class Job(BaseModel):
     events: list[Event] = Field(default_factory=list)
 
 
+class JobAnswer(Job):
+    """A job as the API answers it: with the warnings of its resolved spec (derived on
+    each answer from the stored ``resolved``, not stored themselves)."""
+
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="`path: message` of each unpinned input of the resolved job (a branch "
+        "without a commit, an image by tag, an artifact by alias, an unpinned requirement), "
+        "with its fix.",
+    )
+
+
 class JobList(BaseModel):
-    jobs: list[Job]
+    jobs: list[JobAnswer]
     next: str | None = Field(
         default=None,
         description="Pass as `cursor` for the next page; null: this is the last page. A page "
