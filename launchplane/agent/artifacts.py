@@ -56,7 +56,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from launchplane.core import artifact_refs as refs
+from launchplane.core.config import artifacts as refs
 from launchplane.core.config.macros import expand_macros
 from launchplane.core.interfaces import (
     ArtifactStore,

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from launchplane.core.artifact_refs import artifact_errors
+from launchplane.core.config.artifacts import artifact_errors
 from launchplane.core.config.guards import (
     Guard,
     guard_tree,

@@ -73,7 +73,7 @@ from pydantic import (
     model_validator,
 )
 
-from launchplane.core import artifact_refs
+from launchplane.core.config import artifacts as artifact_refs
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
     ADMIN_ONLY,

@@ -69,7 +69,7 @@ import anyio.from_thread
 import anyio.to_thread
 from pydantic import BaseModel, Field
 
-from launchplane.core.artifact_refs import refuse_mounts, refuse_native_inputs
+from launchplane.core.config.artifacts import refuse_mounts, refuse_native_inputs
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
     Image,

@@ -98,7 +98,7 @@ import anyio.lowlevel
 from anyio.abc import Process
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from launchplane.core.artifact_refs import refuse_native_inputs
+from launchplane.core.config.artifacts import refuse_native_inputs
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
     ADMIN_ONLY,

@@ -57,8 +57,8 @@ import anyio
 import anyio.to_thread
 from pydantic import BaseModel, ValidationError
 
-from launchplane.core.artifact_refs import refuse_mounts
 from launchplane.core.aws import AwsOptions, client, error_code, explain
+from launchplane.core.config.artifacts import refuse_mounts
 from launchplane.core.errors import ConfigError, FieldError, join_path
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
