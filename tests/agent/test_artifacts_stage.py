@@ -233,14 +233,25 @@ async def test_unknown_alias_fails_in_stage_artifacts_before_the_run(
     assert "running" not in [event["state"] for event in done["events"]]
 
 
-async def test_submit_refuses_artifacts_without_a_store_and_bad_names(
+async def test_a_queue_without_a_store_fails_the_job_in_stage_artifacts(
     server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
 ) -> None:
-    with pytest.raises(ValidationFailed) as caught:
-        await client.submit_job(QUEUE, {"command": ["true"], "input_artifacts": ["dataset"]})
-    paths = {error["path"]: error["message"] for error in caught.value.errors}
-    assert "artifact_store" in paths["input_artifacts.0.name"]
+    async with running_agent(server, tmp_path / "work", [QUEUE]):
+        job = await client.submit_job(
+            QUEUE, {"command": ["echo", "ran"], "input_artifacts": ["dataset"]}
+        )
+        done = await wait_for_state(client, job["id"])
+        record = await client.get_record(job["id"])
+    assert done["state"] == "failed"
+    assert record["result"]["failure_stage"] == "artifacts"
+    reason = record["result"]["reason"]
+    assert f"queue '{QUEUE}' has none" in reason and "artifact_store: {type: file" in reason
+    assert "ran" not in await log_lines(client, job["id"])
 
+
+async def test_submit_refuses_bad_artifact_names_aliases_and_paths(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
     await store_queue(server, tmp_path / "store")
     with pytest.raises(ValidationFailed) as caught:
         await client.submit_job(
@@ -250,15 +261,21 @@ async def test_submit_refuses_artifacts_without_a_store_and_bad_names(
                 "input_artifacts": [
                     {"name": "dataset", "alias": "a b"},
                     {"name": "x", "path": "../up"},
+                    {"name": "y", "path": "output/y"},
+                    "data.set",
+                    "data_set",
                 ],
-                "output_artifacts": ["model-${HOME}", {"name": "m", "alias": "v2"}],
+                "output_artifacts": ["model-${HOME}", {"name": "m", "alias": "v2"}, "ok-${run_id}"],
             },
         )
     paths = {error["path"]: error["message"] for error in caught.value.errors}
     assert set(paths) == {
         "input_artifacts.0.alias",
         "input_artifacts.1.path",
+        "input_artifacts.2.path",
+        "input_artifacts.4",
         "output_artifacts.0.name",
         "output_artifacts.1.alias",
     }
     assert "only launch macros" in paths["output_artifacts.0.name"]
+    assert "LAUNCHPLANE_ARTIFACT_DATA_SET" in paths["input_artifacts.4"]
