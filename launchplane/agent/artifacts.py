@@ -8,7 +8,7 @@ store and where the job sees it):
    store. The record pins those (``artifacts.inputs[i].version``/``digest``),
    never the alias: ``name:v3`` resolves to the same bytes again.
 2. **Download** into the agent's cache, keyed by digest:
-   ``<agent work dir>/.artifact-cache/<digest hex>/`` holds ``files/`` (the
+   ``<agent work dir>/.artifact-cache/<digest hex>/`` (:func:`cache_key`) holds ``files/`` (the
    artifact's files, made read-only) and ``artifact.json`` (the completion
    marker: digest, version, size). A download is written to
    ``.partial-<hex>-<pid>-<random>/`` and renamed into place with its marker
@@ -42,6 +42,7 @@ the stage ``artifacts`` with a reason naming the artifact and its store.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -92,13 +93,9 @@ class ArtifactCache:
 
     async def fetch(self, store: ArtifactStore, version: ArtifactVersion) -> tuple[Path, bool]:
         """The folder of ``version``'s files, downloaded unless cached; and whether it was."""
-        match = _DIGEST.match(version.digest)
-        if match is None:  # the digest becomes a path: take nothing else
-            raise PluginError(
-                f"store '{store.name}' gave {version.ref} the digest {version.digest!r}, "
-                "not sha256:<64 hex digits>"
-            )
-        key = match.group(1)
+        if not version.digest:
+            raise PluginError(f"store '{store.name}' gave {version.ref} no digest")
+        key = cache_key(version.digest)
         entry = self.root / key
         async with self._locks.setdefault(key, anyio.Lock()):
             if await anyio.to_thread.run_sync(_complete, entry, version.digest):
@@ -126,6 +123,14 @@ class ArtifactCache:
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(_remove, partial)
+
+
+def cache_key(digest: str) -> str:
+    """The cache entry's name: the hex of a ``sha256:`` digest, else a hash of the digest text
+    (``wandb:...`` of an artifact made outside launchplane), so no digest becomes a path."""
+    if match := _DIGEST.match(digest):
+        return match.group(1)
+    return "other-" + hashlib.sha256(digest.encode()).hexdigest()
 
 
 def _complete(entry: Path, digest: str) -> bool:
@@ -156,7 +161,7 @@ def _publish(partial: Path, entry: Path, digest: str) -> None:
 def _remove_dead_partials(root: Path, key: str) -> None:
     """Partial downloads of ``key`` whose process is gone (a killed agent), or this one's."""
     for partial in root.glob(f".partial-{key}-*"):
-        pid = partial.name.split("-")[2]
+        pid = partial.name.removeprefix(f".partial-{key}-").split("-")[0]
         if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
             _remove(partial)
 

@@ -461,6 +461,7 @@ class JobPipeline:
             raise StageFailure(
                 "artifacts", self._scrub(f"input artifacts: {type(exc).__name__}: {exc}")
             ) from None
+        self._recorder.env_names += [mount.env for mount in ctx.mounts if mount.env]
 
     async def _outputs(self, job: ResolvedJob) -> None:
         """The ``artifacts`` stage after a success: each output uploaded, its version recorded."""

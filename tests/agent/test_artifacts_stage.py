@@ -7,13 +7,16 @@ the local-process runner; outputs are uploaded after a success only.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from agentkit import QUEUE
 from kit import log_lines, running_agent, wait_for_state
 
+from launchplane.agent.artifacts import ArtifactCache, cache_key
 from launchplane.core.client import LaunchplaneClient, ValidationFailed
 from launchplane.core.interfaces import PluginError
 from launchplane.plugins.artifacts.file import FileArtifactStore, FileStoreOptions
@@ -279,3 +282,32 @@ async def test_submit_refuses_bad_artifact_names_aliases_and_paths(
     }
     assert "only launch macros" in paths["output_artifacts.0.name"]
     assert "LAUNCHPLANE_ARTIFACT_DATA_SET" in paths["input_artifacts.4"]
+
+
+async def test_one_digest_is_downloaded_once_and_a_killed_download_is_cleaned(
+    tmp_path: Path,
+) -> None:
+    store = file_store(tmp_path / "store")
+    version = await seed(store, tmp_path, "dataset", "shared")
+    cache = ArtifactCache(tmp_path / "cache")
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # a pid whose process is gone: the agent that left the partial was killed
+    leftover = cache.root / f".partial-{cache_key(version.digest)}-{dead.pid}-0000"
+    (leftover / "files").mkdir(parents=True)
+    (leftover / "files" / "data.txt").write_text("half")
+
+    fetched: list[tuple[Path, bool]] = []
+
+    async def fetch() -> None:
+        fetched.append(await cache.fetch(store, version))
+
+    async with anyio.create_task_group() as jobs:  # three jobs of one agent at once
+        for _ in range(3):
+            jobs.start_soon(fetch)
+
+    assert cache.downloads == 1
+    assert sorted(hit for _, hit in fetched) == [False, True, True]
+    assert {path for path, _ in fetched} == {cache.root / cache_key(version.digest) / "files"}
+    assert (fetched[0][0] / "data.txt").read_text() == "shared"
+    assert not leftover.exists()
+    assert [p.name for p in cache.root.iterdir()] == [cache_key(version.digest)]

@@ -98,7 +98,12 @@ import anyio.lowlevel
 from anyio.abc import Process
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from launchplane.core.config.artifacts import refuse_native_inputs
+from launchplane.core.config.artifacts import (
+    input_env,
+    input_target,
+    mounted_inputs,
+    refuse_native_inputs,
+)
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
     ADMIN_ONLY,
@@ -516,6 +521,9 @@ class LocalProcessRunner(Runner):
             "secrets": dict(sorted(job.secrets.items())),
             "baseline_env": list(BASELINE_NAMES),
             "resource_args": self._args(job).model_dump(exclude_none=True),
+            "input_artifacts": {  # read-only, at <run dir>/<target> (see Input artifacts)
+                input_env(ref): f"<run dir>/{input_target(ref)}" for ref in mounted_inputs(job)
+            },
         }
 
     async def submit(self, job: ResolvedJob, image: Image | None, ctx: JobContext) -> LocalRun:
