@@ -106,6 +106,7 @@ class ArtifactCache:
     async def _download(self, store: ArtifactStore, version: ArtifactVersion, key: str) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         await anyio.to_thread.run_sync(_remove_dead_partials, self.root, key)
+        await anyio.to_thread.run_sync(_remove_damaged, self.root / key, version.digest)
         partial = self.root / f".partial-{key}-{os.getpid()}-{secrets.token_hex(4)}"
         partial.mkdir()
         try:
@@ -156,6 +157,12 @@ def _publish(partial: Path, entry: Path, digest: str) -> None:
     except OSError:
         if not _complete(entry, digest):  # another agent's rename won, else a real error
             raise
+
+
+def _remove_damaged(entry: Path, digest: str) -> None:
+    """An entry without its marker was damaged by hand (a rename brings both): it goes."""
+    if entry.exists() and not _complete(entry, digest):
+        _remove(entry)
 
 
 def _remove_dead_partials(root: Path, key: str) -> None:

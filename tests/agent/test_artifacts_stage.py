@@ -18,7 +18,8 @@ from kit import log_lines, running_agent, wait_for_state
 
 from launchplane.agent.artifacts import ArtifactCache, cache_key
 from launchplane.core.client import LaunchplaneClient, ValidationFailed
-from launchplane.core.interfaces import PluginError
+from launchplane.core.interfaces import Image, JobContext, Mount, PluginError
+from launchplane.core.spec import ResolvedJob
 from launchplane.plugins.artifacts.file import FileArtifactStore, FileStoreOptions
 from launchplane.server.embedded import EmbeddedServer
 
@@ -311,3 +312,18 @@ async def test_one_digest_is_downloaded_once_and_a_killed_download_is_cleaned(
     assert (fetched[0][0] / "data.txt").read_text() == "shared"
     assert not leftover.exists()
     assert [p.name for p in cache.root.iterdir()] == [cache_key(version.digest)]
+
+
+@pytest.mark.parametrize("runner", ["kubernetes", "sagemaker"])
+async def test_runners_without_mounts_refuse_input_artifacts_at_submit(
+    runner: str, tmp_path: Path
+) -> None:
+    """Before any cluster or AWS call: no cluster is needed to see the refusal."""
+    from launchplane.core.plugins import get_plugin_manager
+
+    registry = get_plugin_manager()
+    job = ResolvedJob.model_validate({"resource": runner, "command": ["true"]})
+    ctx = JobContext(job_id="j", run_id="j-1", attempt=1, queue=QUEUE, workdir=tmp_path)
+    ctx.mounts.append(Mount(tmp_path, "artifacts/dataset", "LAUNCHPLANE_ARTIFACT_DATASET"))
+    with pytest.raises(PluginError, match=f"not supported by runner '{runner}' yet"):
+        await registry.runner(runner).submit(job, Image("img:1"), ctx)
