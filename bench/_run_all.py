@@ -33,6 +33,7 @@ BENCHMARKS = [
     ("server_calls", "server_calls.py"),
     ("claim_throughput", "claim_throughput.py"),  # the PostgreSQL work's own; run when present
     ("docker_launch", "docker_launch.py"),
+    ("artifact_stage", "artifact_stage.py"),
     ("k8s_latency", "k8s_latency.py"),
 ]
 SPREAD_RUNS = 5

@@ -9,9 +9,13 @@ Stages, in order, each with the name a failure reports as its stage:
              is registered with the agent's redactor before anything else runs.
 ``prepare``  run directory ``<work>/<job_id>-<attempt>`` (``output/`` in it),
              git checkout, the process environment, ``launchplane_prepare_job``.
+``artifacts`` every input artifact resolved to a version and digest, fetched into
+             the agent's cache and added to ``ctx.mounts`` (``agent.artifacts``).
 ``build``    the builder (``builder.type``, default ``noop``) makes the image.
 ``run``      the runner starts the workload; its output is streamed to the
              server through the redactor; the result becomes the job's state.
+``artifacts`` again, only after the run succeeded: the output artifacts are
+             uploaded; a failed upload fails the job in this stage.
 
 Server calls for one lease go through a :class:`LeaseOutbox`, in two lanes:
 events in order, and log lines in order (at most every 100 ms or per 200
@@ -61,6 +65,13 @@ from typing import Any
 import anyio
 
 from launchplane.agent import gitcode
+from launchplane.agent.artifacts import (
+    CACHE_DIR,
+    ArtifactCache,
+    ArtifactFailure,
+    mount_inputs,
+    upload_outputs,
+)
 from launchplane.agent.environment import (
     inheritable_environment,
     job_environment,
@@ -134,6 +145,11 @@ class AgentServices:
         default_factory=lambda: inheritable_environment(os.environ)
     )
     plugin_versions: dict[str, str] = field(default_factory=dict)
+    artifact_cache: ArtifactCache = field(init=False)
+    """Input artifacts by digest, in ``<work dir>/.artifact-cache``: shared by the agent's jobs."""
+
+    def __post_init__(self) -> None:
+        self.artifact_cache = ArtifactCache(self.work_dir / CACHE_DIR)
 
 
 @dataclass(frozen=True)
@@ -263,6 +279,7 @@ class JobPipeline:
                     self._run = adopted
                 else:
                     ctx = await self._prepare(job)
+                    await self._inputs(job, ctx)
                     image = await self._build(job, ctx)
                     if self._confirm_first and self.stop_mode is None:
                         await self._confirm_lease()
@@ -289,6 +306,13 @@ class JobPipeline:
             return self._complete(
                 RunState.CANCELLED, result.exit_code, "run", "cancelled by request"
             )
+        if result.state is RunState.SUCCEEDED and job.output_artifacts:
+            try:
+                await self._outputs(job)
+            except StageFailure as failure:
+                return self._complete(
+                    RunState.FAILED, result.exit_code, failure.stage, failure.reason
+                )
         stage = None if result.state is RunState.SUCCEEDED else "run"
         return self._complete(
             result.state,
@@ -420,6 +444,45 @@ class JobPipeline:
         self._recorder.env_names = [name for name in ctx.env if name not in secrets]
         self._recorder.secret_names = sorted(resolved_secrets.names)
         return ctx
+
+    async def _inputs(self, job: ResolvedJob, ctx: JobContext) -> None:
+        """The ``artifacts`` stage before the build: inputs pinned, fetched, in ``ctx.mounts``."""
+        if not job.input_artifacts:
+            return
+        self._enter("artifacts")
+        services = self.services
+        try:
+            await mount_inputs(
+                job, ctx, services.registry, services.artifact_cache, self._recorder.artifact_inputs
+            )
+        except ArtifactFailure as exc:
+            raise StageFailure("artifacts", self._scrub(str(exc))) from None
+        except Exception as exc:
+            raise StageFailure(
+                "artifacts", self._scrub(f"input artifacts: {type(exc).__name__}: {exc}")
+            ) from None
+        self._recorder.env_names += [mount.env for mount in ctx.mounts if mount.env]
+
+    async def _outputs(self, job: ResolvedJob) -> None:
+        """The ``artifacts`` stage after a success: each output uploaded, its version recorded."""
+        self._enter("artifacts")
+        metadata = {"run_id": self.run_id, "job_id": self.job_id, "queue": self.queue}
+        try:
+            await upload_outputs(
+                job,
+                self.run_dir / OUTPUT_DIR,
+                self._macros(job, self._recorder.image),
+                self.services.registry,
+                metadata,
+                self._log_line,
+                self._recorder.artifact_outputs,
+            )
+        except ArtifactFailure as exc:
+            raise StageFailure("artifacts", self._scrub(str(exc))) from None
+        except Exception as exc:
+            raise StageFailure(
+                "artifacts", self._scrub(f"output artifacts: {type(exc).__name__}: {exc}")
+            ) from None
 
     async def _inspect_workdir(self, workdir: str) -> None:
         """Record the commit of a local ``workdir`` in a git work tree, and whether it was dirty.

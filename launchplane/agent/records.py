@@ -50,7 +50,22 @@ Fields (all JSON; times ISO 8601 UTC):
     when each stage began (absent if it was never reached).
 ``result``
     ``{"state", "exit_code", "failure_stage", "reason"}``; ``failure_stage``
-    is one of resolve, secrets, prepare, build, run (``null`` on success).
+    is one of resolve, secrets, prepare, artifacts, build, run (``null`` on
+    success). ``artifacts`` is also the stage of a failed output upload after
+    the run itself succeeded (then ``exit_code`` is the workload's ``0``).
+``artifacts``
+    ``{"inputs": [...], "outputs": [...]}``, both ``[]`` when the job has none
+    (``launchplane.agent.artifacts``). Each input, in ``input_artifacts``
+    order: ``{"name", "alias", "version", "digest", "size", "store", "path"}``
+    - ``alias`` as the job asked (``latest`` when it named none), ``version``
+    (``v3``) and ``digest`` (``sha256:...``) what it resolved to: re-running
+    ``name:version`` gets the same bytes; ``path`` where the job saw it
+    (relative: under the run's root). Each output uploaded:
+    ``{"name", "version", "digest", "size", "store", "aliases", "path"}`` -
+    ``name`` with its macros expanded, ``aliases`` the ones this run moved
+    (``latest`` first), ``path`` relative to the output directory. An output
+    failure keeps the outputs stored before it. A re-adopted run's record has
+    the inputs of the agent that launched it (``launch.json``).
 ``integrations``
     ``{name: {...}}``: what integration plugins add (``JobContext.record_facts``,
     e.g. ``wandb``'s offline run directory); ``{}`` when none did. A re-adopted
@@ -66,7 +81,7 @@ Before it leaves the agent, the whole record passes through the job's
 redactor (belt and braces: no field should hold a secret value anyway).
 
 What the record knows once the workload is launched (code, image, builder,
-variable names, timestamps) is also kept in ``<run dir>/launch.json``
+variable names, timestamps, input artifact pins) is also kept in ``<run dir>/launch.json``
 (:meth:`RunRecorder.launch_facts`), scrubbed the same way, so that an agent
 that re-adopts the run after a restart writes a record as complete as its
 predecessor would have (:meth:`RunRecorder.restore`).
@@ -118,6 +133,8 @@ class RunRecorder:
     secret_names: list[str] = field(default_factory=list)
     workload: dict[str, Any] | None = None
     integrations: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    artifact_inputs: list[dict[str, Any]] = field(default_factory=list)
+    artifact_outputs: list[dict[str, Any]] = field(default_factory=list)
 
     def mark(self, stage: str) -> None:
         """Record when ``stage`` began (the first time only)."""
@@ -138,6 +155,7 @@ class RunRecorder:
             "env": sorted(self.env_names),
             "secrets": sorted(self.secret_names),
             "timestamps": dict(self.timestamps),
+            "artifact_inputs": list(self.artifact_inputs),
         }
 
     def restore(self, facts: Mapping[str, Any]) -> None:
@@ -154,11 +172,15 @@ class RunRecorder:
         builder = _optional(facts, "builder", str)
         env_names, secret_names = _names(facts, "env"), _names(facts, "secrets")
         timestamps = _optional(facts, "timestamps", dict) or {}
+        inputs = _optional(facts, "artifact_inputs", list) or []
+        if not all(isinstance(entry, dict) for entry in inputs):
+            raise ValueError("launch facts: artifact_inputs must be a list of objects")
         if any(s not in STAGES or not isinstance(t, str) for s, t in timestamps.items()):
             raise ValueError("launch facts: timestamps must map stage names to times")
         self.commit, self.dirty, self.image, self.builder = commit, dirty, image, builder
         self.env_names, self.secret_names = env_names, secret_names
         self.timestamps.update(timestamps)
+        self.artifact_inputs = inputs
 
     def build(
         self,
@@ -204,6 +226,10 @@ class RunRecorder:
                 "reason": reason,
             },
             "integrations": {name: _fact(facts) for name, facts in self.integrations.items()},
+            "artifacts": {
+                "inputs": list(self.artifact_inputs),
+                "outputs": list(self.artifact_outputs),
+            },
         }
         record["spec_hash"] = record_spec_hash(record)  # last: over every section above
         return scrub_obj(record) if scrub_obj is not None else record

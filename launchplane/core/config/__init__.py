@@ -33,6 +33,7 @@ One concern per module, imported in this order (each only from those above it):
 ``queue_check`` the check a queue config gets when it is created
 ``envnames``    env names a submitter may not set (the deny-list)
 ``host_guards`` what a submitter's layer may reach on the agent's host
+``artifacts``   where input/output artifacts come from and go (store, mount, variable)
 ``guards``      the guardrails of a submitter's layers
 ``overrides``   ``--set``, ``--resource-args``, ``--var``
 ``files``       job and queue files, ``base_config`` chains, local workdirs

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from launchplane.core.config.artifacts import artifact_errors
 from launchplane.core.config.guards import (
     Guard,
     guard_tree,
@@ -266,7 +267,7 @@ def _validate_resolved(
     except ValidationError as exc:
         errors = from_validation_error(exc, model=ResolvedJob)
         raise ConfigError(_labelled(errors, origins)) from None
-    errors = _resource_key_errors(resolved)
+    errors = _resource_key_errors(resolved) + artifact_errors(resolved)
     if resource_args_model is not None:
         errors += resource_args_errors(resolved, resource_args_model)
     if errors:

@@ -28,6 +28,15 @@ Outputs
     directory, whose permissions the operator controls. The mount needs the
     engine on the agent's host (the default ``unix://`` socket).
 
+Input artifacts
+    Each of ``ctx.mounts`` (the agent's cache entry of an input artifact) is
+    bind-mounted read-only (``-v <cache entry>:<target>:ro``); a relative
+    target is under ``/launchplane`` (the default ``artifacts/<name>`` is
+    ``/launchplane/artifacts/<name>``), an absolute one is used as it is, and
+    none may be in ``/launchplane/output``. The mount's variable
+    (``LAUNCHPLANE_ARTIFACT_<NAME>``) holds the path in the container. Like
+    the output directory, this needs the engine on the agent's host.
+
 Lifetime
     Logs are followed from the start of the container (so a re-adopted run
     repeats them); each blocking docker-py call runs in a worker thread, one
@@ -44,10 +53,11 @@ from __future__ import annotations
 
 import contextlib
 import math
+import posixpath
 import re
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -63,6 +73,7 @@ from pydantic import (
     model_validator,
 )
 
+from launchplane.core.config import artifacts as artifact_refs
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
     ADMIN_ONLY,
@@ -70,6 +81,7 @@ from launchplane.core.interfaces import (
     InfrastructureError,
     JobContext,
     MissingExtraError,
+    Mount,
     PluginError,
     Run,
     Runner,
@@ -91,7 +103,9 @@ if TYPE_CHECKING:
 
 NAME_PREFIX = "lp-"
 KEEP_LABEL = "launchplane.keep"
-OUTPUT_DIR = "/launchplane/output"
+RUN_ROOT = "/launchplane"
+"""In the container, what the run directory is on the host: a relative mount target is under it."""
+OUTPUT_DIR = f"{RUN_ROOT}/output"
 """Where the run's output directory is mounted inside the container."""
 TAIL_LINES = 10
 """How many of the last output lines a failure reason quotes."""
@@ -370,6 +384,29 @@ def container_name(run_id: str) -> str:
     return NAME_PREFIX + _NAME_INVALID.sub("-", run_id)
 
 
+def mount_target(mount: Mount) -> str:
+    """Where ``mount`` is in the container: a relative target under :data:`RUN_ROOT`."""
+    target = posixpath.normpath(posixpath.join(RUN_ROOT, mount.target))
+    if target == OUTPUT_DIR or target.startswith(OUTPUT_DIR + "/") or target == "/":
+        raise PluginError(
+            f"input artifact path {mount.target!r} would be mounted at {target}, over the "
+            f"output directory ({OUTPUT_DIR}) or the root; give the artifact another path"
+        )
+    return target
+
+
+def preview_mounts(job: ResolvedJob) -> list[Mount]:
+    """For ``describe``: the mounts the artifacts stage will give, with placeholder sources."""
+    return [
+        Mount(
+            Path(f"<agent artifact cache>/{artifact_refs.short_name(ref.name)}"),
+            artifact_refs.input_target(ref),
+            artifact_refs.input_env(ref),
+        )
+        for ref in artifact_refs.mounted_inputs(job)
+    ]
+
+
 def container_create_kwargs(
     job: ResolvedJob,
     image_ref: str,
@@ -378,6 +415,7 @@ def container_create_kwargs(
     labels: Mapping[str, str],
     env: Mapping[str, str],
     output_dir: Path | str | None,
+    mounts: Sequence[Mount] = (),
 ) -> dict[str, Any]:
     """The keyword arguments of docker-py's ``containers.create`` for a job: pure, no I/O.
 
@@ -390,6 +428,11 @@ def container_create_kwargs(
     if output_dir is not None:
         environment["LAUNCHPLANE_OUTPUT_DIR"] = OUTPUT_DIR
         volumes.append(f"{output_dir}:{OUTPUT_DIR}:rw")
+    for mount in mounts:
+        target = mount_target(mount)
+        volumes.append(f"{mount.source}:{target}:{'ro' if mount.read_only else 'rw'}")
+        if mount.env:
+            environment[mount.env] = target
     memory = parse_size(args.memory) if args.memory is not None else None
     # Swap limit = memory limit unless set: the job gets what was asked for, not that in swap too.
     swap = memory
@@ -674,6 +717,7 @@ class DockerRunner(Runner):
 
     def describe(self, job: ResolvedJob, image: Image | None) -> dict[str, Any]:
         """The ``containers.create`` arguments, with env *names* and secrets as references."""
+        artifact_refs.refuse_native_inputs(job, self.name)
         kwargs = container_create_kwargs(
             job,
             image.pinned if image is not None else "<image built by the queue's builder>",
@@ -681,6 +725,7 @@ class DockerRunner(Runner):
             labels=preview_labels(job),
             env={},
             output_dir="<run dir>/output",
+            mounts=preview_mounts(job),
         )
         names = set(kwargs.pop("environment")) | set(job.env)
         kwargs["environment"] = {
@@ -696,6 +741,7 @@ class DockerRunner(Runner):
                 "in the job, or builder.type: docker in the queue to build one"
             )
         args = docker_args(job)
+        artifact_refs.refuse_native_inputs(job, self.name)
         output_dir = ctx.workdir / "output"
         output_dir.mkdir(parents=True, exist_ok=True)
         output_dir.chmod(0o777)
@@ -707,6 +753,7 @@ class DockerRunner(Runner):
             labels={**run_labels(ctx), **({KEEP_LABEL: "true"} if args.keep else {})},
             env=ctx.env,
             output_dir=output_dir,
+            mounts=ctx.mounts,
         )
         clients = await anyio.to_thread.run_sync(self._connect)
         container_id = await anyio.to_thread.run_sync(_create_and_start, clients, kwargs, ctx)

@@ -69,6 +69,7 @@ import anyio.from_thread
 import anyio.to_thread
 from pydantic import BaseModel, Field
 
+from launchplane.core.config.artifacts import refuse_mounts, refuse_native_inputs
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
     Image,
@@ -857,6 +858,8 @@ class KubernetesRunner(Runner):
                 "runner 'kubernetes' runs container images but the job has none: set "
                 "docker.image in the job, or a builder (docker, kaniko) in the queue"
             )
+        refuse_native_inputs(job, self.name)
+        refuse_mounts(ctx.mounts, self.name)
         args = manifest.kubernetes_args(job)
         api = await anyio.to_thread.run_sync(self._connect, args.config_file, args.context)
         cluster = self._cluster(args.config_file, args.context)

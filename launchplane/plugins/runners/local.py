@@ -27,6 +27,15 @@ Environment
 
     A name in ``ctx.env`` wins over the baseline.
 
+Input artifacts
+    Each of ``ctx.mounts`` (a relative target) appears at ``<run dir>/<target>``
+    and its variable (``LAUNCHPLANE_ARTIFACT_<NAME>``) holds that path. In the
+    sandbox it is a read-only bind of the agent's cache entry; without one
+    (``isolation: none``) a symbolic link to it, whose files are read-only
+    (mode 0444): a copy would cost a download's size per job, and an
+    unsandboxed job can reach the agent's files anyway. An absolute target (a
+    container path) is refused: give the artifact a relative ``path``.
+
 Requirements
     A job with pinned ``requirements`` (a W&B job's ``requirements.frozen.txt``)
     runs with the agent's own packages: nothing is installed into the agent's
@@ -89,6 +98,12 @@ import anyio.lowlevel
 from anyio.abc import Process
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from launchplane.core.config.artifacts import (
+    input_env,
+    input_target,
+    mounted_inputs,
+    refuse_native_inputs,
+)
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
     ADMIN_ONLY,
@@ -106,6 +121,7 @@ from launchplane.plugins.runners.sandbox import (
     NO_ISOLATION_WARNING,
     find_bwrap,
     job_user,
+    make_mount_points,
     sandbox_argv,
     supervised_argv,
 )
@@ -425,6 +441,45 @@ def group_members(pgid: int) -> list[int]:
     return members
 
 
+def mount_points(ctx: JobContext, env: dict[str, str]) -> list[tuple[Path, Path]]:
+    """``(source, <run dir>/<target>)`` of each of ``ctx.mounts``; sets each one's variable."""
+    placed = []
+    root = ctx.workdir.resolve()
+    for mount in ctx.mounts:
+        dest = Path(os.path.normpath(root / mount.target))
+        if Path(mount.target).is_absolute() or dest == root or not dest.is_relative_to(root):
+            raise PluginError(
+                f"input artifact path {mount.target!r}: the local-process runner puts input "
+                "artifacts in the run directory; give the artifact a relative path "
+                "(input_artifacts[].path), or leave it out and read $" + (mount.env or "...")
+            )
+        if dest.exists() and not dest.is_symlink() and not _empty(dest):
+            raise PluginError(
+                f"input artifact path {mount.target!r} is taken in the run directory "
+                f"({dest}); give the artifact another path"
+            )
+        if mount.env:
+            env[mount.env] = str(dest)
+        placed.append((mount.source, dest))
+    return placed
+
+
+def _empty(path: Path) -> bool:
+    """An empty folder or file: a mount point an earlier try of this run left."""
+    return not any(path.iterdir()) if path.is_dir() else path.stat().st_size == 0
+
+
+def link_mounts(placed: list[tuple[Path, Path]]) -> None:
+    """Without a sandbox: each mount point a symbolic link to its (read-only) source."""
+    for source, dest in placed:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.is_symlink() or dest.is_file():
+            dest.unlink()
+        elif dest.is_dir():
+            dest.rmdir()
+        dest.symlink_to(source, target_is_directory=source.is_dir())
+
+
 def find_program(argv0: str, cwd: Path, search_path: str) -> None:
     """Fail at submit, as an exec would, when the program does not exist.
 
@@ -454,6 +509,7 @@ class LocalProcessRunner(Runner):
 
     def describe(self, job: ResolvedJob, image: Image | None) -> dict[str, Any]:
         """The argv, working directory and environment *names* (secrets as references)."""
+        refuse_native_inputs(job, self.name)
         if job.git is not None:
             cwd = f"<checkout of {job.git.repository}>" + (f"/{job.workdir}" if job.workdir else "")
         else:
@@ -465,10 +521,14 @@ class LocalProcessRunner(Runner):
             "secrets": dict(sorted(job.secrets.items())),
             "baseline_env": list(BASELINE_NAMES),
             "resource_args": self._args(job).model_dump(exclude_none=True),
+            "input_artifacts": {  # read-only, at <run dir>/<target> (see Input artifacts)
+                input_env(ref): f"<run dir>/{input_target(ref)}" for ref in mounted_inputs(job)
+            },
         }
 
     async def submit(self, job: ResolvedJob, image: Image | None, ctx: JobContext) -> LocalRun:
         options = self._args(job)
+        refuse_native_inputs(job, self.name)
         argv = build_argv(job)
         cwd = working_directory(job, ctx)
         if not cwd.is_dir():
@@ -476,6 +536,7 @@ class LocalProcessRunner(Runner):
         env = baseline_env(ctx.workdir)
         env["PWD"] = str(cwd)
         env.update(ctx.env)
+        mounts = mount_points(ctx, env)
         find_program(argv[0], cwd, env["PATH"])
         user = job_user(options.run_as) if options.run_as is not None else None
         sandboxed = options.isolation == "sandbox"
@@ -493,6 +554,7 @@ class LocalProcessRunner(Runner):
             read_only = [Path(p) for p in options.read_only_paths]
             if not cwd.resolve().is_relative_to(ctx.workdir.resolve()):
                 read_only.append(cwd)  # a host workdir: the job's code, read-only
+            make_mount_points(mounts)
             argv = sandbox_argv(
                 bwrap,
                 argv,
@@ -500,11 +562,13 @@ class LocalProcessRunner(Runner):
                 cwd=cwd,
                 read_only=read_only,
                 user=user,
+                mounts=mounts,
             )
         else:
             log.warning("job %s: %s", ctx.job_id, NO_ISOLATION_WARNING)
             await ctx.emit("warning: " + NO_ISOLATION_WARNING)
             argv = supervised_argv(argv)
+            link_mounts(mounts)
             if user is not None:
                 spawn = {"user": user[0], "group": user[1], "extra_groups": []}
         try:

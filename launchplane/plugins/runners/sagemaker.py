@@ -58,6 +58,7 @@ import anyio.to_thread
 from pydantic import BaseModel, ValidationError
 
 from launchplane.core.aws import AwsOptions, client, error_code, explain
+from launchplane.core.config.artifacts import refuse_mounts
 from launchplane.core.errors import ConfigError, FieldError, join_path
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
@@ -281,6 +282,7 @@ class SageMakerRunner(Runner):
         }
 
     async def submit(self, job: ResolvedJob, image: Image | None, ctx: JobContext) -> SageMakerRun:
+        refuse_mounts(ctx.mounts, self.name)  # s3:// inputs are channels; store ones not yet
         try:
             args = sagemaker_args(job)
         except ConfigError as exc:

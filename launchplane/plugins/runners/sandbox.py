@@ -10,7 +10,10 @@ A job runs in a `bubblewrap <https://github.com/containers/bubblewrap>`_ sandbox
 * a file system of read-only system directories (``/usr``, ``/lib*``, ``/bin``,
   a few files of ``/etc``, ``/sys``), the agent's interpreter and its packages,
   the queue's ``read_only_paths``, read-only; a private ``/tmp`` and
-  ``/dev/shm``; the job's run directory read-write. Nothing else of the host:
+  ``/dev/shm``; the job's run directory read-write, and in it the job's input
+  artifacts, each a read-only bind of one entry of the agent's artifact cache
+  (that entry only, though the cache is in the agent's work directory). Nothing
+  else of the host:
   not the agent's data or work directory (other jobs' run directories, token
   files, the database), not ``/home``, ``/root`` or ``/run``;
 * when the agent is root, no capabilities (``--cap-drop ALL``), or a separate
@@ -157,6 +160,7 @@ def sandbox_argv(
     cwd: Path,
     read_only: Iterable[Path] = (),
     user: tuple[int, int] | None = None,
+    mounts: Iterable[tuple[Path, Path]] = (),
 ) -> list[str]:
     """``bwrap ... -- argv``: the sandbox described in the module docstring.
 
@@ -165,7 +169,10 @@ def sandbox_argv(
     contains a denied root is bound with that root hidden under an empty tmpfs
     (``launchplane run`` in a folder that holds the data directory). The
     agent's own tool paths that would do so are left out. The run directory is
-    bound last, read-write, at its own path (``$LAUNCHPLANE_OUTPUT_DIR`` is in it).
+    bound last, read-write, at its own path (``$LAUNCHPLANE_OUTPUT_DIR`` is in it),
+    then each of ``mounts`` (``(source, destination in the run directory)``,
+    the job's input artifacts) read-only on top; the caller makes each
+    destination first (:func:`make_mount_points`), so it is not bwrap's 0700 one.
     """
     denied = denied_roots(run_dir)
     command = [bwrap, "--die-with-parent", "--unshare-pid", "--unshare-ipc"]
@@ -217,6 +224,8 @@ def sandbox_argv(
             command += ["--tmpfs", str(mask)]
             made.add(mask)
     mount("--bind", run_dir.resolve())
+    for source, dest in mounts:
+        command += ["--ro-bind", str(source), str(dest)]
     command += ["--chdir", str(cwd)]
     if user is not None:
         # bwrap keeps root's capabilities so that it can bind paths only root reaches;
@@ -236,6 +245,16 @@ def sandbox_argv(
     elif os.geteuid() == 0:
         command += ["--cap-drop", "ALL"]
     return [*command, "--", *argv]
+
+
+def make_mount_points(mounts: Iterable[tuple[Path, Path]]) -> None:
+    """An empty directory (or file, for a file source) at each destination of ``mounts``."""
+    for source, dest in mounts:
+        if source.is_dir():
+            dest.mkdir(parents=True, exist_ok=True)
+        else:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.touch()
 
 
 SUPERVISOR = r"""
