@@ -1,7 +1,7 @@
 """The ``artifacts`` stage: a job's input artifacts in, after a success its outputs out.
 
 Inputs (between ``prepare`` and ``build``), for each of ``job.input_artifacts``
-that is a store artifact (:mod:`launchplane.core.artifact_refs` says which
+that is a store artifact (:mod:`launchplane.core.config.artifacts` says which
 store and where the job sees it):
 
 1. **Resolve** the alias (default ``latest``) to a version and digest in the
@@ -33,6 +33,13 @@ name, its ``path`` (relative to ``$LAUNCHPLANE_OUTPUT_DIR``, or absolute
 inside it; never leaving it) is uploaded as a new version (content equal to
 an existing version gives that version), and ``latest`` plus the ref's alias
 move to it. A failed, cancelled, released or fenced run uploads nothing.
+
+Code (in the same stage, first): a job whose code is an ``artifact:``
+(``code-bundle:v3`` in the queue's store, or ``wandb-artifact://...``), with
+neither git code nor an absolute ``workdir`` (:func:`needs_code_artifact`),
+gets a writable copy of that version's files as ``<run dir>/code`` - its
+``ctx.code_dir``, so a relative ``workdir`` is a folder of it as of a git
+checkout - and the record pins it (``artifacts.code``).
 
 Any failure - an unknown artifact or alias, a store that is not installed, a
 digest mismatch, a missing output path, a failed upload - fails the job in
@@ -215,6 +222,90 @@ def _shown(ref: ArtifactRef) -> str:
     return f"{ref.name}:{ref.alias or refs.LATEST}"
 
 
+async def _fetched(
+    what: str, ref: ArtifactRef, job: ResolvedJob, registry: PluginRegistry, cache: ArtifactCache
+) -> tuple[ArtifactStore, ArtifactVersion, Path, bool]:
+    """``ref`` resolved to a version and fetched into the cache (whether it was there)."""
+    try:
+        store, name = _store(registry, ref, job)
+    except PluginError as exc:  # no artifact_store on the queue
+        raise ArtifactFailure(f"{what} {_shown(ref)}: {exc}") from None
+    where = f"{what} {_shown(ref)} (store '{store.name}')"
+    try:
+        version = await store.resolve(name, ref.alias or refs.LATEST)
+        source, cached = await cache.fetch(store, version)
+    except PluginError as exc:
+        raise ArtifactFailure(f"{where}: {exc}") from None
+    except OSError as exc:
+        raise ArtifactFailure(f"{where}: cannot download it: {exc}") from None
+    return store, version, source, cached
+
+
+def _pin(ref: ArtifactRef, store: ArtifactStore, version: ArtifactVersion) -> dict[str, Any]:
+    """The record's entry of one resolved artifact: the version and digest, never only the alias."""
+    return {
+        "name": ref.name,
+        "alias": ref.alias or refs.LATEST,
+        "version": version.version,
+        "digest": version.digest,
+        "size": version.size,
+        "store": store.name,
+    }
+
+
+def needs_code_artifact(job: ResolvedJob) -> bool:
+    """Whether the job's code is its ``artifact:``: no git code and no local code.
+
+    An absolute ``workdir`` is code on the agent's host and wins (a W&B artifact
+    job's file gives its code that way, beside the ``wandb-artifact://_id/...``
+    that names it); a relative one is a folder of the artifact.
+    """
+    return job.artifact is not None and job.git is None and not _absolute(job.workdir)
+
+
+def _absolute(workdir: str | None) -> bool:
+    return workdir is not None and Path(workdir).expanduser().is_absolute()
+
+
+async def fetch_code(
+    job: ResolvedJob, ctx: JobContext, registry: PluginRegistry, cache: ArtifactCache, dest: Path
+) -> dict[str, Any] | None:
+    """The code ``artifact:`` of a job without git code, copied to ``dest`` (``ctx.code_dir``).
+
+    A copy, not a mount: a job (and a builder) may write beside its code, and the
+    cached version must stay as the digest says. Returns the record's entry, or
+    None when the job's code is not an artifact.
+    """
+    if not needs_code_artifact(job):
+        return None
+    ref = ArtifactRef.model_validate(job.artifact)
+    store, version, source, cached = await _fetched("code artifact", ref, job, registry, cache)
+    try:
+        await anyio.to_thread.run_sync(_writable_copy, source, dest)
+    except OSError as exc:
+        raise ArtifactFailure(
+            f"code artifact {_shown(ref)}: cannot copy it to {dest}: {exc}"
+        ) from None
+    ctx.code_dir = dest
+    await ctx.emit(
+        f"artifacts: code {_shown(ref)} is {version.ref} ({version.digest})"
+        f"{', from the agent cache' if cached else ', downloaded'}"
+    )
+    return _pin(ref, store, version)
+
+
+def _writable_copy(source: Path, dest: Path) -> None:
+    """``source`` (a read-only cache entry) as a tree the owner may write; modes kept else."""
+    shutil.rmtree(dest, ignore_errors=True)  # a re-run of the stage starts clean
+    shutil.copytree(source, dest, symlinks=True, copy_function=shutil.copy)
+    for folder, _, files in os.walk(dest):
+        os.chmod(folder, 0o755)
+        for name in files:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                os.chmod(path, stat.S_IMODE(os.stat(path).st_mode) | stat.S_IWUSR)
+
+
 async def mount_inputs(
     job: ResolvedJob,
     ctx: JobContext,
@@ -225,18 +316,7 @@ async def mount_inputs(
     """Resolve, fetch and mount every input (``ctx.mounts``), each one's record entry
     appended to ``entries`` as soon as it is pinned."""
     for ref in refs.mounted_inputs(job):
-        try:
-            store, name = _store(registry, ref, job)
-        except PluginError as exc:  # no artifact_store on the queue
-            raise ArtifactFailure(f"input artifact {_shown(ref)}: {exc}") from None
-        where = f"input artifact {_shown(ref)} (store '{store.name}')"
-        try:
-            version = await store.resolve(name, ref.alias or refs.LATEST)
-            source, cached = await cache.fetch(store, version)
-        except PluginError as exc:
-            raise ArtifactFailure(f"{where}: {exc}") from None
-        except OSError as exc:
-            raise ArtifactFailure(f"{where}: cannot download it: {exc}") from None
+        store, version, source, cached = await _fetched("input artifact", ref, job, registry, cache)
         target = refs.input_target(ref)
         ctx.mounts.append(Mount(source=source, target=target, env=refs.input_env(ref)))
         await ctx.emit(
@@ -244,17 +324,7 @@ async def mount_inputs(
             f"{', from the agent cache' if cached else ', downloaded'}; the job reads it at "
             f"{target} (${refs.input_env(ref)})"
         )
-        entries.append(
-            {
-                "name": ref.name,
-                "alias": ref.alias or refs.LATEST,
-                "version": version.version,
-                "digest": version.digest,
-                "size": version.size,
-                "store": store.name,
-                "path": target,
-            }
-        )
+        entries.append({**_pin(ref, store, version), "path": target})
 
 
 async def upload_outputs(

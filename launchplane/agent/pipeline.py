@@ -69,7 +69,9 @@ from launchplane.agent.artifacts import (
     CACHE_DIR,
     ArtifactCache,
     ArtifactFailure,
+    fetch_code,
     mount_inputs,
+    needs_code_artifact,
     upload_outputs,
 )
 from launchplane.agent.environment import (
@@ -92,6 +94,7 @@ from launchplane.agent.rundir import (
     run_id,
 )
 from launchplane.agent.secrets import ResolvedSecrets, resolve_secrets
+from launchplane.core import pins
 from launchplane.core.client import LaunchplaneClient
 from launchplane.core.config.resolve import resource_args_errors
 from launchplane.core.errors import ConfigError
@@ -106,6 +109,7 @@ from launchplane.core.interfaces import (
 )
 from launchplane.core.launch import builder_name, code_root
 from launchplane.core.lease import Lease
+from launchplane.core.plugin_checks import integration_models
 from launchplane.core.plugins import PluginRegistry
 from launchplane.core.redaction import Redactor
 from launchplane.core.spec import ResolvedJob
@@ -430,9 +434,17 @@ class JobPipeline:
             self._recorder.commit, self._recorder.dirty = checkout.commit, checkout.patched
             if job.requirements is not None and (root := code_root(job, ctx)).is_dir():
                 gitcode.write_requirements(root, job.requirements)
+            await self._warn_unpinned_requirements(job, ctx)
         elif job.workdir:
             await self._inspect_workdir(job.workdir)
         ctx.env = self._environment(job, secrets, output_dir)
+        if missing := sorted(set(job.integrations) - set(integration_models(services.registry))):
+            raise StageFailure(
+                "prepare",
+                f"integrations.{missing[0]}: queue '{self.queue}' turns it on, and no plugin "
+                "loaded on this agent implements it (launchplane plugins lists them; install "
+                "or unblock it, e.g. --plugins=no:... removed)",
+            )
         try:
             services.registry.hook.launchplane_prepare_job(job=job, ctx=ctx)
         except PluginError as exc:
@@ -445,16 +457,29 @@ class JobPipeline:
         self._recorder.secret_names = sorted(resolved_secrets.names)
         return ctx
 
+    async def _warn_unpinned_requirements(self, job: ResolvedJob, ctx: JobContext) -> None:
+        """The checked-out code's ``requirements.txt`` lines not pinned by ``==``, as warnings
+        in the job's log: the server cannot see the checkout, so it warned of the rest."""
+        with contextlib.suppress(PluginError):
+            if (root := code_root(job, ctx)) is not None:
+                for item in pins.requirements_file_unpinned(root):
+                    await self._log_line(f"warning: {item.path}: {item.message}")
+
     async def _inputs(self, job: ResolvedJob, ctx: JobContext) -> None:
         """The ``artifacts`` stage before the build: inputs pinned, fetched, in ``ctx.mounts``."""
-        if not job.input_artifacts:
+        if not job.input_artifacts and not needs_code_artifact(job):
             return
         self._enter("artifacts")
         services = self.services
         try:
-            await mount_inputs(
-                job, ctx, services.registry, services.artifact_cache, self._recorder.artifact_inputs
-            )
+            cache = services.artifact_cache
+            code = await fetch_code(job, ctx, services.registry, cache, self.run_dir / "code")
+            if code is not None:
+                self._recorder.artifact_code = code
+                if job.requirements is not None and (root := code_root(job, ctx)).is_dir():
+                    gitcode.write_requirements(root, job.requirements)
+                await self._warn_unpinned_requirements(job, ctx)
+            await mount_inputs(job, ctx, services.registry, cache, self._recorder.artifact_inputs)
         except ArtifactFailure as exc:
             raise StageFailure("artifacts", self._scrub(str(exc))) from None
         except Exception as exc:

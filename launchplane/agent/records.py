@@ -54,7 +54,8 @@ Fields (all JSON; times ISO 8601 UTC):
     success). ``artifacts`` is also the stage of a failed output upload after
     the run itself succeeded (then ``exit_code`` is the workload's ``0``).
 ``artifacts``
-    ``{"inputs": [...], "outputs": [...]}``, both ``[]`` when the job has none
+    ``{"inputs": [...], "outputs": [...], "code": {...} | null}``, the lists
+    ``[]`` when the job has none
     (``launchplane.agent.artifacts``). Each input, in ``input_artifacts``
     order: ``{"name", "alias", "version", "digest", "size", "store", "path"}``
     - ``alias`` as the job asked (``latest`` when it named none), ``version``
@@ -65,7 +66,9 @@ Fields (all JSON; times ISO 8601 UTC):
     ``name`` with its macros expanded, ``aliases`` the ones this run moved
     (``latest`` first), ``path`` relative to the output directory. An output
     failure keeps the outputs stored before it. A re-adopted run's record has
-    the inputs of the agent that launched it (``launch.json``).
+    the inputs of the agent that launched it (``launch.json``). ``code``: the
+    code ``artifact:`` of a job without git, pinned the same way
+    (``{"name", "alias", "version", "digest", "size", "store"}``), or ``null``.
 ``integrations``
     ``{name: {...}}``: what integration plugins add (``JobContext.record_facts``,
     e.g. ``wandb``'s offline run directory); ``{}`` when none did. A re-adopted
@@ -135,6 +138,7 @@ class RunRecorder:
     integrations: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     artifact_inputs: list[dict[str, Any]] = field(default_factory=list)
     artifact_outputs: list[dict[str, Any]] = field(default_factory=list)
+    artifact_code: dict[str, Any] | None = None
 
     def mark(self, stage: str) -> None:
         """Record when ``stage`` began (the first time only)."""
@@ -156,6 +160,7 @@ class RunRecorder:
             "secrets": sorted(self.secret_names),
             "timestamps": dict(self.timestamps),
             "artifact_inputs": list(self.artifact_inputs),
+            "artifact_code": self.artifact_code,
         }
 
     def restore(self, facts: Mapping[str, Any]) -> None:
@@ -175,12 +180,13 @@ class RunRecorder:
         inputs = _optional(facts, "artifact_inputs", list) or []
         if not all(isinstance(entry, dict) for entry in inputs):
             raise ValueError("launch facts: artifact_inputs must be a list of objects")
+        code = _optional(facts, "artifact_code", dict)
         if any(s not in STAGES or not isinstance(t, str) for s, t in timestamps.items()):
             raise ValueError("launch facts: timestamps must map stage names to times")
         self.commit, self.dirty, self.image, self.builder = commit, dirty, image, builder
         self.env_names, self.secret_names = env_names, secret_names
         self.timestamps.update(timestamps)
-        self.artifact_inputs = inputs
+        self.artifact_inputs, self.artifact_code = inputs, code
 
     def build(
         self,
@@ -229,6 +235,7 @@ class RunRecorder:
             "artifacts": {
                 "inputs": list(self.artifact_inputs),
                 "outputs": list(self.artifact_outputs),
+                "code": self.artifact_code,
             },
         }
         record["spec_hash"] = record_spec_hash(record)  # last: over every section above

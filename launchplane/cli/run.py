@@ -132,12 +132,12 @@ def run(
 def with_local_code(job: dict[str, Any], job_file: Path) -> dict[str, Any]:
     """The job's local code: ``workdir`` against the job file, or the job file's directory.
 
-    ``run`` goes one step further than ``submit``: a job with neither ``git:``
-    nor ``workdir:`` runs next to its job file (see the module docstring).
+    ``run`` goes one step further than ``submit``: a job with no ``git:``, code
+    ``artifact:`` or ``workdir:`` runs next to its job file (see the module docstring).
     """
     from launchplane.core.config import resolve_local_workdir
 
-    if not job.get("git") and not job.get("workdir"):
+    if not job.get("git") and not job.get("artifact") and not job.get("workdir"):
         job = {**job, "workdir": "."}
     return resolve_local_workdir(job, job_file)
 

@@ -305,13 +305,28 @@ def with_pins(spec: Mapping[str, Any], pins: Pins) -> dict[str, Any]:
     docker = pinned.get("docker")
     if isinstance(docker, dict) and docker.get("image") and pins.image:
         docker["image"] = pins.image
-    for ref, facts in zip(pinned.get("input_artifacts") or (), pins.inputs, strict=False):
-        if isinstance(ref, dict) and facts.get("version"):
-            ref["alias"] = facts["version"]
+    for ref, facts in _input_pins(pinned.get("input_artifacts"), pins.inputs):
+        ref["alias"] = facts["version"]
     code = pins.code_artifact
     if isinstance(pinned.get("artifact"), str) and code and code.get("version"):
         pinned["artifact"] = f"{_artifact_name(pinned['artifact'])[0]}:{code['version']}"
     return pinned
+
+
+def _input_pins(
+    refs: Any, inputs: Sequence[Mapping[str, Any]]
+) -> Iterator[tuple[dict[str, Any], Mapping[str, Any]]]:
+    """Each input ref of a spec with the record entry that pinned it, matched by name in
+    order: the record lists only what the agent resolved (not an ``s3://`` input a runner
+    reads itself, nor a W&B slot the job's SDK fetches), so positions need not agree."""
+    pending = [facts for facts in inputs if isinstance(facts, Mapping) and facts.get("version")]
+    for ref in refs or ():
+        if not isinstance(ref, dict):
+            continue
+        match = next((facts for facts in pending if facts.get("name") == ref.get("name")), None)
+        if match is not None:
+            pending.remove(match)
+            yield ref, match
 
 
 def pinned_spec(spec: Mapping[str, Any], pins: Pins) -> dict[str, Any]:
@@ -338,9 +353,8 @@ def pinned_spec(spec: Mapping[str, Any], pins: Pins) -> dict[str, Any]:
         git.pop("branch", None)
     elif git is None and pinned.get("workdir") and pins.commit:
         pinned["workdir_git"] = {"commit": pins.commit, "dirty": bool(pins.dirty)}
-    for ref, facts in zip(pinned.get("input_artifacts") or (), pins.inputs, strict=False):
-        if isinstance(ref, dict) and facts.get("version"):
-            ref["digest"] = facts.get("digest")
+    for ref, facts in _input_pins(pinned.get("input_artifacts"), pins.inputs):
+        ref["digest"] = facts.get("digest")
     code = pins.code_artifact
     if isinstance(pinned.get("artifact"), str) and code and code.get("version"):
         pinned["artifact_digest"] = code.get("digest")

@@ -95,9 +95,7 @@ def _integration_errors(
     The models come from ``launchplane_integration_options`` hooks; options are
     queue-only, so a missing required option is an error here too.
     """
-    models: dict[str, Any] = {}
-    for answer in registry.hook.launchplane_integration_options():
-        models.update(answer or {})
+    models = integration_models(registry)
     errors: list[FieldError] = []
     for name, options in integrations.items():
         path = ("integrations", name)
@@ -113,6 +111,14 @@ def _integration_errors(
         elif options:
             errors.append(FieldError(join_path(*path), f"integration '{name}' takes no options"))
     return errors
+
+
+def integration_models(registry: PluginRegistry) -> dict[str, Any]:
+    """Every integration the loaded plugins implement: name -> its options model (or None)."""
+    models: dict[str, Any] = {}
+    for answer in registry.hook.launchplane_integration_options():
+        models.update(answer or {})
+    return models
 
 
 def _store_errors(

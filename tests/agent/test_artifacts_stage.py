@@ -102,6 +102,7 @@ async def test_input_is_read_through_its_variable_pinned_and_cached(
             }
         ],
         "outputs": [],
+        "code": None,
     }
     launch = json.loads((work / f"{first['id']}-1" / "launch.json").read_text())
     assert launch["artifact_inputs"] == record["artifacts"]["inputs"]  # kept for re-adoption
@@ -195,7 +196,7 @@ async def test_failed_job_uploads_nothing(
         done = await wait_for_state(client, job["id"])
         record = await client.get_record(job["id"])
     assert done["state"] == "failed" and record["result"]["failure_stage"] == "run"
-    assert record["artifacts"] == {"inputs": [], "outputs": []}
+    assert record["artifacts"] == {"inputs": [], "outputs": [], "code": None}
     with pytest.raises(PluginError, match="does not exist"):
         await file_store(tmp_path / "store").resolve("model")
 
@@ -251,6 +252,57 @@ async def test_a_queue_without_a_store_fails_the_job_in_stage_artifacts(
     reason = record["result"]["reason"]
     assert f"queue '{QUEUE}' has none" in reason and "artifact_store: {type: file" in reason
     assert "ran" not in await log_lines(client, job["id"])
+
+
+async def test_code_artifact_is_the_jobs_code_pinned_in_the_record(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    store = file_store(tmp_path / "store")
+    bundle = tmp_path / "bundle" / "src"
+    bundle.mkdir(parents=True)
+    (bundle / "train.py").write_text(
+        "import pathlib\nprint('trained by the bundle')\n"
+        "pathlib.Path('written-beside-the-code').write_text('ok')\n"
+    )
+    first = await store.upload(bundle.parent, "code-bundle")
+    await store_queue(server, tmp_path / "store")
+    async with running_agent(server, tmp_path / "work", [QUEUE]):
+        job = await client.submit_job(
+            QUEUE, {"artifact": "code-bundle:latest", "workdir": "src", "entry_point": "train.py"}
+        )
+        done = await wait_for_state(client, job["id"])
+        record = await client.get_record(job["id"])
+    assert done["state"] == "succeeded", record["result"]
+    assert "trained by the bundle" in await log_lines(client, job["id"])
+    code = record["artifacts"]["code"]
+    assert (code["name"], code["alias"], code["version"]) == ("code-bundle", "latest", "v0")
+    assert code["digest"] == first.digest
+    # the job wrote beside its code (a copy), and the cached version is untouched
+    assert (
+        tmp_path / "work" / f"{job['id']}-1" / "code" / "src" / "written-beside-the-code"
+    ).exists()
+    cached = tmp_path / "work" / ".artifact-cache" / cache_key(first.digest) / "files" / "src"
+    assert sorted(p.name for p in cached.iterdir()) == ["train.py"]
+
+
+async def test_a_wandb_slot_input_is_left_to_the_job_on_a_queue_without_a_store(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    # W&B's overrides.artifacts: the job's own wandb.use_artifact("dataset") swaps it in.
+    spec = {
+        "overrides": {
+            "entry_point": ["sh", "-c", 'echo "ran ${LAUNCHPLANE_ARTIFACT_DATASET:-unmounted}"'],
+            "artifacts": {"dataset": "acme/mnist/dataset:v2"},
+        }
+    }
+    async with running_agent(server, tmp_path / "work", [QUEUE]):
+        job = await client.submit_job(QUEUE, spec)
+        done = await wait_for_state(client, job["id"])
+        record = await client.get_record(job["id"])
+    assert done["state"] == "succeeded", record["result"]
+    assert "ran unmounted" in await log_lines(client, job["id"])
+    assert record["artifacts"]["inputs"] == []
+    assert record["spec"]["input_artifacts"][0]["slot"] == "dataset"
 
 
 async def test_submit_refuses_bad_artifact_names_aliases_and_paths(

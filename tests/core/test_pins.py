@@ -218,6 +218,26 @@ def test_image_by_digest_and_artifact_versions_replace_tag_and_alias() -> None:
     assert record_spec_hash(record(spec, **other_data)) != record_spec_hash(record(spec, **facts))
 
 
+def test_inputs_the_agent_did_not_resolve_keep_their_names_and_do_not_shift_the_pins() -> None:
+    # The record lists only what the agent resolved: not an s3:// input the runner reads,
+    # nor a W&B slot the job's own SDK fetches.
+    spec = resolved(
+        input_artifacts=[
+            "s3://bucket/raw",
+            {"name": "acme/p/labels", "slot": "labels"},
+            "data:latest",
+        ],
+    )
+    inputs = [{"name": "data", "alias": "latest", "version": "v4", "digest": "sha256:d"}]
+    pinned = pinned_spec_from_record(record(spec, artifacts={"inputs": inputs}))
+    assert pinned is not None
+    assert [(a["name"], a.get("alias"), a.get("digest")) for a in pinned["input_artifacts"]] == [
+        ("s3://bucket/raw", None, None),
+        ("acme/p/labels", None, None),
+        ("data", "v4", "sha256:d"),
+    ]
+
+
 def test_an_image_the_run_built_is_not_put_in_the_spec() -> None:
     spec = resolved(docker={"image": "mine:dev"})
     image = {"ref": "mine:dev", "digest": DIGEST, "pinned": f"mine@{DIGEST}", "built": True}

@@ -80,6 +80,7 @@ def test_the_declared_image_and_wandb_artifacts_by_slot_or_name(tmp_path: Path) 
             "input_artifacts": [
                 "wandb-artifact://acme/mnist/images:v1",
                 {"name": "wandb-artifact://acme/mnist/labels", "slot": "y"},
+                {"name": "acme/mnist/masks:v4", "slot": "masks"},  # overrides.artifacts
                 "local-data:latest",
             ],
             "integrations": {"wandb": {"base_url": "https://wandb.example.com/"}},
@@ -89,6 +90,7 @@ def test_the_declared_image_and_wandb_artifacts_by_slot_or_name(tmp_path: Path) 
     assert json.loads(ctx.env["WANDB_ARTIFACTS"]) == {
         "images": "acme/mnist/images:v1",
         "y": "acme/mnist/labels:latest",
+        "masks": "acme/mnist/masks:v4",
     }
     assert ctx.env["WANDB_BASE_URL"] == "https://wandb.example.com"
     assert ctx.env["WANDB_CONFIG"] == "{}" and ctx.env["WANDB_LAUNCH"] == "True"

@@ -106,7 +106,6 @@ async def test_the_jobs_fields_win_over_the_options_and_reach_wandb_as_wandb_set
             },
             "input_artifacts": [
                 {"name": "wandb-artifact://acme/data/images:v3", "slot": "train-images"},
-                "local-dataset:latest",
             ],
         },
     )

@@ -10,7 +10,9 @@ half-served somewhere:
   store is ``wandb`` itself). Any other URI (``s3://bucket/prefix``) is not a
   store artifact but the runner's own input: only the ``sagemaker`` runner
   reads one (an S3 input channel); every other runner refuses it
-  (:func:`runner_native_inputs`), none ignores it.
+  (:func:`runner_native_inputs`), none ignores it. An input with a ``slot``
+  (W&B's ``overrides.artifacts``) is the W&B SDK's (:func:`is_sdk_input`): the
+  job's ``use_artifact`` fetches it, as under W&B's own agent.
 * **Where the job sees an input** (:func:`input_target`): the ref's ``path``,
   else ``artifacts/<name>``. A relative target is under the run's root: the
   run directory for the local-process runner, ``/launchplane`` in a container
@@ -39,8 +41,8 @@ from launchplane.core.config.macros import MACRO_NAMES
 from launchplane.core.errors import FieldError
 from launchplane.core.interfaces import ARTIFACT_NAME, Mount, PluginError
 from launchplane.core.spec import ArtifactRef, ResolvedJob
+from launchplane.core.wandb_artifacts import SCHEME
 
-WANDB_SCHEME = "wandb-artifact://"
 WANDB_STORE = "wandb"
 """The registry name of the store that serves ``wandb-artifact://`` URIs."""
 LATEST = "latest"
@@ -59,12 +61,20 @@ STORE_HINT = (
 
 def is_store_ref(ref: ArtifactRef) -> bool:
     """True for a plain name or a ``wandb-artifact://`` URI: what the agent downloads."""
-    return ref.name.startswith(WANDB_SCHEME) or not _SCHEME.match(ref.name)
+    return ref.name.startswith(SCHEME) or not _SCHEME.match(ref.name)
+
+
+def is_sdk_input(ref: ArtifactRef) -> bool:
+    """An input with a ``slot`` (W&B's ``overrides.artifacts``): the job's own
+    ``wandb.use_artifact(slot)`` swaps it in, as under W&B's agent, so the agent
+    neither downloads nor mounts it; the W&B integration hands it over in
+    ``WANDB_ARTIFACTS``. It is pinned only when its alias is a version (``v3``)."""
+    return ref.slot is not None
 
 
 def runner_native_inputs(job: ResolvedJob) -> list[ArtifactRef]:
     """Inputs named by another URI (``s3://``): a runner reads them itself or refuses the job."""
-    return [ref for ref in job.input_artifacts if not is_store_ref(ref)]
+    return [ref for ref in job.input_artifacts if not (is_store_ref(ref) or is_sdk_input(ref))]
 
 
 def refuse_native_inputs(job: ResolvedJob, runner: str) -> None:
@@ -91,7 +101,7 @@ def refuse_mounts(mounts: Sequence[Mount], runner: str) -> None:
 
 def short_name(name: str) -> str:
     """The last segment of an artifact name, without a URI scheme (``e/p/data`` -> ``data``)."""
-    return name.removeprefix(WANDB_SCHEME).rstrip("/").rsplit("/", 1)[-1]
+    return name.removeprefix(SCHEME).rstrip("/").rsplit("/", 1)[-1]
 
 
 def input_env(ref: ArtifactRef) -> str:
@@ -109,10 +119,10 @@ def store_of(ref: ArtifactRef, job: ResolvedJob) -> tuple[str, dict[str, Any], s
 
     Raises :class:`PluginError` for a plain name on a queue without a store.
     """
-    if ref.name.startswith(WANDB_SCHEME):
+    if ref.name.startswith(SCHEME):
         store = job.artifact_store
         options = dict(store.options) if store is not None and store.type == WANDB_STORE else {}
-        return WANDB_STORE, options, ref.name.removeprefix(WANDB_SCHEME)
+        return WANDB_STORE, options, ref.name.removeprefix(SCHEME)
     if job.artifact_store is None:
         raise PluginError(
             f"artifact {ref.name!r} needs the queue's artifact_store, and queue "
@@ -142,6 +152,8 @@ def artifact_errors(job: ResolvedJob) -> list[FieldError]:
         if not is_store_ref(ref):
             continue  # the runner's own (see runner_native_inputs)
         errors += _ref_errors(ref, where, ref.name)
+        if is_sdk_input(ref):
+            continue  # not mounted: no path or variable to collide
         target = input_target(ref)
         if problem := _target_problem(target):
             errors.append(FieldError(format_path((*where, "path")), problem))
@@ -189,7 +201,7 @@ def artifact_errors(job: ResolvedJob) -> list[FieldError]:
 
 def _ref_errors(ref: ArtifactRef, where: tuple[str | int, ...], name: str) -> list[FieldError]:
     errors: list[FieldError] = []
-    segments = name.removeprefix(WANDB_SCHEME).split("/")
+    segments = name.removeprefix(SCHEME).split("/")
     if not all(ARTIFACT_NAME.match(s) and s not in (".", "..") for s in segments):
         hint = ""
         if "$" in name:
@@ -240,5 +252,5 @@ def _target_problem(target: str) -> str | None:
 
 
 def mounted_inputs(job: ResolvedJob) -> Iterator[ArtifactRef]:
-    """The inputs the agent downloads and mounts (store artifacts), in order."""
-    return (ref for ref in job.input_artifacts if is_store_ref(ref))
+    """The inputs the agent downloads and mounts (store artifacts, not the W&B SDK's), in order."""
+    return (ref for ref in job.input_artifacts if is_store_ref(ref) and not is_sdk_input(ref))

@@ -39,9 +39,10 @@ Deliberate differences from W&B's agent, each for a reason:
   builder makes is not known yet when the environment is prepared.
 * ``WANDB_LAUNCH_TRACE_ID`` is the launchplane job id (W&B: its run queue item);
   ``WANDB_LAUNCH_QUEUE_ENTITY`` is not set (launchplane queues have no entity).
-* ``WANDB_ARTIFACTS`` maps the job's ``wandb-artifact://`` inputs, by ``slot``
-  (else the artifact's name), to ``entity/project/name:alias``; inputs from the
-  queue's own store are not W&B artifacts and are not listed.
+* ``WANDB_ARTIFACTS`` maps the job's ``wandb-artifact://`` inputs and its
+  slotted ones (W&B's ``overrides.artifacts``, ``entity/project/name``), by
+  ``slot`` (else the artifact's name), to ``entity/project/name:alias``; inputs
+  from the queue's own store are not W&B artifacts and are not listed.
 
 ``wandb`` itself is not imported here: the job's environment needs it, the
 agent does not.
@@ -62,7 +63,7 @@ from launchplane import hookimpl
 from launchplane.core.config.resolve import model_errors
 from launchplane.core.interfaces import JobContext, PluginError
 from launchplane.core.spec import ResolvedJob
-from launchplane.core.wandb_artifacts import is_wandb_artifact, parse_wandb_artifact
+from launchplane.core.wandb_artifacts import SCHEME, is_wandb_artifact, parse_wandb_artifact
 
 NAME = "wandb"
 API_KEY = "WANDB_API_KEY"
@@ -179,10 +180,13 @@ def input_artifacts(job: ResolvedJob) -> dict[str, str]:
     """The job's W&B input artifacts: slot (else name) -> ``entity/project/name:alias``."""
     found: dict[str, str] = {}
     for index, ref in enumerate(job.input_artifacts):
-        if not is_wandb_artifact(ref.name):
+        name = ref.name
+        if ref.slot is not None and not is_wandb_artifact(name):
+            name = SCHEME + name  # W&B's overrides.artifacts: entity/project/name
+        if not is_wandb_artifact(name):
             continue
         try:
-            artifact = parse_wandb_artifact(ref.name, ref.alias)
+            artifact = parse_wandb_artifact(name, ref.alias)
         except ValueError as exc:
             raise PluginError(f"input_artifacts[{index}]: {exc}") from None
         found[ref.slot or artifact.name] = artifact.qualified
