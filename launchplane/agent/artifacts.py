@@ -222,10 +222,26 @@ def _shown(ref: ArtifactRef) -> str:
     return f"{ref.name}:{ref.alias or refs.LATEST}"
 
 
+@dataclass(frozen=True)
+class _Fetched:
+    store: ArtifactStore
+    version: ArtifactVersion
+    source: Path | None
+    """The cache entry's files; None when the runner reads :attr:`uri` itself."""
+    cached: bool = False
+    uri: str | None = None
+
+
 async def _fetched(
-    what: str, ref: ArtifactRef, job: ResolvedJob, registry: PluginRegistry, cache: ArtifactCache
-) -> tuple[ArtifactStore, ArtifactVersion, Path, bool]:
-    """``ref`` resolved to a version and fetched into the cache (whether it was there)."""
+    what: str,
+    ref: ArtifactRef,
+    job: ResolvedJob,
+    registry: PluginRegistry,
+    cache: ArtifactCache,
+    uri_schemes: tuple[str, ...] = (),
+) -> _Fetched:
+    """``ref`` resolved to a version and fetched into the cache - unless its store names
+    the version by a URI whose scheme is in ``uri_schemes`` (the runner reads it there)."""
     try:
         store, name = _store(registry, ref, job)
     except PluginError as exc:  # no artifact_store on the queue
@@ -233,12 +249,15 @@ async def _fetched(
     where = f"{what} {_shown(ref)} (store '{store.name}')"
     try:
         version = await store.resolve(name, ref.alias or refs.LATEST)
+        uri = store.version_uri(version)
+        if uri is not None and uri.split("://", 1)[0] in uri_schemes:
+            return _Fetched(store, version, None, uri=uri)
         source, cached = await cache.fetch(store, version)
     except PluginError as exc:
         raise ArtifactFailure(f"{where}: {exc}") from None
     except OSError as exc:
         raise ArtifactFailure(f"{where}: cannot download it: {exc}") from None
-    return store, version, source, cached
+    return _Fetched(store, version, source, cached)
 
 
 def _pin(ref: ArtifactRef, store: ArtifactStore, version: ArtifactVersion) -> dict[str, Any]:
@@ -279,9 +298,10 @@ async def fetch_code(
     if not needs_code_artifact(job):
         return None
     ref = ArtifactRef.model_validate(job.artifact)
-    store, version, source, cached = await _fetched("code artifact", ref, job, registry, cache)
+    got = await _fetched("code artifact", ref, job, registry, cache)
+    store, version = got.store, got.version
     try:
-        await anyio.to_thread.run_sync(_writable_copy, source, dest)
+        await anyio.to_thread.run_sync(_writable_copy, got.source, dest)
     except OSError as exc:
         raise ArtifactFailure(
             f"code artifact {_shown(ref)}: cannot copy it to {dest}: {exc}"
@@ -289,7 +309,7 @@ async def fetch_code(
     ctx.code_dir = dest
     await ctx.emit(
         f"artifacts: code {_shown(ref)} is {version.ref} ({version.digest})"
-        f"{', from the agent cache' if cached else ', downloaded'}"
+        f"{', from the agent cache' if got.cached else ', downloaded'}"
     )
     return _pin(ref, store, version)
 
@@ -312,19 +332,28 @@ async def mount_inputs(
     registry: PluginRegistry,
     cache: ArtifactCache,
     entries: list[dict[str, Any]],
+    uri_schemes: tuple[str, ...] = (),
 ) -> None:
     """Resolve, fetch and mount every input (``ctx.mounts``), each one's record entry
-    appended to ``entries`` as soon as it is pinned."""
+    appended to ``entries`` as soon as it is pinned. ``uri_schemes``: the runner's
+    ``artifact_uri_schemes`` (an input it reads in its store is not downloaded)."""
     for ref in refs.mounted_inputs(job):
-        store, version, source, cached = await _fetched("input artifact", ref, job, registry, cache)
-        target = refs.input_target(ref)
-        ctx.mounts.append(Mount(source=source, target=target, env=refs.input_env(ref)))
+        got = await _fetched("input artifact", ref, job, registry, cache, uri_schemes)
+        version, target = got.version, refs.input_target(ref)
+        env = refs.input_env(ref)
+        ctx.mounts.append(Mount(source=got.source, target=target, env=env, uri=got.uri))
+        if got.uri is not None:
+            how = f"; the runner reads it at {got.uri} (${env})"
+        else:
+            how = (
+                f"{', from the agent cache' if got.cached else ', downloaded'}; the job reads it "
+                f"at {target} (${env})"
+            )
         await ctx.emit(
             f"artifacts: {_shown(ref)} is {version.ref} ({version.digest}, {version.size} bytes)"
-            f"{', from the agent cache' if cached else ', downloaded'}; the job reads it at "
-            f"{target} (${refs.input_env(ref)})"
+            + how
         )
-        entries.append({**_pin(ref, store, version), "path": target})
+        entries.append({**_pin(ref, got.store, version), "path": target})
 
 
 async def upload_outputs(

@@ -479,7 +479,10 @@ class JobPipeline:
                 if job.requirements is not None and (root := code_root(job, ctx)).is_dir():
                     gitcode.write_requirements(root, job.requirements)
                 await self._warn_unpinned_requirements(job, ctx)
-            await mount_inputs(job, ctx, services.registry, cache, self._recorder.artifact_inputs)
+            schemes = services.registry.runner(job.resource).artifact_uri_schemes
+            await mount_inputs(
+                job, ctx, services.registry, cache, self._recorder.artifact_inputs, schemes
+            )
         except ArtifactFailure as exc:
             raise StageFailure("artifacts", self._scrub(str(exc))) from None
         except Exception as exc:

@@ -103,8 +103,9 @@ class Image:
 class Mount:
     """One path the workload reads that the agent put on its host (see ``JobContext.mounts``)."""
 
-    source: Path
-    """On the agent host: a file or directory, complete before the workload starts."""
+    source: Path | None
+    """On the agent host: a file or directory, complete before the workload starts; None
+    when the agent did not download it because the runner reads :attr:`uri` itself."""
     target: str
     """Where the job sees it: an absolute path inside a container, or for a runner
     without one (local-process) a name relative to the run directory."""
@@ -112,6 +113,10 @@ class Mount:
     """An environment variable the job reads the final path from (set by the runner,
     since only the runner knows where it put the files)."""
     read_only: bool = True
+    uri: str | None = None
+    """Where the store keeps this version's files (``s3://bucket/prefix/name/versions/v3/``),
+    given only to a runner whose :attr:`Runner.artifact_uri_schemes` has its scheme: that
+    runner reads it there (SageMaker: an S3 input channel) and ``source`` is None."""
 
 
 @dataclass
@@ -380,6 +385,11 @@ class Runner(Plugin):
     """Registry key: what a queue's ``resource:`` names."""
     needs_image: ClassVar[bool] = True
     """False for a runner that starts a process without an image (``local-process``)."""
+    artifact_uri_schemes: ClassVar[tuple[str, ...]] = ()
+    """URI schemes of stores this runner's workloads read input artifacts from themselves
+    (``("s3",)`` for SageMaker's input channels). For an input whose store names the
+    version's files by such a URI (:meth:`ArtifactStore.version_uri`), the agent pins the
+    version and does not download it: its ``Mount`` has ``uri`` and no ``source``."""
     resource_args_model: ClassVar[type[BaseModel] | None] = None
     """Validates ``resource_args.<name>``: the server checks it when a job is submitted, the
     agent again before launch, so a bad field fails with its path and a "did you mean" hint
@@ -623,3 +633,9 @@ class ArtifactStore(Plugin):
         ``latest`` and ``aliases`` move to it. Content equal to an existing
         version's gives that version back (its aliases move) instead of a copy.
         """
+
+    def version_uri(self, version: ArtifactVersion) -> str | None:
+        """Where a runner can read the version's files itself (``s3://.../versions/v3/``), or
+        None (the default: only :meth:`download` gets them). Versions never change, so a
+        workload reading there reads the pinned bytes."""
+        return None

@@ -94,8 +94,8 @@ def refuse_mounts(mounts: Sequence[Mount], runner: str) -> None:
         targets = ", ".join(mount.target for mount in mounts)
         raise PluginError(
             f"input artifacts are not supported by runner '{runner}' yet (the job would "
-            f"read {targets}); run the job on a docker or local-process queue, or give it "
-            "the data another way"
+            f"read {targets}); run the job on a docker or local-process queue (sagemaker: "
+            "with an s3 artifact store), or give it the data another way"
         )
 
 

@@ -122,6 +122,11 @@ class S3ArtifactStore(layout.BlockingArtifactStore):
     def _place(self, name: str) -> str:
         return self._where(name)
 
+    def version_uri(self, version: ArtifactVersion) -> str:
+        """``s3://<bucket>/<prefix>/<name>/versions/<v>/``: the version's files, which a
+        SageMaker input channel reads directly (the manifest sits beside, as ``<v>.json``)."""
+        return self._where(version.name, "versions", version.version) + "/"
+
     def _fetch(self, version: ArtifactVersion, entry: layout.FileEntry, target: Path) -> None:
         key = self._key(version.name, "versions", version.version, entry.path)
         s3.download_file(self._s3(), self.settings.bucket, key, target)

@@ -185,6 +185,8 @@ class SageMakerRunner(Runner):
     needs_image: ClassVar[bool] = False
     """The image may also come from ``AlgorithmSpecification.TrainingImage``; submit checks."""
     resource_args_model: ClassVar[type[BaseModel] | None] = rq.SageMakerArgs
+    artifact_uri_schemes: ClassVar[tuple[str, ...]] = ("s3",)
+    """An ``s3`` store's input versions become input channels: the agent does not download them."""
 
     def __init__(self, options: BaseModel | None = None) -> None:
         super().__init__(options)
@@ -282,7 +284,9 @@ class SageMakerRunner(Runner):
         }
 
     async def submit(self, job: ResolvedJob, image: Image | None, ctx: JobContext) -> SageMakerRun:
-        refuse_mounts(ctx.mounts, self.name)  # s3:// inputs are channels; store ones not yet
+        # Inputs in an s3 store are channels (Mount.uri); a download on the agent host is
+        # nothing a training instance can read.
+        refuse_mounts([mount for mount in ctx.mounts if mount.uri is None], self.name)
         try:
             args = sagemaker_args(job)
         except ConfigError as exc:
@@ -307,6 +311,7 @@ class SageMakerRunner(Runner):
             name=name,
             labels=run_labels(ctx),
             env=env,
+            mounts=ctx.mounts,
         )
         errors = rq.request_errors(request)
         if errors is not None:

@@ -45,7 +45,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from launchplane.core.errors import ConfigError, FieldError, join_path, suggest
-from launchplane.core.interfaces import ADMIN_ONLY, SecretRefError, parse_ref
+from launchplane.core.interfaces import ADMIN_ONLY, Mount, SecretRefError, parse_ref
 from launchplane.core.launch import entry_argv
 from launchplane.core.spec import ResolvedJob
 
@@ -436,19 +436,21 @@ def container_command(job: ResolvedJob) -> tuple[list[str] | None, list[str] | N
     return entry_argv(job.entry_point), args
 
 
-def input_channels(job: ResolvedJob) -> list[dict[str, Any]]:
-    """One ``InputDataConfig`` channel per ``s3://`` input artifact (others are not SageMaker's).
+def input_channels(
+    job: ResolvedJob, mounts: Sequence[Mount] = ()
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """One ``InputDataConfig`` channel per ``s3://`` input artifact and per store input the
+    agent left in S3 (a ``Mount`` with a ``uri``); and the variables naming the latter's
+    folders (``LAUNCHPLANE_ARTIFACT_<NAME>`` -> ``/opt/ml/input/data/<channel>``).
 
-    The channel is the artifact's ``slot``, else the last part of its S3 prefix;
-    SageMaker mounts it at ``/opt/ml/input/data/<channel>``.
+    A channel is the artifact's ``slot``, else the last part of its S3 prefix (a
+    store input: of its target); SageMaker mounts it at ``/opt/ml/input/data/<channel>``.
     """
     channels: list[dict[str, Any]] = []
+    env: dict[str, str] = {}
     seen: set[str] = set()
-    for artifact in job.input_artifacts:
-        uri = artifact.name
-        if not uri.startswith("s3://"):
-            continue
-        base = artifact.slot or uri.rstrip("/").rsplit("/", 1)[-1]
+
+    def add(uri: str, base: str) -> str:
         name = _CHANNEL_BAD.sub("-", base).strip("-")[:60] or "input"
         channel, number = name, 2
         while channel in seen:
@@ -466,7 +468,18 @@ def input_channels(job: ResolvedJob) -> list[dict[str, Any]]:
                 },
             }
         )
-    return channels
+        return channel
+
+    for artifact in job.input_artifacts:
+        uri = artifact.name
+        if uri.startswith("s3://"):
+            add(uri, artifact.slot or uri.rstrip("/").rsplit("/", 1)[-1])
+    for mount in mounts:
+        if mount.uri is not None and mount.uri.startswith("s3://"):
+            channel = add(mount.uri, mount.target.rstrip("/").rsplit("/", 1)[-1])
+            if mount.env:
+                env[mount.env] = f"{INPUT_DIR}/{channel}"
+    return channels, env
 
 
 def secret_references(
@@ -532,6 +545,7 @@ def build_request(
     name: str,
     labels: Mapping[str, str],
     env: Mapping[str, str],
+    mounts: Sequence[Mount] = (),
 ) -> dict[str, Any]:
     """The final ``CreateTrainingJob`` request (not yet checked: see :func:`check_request`).
 
@@ -557,10 +571,10 @@ def build_request(
             **{k: hyperparameter_text(v) for k, v in job.hyperparameters.items()},
             **(request.get("HyperParameters") or {}),
         }
-    environment = {**env, **(request.get("Environment") or {})}
+    channels, channel_env = input_channels(job, mounts)
+    environment = {**env, **channel_env, **(request.get("Environment") or {})}
     if environment:
         request["Environment"] = environment
-    channels = input_channels(job)
     if channels:
         request["InputDataConfig"] = [*(request.get("InputDataConfig") or []), *channels]
     resources = request.get("ResourceConfig")
