@@ -432,9 +432,7 @@ class JobPipeline:
                 raise StageFailure("prepare", f"{exc} ({exc.hint})") from None
             ctx.code_dir, ctx.git_commit = checkout.path, checkout.commit
             self._recorder.commit, self._recorder.dirty = checkout.commit, checkout.patched
-            if job.requirements is not None and (root := code_root(job, ctx)).is_dir():
-                gitcode.write_requirements(root, job.requirements)
-            await self._warn_unpinned_requirements(job, ctx)
+            await self._code_fetched(job, ctx)
         elif job.workdir:
             await self._inspect_workdir(job.workdir)
         ctx.env = self._environment(job, secrets, output_dir)
@@ -457,13 +455,19 @@ class JobPipeline:
         self._recorder.secret_names = sorted(resolved_secrets.names)
         return ctx
 
-    async def _warn_unpinned_requirements(self, job: ResolvedJob, ctx: JobContext) -> None:
-        """The checked-out code's ``requirements.txt`` lines not pinned by ``==``, as warnings
-        in the job's log: the server cannot see the checkout, so it warned of the rest."""
+    async def _code_fetched(self, job: ResolvedJob, ctx: JobContext) -> None:
+        """Once the agent has put the job's code in ``ctx.code_dir`` (git, a code artifact):
+        the job's pinned ``requirements`` written into it, and its own ``requirements.txt``
+        lines not pinned by ``==`` warned of in the job's log (the server, which warned of
+        the rest at submit, cannot see the code)."""
         with contextlib.suppress(PluginError):
-            if (root := code_root(job, ctx)) is not None:
-                for item in pins.requirements_file_unpinned(root):
-                    await self._log_line(f"warning: {item.path}: {item.message}")
+            root = code_root(job, ctx)
+            if root is None or not root.is_dir():
+                return
+            if job.requirements is not None:
+                gitcode.write_requirements(root, job.requirements)
+            for item in pins.requirements_file_unpinned(root):
+                await self._log_line(f"warning: {item.path}: {item.message}")
 
     async def _inputs(self, job: ResolvedJob, ctx: JobContext) -> None:
         """The ``artifacts`` stage before the build: inputs pinned, fetched, in ``ctx.mounts``."""
@@ -476,9 +480,7 @@ class JobPipeline:
             code = await fetch_code(job, ctx, services.registry, cache, self.run_dir / "code")
             if code is not None:
                 self._recorder.artifact_code = code
-                if job.requirements is not None and (root := code_root(job, ctx)).is_dir():
-                    gitcode.write_requirements(root, job.requirements)
-                await self._warn_unpinned_requirements(job, ctx)
+                await self._code_fetched(job, ctx)
             schemes = services.registry.runner(job.resource).artifact_uri_schemes
             await mount_inputs(
                 job, ctx, services.registry, cache, self._recorder.artifact_inputs, schemes
