@@ -69,6 +69,7 @@ from launchplane.agent.environment import (
     launched_job,
     with_built_image,
 )
+from launchplane.agent.leftovers import ship_leftovers
 from launchplane.agent.outbox import LeaseOutbox
 from launchplane.agent.records import RunRecorder, workload_facts
 from launchplane.agent.rundir import (
@@ -235,6 +236,8 @@ class JobPipeline:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._outbox.run)
             try:
+                if adopted is None:  # the previous attempt's output its agent had not sent
+                    await ship_leftovers(self.lease, self.services, self._outbox)
                 outcome = await self._execute(adopted)
             except Exception as exc:  # a bug, not the job's fault: still report it
                 log.exception("job %s: agent error in stage %s", self.job_id, self._stage)

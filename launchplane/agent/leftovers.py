@@ -1,0 +1,173 @@
+"""What a lost agent had not shipped of a job's output, shipped by the agent of its next attempt.
+
+A runner that keeps its workload's output in the run directory
+(:data:`~launchplane.core.output.OUTPUT_FILE`: the local-process runner) leaves
+every line the job wrote on disk when its agent dies (SIGKILL, OOM, a host
+reboot), including the lines the agent had read but not sent yet and those it
+never read. The job dies with its agent, its lease expires and the job is
+queued again; when an agent with the same work directory claims the next
+attempt, :func:`ship_leftovers` (called first thing by the pipeline) sends the
+previous attempt's remaining lines under the new lease, before anything of the
+new attempt, so the job's log holds every line the previous attempt wrote,
+once, in order, ahead of the new attempt's own.
+
+Which lines the server has
+    The previous agent noted, before sending each batch with output in it,
+    where that batch stood (:data:`~launchplane.agent.rundir.PROGRESS_FILE`:
+    the output lines before it, its first seq, its line count, its output
+    lines). Only one batch is in flight at a time and a batch is stored whole
+    or not at all, so the job's log count in the new lease (``log_count``:
+    nothing is stored between the two leases) says whether that last batch
+    was stored: it was if the log reaches its last seq. The lines after it
+    are the leftovers. No progress file means no output was sent.
+
+Only the directly previous attempt is looked at: its lines directly follow
+what the log holds. The leftovers are masked with the job's secrets (resolved
+again for that; if they cannot be, nothing is shipped, rather than lines that
+could hold an unmasked secret), through a redaction window as the pump's. An
+output file that is not a regular file of the agent's own with one link (a
+job may replace names in its run directory) is not read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+
+from launchplane.agent.rundir import PROGRESS_FILE, run_id
+from launchplane.agent.secrets import resolve_secrets
+from launchplane.core.interfaces import PluginError
+from launchplane.core.lease import Lease
+from launchplane.core.output import OUTPUT_FILE, LineSplitter
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from launchplane.agent.outbox import LeaseOutbox
+    from launchplane.agent.pipeline import AgentServices
+
+log = logging.getLogger("launchplane.agent")
+
+READ_BYTES = 1 << 20
+"""Bytes of the output file read at a time (in a worker thread)."""
+MAX_PROGRESS_BYTES = 4096
+"""A progress file larger than this is not the agent's: it is ignored."""
+
+
+def stored_output(run_dir: Path, log_count: int) -> int:
+    """How many of the run's output lines the job's log holds, its count being ``log_count``."""
+    try:
+        with open(run_dir / PROGRESS_FILE, "rb") as file:
+            note = json.loads(file.read(MAX_PROGRESS_BYTES))
+        position, first_seq = int(note["position"]), int(note["first_seq"])
+        lines, output = int(note["lines"]), int(note["output"])
+    except FileNotFoundError:
+        return 0  # no batch with output was ever sent
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable (%s); shipping the whole output", run_dir / PROGRESS_FILE, exc)
+        return 0
+    stored = log_count >= first_seq + lines - 1
+    return max(0, position + output if stored else position)
+
+
+def open_output(run_dir: Path) -> int | None:
+    """A read-only descriptor of the run's output file, if it is one the agent can trust."""
+    try:
+        fd = os.open(run_dir / OUTPUT_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
+        log.warning("%s is not the agent's own file; not shipping it", run_dir / OUTPUT_FILE)
+        os.close(fd)
+        return None
+    return fd
+
+
+async def ship_leftovers(lease: Lease, services: AgentServices, outbox: LeaseOutbox) -> int:
+    """Queue the previous attempt's output lines the log lacks, ahead of everything else.
+
+    Returns how many were queued. Call before anything else is queued in ``outbox``.
+    """
+    if lease.attempt < 2:
+        return 0
+    previous = services.work_dir / run_id(lease.job_id, lease.attempt - 1)
+    fd = open_output(previous)
+    if fd is None:
+        return 0
+    try:
+        skip = stored_output(previous, lease.log_count)
+        return await _ship(fd, skip, lease, services, outbox)
+    except OSError as exc:
+        log.warning("job %s: could not read %s: %s", lease.job_id, previous / OUTPUT_FILE, exc)
+        return 0
+    finally:
+        os.close(fd)
+
+
+async def _ship(
+    fd: int, skip: int, lease: Lease, services: AgentServices, outbox: LeaseOutbox
+) -> int:
+    """The output lines of ``fd`` after the first ``skip``, masked, into ``outbox``."""
+    window = None
+    splitter = LineSplitter()
+    shipped = 0
+    offset = 0
+    while True:
+        chunk = await anyio.to_thread.run_sync(os.pread, fd, READ_BYTES, offset)
+        offset += len(chunk)
+        lines = splitter.feed(chunk) if chunk else splitter.flush()
+        if skip >= len(lines):
+            skip -= len(lines)
+        else:
+            if window is None:
+                if not await _mask_secrets(lease, services):
+                    return 0
+                # The new run directory now, so that many leftovers can wait on disk
+                # (the outbox's spill file) rather than in memory.
+                run_dir = services.work_dir / run_id(lease.job_id, lease.attempt)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                window = services.redactor.window(outbox.line)
+            for line in lines[skip:]:
+                window.feed(line)
+            shipped += len(lines) - skip
+            skip = 0
+        if not chunk:
+            break
+    if window is not None:
+        window.close()
+        log.info(
+            "job %s: shipping %d output lines of attempt %d that its agent had not",
+            lease.job_id,
+            shipped,
+            lease.attempt - 1,
+        )
+    return shipped
+
+
+async def _mask_secrets(lease: Lease, services: AgentServices) -> bool:
+    """Register the job's secrets with the redactor; False (said in the log) if they fail."""
+    job = lease.resolved
+    try:
+        await resolve_secrets(
+            job.secrets,
+            services.registry,
+            services.redactor,
+            options=job.secret_providers,
+            runner=job.resource,
+        )
+    except PluginError as exc:
+        log.warning(
+            "job %s: the output attempt %d's agent had not shipped stays in its run directory "
+            "(not shipped): the job's secrets did not resolve to mask it (%s)",
+            lease.job_id,
+            lease.attempt - 1,
+            services.redactor.scrub(str(exc)),
+        )
+        return False
+    return True

@@ -1,0 +1,103 @@
+"""An agent SIGKILLed mid-job loses no output line: the next attempt's agent ships them.
+
+Real ``launch-agent`` processes, real SIGKILL, the local-process runner in its
+sandbox. Attempt 1 prints numbered lines as fast as a shell can, notes in its
+output directory that it has, and sleeps; the test kills its agent the moment
+the note appears (the agent is then still gathering the lines into a batch:
+before the output went to a file, those lines died with it). The same agent,
+started again with the same work directory, runs attempt 2, and the job's log
+holds every line attempt 1 wrote exactly once, in order, then attempt 2's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from chaoskit import (
+    agent_process,
+    agent_token,
+    eventually,
+    log_lines,
+    wait_for_line,
+    wait_for_state,
+)
+
+from launchplane.agent.leftovers import open_output, stored_output
+from launchplane.agent.rundir import PROGRESS_FILE
+from launchplane.core.client import LaunchplaneClient
+from launchplane.core.output import OUTPUT_FILE
+from launchplane.server.embedded import EmbeddedServer
+
+pytestmark = pytest.mark.anyio
+
+QUEUE = "leftovers"
+LINES = 150
+"""Under the outbox's 200-line batch: the agent gathers them for 100 ms before sending."""
+
+
+async def test_lines_in_flight_when_the_agent_is_killed_are_shipped_by_the_next_attempt(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    await server.ensure_queue(QUEUE, {"resource": "local-process", "lease_ttl_seconds": 30})
+    token = await agent_token(client, [QUEUE])
+    script = (
+        'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then echo first; sleep 0.5; i=1; '
+        f'while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done; '
+        'touch "$LAUNCHPLANE_OUTPUT_DIR/written"; exec sleep 600; fi; echo "attempt 2 done"'
+    )
+    work = tmp_path / "work"
+    options = {"agent_id": "box", "queues": [QUEUE]}
+    async with agent_process(server.url, token, work, **options, log_name="first.log") as first:
+        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
+        await wait_for_line(client, job["id"], lambda text: text == "first")
+        written = work / f"{job['id']}-1" / "output" / "written"
+
+        async def note_is_there() -> bool:
+            return written.exists()
+
+        await eventually(note_is_there, 20, "attempt 1 to print its lines", every=0.002)
+        await first.kill()
+    stored_at_kill = await log_lines(client, job["id"])
+
+    async with agent_process(server.url, token, work, **options, log_name="second.log"):
+        done = await wait_for_state(client, job["id"])
+
+    assert (done["state"], done["attempt"]) == ("succeeded", 2)
+    lines = await log_lines(client, job["id"])
+    expected = ["first", *(f"line {n}" for n in range(1, LINES + 1))]
+    print(f"\nstored when the agent was killed: {len(stored_at_kill)} of {len(expected)} lines")
+    assert lines[: len(expected)] == expected, "every line of attempt 1, once, in order"
+    assert lines[len(expected) :] == ["attempt 2 done"]
+
+
+def progress(run_dir: Path, position: int, first_seq: int, lines: int, output: int) -> None:
+    note = {"position": position, "first_seq": first_seq, "lines": lines, "output": output}
+    (run_dir / PROGRESS_FILE).write_text(json.dumps(note))
+
+
+def test_the_log_count_says_whether_the_batch_in_flight_was_stored(tmp_path: Path) -> None:
+    """The batch noted last: output lines 10-14 (5 of its 6 lines), seqs 21-26."""
+    assert stored_output(tmp_path, 20) == 0, "nothing sent: everything is left over"
+    progress(tmp_path, position=10, first_seq=21, lines=6, output=5)
+    assert stored_output(tmp_path, 20) == 10, "not stored: it is left over"
+    assert stored_output(tmp_path, 26) == 15, "stored (its answer lost): not sent again"
+
+
+def test_an_output_file_a_job_replaced_is_not_read(tmp_path: Path) -> None:
+    """A job writes in its run directory: a link there must not make the agent ship what
+    the link points at (the agent's token) as the job's log."""
+    secret = tmp_path / "agent-token"
+    secret.write_text("token\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / OUTPUT_FILE).symlink_to(secret)
+    assert open_output(run_dir) is None
+    (run_dir / OUTPUT_FILE).unlink()
+    os.link(secret, run_dir / OUTPUT_FILE)  # a second name for the agent's file
+    assert open_output(run_dir) is None
+    (run_dir / OUTPUT_FILE).unlink()
+    os.mkfifo(run_dir / OUTPUT_FILE)  # would block a reader for ever
+    assert open_output(run_dir) is None
