@@ -7,6 +7,11 @@ the note appears (the agent is then still gathering the lines into a batch:
 before the output went to a file, those lines died with it). The same agent,
 started again with the same work directory, runs attempt 2, and the job's log
 holds every line attempt 1 wrote exactly once, in order, then attempt 2's.
+
+A Docker run needs none of this: its container outlives the agent, whose
+successor re-adopts it (the same attempt) and reads its log again from the
+start, skipping the lines the server has (``logged-lines``); the last test
+checks that for lines the killed agent had read but not sent.
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import json
 import os
 from pathlib import Path
 
+import anyio
 import pytest
 from chaoskit import (
+    DOCKER_BASE_IMAGE,
     agent_process,
     agent_token,
     eventually,
     log_lines,
+    require_docker,
     wait_for_line,
     wait_for_state,
 )
@@ -101,3 +109,41 @@ def test_an_output_file_a_job_replaced_is_not_read(tmp_path: Path) -> None:
     (run_dir / OUTPUT_FILE).unlink()
     os.mkfifo(run_dir / OUTPUT_FILE)  # would block a reader for ever
     assert open_output(run_dir) is None
+
+
+@pytest.mark.docker
+async def test_a_readopted_container_ships_what_its_killed_agent_had_not(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    engine = require_docker()
+    queue = "leftovers-docker"
+    await server.ensure_queue(queue, {"resource": "docker", "lease_ttl_seconds": 30})
+    token = await agent_token(client, [queue])
+    script = (
+        "echo first; sleep 1; i=1; "
+        f'while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done; sleep 3; echo done'
+    )
+    job_spec = {"docker": {"image": DOCKER_BASE_IMAGE}, "command": ["sh", "-c", script]}
+    work = tmp_path / "work"
+    options = {"agent_id": "docker-box", "queues": [queue]}
+    async with agent_process(server.url, token, work, **options, log_name="first.log") as first:
+        job = await client.submit_job(queue, job_spec)
+        await wait_for_line(client, job["id"], lambda text: text == "first", timeout=60)
+        container = engine.containers.get(f"lp-{job['id']}-1")
+
+        async def all_written() -> bool:
+            logs = await anyio.to_thread.run_sync(container.logs)
+            return f"line {LINES}".encode() in logs
+
+        await eventually(all_written, 20, "the container to print its lines", every=0.005)
+        await first.kill()
+    stored_at_kill = await log_lines(client, job["id"])
+
+    async with agent_process(server.url, token, work, **options, log_name="second.log"):
+        done = await wait_for_state(client, job["id"], timeout=60)
+
+    assert (done["state"], done["attempt"]) == ("succeeded", 1), "re-adopted, not run again"
+    print(f"\nstored when the agent was killed: {len(stored_at_kill)} of {LINES + 2} lines")
+    expected = ["first", *(f"line {n}" for n in range(1, LINES + 1)), "done"]
+    own = [line for line in await log_lines(client, job["id"]) if line in expected]
+    assert own == expected, "every line of the job once, in order (among the agent's own)"
