@@ -21,6 +21,13 @@ Which lines the server has
     was stored: it was if the log reaches its last seq. The lines after it
     are the leftovers. No progress file means no output was sent.
 
+The same note makes re-adoption exact: an agent that re-adopts a run (a
+container outlives its agent; the same attempt, the same lease) reads its
+output again from the start and skips the lines ``logged-lines`` counts,
+which the killed agent wrote only after the server's answer, so a batch in
+flight at the kill was sent twice. :func:`ship_leftovers` sets that count
+from the note first.
+
 Only the directly previous attempt is looked at: its lines directly follow
 what the log holds. The leftovers are masked with the job's secrets (resolved
 again for that; if they cannot be, nothing is shipped, rather than lines that
@@ -39,7 +46,7 @@ from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from launchplane.agent.rundir import PROGRESS_FILE, run_id
+from launchplane.agent.rundir import LOGGED_FILE, PROGRESS_FILE, replace_file, run_id
 from launchplane.agent.secrets import resolve_secrets
 from launchplane.core.interfaces import PluginError
 from launchplane.core.lease import Lease
@@ -75,6 +82,16 @@ def stored_output(run_dir: Path, log_count: int) -> int:
     return max(0, position + output if stored else position)
 
 
+def note_stored_output(run_dir: Path, log_count: int) -> None:
+    """Set ``logged-lines`` to what :func:`stored_output` says, when the run has a progress note."""
+    if not (run_dir / PROGRESS_FILE).is_file():
+        return  # no output sent, or an agent that kept no notes: logged-lines stands
+    try:
+        replace_file(run_dir / LOGGED_FILE, f"{stored_output(run_dir, log_count)}\n")
+    except OSError as exc:
+        log.warning("%s: could not correct it: %s", run_dir / LOGGED_FILE, exc)
+
+
 def open_output(run_dir: Path) -> int | None:
     """A read-only descriptor of the run's output file, if it is one the agent can trust."""
     try:
@@ -89,11 +106,18 @@ def open_output(run_dir: Path) -> int | None:
     return fd
 
 
-async def ship_leftovers(lease: Lease, services: AgentServices, outbox: LeaseOutbox) -> int:
+async def ship_leftovers(
+    lease: Lease, services: AgentServices, outbox: LeaseOutbox, *, adopted: bool = False
+) -> int:
     """Queue the previous attempt's output lines the log lacks, ahead of everything else.
 
     Returns how many were queued. Call before anything else is queued in ``outbox``.
+    ``adopted``: the lease's run is re-adopted; nothing is queued, its
+    ``logged-lines`` is made exact instead (see the module).
     """
+    if adopted:
+        note_stored_output(services.work_dir / run_id(lease.job_id, lease.attempt), lease.log_count)
+        return 0
     if lease.attempt < 2:
         return 0
     previous = services.work_dir / run_id(lease.job_id, lease.attempt - 1)

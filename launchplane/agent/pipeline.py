@@ -236,8 +236,10 @@ class JobPipeline:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._outbox.run)
             try:
-                if adopted is None:  # the previous attempt's output its agent had not sent
-                    await ship_leftovers(self.lease, self.services, self._outbox)
+                # What the log lacks of earlier output: a killed agent's unsent lines.
+                await ship_leftovers(
+                    self.lease, self.services, self._outbox, adopted=adopted is not None
+                )
                 outcome = await self._execute(adopted)
             except Exception as exc:  # a bug, not the job's fault: still report it
                 log.exception("job %s: agent error in stage %s", self.job_id, self._stage)
