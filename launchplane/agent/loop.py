@@ -40,12 +40,10 @@ Restart
     ``<run dir>/launch.json``); otherwise - the
     local-process runner: a child process cannot be handed to a new parent -
     the lease is released at once, so the job is re-queued now
-    rather than when the lease expires. Caveat of the local runner: a job of a
-    killed agent (SIGKILL, OOM) is not killed with it (it has its own session,
-    which is what shields it from a Ctrl-C aimed at the agent); it loses its
-    output pipe and dies at its next write (SIGPIPE / BrokenPipeError), but a
-    silent job can run on and overlap the re-queued attempt. Stop agents with
-    SIGTERM, which never leaves a job behind.
+    rather than when the lease expires. A local job died with its killed agent
+    (SIGKILL, OOM: a parent-death signal), and its output is in its run
+    directory: the agent that claims its next attempt with this work directory
+    ships the lines the killed agent had not (:mod:`.leftovers`).
 
 Fencing
     A lease call answered 409 (or a heartbeat that lists the lease as
