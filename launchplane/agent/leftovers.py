@@ -11,6 +11,12 @@ previous attempt's remaining lines under the new lease, before anything of the
 new attempt, so the job's log holds every line the previous attempt wrote,
 once, in order, ahead of the new attempt's own.
 
+An agent restarted within the lease TTL (same id, same work directory) is
+handed back the lease it held: a run it cannot re-adopt is released, and
+:func:`ship_then_release` first sends what the log lacks of that run's output
+under that lease, so the lines are stored even when the next attempt runs on
+another host.
+
 Which lines the server has
     The previous agent noted, before sending each batch with output in it,
     where that batch stood (:data:`~launchplane.agent.rundir.PROGRESS_FILE`:
@@ -42,11 +48,13 @@ import json
 import logging
 import os
 import stat
+from functools import partial
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from launchplane.agent.rundir import LOGGED_FILE, PROGRESS_FILE, replace_file, run_id
+from launchplane.agent.outbox import LeaseOutbox
+from launchplane.agent.rundir import LOGGED_FILE, PROGRESS_FILE, SPILL_FILE, replace_file, run_id
 from launchplane.agent.secrets import resolve_secrets
 from launchplane.core.interfaces import PluginError
 from launchplane.core.lease import Lease
@@ -55,7 +63,6 @@ from launchplane.core.output import OUTPUT_FILE, LineSplitter
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from launchplane.agent.outbox import LeaseOutbox
     from launchplane.agent.pipeline import AgentServices
 
 log = logging.getLogger("launchplane.agent")
@@ -121,21 +128,53 @@ async def ship_leftovers(
     if lease.attempt < 2:
         return 0
     previous = services.work_dir / run_id(lease.job_id, lease.attempt - 1)
-    fd = open_output(previous)
+    return await _ship_run(previous, lease, services, outbox, own=False)
+
+
+async def ship_then_release(lease: Lease, services: AgentServices, reason: str) -> int:
+    """Send what the log lacks of this lease's own run's output, then release the lease.
+
+    For a lease handed back to a restarted agent whose run cannot be re-adopted.
+    The lines count as the run's output (its progress note moves on), so the
+    agent of the next attempt does not ship them again. Returns how many were sent.
+    """
+    run_dir = services.work_dir / run_id(lease.job_id, lease.attempt)
+    outbox = LeaseOutbox(
+        services.client,
+        lease.lease_id,
+        lease.job_id,
+        on_stale=lambda: None,
+        give_up_after=lease.lease_ttl_seconds,
+        first_seq=lease.log_count + 1,
+        spill_path=run_dir / SPILL_FILE if run_dir.is_dir() else None,
+    )
+    shipped = await _ship_run(run_dir, lease, services, outbox, own=True)
+    outbox.finish("release", partial(services.client.release, lease.lease_id, reason))
+    await outbox.run()
+    return shipped
+
+
+async def _ship_run(
+    run_dir: Path, lease: Lease, services: AgentServices, outbox: LeaseOutbox, *, own: bool
+) -> int:
+    """Queue ``run_dir``'s output lines the log lacks (``own``: as the lease's own output)."""
+    fd = open_output(run_dir)
     if fd is None:
         return 0
     try:
-        skip = stored_output(previous, lease.log_count)
-        return await _ship(fd, skip, lease, services, outbox)
+        skip = stored_output(run_dir, lease.log_count)
+        if own:
+            outbox.output_logged = skip
+        return await _ship(fd, skip, lease, services, outbox, own=own)
     except OSError as exc:
-        log.warning("job %s: could not read %s: %s", lease.job_id, previous / OUTPUT_FILE, exc)
+        log.warning("job %s: could not read %s: %s", lease.job_id, run_dir / OUTPUT_FILE, exc)
         return 0
     finally:
         os.close(fd)
 
 
 async def _ship(
-    fd: int, skip: int, lease: Lease, services: AgentServices, outbox: LeaseOutbox
+    fd: int, skip: int, lease: Lease, services: AgentServices, outbox: LeaseOutbox, *, own: bool
 ) -> int:
     """The output lines of ``fd`` after the first ``skip``, masked, into ``outbox``."""
     window = None
@@ -156,7 +195,7 @@ async def _ship(
                 # (the outbox's spill file) rather than in memory.
                 run_dir = services.work_dir / run_id(lease.job_id, lease.attempt)
                 run_dir.mkdir(parents=True, exist_ok=True)
-                window = services.redactor.window(outbox.line)
+                window = services.redactor.window(partial(outbox.line, output=own))
             for line in lines[skip:]:
                 window.feed(line)
             shipped += len(lines) - skip
@@ -169,7 +208,7 @@ async def _ship(
             "job %s: shipping %d output lines of attempt %d that its agent had not",
             lease.job_id,
             shipped,
-            lease.attempt - 1,
+            lease.attempt if own else lease.attempt - 1,
         )
     return shipped
 
@@ -187,10 +226,9 @@ async def _mask_secrets(lease: Lease, services: AgentServices) -> bool:
         )
     except PluginError as exc:
         log.warning(
-            "job %s: the output attempt %d's agent had not shipped stays in its run directory "
+            "job %s: the output its killed agent had not shipped stays in its run directory "
             "(not shipped): the job's secrets did not resolve to mask it (%s)",
             lease.job_id,
-            lease.attempt - 1,
             services.redactor.scrub(str(exc)),
         )
         return False

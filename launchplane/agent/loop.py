@@ -43,7 +43,8 @@ Restart
     rather than when the lease expires. A local job died with its killed agent
     (SIGKILL, OOM: a parent-death signal), and its output is in its run
     directory: the agent that claims its next attempt with this work directory
-    ships the lines the killed agent had not (:mod:`.leftovers`).
+    ships the lines the killed agent had not (:mod:`.leftovers`); a restarted
+    agent sends them under the lease it is handed back before releasing it.
 
 Fencing
     A lease call answered 409 (or a heartbeat that lists the lease as
@@ -94,6 +95,7 @@ import anyio
 import anyio.abc
 
 from launchplane._version import __version__
+from launchplane.agent.leftovers import ship_then_release
 from launchplane.agent.outbox import backoff_delay, is_transient
 from launchplane.agent.pipeline import AgentServices, JobPipeline, Outcome, StopMode
 from launchplane.agent.rundir import run_id
@@ -420,10 +422,11 @@ class Agent:
             lease.job_id,
             runner_name,
         )
+        assert self._services is not None
+        reason = f"agent {self.agent_id} restarted and cannot re-adopt the run"
         with contextlib.suppress(StaleLease, ApiError):
-            await client.release(
-                lease.lease_id, f"agent {self.agent_id} restarted and cannot re-adopt the run"
-            )
+            # What the killed agent had not sent of the run's output goes first.
+            await ship_then_release(lease, self._services, reason)
 
     # -- claiming -----------------------------------------------------------------------
 

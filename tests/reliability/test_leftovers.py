@@ -1,12 +1,16 @@
 """An agent SIGKILLed mid-job loses no output line: the next attempt's agent ships them.
 
-Real ``launch-agent`` processes, real SIGKILL, the local-process runner in its
-sandbox. Attempt 1 prints numbered lines as fast as a shell can, notes in its
-output directory that it has, and sleeps; the test kills its agent the moment
-the note appears (the agent is then still gathering the lines into a batch:
-before the output went to a file, those lines died with it). The same agent,
-started again with the same work directory, runs attempt 2, and the job's log
-holds every line attempt 1 wrote exactly once, in order, then attempt 2's.
+Real ``launch-agent`` processes, real signals, the local-process runner in its
+sandbox. Attempt 1 prints a first line, then, once the test has frozen its
+agent (SIGSTOP: it can neither read nor send), numbered lines, notes in its
+output directory that it has, and sleeps; the test then kills the agent
+(SIGKILL). None of those lines reached the server: before the output went to
+a file, they died in the pipe to the agent. Then either the
+same agent is started again at once (it is handed back the lease, sends the
+lines under it and releases it), or, once the lease has expired, an agent
+with another id and the same work directory runs attempt 2 (it sends them
+first under its own lease); either way the job's log holds every line
+attempt 1 wrote exactly once, in order, then attempt 2's.
 
 A Docker run needs none of this: its container outlives the agent, whose
 successor re-adopts it (the same attempt) and reads its log again from the
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import anyio
@@ -43,16 +48,23 @@ pytestmark = pytest.mark.anyio
 
 QUEUE = "leftovers"
 LINES = 150
-"""Under the outbox's 200-line batch: the agent gathers them for 100 ms before sending."""
 
 
-async def test_lines_in_flight_when_the_agent_is_killed_are_shipped_by_the_next_attempt(
-    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+@pytest.mark.parametrize("successor", ["restarted agent", "next attempt's agent"])
+async def test_lines_in_flight_when_the_agent_is_killed_are_shipped_by_its_successor(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path, successor: str
 ) -> None:
-    await server.ensure_queue(QUEUE, {"resource": "local-process", "lease_ttl_seconds": 30})
+    restarted = successor == "restarted agent"
+    ttl = 30 if restarted else 3  # the restarted agent comes back long before it expires
+    gate = tmp_path / "gate"  # the sandboxed job sees it read-only
+    gate.mkdir()
+    local_args = {"local-process": {"read_only_paths": [str(gate)]}}
+    config = {"resource": "local-process", "lease_ttl_seconds": ttl, "resource_args": local_args}
+    await server.ensure_queue(QUEUE, config)
     token = await agent_token(client, [QUEUE])
     script = (
-        'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then echo first; sleep 0.5; i=1; '
+        'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then echo first; '
+        f"while [ ! -e {gate}/go ]; do sleep 0.01; done; i=1; "
         f'while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done; '
         'touch "$LAUNCHPLANE_OUTPUT_DIR/written"; exec sleep 600; fi; echo "attempt 2 done"'
     )
@@ -66,17 +78,21 @@ async def test_lines_in_flight_when_the_agent_is_killed_are_shipped_by_the_next_
         async def note_is_there() -> bool:
             return written.exists()
 
-        await eventually(note_is_there, 20, "attempt 1 to print its lines", every=0.002)
+        first.signal(signal.SIGSTOP)
+        (gate / "go").touch()
+        await eventually(note_is_there, 20, "attempt 1 to print its lines")
         await first.kill()
     stored_at_kill = await log_lines(client, job["id"])
+    assert stored_at_kill == ["first"], "the scenario: no numbered line reached the server"
 
-    async with agent_process(server.url, token, work, **options, log_name="second.log"):
-        done = await wait_for_state(client, job["id"])
-
+    if not restarted:
+        options["agent_id"] = "box-2"
+    async with agent_process(server.url, token, work, **options, log_name="second.log") as second:
+        done = await wait_for_state(client, job["id"], timeout=ttl + 20)
+    assert f"shipping {LINES} output lines of attempt 1" in second.log()
     assert (done["state"], done["attempt"]) == ("succeeded", 2)
     lines = await log_lines(client, job["id"])
     expected = ["first", *(f"line {n}" for n in range(1, LINES + 1))]
-    print(f"\nstored when the agent was killed: {len(stored_at_kill)} of {len(expected)} lines")
     assert lines[: len(expected)] == expected, "every line of attempt 1, once, in order"
     assert lines[len(expected) :] == ["attempt 2 done"]
 
@@ -129,21 +145,22 @@ async def test_a_readopted_container_ships_what_its_killed_agent_had_not(
     async with agent_process(server.url, token, work, **options, log_name="first.log") as first:
         job = await client.submit_job(queue, job_spec)
         await wait_for_line(client, job["id"], lambda text: text == "first", timeout=60)
+        first.signal(signal.SIGSTOP)  # the container prints its lines a second later
         container = engine.containers.get(f"lp-{job['id']}-1")
 
         async def all_written() -> bool:
             logs = await anyio.to_thread.run_sync(container.logs)
             return f"line {LINES}".encode() in logs
 
-        await eventually(all_written, 20, "the container to print its lines", every=0.005)
+        await eventually(all_written, 20, "the container to print its lines")
         await first.kill()
     stored_at_kill = await log_lines(client, job["id"])
+    assert "line 1" not in stored_at_kill, "the scenario: the lines came after the freeze"
 
     async with agent_process(server.url, token, work, **options, log_name="second.log"):
         done = await wait_for_state(client, job["id"], timeout=60)
 
     assert (done["state"], done["attempt"]) == ("succeeded", 1), "re-adopted, not run again"
-    print(f"\nstored when the agent was killed: {len(stored_at_kill)} of {LINES + 2} lines")
     expected = ["first", *(f"line {n}" for n in range(1, LINES + 1)), "done"]
     own = [line for line in await log_lines(client, job["id"]) if line in expected]
     assert own == expected, "every line of the job once, in order (among the agent's own)"
