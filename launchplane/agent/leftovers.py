@@ -75,16 +75,18 @@ MAX_PROGRESS_BYTES = 4096
 
 def stored_output(run_dir: Path, log_count: int) -> int:
     """How many of the run's output lines the job's log holds, its count being ``log_count``."""
+    fd = open_trusted(run_dir / PROGRESS_FILE)
+    if fd is None:
+        return 0  # no batch with output was ever sent (or not a note of the agent's)
     try:
-        with open(run_dir / PROGRESS_FILE, "rb") as file:
-            note = json.loads(file.read(MAX_PROGRESS_BYTES))
+        note = json.loads(os.pread(fd, MAX_PROGRESS_BYTES, 0))
         position, first_seq = int(note["position"]), int(note["first_seq"])
         lines, output = int(note["lines"]), int(note["output"])
-    except FileNotFoundError:
-        return 0  # no batch with output was ever sent
     except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("%s: unreadable (%s); shipping the whole output", run_dir / PROGRESS_FILE, exc)
         return 0
+    finally:
+        os.close(fd)
     stored = log_count >= first_seq + lines - 1
     return max(0, position + output if stored else position)
 
@@ -101,13 +103,19 @@ def note_stored_output(run_dir: Path, log_count: int) -> None:
 
 def open_output(run_dir: Path) -> int | None:
     """A read-only descriptor of the run's output file, if it is one the agent can trust."""
+    return open_trusted(run_dir / OUTPUT_FILE)
+
+
+def open_trusted(path: Path) -> int | None:
+    """A read-only descriptor of ``path`` if it is a regular file of the agent's own with one
+    link (not a link, FIFO or second name a job left in its run directory); else None."""
     try:
-        fd = os.open(run_dir / OUTPUT_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
     info = os.fstat(fd)
     if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
-        log.warning("%s is not the agent's own file; not shipping it", run_dir / OUTPUT_FILE)
+        log.warning("%s is not the agent's own file; not reading it", path)
         os.close(fd)
         return None
     return fd

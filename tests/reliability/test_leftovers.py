@@ -125,6 +125,8 @@ def test_an_output_file_a_job_replaced_is_not_read(tmp_path: Path) -> None:
     (run_dir / OUTPUT_FILE).unlink()
     os.mkfifo(run_dir / OUTPUT_FILE)  # would block a reader for ever
     assert open_output(run_dir) is None
+    os.mkfifo(run_dir / PROGRESS_FILE)
+    assert stored_output(run_dir, 100) == 0
 
 
 @pytest.mark.docker
