@@ -32,7 +32,12 @@ _IN_MODIFY = 0x00000002
 
 
 def _inotify(fd: int) -> int | None:
-    """An inotify descriptor (non-blocking) watching the file open as ``fd``; None if none."""
+    """An inotify descriptor (non-blocking) watching the file open as ``fd``; None if none.
+
+    None also under anyio before 4.7, which cannot wait on a plain descriptor.
+    """
+    if not hasattr(anyio, "wait_readable"):
+        return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         watcher = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
