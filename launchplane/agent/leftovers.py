@@ -25,7 +25,10 @@ Which lines the server has
     or not at all, so the job's log count in the new lease (``log_count``:
     nothing is stored between the two leases) says whether that last batch
     was stored: it was if the log reaches its last seq. The lines after it
-    are the leftovers. No progress file means no output was sent.
+    are the leftovers. No progress file means no output was sent. One case
+    errs, towards a repeat: after a batch the agent gave up on (the server
+    unreachable for its whole retry window) the seqs run ahead of the log,
+    and the noted batch, if stored, is taken for not stored and sent again.
 
 The same note makes re-adoption exact: an agent that re-adopts a run (a
 container outlives its agent; the same attempt, the same lease) reads its

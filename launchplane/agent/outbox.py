@@ -286,7 +286,9 @@ class LeaseOutbox:
     ``spill_limit`` bytes waiting). Without one, or then, lines beyond
     ``MAX_BUFFERED_LINES`` / ``MAX_BUFFERED_BYTES`` are dropped from the middle
     (see there): the log is its first lines, the spilled ones, a notice of the
-    gap, the newest lines. Transient errors
+    gap, the newest lines. Next to the spill file it keeps the progress note
+    (:data:`~launchplane.agent.rundir.PROGRESS_FILE`) of the last batch with
+    workload output, written before the batch is sent. Transient errors
     are retried with backoff for up to ``give_up_after`` seconds (by then the
     lease has expired and the server re-queues the job anyway). A fenced call
     (409, or 404: the server does not know the lease) drops everything queued
