@@ -156,7 +156,7 @@ def pid_gone(pid: int) -> bool:
     """True when the process no longer exists (a zombie waiting for its parent counts as gone)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # ESRCH: it is being reaped
         return True
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 

@@ -40,12 +40,11 @@ Restart
     ``<run dir>/launch.json``); otherwise - the
     local-process runner: a child process cannot be handed to a new parent -
     the lease is released at once, so the job is re-queued now
-    rather than when the lease expires. Caveat of the local runner: a job of a
-    killed agent (SIGKILL, OOM) is not killed with it (it has its own session,
-    which is what shields it from a Ctrl-C aimed at the agent); it loses its
-    output pipe and dies at its next write (SIGPIPE / BrokenPipeError), but a
-    silent job can run on and overlap the re-queued attempt. Stop agents with
-    SIGTERM, which never leaves a job behind.
+    rather than when the lease expires. A local job died with its killed agent
+    (SIGKILL, OOM: a parent-death signal), and its output is in its run
+    directory: the agent that claims its next attempt with this work directory
+    ships the lines the killed agent had not (:mod:`.leftovers`); a restarted
+    agent sends them under the lease it is handed back before releasing it.
 
 Fencing
     A lease call answered 409 (or a heartbeat that lists the lease as
@@ -96,6 +95,7 @@ import anyio
 import anyio.abc
 
 from launchplane._version import __version__
+from launchplane.agent.leftovers import ship_then_release
 from launchplane.agent.outbox import backoff_delay, is_transient
 from launchplane.agent.pipeline import AgentServices, JobPipeline, Outcome, StopMode
 from launchplane.agent.rundir import run_id
@@ -422,10 +422,11 @@ class Agent:
             lease.job_id,
             runner_name,
         )
+        assert self._services is not None
+        reason = f"agent {self.agent_id} restarted and cannot re-adopt the run"
         with contextlib.suppress(StaleLease, ApiError):
-            await client.release(
-                lease.lease_id, f"agent {self.agent_id} restarted and cannot re-adopt the run"
-            )
+            # What the killed agent had not sent of the run's output goes first.
+            await ship_then_release(lease, self._services, reason)
 
     # -- claiming -----------------------------------------------------------------------
 

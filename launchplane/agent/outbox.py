@@ -9,6 +9,12 @@ workload, and a job's first output line never waits behind its state events.
 A job that prints faster than the server stores its lines makes them wait on
 disk, in the run directory's spill file (:data:`~launchplane.agent.rundir.SPILL_FILE`),
 rather than in memory or not at all; they are sent from there in order.
+
+Before it sends a batch that holds workload output, the outbox notes in the run
+directory where that batch stands (:data:`~launchplane.agent.rundir.PROGRESS_FILE`):
+with the job's log count, the agent of the next attempt knows exactly which of
+the output lines the server has, the batch in flight at a crash included
+(:mod:`launchplane.agent.leftovers`).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from typing import Any, Literal
 
 import anyio
 
+from launchplane.agent.rundir import PROGRESS_FILE, replace_file
 from launchplane.core.client import (
     ApiError,
     LaunchplaneClient,
@@ -279,7 +286,9 @@ class LeaseOutbox:
     ``spill_limit`` bytes waiting). Without one, or then, lines beyond
     ``MAX_BUFFERED_LINES`` / ``MAX_BUFFERED_BYTES`` are dropped from the middle
     (see there): the log is its first lines, the spilled ones, a notice of the
-    gap, the newest lines. Transient errors
+    gap, the newest lines. Next to the spill file it keeps the progress note
+    (:data:`~launchplane.agent.rundir.PROGRESS_FILE`) of the last batch with
+    workload output, written before the batch is sent. Transient errors
     are retried with backoff for up to ``give_up_after`` seconds (by then the
     lease has expired and the server re-queues the job anyway). A fenced call
     (409, or 404: the server does not know the lease) drops everything queued
@@ -325,11 +334,24 @@ class LeaseOutbox:
         self._dropped = 0
         self._dropped_output = 0
         self._next_seq = first_seq
-        self.output_logged = 0
-        """Lines of the workload's output the server has stored, in order."""
+        self._output_logged = 0
+        self._position = 0
+        """Lines of the workload's output in the batches taken so far (stored or not)."""
+        self._progress_path = spill_path.with_name(PROGRESS_FILE) if spill_path else None
         self.stale = False
         self.live = False
         self.confirmed = anyio.Event()
+
+    @property
+    def output_logged(self) -> int:
+        """Lines of the workload's output the server has stored, in order."""
+        return self._output_logged
+
+    @output_logged.setter
+    def output_logged(self, count: int) -> None:
+        """Set before the first output line: the output lines an earlier agent sent
+        (re-adoption); the output this outbox sends is counted from there."""
+        self._output_logged = self._position = count
 
     def event(self, state: str) -> None:
         if not self.stale:
@@ -497,17 +519,33 @@ class LeaseOutbox:
             texts = [line.text for line in batch]
             self._last_flush = time.monotonic()
             first_seq = self._next_seq
+            output = sum(line.output for line in batch)
+            if output:
+                self._note_progress(first_seq, len(texts), output)
+                self._position += output
             # Past this batch whether it is stored or given up on: a later batch must
             # never be taken for a repeat of it.
             self._next_seq += len(texts)
             send = partial(self._client.append_logs, self._lease_id, texts, first_seq)
             outcome = await self._send("logs", send, splittable=True)
             if outcome == "too large":
+                self._position -= output
                 self._send_smaller(batch, size, first_seq)
             elif outcome == "accepted":
-                self.output_logged += sum(line.output for line in batch)
+                self._output_logged += output
                 if self._on_logged is not None:
-                    self._on_logged(self.output_logged)
+                    self._on_logged(self._output_logged)
+
+    def _note_progress(self, first_seq: int, lines: int, output: int) -> None:
+        """Keep, before it is sent, where this batch stands (see ``rundir.PROGRESS_FILE``)."""
+        if self._progress_path is None:
+            return
+        note = {"position": self._position, "first_seq": first_seq, "lines": lines}
+        note["output"] = output
+        try:
+            replace_file(self._progress_path, json.dumps(note) + "\n")
+        except OSError as exc:
+            log.debug("job %s: could not note the log's progress: %s", self._job_id, exc)
 
     def _take_batch(self) -> tuple[list[_Line], int]:
         """The next lines to send and their JSON size, within the batch limits.

@@ -82,6 +82,7 @@ from launchplane.agent.environment import (
     launched_job,
     with_built_image,
 )
+from launchplane.agent.leftovers import ship_leftovers
 from launchplane.agent.outbox import LeaseOutbox
 from launchplane.agent.records import RunRecorder, workload_facts
 from launchplane.agent.rundir import (
@@ -255,6 +256,10 @@ class JobPipeline:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._outbox.run)
             try:
+                # What the log lacks of earlier output: a killed agent's unsent lines.
+                await ship_leftovers(
+                    self.lease, self.services, self._outbox, adopted=adopted is not None
+                )
                 outcome = await self._execute(adopted)
             except Exception as exc:  # a bug, not the job's fault: still report it
                 log.exception("job %s: agent error in stage %s", self.job_id, self._stage)

@@ -5,11 +5,16 @@
 server has stored) and ``launch.json`` (what the record knew at launch) next
 to it, each written whole or not at all, so an agent that re-adopts the run
 after a restart finds either the previous version or the new one; and
-``log-spill.jsonl``, the log lines a busy server made wait (append-only).
+``log-spill.jsonl``, the log lines a busy server made wait (append-only);
+``log-progress.json``, where the log stood at the last batch sent. A runner
+may keep the workload's output there too (``output.log``,
+:data:`~launchplane.core.output.OUTPUT_FILE`): the agent of the job's next
+attempt on this host ships what of it the server lacks (:mod:`.leftovers`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -22,6 +27,11 @@ OUTPUT_DIR = "output"
 SPILL_FILE = "log-spill.jsonl"
 """In the run directory: log lines waiting on disk for the server (the agent's memory was
 full), redacted, one JSON ``[output, text]`` a line, in order (``agent.outbox``)."""
+PROGRESS_FILE = "log-progress.json"
+"""In the run directory: the last log batch with workload output the agent sent, as
+``{"position", "first_seq", "lines", "output"}`` (``agent.outbox``), written before it is
+sent: the output lines before it, its first seq, its line count and how many output lines
+it holds. With the server's log count, it tells which output lines the server has."""
 
 
 def run_id(job_id: str, attempt: int) -> str:
@@ -31,7 +41,16 @@ def run_id(job_id: str, attempt: int) -> str:
 
 def replace_file(path: Path, text: str) -> None:
     """Write ``path`` whole or not at all (a temporary file, then a rename): an agent
-    killed mid-write leaves the previous version for the agent that re-adopts the run."""
+    killed mid-write leaves the previous version for the agent that re-adopts the run.
+
+    The temporary file is created afresh, never followed: a job can write in its
+    run directory, and a link it left under the temporary name must not make the
+    agent overwrite the link's target.
+    """
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(temporary, flags, 0o666), "w") as file:
+        file.write(text)
     os.replace(temporary, path)

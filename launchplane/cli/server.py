@@ -50,6 +50,15 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
     "within this long, however slowly its bytes come; else 408 and closed.",
 )
 @click.option(
+    "--body-timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="A request must send its whole body within this long after its head (a client "
+    "trickling a body is cut off); else 408 and closed.",
+)
+@click.option(
     "--idle-timeout",
     type=click.FloatRange(min=0.1),
     default=5.0,
@@ -82,6 +91,7 @@ def server(
     poll_interval: float | None,
     sweep_interval: float | None,
     header_timeout: float,
+    body_timeout: float,
     idle_timeout: float,
     max_connections: int | None,
     log_level: str,
@@ -109,6 +119,7 @@ def server(
         poll_interval=poll_interval,
         sweep_interval=sweep_interval,
         header_timeout=header_timeout,
+        body_timeout=body_timeout,
         idle_timeout=idle_timeout,
         max_connections=max_connections,
         plugins=tuple(split_list(plugin_specs)),

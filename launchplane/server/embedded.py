@@ -125,7 +125,9 @@ class EmbeddedServer:
             lifespan="on",
             timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
             http=guarded_protocol(
-                self.settings.header_timeout, connection_limit(self.settings.max_connections)
+                self.settings.header_timeout,
+                connection_limit(self.settings.max_connections),
+                self.settings.body_timeout,
             ),
             timeout_keep_alive=self.settings.idle_timeout,  # type: ignore[arg-type]
         )

@@ -3,9 +3,10 @@
 * Bodies: a declared ``Content-Length`` over the limit is refused with 413 at
   once; a body sent without one (chunked) is counted as it streams and refused
   when it crosses the limit. Pure ASGI, so it costs one header lookup per request.
-* Connections (:class:`GuardedH11Protocol`, uvicorn's HTTP protocol with two
-  additions): a deadline for each request's head, and a cap on open
-  connections below the process's descriptor limit (``docs/api.md``, "Limits").
+* Connections (:class:`GuardedH11Protocol`, uvicorn's HTTP protocol with three
+  additions): a deadline for each request's head, one for its body, and a cap
+  on open connections below the process's descriptor limit (``docs/api.md``,
+  "Limits").
 """
 
 from __future__ import annotations
@@ -110,6 +111,10 @@ HEADER_TIMEOUT_SECONDS = 10.0
 """From when a connection waits for a request to when its head (request line and headers)
 is complete. uvicorn has no such timeout: its keep-alive timer stops at the first byte, so a
 client sending headers a byte at a time (slowloris) held its connection for ever."""
+BODY_TIMEOUT_SECONDS = 30.0
+"""From when a request's head is complete to when its body must be: a client that sends
+headers then trickles the body (a byte now and then) held a connection and a request task
+for ever. 30 s is 1 MiB, the default body limit, at 35 KB/s."""
 IDLE_TIMEOUT_SECONDS = 5
 """A keep-alive connection with no new request for this long is closed (uvicorn's
 ``timeout_keep_alive``; the client opens a new one when it needs it)."""
@@ -158,11 +163,14 @@ def _answer(template: bytes, message: str) -> bytes:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a request-head deadline and a connection cap.
+    """uvicorn's h11 protocol with request-head and body deadlines and a connection cap.
 
     * A connection waiting for a request (new, or after a response) must
       complete the request's head within ``header_timeout`` seconds, however
       slowly its bytes come; otherwise it gets a 408 and is closed.
+    * A request's body must be complete within ``body_timeout`` seconds of its
+      head; otherwise it gets a 408 (or, if the app answered already without
+      reading the body, is just closed) and the app sees a disconnect.
     * Past ``max_connections`` a new connection closes the connection idle
       for longest (one waiting for a request, none in the middle of one);
       when every connection is busy, the new one gets a 503 with
@@ -171,14 +179,21 @@ class GuardedH11Protocol(H11Protocol):
     """
 
     def __init__(
-        self, *args: Any, header_timeout: float, max_connections: int, **kwargs: Any
+        self,
+        *args: Any,
+        header_timeout: float,
+        max_connections: int,
+        body_timeout: float = BODY_TIMEOUT_SECONDS,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.max_connections = max_connections
         self.idle_since: float | None = None
         """Loop time since when it waits for a request; None while one is under way."""
         self._head_deadline: asyncio.TimerHandle | None = None
+        self._body_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:  # type: ignore[override]
         super().connection_made(transport)  # type: ignore[arg-type]
@@ -189,15 +204,19 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
+        self._cancel_body_deadline()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         before = self.cycle
         super().data_received(data)
         self._check_started(before)
+        if self._body_deadline is not None and (self.cycle is None or not self.cycle.more_body):
+            self._cancel_body_deadline()  # the body is complete
 
     def on_response_complete(self) -> None:
         before = self.cycle
+        self._cancel_body_deadline()
         super().on_response_complete()
         if not self.transport.is_closing():
             self._wait_for_request()
@@ -212,6 +231,28 @@ class GuardedH11Protocol(H11Protocol):
         if self.cycle is not before and self.cycle is not None:
             self._cancel_deadline()
             self.idle_since = None
+            self._cancel_body_deadline()
+            if self.cycle.more_body:
+                self._body_deadline = self.loop.call_later(self.body_timeout, self._body_timed_out)
+
+    def _cancel_body_deadline(self) -> None:
+        if self._body_deadline is not None:
+            self._body_deadline.cancel()
+            self._body_deadline = None
+
+    def _body_timed_out(self) -> None:
+        self._body_deadline = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or self.transport.is_closing():
+            return
+        self.logger.info("closed a request whose body took over %g s", self.body_timeout)
+        if cycle.response_started:
+            self.transport.close()  # answered without its body: nothing more to say
+            return
+        self._close_with(
+            _TIMEOUT_ANSWER,
+            f"request body not complete within {self.body_timeout:g} s of its head",
+        )
 
     def _cancel_deadline(self) -> None:
         if self._head_deadline is not None:
@@ -251,8 +292,13 @@ class GuardedH11Protocol(H11Protocol):
         self.connections.discard(self)
 
 
-def guarded_protocol(header_timeout: float, max_connections: int) -> Any:
+def guarded_protocol(
+    header_timeout: float, max_connections: int, body_timeout: float = BODY_TIMEOUT_SECONDS
+) -> Any:
     """uvicorn's ``http`` setting: :class:`GuardedH11Protocol` with these limits."""
     return functools.partial(
-        GuardedH11Protocol, header_timeout=header_timeout, max_connections=max_connections
+        GuardedH11Protocol,
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
     )

@@ -14,7 +14,11 @@ from pathlib import Path
 from launchplane.core import paths
 from launchplane.core.limits import MAX_BODY_BYTES
 from launchplane.server.db import backend_of
-from launchplane.server.limits import HEADER_TIMEOUT_SECONDS, IDLE_TIMEOUT_SECONDS
+from launchplane.server.limits import (
+    BODY_TIMEOUT_SECONDS,
+    HEADER_TIMEOUT_SECONDS,
+    IDLE_TIMEOUT_SECONDS,
+)
 
 DB_FILE = "launchplane.db"
 DEFAULT_POLL_INTERVAL = 2.0
@@ -39,6 +43,8 @@ class ServerSettings:
     change is made by this process, which wakes its waiters directly."""
     header_timeout: float = HEADER_TIMEOUT_SECONDS
     """Seconds a connection has to send a complete request head (``limits.py``)."""
+    body_timeout: float = BODY_TIMEOUT_SECONDS
+    """Seconds a request has, after its head, to send its whole body (``limits.py``)."""
     idle_timeout: float = IDLE_TIMEOUT_SECONDS
     """Seconds a keep-alive connection may wait between requests before it is closed."""
     max_connections: int | None = None

@@ -16,12 +16,14 @@ from typing import Any
 import kit
 from kit import (
     BIN,
+    DOCKER_BASE_IMAGE,
     AgentProcess,
     eventually,
     find_process,
     log_lines,
     pid_gone,
     pythonpath,
+    require_docker,
     subprocess_env,
     unique_seconds,
     wait_for_line,
@@ -33,6 +35,7 @@ from launchplane.core.client import LaunchplaneClient
 
 __all__ = [
     "BIN",
+    "DOCKER_BASE_IMAGE",
     "HERE",
     "SWEEP_SECONDS",
     "AgentProcess",
@@ -45,6 +48,7 @@ __all__ = [
     "log_lines",
     "pid_gone",
     "pythonpath",
+    "require_docker",
     "subprocess_env",
     "unique_seconds",
     "wait_for_line",

@@ -37,7 +37,11 @@ HEALTH = b"GET /api/v1/health HTTP/1.1\r\nHost: test\r\n\r\n"
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
     settings = ServerSettings(
-        data_dir=tmp_path / "server", header_timeout=1.0, idle_timeout=1.0, max_connections=3
+        data_dir=tmp_path / "server",
+        header_timeout=1.0,
+        body_timeout=1.0,
+        idle_timeout=1.0,
+        max_connections=3,
     )
     async with EmbeddedServer(settings=settings) as srv:
         yield srv
@@ -103,6 +107,54 @@ async def test_a_slowloris_is_cut_off(server: EmbeddedServer) -> None:
     sent, answer = await anyio.to_thread.run_sync(slowloris)
     assert sent < 400 + 40, "the server read a slowloris' headers for ever"
     assert answer == b"" or answer.startswith(b"HTTP/1.1 408 "), answer
+
+
+async def test_a_trickled_body_gets_408_and_the_server_stays_responsive(
+    server: EmbeddedServer,
+) -> None:
+    """A whole head, then a body of 400 bytes a byte every 0.05 s (20 s): cut off after the
+    1 s body timeout, while /health on another connection is answered."""
+    token = await server.create_token("submitter")
+    head = (
+        "POST /api/v1/jobs HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {token}\r\nContent-Length: 400\r\n\r\n"
+    ).encode()
+
+    def trickle() -> tuple[int, bytes]:
+        with connect(server.url) as sock:
+            sock.sendall(head)
+            for sent in range(400):
+                try:
+                    sock.sendall(b" ")
+                except (BrokenPipeError, ConnectionResetError):
+                    return sent, b""
+                time.sleep(0.05)
+                sock.setblocking(False)
+                try:
+                    return sent, sock.recv(65536)
+                except BlockingIOError:
+                    pass
+                finally:
+                    sock.setblocking(True)
+            return 400, b""
+
+    async with anyio.create_task_group() as tasks:
+        result: list[tuple[int, bytes]] = []
+
+        async def run_trickle() -> None:
+            result.append(await anyio.to_thread.run_sync(trickle))
+
+        tasks.start_soon(run_trickle)
+        await anyio.sleep(0.3)  # the trickle is under way
+        async with httpx.AsyncClient(base_url=server.url) as other:
+            health = await other.get("/api/v1/health")
+    sent, answer = result[0]
+    assert health.status_code == 200
+    assert sent < 400, "the server read a trickled body for ever"
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert b"request body not complete within 1 s of its head" in answer
+    async with httpx.AsyncClient(base_url=server.url) as after:
+        assert (await after.get("/api/v1/health")).status_code == 200
 
 
 async def test_a_full_server_closes_idle_connections_then_refuses_with_503(

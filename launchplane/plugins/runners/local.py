@@ -56,6 +56,19 @@ Isolation
     none`` (queue config) opts out, with a warning in the agent's and the
     job's log. The three settings are admin-only: a submitter cannot set them.
 
+Output
+    The job's stdout and stderr are one file, ``<run dir>/output.log``
+    (:data:`~launchplane.core.output.OUTPUT_FILE`, mode 0600, created afresh
+    and opened ``O_APPEND`` by the runner, handed to the job as descriptors 1
+    and 2, in the sandbox too), not a pipe: what the job wrote is on disk the
+    moment ``write`` returns, so an agent that dies loses none of it. The
+    run's :meth:`LocalRun.logs` follows the file as it grows (inotify, as soon
+    as a line is written: :mod:`.tail`) and cuts it into lines with the
+    runners' one splitter (a line over 64 KiB is cut into pieces). The agent
+    that runs the job's next attempt on this host ships the lines the dead
+    agent had not (:mod:`launchplane.agent.leftovers`). The file stays in the
+    run directory with the rest of the run, like a container's log.
+
 Lifetime
     The process gets its own session and process group
     (``start_new_session=True``): a Ctrl-C aimed at the agent does not reach
@@ -116,6 +129,7 @@ from launchplane.core.interfaces import (
     RunState,
 )
 from launchplane.core.launch import code_root, job_argv
+from launchplane.core.output import OUTPUT_FILE, LineSplitter
 from launchplane.core.spec import ResolvedJob
 from launchplane.plugins.runners.sandbox import (
     NO_ISOLATION_WARNING,
@@ -125,15 +139,15 @@ from launchplane.plugins.runners.sandbox import (
     sandbox_argv,
     supervised_argv,
 )
+from launchplane.plugins.runners.tail import FileTail
 
 log = logging.getLogger("launchplane.agent")
 
 TAIL_LINES = 10
 """How many of the last output lines a failure reason quotes."""
-MAX_LINE_BYTES = 64 * 1024
-"""A line longer than this (a progress bar without newlines) is cut into pieces."""
 LEFTOVER_EOF_SECONDS = 1.0
-"""After the main process exits, how long to wait for the output pipe to close."""
+"""After the main process exits, how long ``wait`` gives the reader to reach the end of the
+output (so that a failure reason quotes the last lines)."""
 TIMEOUT_GRACE = 10.0
 """Seconds between SIGTERM and SIGKILL when ``timeout_seconds`` is reached."""
 
@@ -277,15 +291,42 @@ def baseline_env(run_dir: Path) -> dict[str, str]:
     return env
 
 
+def open_output(path: Path) -> tuple[int, int]:
+    """The job's output file, created afresh: ``(write, read)`` descriptors.
+
+    ``write`` (``O_APPEND``, write-only) is for the job's stdout and stderr;
+    ``read`` is the agent's, opened through ``write``'s ``/proc`` link, so it
+    is the same inode whatever the job does to the name later. Whatever has
+    the name is unlinked first, never followed (``O_NOFOLLOW``, ``O_EXCL``).
+    """
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    write = os.open(path, flags, 0o600)
+    try:
+        read = os.open(f"/proc/self/fd/{write}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(write)
+        raise
+    return write, read
+
+
 class LocalRun(Run):
-    """A running child process; its output is one merged stdout+stderr stream."""
+    """A running child process; its output is one merged stdout+stderr file (``output``)."""
 
     def __init__(
-        self, process: Process, run_id: str, timeout: float | None, *, sandboxed: bool = False
+        self,
+        process: Process,
+        run_id: str,
+        timeout: float | None,
+        *,
+        output: FileTail,
+        sandboxed: bool = False,
     ) -> None:
         self.id = run_id
         self.pid = process.pid
         self._process = process
+        self._output = output
         self._sandboxed = sandboxed
         self._deadline = time.monotonic() + timeout if timeout else None
         self._timeout = timeout
@@ -313,42 +354,28 @@ class LocalRun(Run):
         return self._read_lines()
 
     async def _read_lines(self) -> AsyncIterator[str]:
-        stream = self._process.stdout
-        assert stream is not None
-        buffer = b""
+        splitter = LineSplitter()
         try:
-            while True:
-                try:
-                    chunk = await stream.receive()
-                except (anyio.EndOfStream, anyio.ClosedResourceError):
-                    break
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                while len(buffer) > MAX_LINE_BYTES:
-                    lines.append(buffer[:MAX_LINE_BYTES])
-                    buffer = buffer[MAX_LINE_BYTES:]
-                for raw in lines:
-                    yield self._keep(raw)
-            if buffer:
-                yield self._keep(buffer)
+            async for chunk in self._output.chunks():
+                for line in splitter.feed(chunk):
+                    self._tail.append(line)
+                    yield line
+            for line in splitter.flush():
+                self._tail.append(line)
+                yield line
         finally:
             self._eof.set()
 
-    def _keep(self, raw: bytes) -> str:
-        line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
-        self._tail.append(line)
-        return line
-
     async def wait(self) -> RunResult:
-        """Wait for the end; call :meth:`logs` first to read the output, else it is drained.
+        """Wait for the end; call :meth:`logs` first to read the output, else it is read here
+        (for the last lines a failure reason quotes).
 
         One checkpoint first lets a reader task started just before pick up the logs.
         """
         await anyio.lowlevel.checkpoint()
         async with anyio.create_task_group() as tg:
             if not self._reading:
-                # Nobody reads the output: drain it here, or a full pipe blocks the job.
-                tg.start_soon(self._drain)
+                tg.start_soon(self._drain)  # nobody reads the output: for the reason's lines
             if self._deadline is not None:
                 with anyio.move_on_after(max(0.0, self._deadline - time.monotonic())) as scope:
                     await self._process.wait()
@@ -356,14 +383,14 @@ class LocalRun(Run):
                     self._timed_out = True
                     await self.cancel(grace=TIMEOUT_GRACE)
             code = await self._process.wait()
-            # The run is over: kill whatever the job left behind in its group.
+            # The run is over: kill whatever the job left behind in its group, and
+            # read its output to the end (what a descendant that escaped the group,
+            # setsid, writes from now on is not read).
             self._signal_group(signal.SIGKILL)
+            self._output.end()
             with anyio.move_on_after(LEFTOVER_EOF_SECONDS):
                 await self._eof.wait()
-            if not self._eof.is_set() and self._process.stdout is not None:
-                # A descendant escaped the group (setsid) and holds the pipe open,
-                # or the reader stopped reading: end the stream here.
-                await self._process.stdout.aclose()
+        self._output.close()
         await self._process.aclose()
         return self._result(code)
 
@@ -572,10 +599,16 @@ class LocalProcessRunner(Runner):
             if user is not None:
                 spawn = {"user": user[0], "group": user[1], "extra_groups": []}
         try:
+            output, reader = open_output(ctx.workdir / OUTPUT_FILE)
+        except OSError as exc:
+            raise PluginError(
+                f"cannot create the job's output file in {ctx.workdir}: {exc.strerror or exc}"
+            ) from exc
+        try:
             process = await anyio.open_process(
                 argv,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
+                stdout=output,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
                 env=env,
@@ -583,13 +616,22 @@ class LocalProcessRunner(Runner):
                 **spawn,
             )
         except OSError as exc:
+            os.close(reader)
             raise PluginError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        finally:
+            os.close(output)
         if options.nice:
             # Applied to the whole group right after spawn: no preexec_fn, so the
             # fast vfork/posix_spawn path stays available.
             with contextlib.suppress(OSError):
                 os.setpriority(os.PRIO_PGRP, process.pid, options.nice)
-        return LocalRun(process, ctx.run_id, options.timeout_seconds, sandboxed=sandboxed)
+        return LocalRun(
+            process,
+            ctx.run_id,
+            options.timeout_seconds,
+            output=FileTail(reader),
+            sandboxed=sandboxed,
+        )
 
     async def attach(self, run_id: str, run_dir: Path) -> Run | None:
         """Always None: a child process of a dead agent cannot be re-adopted."""

@@ -1,0 +1,246 @@
+"""What a lost agent had not shipped of a job's output, shipped by the agent of its next attempt.
+
+A runner that keeps its workload's output in the run directory
+(:data:`~launchplane.core.output.OUTPUT_FILE`: the local-process runner) leaves
+every line the job wrote on disk when its agent dies (SIGKILL, OOM, a host
+reboot), including the lines the agent had read but not sent yet and those it
+never read. The job dies with its agent, its lease expires and the job is
+queued again; when an agent with the same work directory claims the next
+attempt, :func:`ship_leftovers` (called first thing by the pipeline) sends the
+previous attempt's remaining lines under the new lease, before anything of the
+new attempt, so the job's log holds every line the previous attempt wrote,
+once, in order, ahead of the new attempt's own.
+
+An agent restarted within the lease TTL (same id, same work directory) is
+handed back the lease it held: a run it cannot re-adopt is released, and
+:func:`ship_then_release` first sends what the log lacks of that run's output
+under that lease, so the lines are stored even when the next attempt runs on
+another host.
+
+Which lines the server has
+    The previous agent noted, before sending each batch with output in it,
+    where that batch stood (:data:`~launchplane.agent.rundir.PROGRESS_FILE`:
+    the output lines before it, its first seq, its line count, its output
+    lines). Only one batch is in flight at a time and a batch is stored whole
+    or not at all, so the job's log count in the new lease (``log_count``:
+    nothing is stored between the two leases) says whether that last batch
+    was stored: it was if the log reaches its last seq. The lines after it
+    are the leftovers. No progress file means no output was sent. One case
+    errs, towards a repeat: after a batch the agent gave up on (the server
+    unreachable for its whole retry window) the seqs run ahead of the log,
+    and the noted batch, if stored, is taken for not stored and sent again.
+
+The same note makes re-adoption exact: an agent that re-adopts a run (a
+container outlives its agent; the same attempt, the same lease) reads its
+output again from the start and skips the lines ``logged-lines`` counts,
+which the killed agent wrote only after the server's answer, so a batch in
+flight at the kill was sent twice. :func:`ship_leftovers` sets that count
+from the note first.
+
+Only the directly previous attempt is looked at: its lines directly follow
+what the log holds. The leftovers are masked with the job's secrets (resolved
+again for that; if they cannot be, nothing is shipped, rather than lines that
+could hold an unmasked secret), through a redaction window as the pump's. An
+output file that is not a regular file of the agent's own with one link (a
+job may replace names in its run directory) is not read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat
+from functools import partial
+from typing import TYPE_CHECKING
+
+import anyio.to_thread
+
+from launchplane.agent.outbox import LeaseOutbox
+from launchplane.agent.rundir import LOGGED_FILE, PROGRESS_FILE, SPILL_FILE, replace_file, run_id
+from launchplane.agent.secrets import resolve_secrets
+from launchplane.core.interfaces import PluginError
+from launchplane.core.lease import Lease
+from launchplane.core.output import OUTPUT_FILE, LineSplitter
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from launchplane.agent.pipeline import AgentServices
+
+log = logging.getLogger("launchplane.agent")
+
+READ_BYTES = 1 << 20
+"""Bytes of the output file read at a time (in a worker thread)."""
+MAX_PROGRESS_BYTES = 4096
+"""A progress file larger than this is not the agent's: it is ignored."""
+
+
+def stored_output(run_dir: Path, log_count: int) -> int:
+    """How many of the run's output lines the job's log holds, its count being ``log_count``."""
+    fd = open_trusted(run_dir / PROGRESS_FILE)
+    if fd is None:
+        return 0  # no batch with output was ever sent (or not a note of the agent's)
+    try:
+        note = json.loads(os.pread(fd, MAX_PROGRESS_BYTES, 0))
+        position, first_seq = int(note["position"]), int(note["first_seq"])
+        lines, output = int(note["lines"]), int(note["output"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("%s: unreadable (%s); shipping the whole output", run_dir / PROGRESS_FILE, exc)
+        return 0
+    finally:
+        os.close(fd)
+    stored = log_count >= first_seq + lines - 1
+    return max(0, position + output if stored else position)
+
+
+def note_stored_output(run_dir: Path, log_count: int) -> None:
+    """Set ``logged-lines`` to what :func:`stored_output` says, when the run has a progress note."""
+    if not (run_dir / PROGRESS_FILE).is_file():
+        return  # no output sent, or an agent that kept no notes: logged-lines stands
+    try:
+        replace_file(run_dir / LOGGED_FILE, f"{stored_output(run_dir, log_count)}\n")
+    except OSError as exc:
+        log.warning("%s: could not correct it: %s", run_dir / LOGGED_FILE, exc)
+
+
+def open_output(run_dir: Path) -> int | None:
+    """A read-only descriptor of the run's output file, if it is one the agent can trust."""
+    return open_trusted(run_dir / OUTPUT_FILE)
+
+
+def open_trusted(path: Path) -> int | None:
+    """A read-only descriptor of ``path`` if it is a regular file of the agent's own with one
+    link (not a link, FIFO or second name a job left in its run directory); else None."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != os.geteuid():
+        log.warning("%s is not the agent's own file; not reading it", path)
+        os.close(fd)
+        return None
+    return fd
+
+
+async def ship_leftovers(
+    lease: Lease, services: AgentServices, outbox: LeaseOutbox, *, adopted: bool = False
+) -> int:
+    """Queue the previous attempt's output lines the log lacks, ahead of everything else.
+
+    Returns how many were queued. Call before anything else is queued in ``outbox``.
+    ``adopted``: the lease's run is re-adopted; nothing is queued, its
+    ``logged-lines`` is made exact instead (see the module).
+    """
+    if adopted:
+        note_stored_output(services.work_dir / run_id(lease.job_id, lease.attempt), lease.log_count)
+        return 0
+    if lease.attempt < 2:
+        return 0
+    previous = services.work_dir / run_id(lease.job_id, lease.attempt - 1)
+    return await _ship_run(previous, lease, services, outbox, own=False)
+
+
+async def ship_then_release(lease: Lease, services: AgentServices, reason: str) -> int:
+    """Send what the log lacks of this lease's own run's output, then release the lease.
+
+    For a lease handed back to a restarted agent whose run cannot be re-adopted.
+    The lines count as the run's output (its progress note moves on), so the
+    agent of the next attempt does not ship them again. Returns how many were sent.
+    """
+    run_dir = services.work_dir / run_id(lease.job_id, lease.attempt)
+    outbox = LeaseOutbox(
+        services.client,
+        lease.lease_id,
+        lease.job_id,
+        on_stale=lambda: None,
+        give_up_after=lease.lease_ttl_seconds,
+        first_seq=lease.log_count + 1,
+        spill_path=run_dir / SPILL_FILE if run_dir.is_dir() else None,
+    )
+    shipped = await _ship_run(run_dir, lease, services, outbox, own=True)
+    outbox.finish("release", partial(services.client.release, lease.lease_id, reason))
+    await outbox.run()
+    return shipped
+
+
+async def _ship_run(
+    run_dir: Path, lease: Lease, services: AgentServices, outbox: LeaseOutbox, *, own: bool
+) -> int:
+    """Queue ``run_dir``'s output lines the log lacks (``own``: as the lease's own output)."""
+    fd = open_output(run_dir)
+    if fd is None:
+        return 0
+    try:
+        skip = stored_output(run_dir, lease.log_count)
+        if own:
+            outbox.output_logged = skip
+        return await _ship(fd, skip, lease, services, outbox, own=own)
+    except OSError as exc:
+        log.warning("job %s: could not read %s: %s", lease.job_id, run_dir / OUTPUT_FILE, exc)
+        return 0
+    finally:
+        os.close(fd)
+
+
+async def _ship(
+    fd: int, skip: int, lease: Lease, services: AgentServices, outbox: LeaseOutbox, *, own: bool
+) -> int:
+    """The output lines of ``fd`` after the first ``skip``, masked, into ``outbox``."""
+    window = None
+    splitter = LineSplitter()
+    shipped = 0
+    offset = 0
+    while True:
+        chunk = await anyio.to_thread.run_sync(os.pread, fd, READ_BYTES, offset)
+        offset += len(chunk)
+        lines = splitter.feed(chunk) if chunk else splitter.flush()
+        if skip >= len(lines):
+            skip -= len(lines)
+        else:
+            if window is None:
+                if not await _mask_secrets(lease, services):
+                    return 0
+                # The new run directory now, so that many leftovers can wait on disk
+                # (the outbox's spill file) rather than in memory.
+                run_dir = services.work_dir / run_id(lease.job_id, lease.attempt)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                window = services.redactor.window(partial(outbox.line, output=own))
+            for line in lines[skip:]:
+                window.feed(line)
+            shipped += len(lines) - skip
+            skip = 0
+        if not chunk:
+            break
+    if window is not None:
+        window.close()
+        log.info(
+            "job %s: shipping %d output lines of attempt %d that its agent had not",
+            lease.job_id,
+            shipped,
+            lease.attempt if own else lease.attempt - 1,
+        )
+    return shipped
+
+
+async def _mask_secrets(lease: Lease, services: AgentServices) -> bool:
+    """Register the job's secrets with the redactor; False (said in the log) if they fail."""
+    job = lease.resolved
+    try:
+        await resolve_secrets(
+            job.secrets,
+            services.registry,
+            services.redactor,
+            options=job.secret_providers,
+            runner=job.resource,
+        )
+    except PluginError as exc:
+        log.warning(
+            "job %s: the output its killed agent had not shipped stays in its run directory "
+            "(not shipped): the job's secrets did not resolve to mask it (%s)",
+            lease.job_id,
+            services.redactor.scrub(str(exc)),
+        )
+        return False
+    return True

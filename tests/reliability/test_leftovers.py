@@ -1,0 +1,168 @@
+"""An agent SIGKILLed mid-job loses no output line: the next attempt's agent ships them.
+
+Real ``launch-agent`` processes, real signals, the local-process runner in its
+sandbox. Attempt 1 prints a first line, then, once the test has frozen its
+agent (SIGSTOP: it can neither read nor send), numbered lines, notes in its
+output directory that it has, and sleeps; the test then kills the agent
+(SIGKILL). None of those lines reached the server: before the output went to
+a file, they died in the pipe to the agent. Then either the
+same agent is started again at once (it is handed back the lease, sends the
+lines under it and releases it), or, once the lease has expired, an agent
+with another id and the same work directory runs attempt 2 (it sends them
+first under its own lease); either way the job's log holds every line
+attempt 1 wrote exactly once, in order, then attempt 2's.
+
+A Docker run needs none of this: its container outlives the agent, whose
+successor re-adopts it (the same attempt) and reads its log again from the
+start, skipping the lines the server has (``logged-lines``); the last test
+checks that for lines the killed agent had read but not sent.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import anyio
+import pytest
+from chaoskit import (
+    DOCKER_BASE_IMAGE,
+    agent_process,
+    agent_token,
+    eventually,
+    log_lines,
+    require_docker,
+    wait_for_line,
+    wait_for_state,
+)
+
+from launchplane.agent.leftovers import open_output, stored_output
+from launchplane.agent.rundir import PROGRESS_FILE
+from launchplane.core.client import LaunchplaneClient
+from launchplane.core.output import OUTPUT_FILE
+from launchplane.server.embedded import EmbeddedServer
+
+pytestmark = pytest.mark.anyio
+
+QUEUE = "leftovers"
+LINES = 150
+
+
+@pytest.mark.parametrize("successor", ["restarted agent", "next attempt's agent"])
+async def test_lines_in_flight_when_the_agent_is_killed_are_shipped_by_its_successor(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path, successor: str
+) -> None:
+    restarted = successor == "restarted agent"
+    ttl = 30 if restarted else 3  # the restarted agent comes back long before it expires
+    gate = tmp_path / "gate"  # the sandboxed job sees it read-only
+    gate.mkdir()
+    local_args = {"local-process": {"read_only_paths": [str(gate)]}}
+    config = {"resource": "local-process", "lease_ttl_seconds": ttl, "resource_args": local_args}
+    await server.ensure_queue(QUEUE, config)
+    token = await agent_token(client, [QUEUE])
+    script = (
+        'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then echo first; '
+        f"while [ ! -e {gate}/go ]; do sleep 0.01; done; i=1; "
+        f'while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done; '
+        'touch "$LAUNCHPLANE_OUTPUT_DIR/written"; exec sleep 600; fi; echo "attempt 2 done"'
+    )
+    work = tmp_path / "work"
+    options = {"agent_id": "box", "queues": [QUEUE]}
+    async with agent_process(server.url, token, work, **options, log_name="first.log") as first:
+        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
+        await wait_for_line(client, job["id"], lambda text: text == "first")
+        written = work / f"{job['id']}-1" / "output" / "written"
+
+        async def note_is_there() -> bool:
+            return written.exists()
+
+        first.signal(signal.SIGSTOP)
+        (gate / "go").touch()
+        await eventually(note_is_there, 20, "attempt 1 to print its lines")
+        await first.kill()
+    stored_at_kill = await log_lines(client, job["id"])
+    assert stored_at_kill == ["first"], "the scenario: no numbered line reached the server"
+
+    if not restarted:
+        options["agent_id"] = "box-2"
+    async with agent_process(server.url, token, work, **options, log_name="second.log") as second:
+        done = await wait_for_state(client, job["id"], timeout=ttl + 20)
+    assert f"shipping {LINES} output lines of attempt 1" in second.log()
+    assert (done["state"], done["attempt"]) == ("succeeded", 2)
+    lines = await log_lines(client, job["id"])
+    expected = ["first", *(f"line {n}" for n in range(1, LINES + 1))]
+    assert lines[: len(expected)] == expected, "every line of attempt 1, once, in order"
+    assert lines[len(expected) :] == ["attempt 2 done"]
+
+
+def progress(run_dir: Path, position: int, first_seq: int, lines: int, output: int) -> None:
+    note = {"position": position, "first_seq": first_seq, "lines": lines, "output": output}
+    (run_dir / PROGRESS_FILE).write_text(json.dumps(note))
+
+
+def test_the_log_count_says_whether_the_batch_in_flight_was_stored(tmp_path: Path) -> None:
+    """The batch noted last: output lines 10-14 (5 of its 6 lines), seqs 21-26."""
+    assert stored_output(tmp_path, 20) == 0, "nothing sent: everything is left over"
+    progress(tmp_path, position=10, first_seq=21, lines=6, output=5)
+    assert stored_output(tmp_path, 20) == 10, "not stored: it is left over"
+    assert stored_output(tmp_path, 26) == 15, "stored (its answer lost): not sent again"
+
+
+def test_an_output_file_a_job_replaced_is_not_read(tmp_path: Path) -> None:
+    """A job writes in its run directory: a link there must not make the agent ship what
+    the link points at (the agent's token) as the job's log."""
+    secret = tmp_path / "agent-token"
+    secret.write_text("token\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / OUTPUT_FILE).symlink_to(secret)
+    assert open_output(run_dir) is None
+    (run_dir / OUTPUT_FILE).unlink()
+    os.link(secret, run_dir / OUTPUT_FILE)  # a second name for the agent's file
+    assert open_output(run_dir) is None
+    (run_dir / OUTPUT_FILE).unlink()
+    os.mkfifo(run_dir / OUTPUT_FILE)  # would block a reader for ever
+    assert open_output(run_dir) is None
+    os.mkfifo(run_dir / PROGRESS_FILE)
+    assert stored_output(run_dir, 100) == 0
+
+
+@pytest.mark.docker
+async def test_a_readopted_container_ships_what_its_killed_agent_had_not(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    engine = require_docker()
+    queue = "leftovers-docker"
+    await server.ensure_queue(queue, {"resource": "docker", "lease_ttl_seconds": 30})
+    token = await agent_token(client, [queue])
+    script = (
+        "echo first; sleep 1; i=1; "
+        f'while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done; sleep 3; echo done'
+    )
+    job_spec = {"docker": {"image": DOCKER_BASE_IMAGE}, "command": ["sh", "-c", script]}
+    work = tmp_path / "work"
+    options = {"agent_id": "docker-box", "queues": [queue]}
+    async with agent_process(server.url, token, work, **options, log_name="first.log") as first:
+        job = await client.submit_job(queue, job_spec)
+        await wait_for_line(client, job["id"], lambda text: text == "first", timeout=60)
+        first.signal(signal.SIGSTOP)  # the container prints its lines a second later
+        container = engine.containers.get(f"lp-{job['id']}-1")
+
+        async def all_written() -> bool:
+            logs = await anyio.to_thread.run_sync(container.logs)
+            return f"line {LINES}".encode() in logs
+
+        await eventually(all_written, 20, "the container to print its lines")
+        await first.kill()
+    stored_at_kill = await log_lines(client, job["id"])
+    assert "line 1" not in stored_at_kill, "the scenario: the lines came after the freeze"
+
+    async with agent_process(server.url, token, work, **options, log_name="second.log"):
+        done = await wait_for_state(client, job["id"], timeout=60)
+
+    assert (done["state"], done["attempt"]) == ("succeeded", 1), "re-adopted, not run again"
+    expected = ["first", *(f"line {n}" for n in range(1, LINES + 1)), "done"]
+    own = [line for line in await log_lines(client, job["id"]) if line in expected]
+    assert own == expected, "every line of the job once, in order (among the agent's own)"
