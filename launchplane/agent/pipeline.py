@@ -9,8 +9,10 @@ Stages, in order, each with the name a failure reports as its stage:
              is registered with the agent's redactor before anything else runs.
 ``prepare``  run directory ``<work>/<job_id>-<attempt>`` (``output/`` in it),
              git checkout, the process environment, ``launchplane_prepare_job``.
-``artifacts`` every input artifact resolved to a version and digest, fetched into
-             the agent's cache and added to ``ctx.mounts`` (``agent.artifacts``).
+``artifacts`` a code ``artifact:`` copied in as the job's code, and every input
+             artifact resolved to a version and digest, fetched into the agent's
+             cache (or left in its store for a runner that reads it there) and
+             added to ``ctx.mounts`` (``agent.artifacts``).
 ``build``    the builder (``builder.type``, default ``noop``) makes the image.
 ``run``      the runner starts the workload; its output is streamed to the
              server through the redactor; the result becomes the job's state.
@@ -29,8 +31,12 @@ TTL is confirmed by the server before the workload starts (see
 Re-adoption: a run an earlier agent started (``Runner.attach``) is watched to
 its end and completed under the same lease. The count of output lines the
 server has stored is kept in ``<run dir>/logged-lines``, so the adopting agent
-skips the lines already sent (with the same work directory; a batch in flight
-when the earlier agent died may be sent twice, never lost). What the record
+skips the lines already sent (with the same work directory); a batch in flight
+when the earlier agent died is settled by ``log-progress.json`` against the
+lease's log count (``agent.leftovers``), so it is sent once - twice only after
+a batch the earlier agent gave up on. A run that cannot be adopted (a local
+process, which died with its agent) has its unsent output sent by the next
+attempt's agent on the host before its own (``leftovers.ship_leftovers``). What the record
 knew at launch (code, image, builder, variable names, stage times) is kept in
 ``<run dir>/launch.json``, so the adopting agent's record is as complete.
 
