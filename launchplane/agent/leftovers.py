@@ -66,7 +66,7 @@ from launchplane.core.output import OUTPUT_FILE, LineSplitter
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from launchplane.agent.pipeline import AgentServices
+    from launchplane.agent.services import AgentServices
 
 log = logging.getLogger("launchplane.agent")
 

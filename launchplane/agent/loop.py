@@ -97,9 +97,10 @@ import anyio.abc
 from launchplane._version import __version__
 from launchplane.agent.leftovers import ship_then_release
 from launchplane.agent.outbox import backoff_delay, is_transient
-from launchplane.agent.pipeline import AgentServices, JobPipeline, Outcome, StopMode
+from launchplane.agent.pipeline import JobPipeline, Outcome, StopMode
 from launchplane.agent.rundir import run_id
 from launchplane.agent.servable import unservable_queues
+from launchplane.agent.services import AgentServices
 from launchplane.core import paths
 from launchplane.core.client import ApiError, ClientError, LaunchplaneClient, StaleLease
 from launchplane.core.lease import Lease, UnreadableLease

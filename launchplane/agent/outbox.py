@@ -340,6 +340,8 @@ class LeaseOutbox:
         self._progress_path = spill_path.with_name(PROGRESS_FILE) if spill_path else None
         self.stale = False
         self.live = False
+        self.delivered = False
+        """The last call (complete or release) was accepted: every line before it was sent."""
         self.confirmed = anyio.Event()
 
     @property
@@ -469,7 +471,7 @@ class LeaseOutbox:
         finally:
             self._spill.close()
         if self._final is not None and not self.stale:
-            await self._send(*self._final)
+            self.delivered = await self._send(*self._final) == "accepted"
         self.confirmed.set()  # nothing more will be said about this lease
 
     async def _event_lane(self) -> None:

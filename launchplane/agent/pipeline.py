@@ -60,10 +60,9 @@ import contextlib
 import enum
 import json
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -72,8 +71,6 @@ import anyio
 
 from launchplane.agent import gitcode
 from launchplane.agent.artifacts import (
-    CACHE_DIR,
-    ArtifactCache,
     ArtifactFailure,
     fetch_code,
     mount_inputs,
@@ -81,7 +78,6 @@ from launchplane.agent.artifacts import (
     upload_outputs,
 )
 from launchplane.agent.environment import (
-    inheritable_environment,
     job_environment,
     launch_macros,
     launch_variables,
@@ -101,8 +97,8 @@ from launchplane.agent.rundir import (
     run_id,
 )
 from launchplane.agent.secrets import ResolvedSecrets, resolve_secrets
+from launchplane.agent.services import AgentServices
 from launchplane.core import pins
-from launchplane.core.client import LaunchplaneClient
 from launchplane.core.config.resolve import resource_args_errors
 from launchplane.core.errors import ConfigError
 from launchplane.core.interfaces import (
@@ -116,9 +112,8 @@ from launchplane.core.interfaces import (
 )
 from launchplane.core.launch import builder_name, code_root
 from launchplane.core.lease import Lease
+from launchplane.core.output import OUTPUT_FILE
 from launchplane.core.plugin_checks import integration_models
-from launchplane.core.plugins import PluginRegistry
-from launchplane.core.redaction import Redactor
 from launchplane.core.spec import ResolvedJob
 
 log = logging.getLogger("launchplane.agent")
@@ -139,28 +134,6 @@ class StopMode(enum.StrEnum):
     CANCEL = "cancel"
     SHUTDOWN = "shutdown"
     STALE = "stale"
-
-
-@dataclass
-class AgentServices:
-    """What every job of one agent shares."""
-
-    client: LaunchplaneClient
-    registry: PluginRegistry
-    redactor: Redactor
-    agent_id: str
-    host: str
-    work_dir: Path
-    cancel_grace: float = 10.0
-    agent_env: Mapping[str, str] = field(
-        default_factory=lambda: inheritable_environment(os.environ)
-    )
-    plugin_versions: dict[str, str] = field(default_factory=dict)
-    artifact_cache: ArtifactCache = field(init=False)
-    """Input artifacts by digest, in ``<work dir>/.artifact-cache``: shared by the agent's jobs."""
-
-    def __post_init__(self) -> None:
-        self.artifact_cache = ArtifactCache(self.work_dir / CACHE_DIR)
 
 
 @dataclass(frozen=True)
@@ -275,6 +248,8 @@ class JobPipeline:
                 self._outbox.close()
         if self._outbox.stale:
             outcome = Outcome("fenced", run_dir=self.run_dir, reason="lease is stale")
+        elif self._outbox.delivered:
+            self._forget_raw_output()
         log.info(
             "job %s: %s%s",
             self.job_id,
@@ -722,6 +697,14 @@ class JobPipeline:
     async def _log_line(self, line: str) -> None:
         """``ctx.log``: a line from a builder or plugin, into the job's log."""
         self._outbox.line(self.services.redactor.scrub(line))
+
+    def _forget_raw_output(self) -> None:
+        """Remove the workload's unredacted output file (``core.output.OUTPUT_FILE``, the
+        local-process runner's) once the server has all of it, masked: secret values the
+        job printed must not stay on the agent's disk. It is kept only after a crash, for
+        the next attempt's agent to ship (``agent.leftovers``)."""
+        with contextlib.suppress(OSError):
+            (self.run_dir / OUTPUT_FILE).unlink()
 
     def _note_logged(self, count: int) -> None:
         """Keep the count of output lines the server has, for an agent that re-adopts the run."""

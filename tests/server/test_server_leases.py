@@ -117,14 +117,16 @@ async def test_stale_lease_is_fenced_after_the_sweeper_requeued_it(
 async def test_heartbeats_keep_a_lease_alive(
     server: EmbeddedServer, submitter: LaunchplaneClient, agent: LaunchplaneClient
 ) -> None:
-    await server.ensure_queue(QUEUE, {"lease_ttl_seconds": 0.4})
+    # Beats 0.2 s apart keep a 1 s lease for 1.6 s: past its TTL, with 0.8 s to spare per
+    # beat on a loaded CI machine (0.4 s with 0.15 s beats left too little and flaked).
+    await server.ensure_queue(QUEUE, {"lease_ttl_seconds": 1.0})
     job = await submitter.submit_job(QUEUE, {})
     lease = await claim_now(agent)
-    for _ in range(6):
-        await anyio.sleep(0.15)
+    for _ in range(8):
+        await anyio.sleep(0.2)
         beat = await agent.heartbeat("agent-1", [lease.lease_id])
         assert beat["renewed"] == [lease.lease_id]
-        assert beat["lease_ttl_seconds"] == 0.4
+        assert beat["lease_ttl_seconds"] == 1.0
     assert (await submitter.get_job(job["id"]))["state"] == "claimed"
     # Another agent cannot renew (or learn about) this agent's lease.
     assert (await agent.heartbeat("agent-2", [lease.lease_id]))["stale"] == [lease.lease_id]

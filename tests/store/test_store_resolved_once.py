@@ -19,6 +19,7 @@ from kit import QUEUE, claim_now, log_lines, running_agent, wait_for_state
 
 from launchplane.core.client import LaunchplaneClient
 from launchplane.core.lease import Lease
+from launchplane.plugins.artifacts.file import FileArtifactStore, FileStoreOptions
 from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
@@ -41,6 +42,10 @@ async def test_the_agent_launches_the_resolved_job_byte_for_byte(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("LP_RESOLVED_ONCE_TOKEN", SECRET)
+    store = tmp_path / "artifacts"  # the job's input artifact is real: the agent fetches it
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "rows.csv").write_text("a,b\n1,2\n")
+    await FileArtifactStore(FileStoreOptions(root=store)).upload(tmp_path / "dataset", "dataset")
     await server.ensure_queue(
         QUEUE,
         {
@@ -51,6 +56,7 @@ async def test_the_agent_launches_the_resolved_job_byte_for_byte(
             "hyperparameters": {"lr": "{{lr}}", "schedule": {"warmup": 100}},
             "template_variables": {"lr": {"type": "float", "min": 0, "max": 1, "default": 0.1}},
             "resource_args": {"local-process": {"timeout_seconds": 120}},
+            "artifact_store": {"type": "file", "options": {"root": str(store)}},
         },
     )
     submitted = await client.submit_job(
@@ -97,6 +103,7 @@ async def test_the_agent_launches_the_resolved_job_byte_for_byte(
     assert digest(record["spec"]) == digest(stored)
     assert record["queue"] == {"name": QUEUE, "version": submitted["queue_version"]}
     assert SECRET not in json.dumps(record)
+    assert record["artifacts"]["inputs"][0]["version"] == "v0"
 
 
 async def test_a_queued_job_keeps_the_queue_version_it_was_resolved_with(
