@@ -61,7 +61,7 @@ import enum
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -461,7 +461,7 @@ class JobPipeline:
             return
         self._enter("artifacts")
         services = self.services
-        try:
+        with self._artifact_failures("input artifacts"):
             cache = services.artifact_cache
             code = await fetch_code(job, ctx, services.registry, cache, self.run_dir / "code")
             if code is not None:
@@ -471,19 +471,13 @@ class JobPipeline:
             await mount_inputs(
                 job, ctx, services.registry, cache, self._recorder.artifact_inputs, schemes
             )
-        except ArtifactFailure as exc:
-            raise StageFailure("artifacts", self._scrub(str(exc))) from None
-        except Exception as exc:
-            raise StageFailure(
-                "artifacts", self._scrub(f"input artifacts: {type(exc).__name__}: {exc}")
-            ) from None
         self._recorder.env_names += [mount.env for mount in ctx.mounts if mount.env]
 
     async def _outputs(self, job: ResolvedJob) -> None:
         """The ``artifacts`` stage after a success: each output uploaded, its version recorded."""
         self._enter("artifacts")
         metadata = {"run_id": self.run_id, "job_id": self.job_id, "queue": self.queue}
-        try:
+        with self._artifact_failures("output artifacts"):
             await upload_outputs(
                 job,
                 self.run_dir / OUTPUT_DIR,
@@ -493,11 +487,18 @@ class JobPipeline:
                 self._log_line,
                 self._recorder.artifact_outputs,
             )
+
+    @contextlib.contextmanager
+    def _artifact_failures(self, what: str) -> Iterator[None]:
+        """Any failure of the ``artifacts`` stage as its StageFailure, scrubbed: the
+        stage's own reasons as they are, anything else (a plugin's bug) with its type."""
+        try:
+            yield
         except ArtifactFailure as exc:
             raise StageFailure("artifacts", self._scrub(str(exc))) from None
         except Exception as exc:
             raise StageFailure(
-                "artifacts", self._scrub(f"output artifacts: {type(exc).__name__}: {exc}")
+                "artifacts", self._scrub(f"{what}: {type(exc).__name__}: {exc}")
             ) from None
 
     async def _inspect_workdir(self, workdir: str) -> None:
