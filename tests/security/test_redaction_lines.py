@@ -10,8 +10,8 @@ bytes as a container stream delivers them (no engine is needed for that).
 from __future__ import annotations
 
 from launchplane.core.limits import MAX_LINE_BYTES
+from launchplane.core.output import LineSplitter
 from launchplane.core.redaction import Redactor
-from launchplane.plugins.runners.lines import LineSplitter
 
 SECRET = "gehéimes-Pässwort-ÄÖÜ-42"
 

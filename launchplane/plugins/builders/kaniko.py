@@ -80,11 +80,11 @@ from launchplane.core.interfaces import (
     MissingExtraError,
     PluginError,
 )
+from launchplane.core.output import LineSplitter
 from launchplane.core.spec import ResolvedJob
 from launchplane.plugins import kube
 from launchplane.plugins.builders import dockerfile
 from launchplane.plugins.builders.dockerfile import CONTENT_HASH_LABEL, BuildPlan
-from launchplane.plugins.runners.lines import LineSplitter
 
 DEFAULT_EXECUTOR_IMAGE = "gcr.io/kaniko-project/executor:v1.23.2"
 CONTAINER = "kaniko"

@@ -95,8 +95,9 @@ from launchplane.core.launch import (
     preview_labels,
     run_labels,
 )
+from launchplane.core.output import decode
 from launchplane.core.spec import ResolvedJob
-from launchplane.plugins.runners.lines import decode, read_lines
+from launchplane.plugins.runners.lines import read_lines
 
 if TYPE_CHECKING:
     from docker import DockerClient

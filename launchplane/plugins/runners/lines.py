@@ -1,11 +1,11 @@
 """Workload output in byte chunks -> text lines, for the runners that read a blocking stream.
 
-Docker's attach stream, a Kubernetes pod log and a kaniko build log all
-arrive as chunks that cut lines anywhere; :func:`read_lines` reads them in a
-worker thread through the one splitter (:class:`~launchplane.core.output.LineSplitter`,
-re-exported here with :func:`decode` and :func:`char_boundary`), which the
-local-process runner and the agent's leftover shipping use too: a line longer
-than ``MAX_LINE_BYTES`` is cut into pieces between characters.
+Docker's attach stream and a Kubernetes pod log arrive as chunks that cut
+lines anywhere; :func:`read_lines` reads them in a worker thread through the
+one splitter (:class:`~launchplane.core.output.LineSplitter`), which the
+kaniko builder, the local-process runner and the agent's leftover shipping
+use too: a line longer than ``MAX_LINE_BYTES`` is cut into pieces between
+characters.
 """
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import anyio.to_thread
 
-from launchplane.core.output import LineSplitter, char_boundary, decode
-
-__all__ = ["LineSplitter", "char_boundary", "decode", "next_chunk", "read_lines"]
+from launchplane.core.output import LineSplitter
 
 
 def next_chunk(chunks: Iterator[bytes]) -> bytes | None:
