@@ -67,6 +67,7 @@ import anyio.to_thread
 from launchplane.core.config import artifacts as refs
 from launchplane.core.config.macros import expand_macros
 from launchplane.core.interfaces import (
+    LATEST,
     ArtifactStore,
     ArtifactVersion,
     JobContext,
@@ -219,7 +220,7 @@ def _store(
 
 
 def _shown(ref: ArtifactRef) -> str:
-    return f"{ref.name}:{ref.alias or refs.LATEST}"
+    return f"{ref.name}:{ref.alias or LATEST}"
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ async def _fetched(
         raise ArtifactFailure(f"{what} {_shown(ref)}: {exc}") from None
     where = f"{what} {_shown(ref)} (store '{store.name}')"
     try:
-        version = await store.resolve(name, ref.alias or refs.LATEST)
+        version = await store.resolve(name, ref.alias or LATEST)
         uri = store.version_uri(version)
         if uri is not None and uri.split("://", 1)[0] in uri_schemes:
             return _Fetched(store, version, None, uri=uri)
@@ -264,7 +265,7 @@ def _pin(ref: ArtifactRef, store: ArtifactStore, version: ArtifactVersion) -> di
     """The record's entry of one resolved artifact: the version and digest, never only the alias."""
     return {
         "name": ref.name,
-        "alias": ref.alias or refs.LATEST,
+        "alias": ref.alias or LATEST,
         "version": version.version,
         "digest": version.digest,
         "size": version.size,
@@ -374,7 +375,7 @@ async def upload_outputs(
         except PluginError as exc:
             raise ArtifactFailure(f"output artifact {expanded.name}: {exc}") from None
         where = f"output artifact {expanded.name} (store '{store.name}')"
-        aliases = (ref.alias,) if ref.alias and ref.alias != refs.LATEST else ()
+        aliases = (ref.alias,) if ref.alias and ref.alias != LATEST else ()
         try:
             path = _output_file(output_dir, refs.output_path(ref, expanded.name))
             version = await store.upload(path, name, aliases, dict(metadata))
@@ -382,7 +383,7 @@ async def upload_outputs(
             raise ArtifactFailure(f"{where}: {exc}") from None
         except OSError as exc:
             raise ArtifactFailure(f"{where}: the upload failed: {exc}") from None
-        moved = [refs.LATEST, *aliases]
+        moved = [LATEST, *aliases]
         await emit(
             f"artifacts: uploaded {path.relative_to(output_dir.resolve())} as "
             f"{version.ref} ({version.digest}); {', '.join(moved)} -> {version.version}"

@@ -554,6 +554,10 @@ class SecretProvider(Plugin):
 
 ARTIFACT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 """An artifact's (and an alias's) name in every store: one path segment, no ``..``."""
+LATEST = "latest"
+"""The alias every upload moves, and the one a name without alias means."""
+ARTIFACT_VERSION = re.compile(r"^v(\d+)$")
+"""A version (``v0``, ``v1``, ...): it never moves, unlike an alias. Group 1 is its number."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from launchplane.core.errors import ConfigError, FieldError
+from launchplane.core.interfaces import ARTIFACT_VERSION
 from launchplane.core.spec import ArtifactRef, ResolvedJob
 
 REQUIREMENTS_TXT = "requirements.txt"
@@ -43,7 +44,6 @@ run and sweep it reported to (a reproduction is a new W&B run). ``secret_provide
 are provider options only admins may see; ``secrets`` keep their variable names but
 not their references, for the same reason (a secret's value is never pinned anyway).
 """
-_VERSION = re.compile(r"v\d+")
 _FULL_COMMIT = re.compile(r"@[0-9a-f]{40}\b")
 
 
@@ -204,7 +204,7 @@ def _artifact_unpinned(path: str, ref: Any) -> list[Unpinned]:
         name, alias = _artifact_name(ref)
     else:
         name, alias = str(ref.get("name")), ref.get("alias") or ""
-    if _VERSION.fullmatch(alias):
+    if ARTIFACT_VERSION.match(alias):
         return []
     said = (
         f"{name!r} has no alias, so it means {name}:latest"

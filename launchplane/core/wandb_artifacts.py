@@ -18,9 +18,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from launchplane.core.interfaces import LATEST
+
 SCHEME = "wandb-artifact://"
 """The prefix that marks a W&B artifact (W&B's own spelling in launch specs)."""
-DEFAULT_ALIAS = "latest"
 
 _SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 _PATH = re.compile(rf"^({_SEGMENT})/({_SEGMENT})/({_SEGMENT})(?::([A-Za-z0-9][A-Za-z0-9._-]*))?$")
@@ -34,7 +35,7 @@ class WandbArtifactPath:
     entity: str
     project: str
     name: str
-    alias: str = DEFAULT_ALIAS
+    alias: str = LATEST
 
     @property
     def path(self) -> str:
@@ -72,4 +73,4 @@ def parse_wandb_artifact(name: str, alias: str | None = None) -> WandbArtifactPa
     entity, project, artifact, inline = match.groups()
     if inline and alias and inline != alias:
         raise ValueError(f"{name!r} names alias {inline!r} and also {alias!r}: name one")
-    return WandbArtifactPath(entity, project, artifact, inline or alias or DEFAULT_ALIAS)
+    return WandbArtifactPath(entity, project, artifact, inline or alias or LATEST)

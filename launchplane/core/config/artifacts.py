@@ -39,13 +39,12 @@ from typing import Any
 from launchplane.core.config.keypath import format_path
 from launchplane.core.config.macros import MACRO_NAMES
 from launchplane.core.errors import FieldError
-from launchplane.core.interfaces import ARTIFACT_NAME, Mount, PluginError
+from launchplane.core.interfaces import ARTIFACT_NAME, ARTIFACT_VERSION, Mount, PluginError
 from launchplane.core.spec import ArtifactRef, ResolvedJob
 from launchplane.core.wandb_artifacts import SCHEME
 
 WANDB_STORE = "wandb"
 """The registry name of the store that serves ``wandb-artifact://`` URIs."""
-LATEST = "latest"
 INPUTS_DIR = "artifacts"
 """The default folder of input artifacts under the run's root."""
 OUTPUT_DIR = "output"
@@ -179,7 +178,7 @@ def artifact_errors(job: ResolvedJob) -> list[FieldError]:
             )
             continue
         errors += _ref_errors(ref, where, _macros_filled(ref.name))
-        if ref.alias is not None and re.fullmatch(r"v\d+", ref.alias):
+        if ref.alias is not None and ARTIFACT_VERSION.match(ref.alias):
             errors.append(
                 FieldError(
                     format_path((*where, "alias")),

@@ -19,7 +19,6 @@ import abc
 import datetime as dt
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +27,14 @@ from typing import Any
 import anyio.to_thread
 
 from launchplane.core.interfaces import (
+    ARTIFACT_VERSION,
+    LATEST,
     ArtifactStore,
     ArtifactVersion,
     PluginError,
     check_artifact_name,
 )
 
-LATEST = "latest"
-VERSION = re.compile(r"^v(\d+)$")
 CHUNK = 1024 * 1024
 
 
@@ -153,7 +152,7 @@ def new_manifest(
 
 
 def version_number(version: str) -> int | None:
-    match = VERSION.match(version)
+    match = ARTIFACT_VERSION.match(version)
     return int(match.group(1)) if match else None
 
 

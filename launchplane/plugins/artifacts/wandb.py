@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from launchplane import RegisterArtifactStore, hookimpl
 from launchplane.core.interfaces import (
+    LATEST,
     ArtifactStore,
     ArtifactVersion,
     MissingExtraError,
@@ -81,7 +82,7 @@ def artifact_path(name: str, alias: str | None, options: WandbStoreOptions) -> W
             f"artifact {name!r} names no W&B project: set artifact_store.options.entity and "
             f".project in the queue config, or name it wandb-artifact://entity/project/{name}"
         )
-    return WandbArtifactPath(options.entity, options.project, name, alias or layout.LATEST)
+    return WandbArtifactPath(options.entity, options.project, name, alias or LATEST)
 
 
 def _wandb() -> Any:
