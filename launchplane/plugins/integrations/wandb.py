@@ -31,10 +31,12 @@ Deliberate differences from W&B's agent, each for a reason:
 * ``WANDB_BASE_URL`` is the ``base_url`` option; without it the SDK's own default
   (W&B's cloud) applies and a ``WANDB_BASE_URL`` in the job's ``env`` is removed:
   either way a submitter cannot send the queue's key to another host.
-* ``WANDB_DIR`` is the run's output directory on the local-process runner, so an
-  offline run's files stay in the run directory and the record lists them
-  (``integrations.wandb.offline_run_dirs``). Other runners keep W&B's default
-  (the job's working directory).
+* ``WANDB_DIR`` is the run's output directory where the job sees it (the host
+  path on the local-process runner, ``/launchplane/output`` in a docker
+  container), so an offline run's files stay in the run directory and the
+  record lists them (``integrations.wandb.offline_run_dirs``). Runners whose
+  output directory is not on the agent host (kubernetes, sagemaker) keep W&B's
+  default (the job's working directory).
 * ``WANDB_DOCKER`` is the job's declared ``docker.image`` only: the image a
   builder makes is not known yet when the environment is prepared.
 * ``WANDB_LAUNCH_TRACE_ID`` is the launchplane job id (W&B: its run queue item);
@@ -64,6 +66,7 @@ from launchplane.core.config.resolve import model_errors
 from launchplane.core.interfaces import JobContext, PluginError
 from launchplane.core.spec import ResolvedJob
 from launchplane.core.wandb_artifacts import SCHEME, is_wandb_artifact, parse_wandb_artifact
+from launchplane.plugins.runners import docker
 
 NAME = "wandb"
 API_KEY = "WANDB_API_KEY"
@@ -75,6 +78,8 @@ MAX_ENV_LENGTHS: Mapping[str, int] = {"sagemaker": 512}
 _CONFIG_NAME = re.compile(r"WANDB_CONFIG(_[0-9]+)?")
 LOCAL_RUNNER = "local-process"
 """The runner whose job sees the agent host's paths, so ``WANDB_DIR`` can be the output dir."""
+MOUNTED_OUTPUT_DIRS: Mapping[str, str] = {"docker": docker.OUTPUT_DIR}
+"""Runners that mount the run's output directory into the workload: where it sees it."""
 
 
 class WandbOptions(BaseModel):
@@ -126,6 +131,7 @@ def options_of(job: ResolvedJob) -> WandbOptions | None:
 
 def wandb_environment(job: ResolvedJob, ctx: JobContext, options: WandbOptions) -> dict[str, str]:
     """The ``WANDB_*`` variables of one run: W&B's launch agent's names and encodings."""
+    output_dir = wandb_dir(job, ctx)
     env: dict[str, str] = {
         "WANDB_LAUNCH": "True",
         "WANDB_RUN_ID": run_id(job, ctx),
@@ -143,7 +149,7 @@ def wandb_environment(job: ResolvedJob, ctx: JobContext, options: WandbOptions) 
         "WANDB_SWEEP_ID": job.sweep_id,
         "WANDB_DOCKER": job.docker.image if job.docker is not None else None,
         "WANDB_RESUME": "allow" if job.wandb_run_id and ctx.attempt > 1 else None,
-        "WANDB_DIR": wandb_dir(job, ctx),
+        "WANDB_DIR": output_dir[0] if output_dir else None,
     }
     env.update({name: value for name, value in optional.items() if value})
     env.update(config_variables(job.hyperparameters, MAX_ENV_LENGTHS.get(job.resource)))
@@ -155,11 +161,17 @@ def run_id(job: ResolvedJob, ctx: JobContext) -> str:
     return job.wandb_run_id or ctx.run_id
 
 
-def wandb_dir(job: ResolvedJob, ctx: JobContext) -> str | None:
-    """The run's output directory, for a runner whose job sees the agent's paths; else None."""
-    if job.resource != LOCAL_RUNNER:
+def wandb_dir(job: ResolvedJob, ctx: JobContext) -> tuple[str, Path] | None:
+    """The run's output directory as the job sees it and on the agent host, for a runner
+    that keeps it on the agent host; else None (W&B's default applies)."""
+    host = ctx.env.get("LAUNCHPLANE_OUTPUT_DIR")
+    if host is None:
         return None
-    return ctx.env.get("LAUNCHPLANE_OUTPUT_DIR")
+    if job.resource == LOCAL_RUNNER:
+        return host, Path(host)
+    if job.resource in MOUNTED_OUTPUT_DIRS:
+        return MOUNTED_OUTPUT_DIRS[job.resource], Path(host)
+    return None
 
 
 def config_variables(hyperparameters: Any, max_length: int | None = None) -> dict[str, str]:
@@ -216,19 +228,20 @@ FACTS = {
 """Record key -> the variable whose final value the record shows."""
 
 
-def run_facts(run_dir: Path, root: str | None, env: Mapping[str, str | None]) -> dict[str, Any]:
+def run_facts(run_dir: Path, root: Path | None, env: Mapping[str, str | None]) -> dict[str, Any]:
     """``integrations.wandb`` of the record: the W&B run, and its offline directories found.
 
     ``env`` holds the run's effective ``WANDB_*`` values (:data:`FACTS`). W&B writes
     an offline run to ``<WANDB_DIR>/wandb/offline-run-<time>-<run id>``; with
-    ``root`` the ``WANDB_DIR`` the integration set (None: it set none, and no
-    host path is searched), each one found is listed relative to the run directory.
+    ``root`` the ``WANDB_DIR`` the integration set, on the agent host (None: it set
+    none, and no host path is searched), each one found is listed relative to the
+    run directory.
     """
     found: list[str] = []
     if root is not None:
         found = sorted(
             path.relative_to(run_dir).as_posix()
-            for path in (Path(root) / "wandb").glob(f"offline-run-*-{env['WANDB_RUN_ID']}")
+            for path in (root / "wandb").glob(f"offline-run-*-{env['WANDB_RUN_ID']}")
             if path.is_dir() and path.is_relative_to(run_dir)
         )
     facts: dict[str, Any] = {key: env.get(name) for key, name in FACTS.items()}
@@ -254,4 +267,5 @@ def launchplane_prepare_job(job: ResolvedJob, ctx: JobContext) -> None:
         del ctx.env[name]
     ctx.env.update(variables)
     seen = {name: ctx.env.get(name) for name in FACTS.values()}
-    ctx.record_facts[NAME] = partial(run_facts, ctx.workdir, variables.get("WANDB_DIR"), seen)
+    output_dir = wandb_dir(job, ctx)
+    ctx.record_facts[NAME] = partial(run_facts, ctx.workdir, output_dir and output_dir[1], seen)
