@@ -86,6 +86,7 @@ from launchplane.agent.environment import (
 )
 from launchplane.agent.leftovers import ship_leftovers
 from launchplane.agent.outbox import LeaseOutbox
+from launchplane.agent.predecessor import stop_previous_attempt
 from launchplane.agent.records import RunRecorder, workload_facts
 from launchplane.agent.rundir import (
     LAUNCH_FILE,
@@ -235,6 +236,8 @@ class JobPipeline:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self._outbox.run)
             try:
+                if adopted is None:
+                    await self._stop_previous_attempt()
                 # What the log lacks of earlier output: a killed agent's unsent lines.
                 await ship_leftovers(
                     self.lease, self.services, self._outbox, adopted=adopted is not None
@@ -694,6 +697,11 @@ class JobPipeline:
                     window.feed(line)
             finally:
                 window.close()
+
+    async def _stop_previous_attempt(self) -> None:
+        """A lost agent's workload of the previous attempt ends before this one starts."""
+        if said := await stop_previous_attempt(self.lease, self.services):
+            await self._log_line(said)
 
     async def _log_line(self, line: str) -> None:
         """``ctx.log``: a line from a builder or plugin, into the job's log."""
