@@ -629,6 +629,7 @@ def submit(
     server: str | None = None,
     token: str | None = None,
     idempotency_key: str | None = None,
+    strict_pins: bool = False,
 ) -> QueuedJob:
     """Submit a job to a queue; the job (a dict) with W&B ``QueuedRun``'s waits.
 
@@ -640,6 +641,10 @@ def submit(
     ``config`` is a W&B launch spec or a launchplane override layer (both
     spellings are read); ``template_variables`` are the queue's variable
     values; ``priority`` is ``critical|high|medium|low`` or W&B's 0..3.
+    Each unpinned input of the resolved job (a branch without a commit, an
+    image by tag, an artifact by alias: :mod:`launchplane.core.pins`) is an
+    :class:`~launchplane.core.pins.UnpinnedInputWarning`; with ``strict_pins``
+    the server refuses the job instead (:class:`ValidationFailed`, each listed).
     As in W&B, ``config`` holding both ``resource_args`` and
     ``template_variables`` loses its ``resource_args`` (a warning says so).
     Synchronous: from async code use :func:`asubmit`.
@@ -670,6 +675,7 @@ def submit(
         server=server,
         token=token,
         idempotency_key=idempotency_key,
+        strict_pins=strict_pins,
     )
     return anyio.run(call)
 
@@ -700,11 +706,13 @@ async def asubmit(
     server: str | None = None,
     token: str | None = None,
     idempotency_key: str | None = None,
+    strict_pins: bool = False,
 ) -> QueuedJob:
     """The async twin of :func:`submit`."""
     import warnings
 
     from launchplane.core.launch_args import LaunchArgs, LaunchSpecWarning, launch_layers
+    from launchplane.core.pins import UnpinnedInputWarning
 
     if queue is not None and queue_name is not None and queue != queue_name:
         raise ValueError(f"queue={queue!r} and queue_name={queue_name!r}: give one")
@@ -743,7 +751,10 @@ async def asubmit(
             overrides=layers.overrides,
             template_variables=layers.template_values,
             idempotency_key=idempotency_key,
+            strict_pins=strict_pins,
         )
+    for message in submitted.get("warnings", ()):
+        warnings.warn(message, UnpinnedInputWarning, stacklevel=2)
     return QueuedJob(submitted, server=server, token=token)
 
 

@@ -47,6 +47,10 @@ not their references, for the same reason (a secret's value is never pinned anyw
 _FULL_COMMIT = re.compile(r"@[0-9a-f]{40}\b")
 
 
+class UnpinnedInputWarning(UserWarning):
+    """``launchplane.submit``'s warning for each unpinned input the server listed."""
+
+
 @dataclass(frozen=True)
 class Unpinned:
     """One input that can change between two runs of the same spec, and how to pin it."""

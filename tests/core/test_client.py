@@ -25,6 +25,7 @@ from launchplane.core.client import (
     asubmit,
     find_token,
 )
+from launchplane.core.pins import UnpinnedInputWarning
 from launchplane.server.embedded import EmbeddedServer
 
 pytestmark = pytest.mark.anyio
@@ -241,3 +242,19 @@ async def test_broken_connection_after_sending_is_not_retried_for_unsafe_calls()
         with pytest.raises(ConnectionLost):
             await client.append_logs("l-1", ["x"])
         assert requests == 1
+
+
+async def test_python_submit_warns_of_unpinned_inputs_and_strict_pins_refuses(
+    server: EmbeddedServer,
+) -> None:
+    job = {"entry_point": "python train.py", "docker": {"image": "python:3.11"}}
+    common = {"queue": "q", "template_variables": {"gpus": 1}, "server": server.url}
+    with pytest.warns(UnpinnedInputWarning, match=r"docker.image: .*digest"):
+        submitted = await asubmit(job, token=server.admin_token, **common)
+    assert submitted["warnings"], submitted
+
+    with pytest.raises(ValidationFailed) as refused:
+        await asubmit(job, token=server.admin_token, strict_pins=True, **common)
+    assert "docker.image" in str(refused.value)
+    async with LaunchplaneClient(server.url, server.admin_token) as client:
+        assert len(await client.list_jobs("q")) == 1
