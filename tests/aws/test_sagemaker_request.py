@@ -10,6 +10,7 @@ queue server; a template bound is enforced before that. No AWS call is made.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -321,3 +322,23 @@ def test_a_role_name_plans_as_the_arn_it_becomes(tmp_path: Path) -> None:
         "arn:aws-cn:iam::<account of the agent's credentials>:role/SageMakerRole"
     )
     assert "warnings" not in shown
+
+
+def test_long_wandb_file_overrides_are_split_as_wandb_splits_them_and_read_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    files = pytest.importorskip("wandb.sdk.launch.inputs.files")
+    overrides = {"config.yaml": {"layers": list(range(200)), "name": "résumé"}}
+    text = json.dumps(overrides)
+    env = rq.launch_environment({"A": "1", "WANDB_LAUNCH_FILE_OVERRIDES": text})
+
+    chunks = sorted(name for name in env if name.startswith("WANDB_LAUNCH_FILE_OVERRIDES_"))
+    assert "WANDB_LAUNCH_FILE_OVERRIDES" not in env and len(chunks) > 1
+    assert all(len(env[name]) <= rq.ENV_VALUE_MAX for name in chunks)
+    for name in chunks:
+        monkeypatch.setenv(name, env[name])
+    monkeypatch.delenv("WANDB_LAUNCH_FILE_OVERRIDES", raising=False)
+    monkeypatch.setattr(files.FileOverrides, "_instance", None)
+    assert files.FileOverrides().overrides == overrides
+    short = rq.launch_environment({"WANDB_LAUNCH_FILE_OVERRIDES": "{}"})
+    assert short["WANDB_LAUNCH_FILE_OVERRIDES"] == "{}"

@@ -70,6 +70,20 @@ OVERRIDE_KEYS = (
 FILE_OVERRIDES_ENV = "WANDB_LAUNCH_FILE_OVERRIDES"
 """The variable W&B gives a run its ``overrides.files`` in (``wandb.sdk.launch.inputs``)."""
 
+
+def chunked_variables(name: str, text: str, limit: int) -> dict[str, str]:
+    """``{name: text}``, or ``name_0..n`` chunks of ``limit`` characters when it is longer.
+
+    W&B's encoding for a value over a runner's limit (SageMaker: 512 per value):
+    its SDK reads ``name`` first and joins the chunks only without it
+    (``_inject_wandb_config_env_vars`` / ``_inject_file_overrides_env_vars`` in
+    ``wandb/sdk/launch/_project_spec.py``, and their readers).
+    """
+    if len(text) <= limit:
+        return {name: text}
+    return {f"{name}_{i // limit}": text[i : i + limit] for i in range(0, len(text), limit)}
+
+
 _COMMIT_RE = re.compile(r"[0-9a-fA-F]{7,40}")
 _WANDB_GIT_HOST_RE = re.compile(r"git|bitbucket|dev\.azure\.com|\.visualstudio\.com")
 """What W&B's ``_is_git_uri`` looks for in a URI (after a first character that is not a

@@ -63,6 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from launchplane import hookimpl
 from launchplane.core.config.resolve import model_errors
+from launchplane.core.config.wandb_spec import chunked_variables
 from launchplane.core.interfaces import JobContext, PluginError
 from launchplane.core.spec import ResolvedJob
 from launchplane.core.wandb_artifacts import SCHEME, is_wandb_artifact, parse_wandb_artifact
@@ -180,12 +181,9 @@ def config_variables(hyperparameters: Any, max_length: int | None = None) -> dic
     The SDK reads ``WANDB_CONFIG`` first and joins the chunks only without it
     (``_handle_launch_config`` in ``wandb/sdk/wandb_init.py``).
     """
-    limit = max_length or MAX_ENV_LENGTH
-    text = json.dumps(hyperparameters)
-    if len(text) <= limit:
-        return {"WANDB_CONFIG": text}
-    chunks = [text[i : i + limit] for i in range(0, len(text), limit)]
-    return {f"WANDB_CONFIG_{i}": chunk for i, chunk in enumerate(chunks)}
+    return chunked_variables(
+        "WANDB_CONFIG", json.dumps(hyperparameters), max_length or MAX_ENV_LENGTH
+    )
 
 
 def input_artifacts(job: ResolvedJob) -> dict[str, str]:

@@ -44,6 +44,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from launchplane.core.config.wandb_spec import FILE_OVERRIDES_ENV, chunked_variables
 from launchplane.core.errors import ConfigError, FieldError, join_path, suggest
 from launchplane.core.interfaces import ADMIN_ONLY, Mount, SecretRefError, parse_ref
 from launchplane.core.launch import entry_argv
@@ -587,13 +588,17 @@ def build_request(
 def launch_environment(env: Mapping[str, str]) -> dict[str, str]:
     """``ctx.env`` as the container needs it: the output directory SageMaker uploads.
 
-    ``LAUNCHPLANE_HYPERPARAMETERS`` is left out when it exceeds SageMaker's
-    512 characters per value; the job reads ``/opt/ml/input/config/hyperparameters.json``
-    (from ``HyperParameters``) instead.
+    SageMaker takes 512 characters per value. ``LAUNCHPLANE_HYPERPARAMETERS`` is
+    left out when longer (the job reads ``/opt/ml/input/config/hyperparameters.json``,
+    from ``HyperParameters``, instead); a longer ``WANDB_LAUNCH_FILE_OVERRIDES``
+    (W&B's ``overrides.files``) is split into ``_0..n`` chunks, as W&B's agent
+    splits it and its SDK reads it back.
     """
     result = {**env, "LAUNCHPLANE_OUTPUT_DIR": OUTPUT_DIR}
     if len(result.get("LAUNCHPLANE_HYPERPARAMETERS", "")) > ENV_VALUE_MAX:
         del result["LAUNCHPLANE_HYPERPARAMETERS"]
+    if (overrides := result.pop(FILE_OVERRIDES_ENV, None)) is not None:
+        result.update(chunked_variables(FILE_OVERRIDES_ENV, overrides, ENV_VALUE_MAX))
     return result
 
 
