@@ -988,7 +988,7 @@ def preview_mounts(job: ResolvedJob) -> list[Mount]:
             kind, options, name = refs.store_of(ref, job)
         except PluginError:
             continue
-        pending = f"<version of {name}:{ref.alias or LATEST}, {manifest.PENDING}>"
+        pending = f"<version of {name}:{ref.alias or LATEST}, {manifest.PENDING.strip('<>')}>"
         uri = None
         if _STORE_SCHEMES.get(kind) == "s3":
             uri = f"s3://{options.get('bucket', '<bucket>')}/{pending}/"

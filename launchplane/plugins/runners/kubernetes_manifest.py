@@ -610,7 +610,7 @@ _FETCHER_FIX = (
 )
 _VOLUMES_FIX = (
     "map the store's root to a pod volume in the queue config: resource_args.kubernetes."
-    "artifact_volumes: {{{root}: {{persistentVolumeClaim: {{claimName: artifacts}}}}}}"
+    "artifact_volumes: {<the store's root>: {persistentVolumeClaim: {claimName: artifacts}}}"
 )
 
 
@@ -674,7 +674,7 @@ def input_artifacts(
             if root is None:
                 raise PluginError(
                     f"input artifact {what(mount)} is in the file store at {path}, which no "
-                    f"pod volume holds: {_VOLUMES_FIX.format(root=_store_root(path))}"
+                    f"pod volume holds: {_VOLUMES_FIX}"
                 )
             if root not in roots:
                 roots[root] = f"lp-artifacts-{len(roots)}"
@@ -700,12 +700,6 @@ def _mapped_root(path: PurePosixPath, volumes: Mapping[str, Any]) -> str | None:
     """The longest root of ``volumes`` that holds ``path``."""
     held = [root for root in volumes if path.is_relative_to(PurePosixPath(root))]
     return max(held, key=len, default=None)
-
-
-def _store_root(path: PurePosixPath) -> str:
-    """The store's root of a version's folder (``<root>/<name>/versions/<v>``), for the hint."""
-    parts = path.parts
-    return str(PurePosixPath(*parts[:-3])) if len(parts) > 3 else str(path)
 
 
 def _add_inputs(pod: dict[str, Any], first: dict[str, Any], inputs: Inputs) -> None:
