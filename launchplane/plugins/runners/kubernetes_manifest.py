@@ -687,9 +687,9 @@ def input_artifacts(
             inputs.volume_mounts.append(entry)
         else:
             raise PluginError(
-                f"input artifact {what(mount)}: a pod cannot read the agent's download; the "
-                "kubernetes runner reads inputs of an s3 store (artifact_fetcher_image) or of a "
-                "file store mapped with artifact_volumes: give the queue one of those"
+                f"input artifact {what(mount)}: runner '{RUNNER}' cannot mount the agent's "
+                "download in a pod; it reads inputs of an s3 store (artifact_fetcher_image) or "
+                "of a file store mapped with artifact_volumes: give the queue one of those"
             )
         if mount.env:
             inputs.env[mount.env] = target
