@@ -416,6 +416,13 @@ def test_artifact_volumes_roots_are_absolute_and_queue_only() -> None:
         assert admin[name].json_schema_extra == manifest.ADMIN_ONLY
 
 
+def test_a_hostpath_artifact_volume_needs_allow_privileged() -> None:
+    volumes = {"/mnt/artifacts": {"hostPath": {"path": "/mnt/artifacts"}}}
+    with pytest.raises(ConfigError, match="a hostPath volume reaches the node"):
+        args(artifact_volumes=volumes)
+    assert args(artifact_volumes=volumes, allow_privileged=True).artifact_volumes == volumes
+
+
 def plan_job(store: dict[str, Any], **kubernetes: Any) -> ResolvedJob:
     return ResolvedJob.model_validate(
         {

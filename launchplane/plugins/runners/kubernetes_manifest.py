@@ -43,9 +43,17 @@ What launchplane adds, as W&B does
     A Job gets ``backoffLimit: 0`` and pods ``restartPolicy: Never`` unless
     set: retries are the queue's ``retry:`` policy, not the cluster's.
 
+Input artifacts
+    :func:`input_artifacts`: an input of an ``s3`` store is an ``emptyDir``
+    that an init container of ``artifact_fetcher_image`` fills (``launchplane
+    artifact fetch``, digest-checked); one of a ``file`` store is the volume
+    ``artifact_volumes`` maps its root to, ``subPath`` the version's folder.
+    The job's container mounts each read-only at its target. Both options are
+    queue-only.
+
 Privileged settings
-    ``hostPath`` volumes, ``hostNetwork``/``hostPID``/``hostIPC``, ``hostPort``,
-    privileged containers, added capabilities and a pod service account in a
+    ``hostPath`` volumes (also in ``artifact_volumes``), ``hostNetwork``/``hostPID``/
+    ``hostIPC``, ``hostPort``, privileged containers, added capabilities and a pod service account in a
     W&B manifest reach the node or the cluster; like W&B (which refuses them
     outright) they are refused unless the queue config sets
     ``allow_privileged: true`` (a field only a queue may set, like
@@ -511,6 +519,14 @@ def _privileged_errors(args: KubernetesArgs) -> list[FieldError]:
             join_path("volumes", i, "host_path"), f"a hostPath volume reaches the node; {_FIX}"
         )
         for i, volume in enumerate(args.volumes)
+        if "hostPath" in camel_keys(volume)
+    ]
+    errors += [
+        FieldError(
+            join_path("artifact_volumes", root, "host_path"),
+            f"a hostPath volume reaches the node; {_FIX}",
+        )
+        for root, volume in args.artifact_volumes.items()
         if "hostPath" in camel_keys(volume)
     ]
     for path, node in _walk({"metadata": args.metadata, "spec": args.spec}):
