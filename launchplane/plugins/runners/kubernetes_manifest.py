@@ -53,8 +53,8 @@ Input artifacts
 
 Privileged settings
     ``hostPath`` volumes (also in ``artifact_volumes``), ``hostNetwork``/``hostPID``/
-    ``hostIPC``, ``hostPort``, privileged containers, added capabilities and a pod service account in a
-    W&B manifest reach the node or the cluster; like W&B (which refuses them
+    ``hostIPC``, ``hostPort``, privileged containers, added capabilities and a pod
+    service account in a W&B manifest reach the node or the cluster; like W&B (which refuses them
     outright) they are refused unless the queue config sets
     ``allow_privileged: true`` (a field only a queue may set, like
     ``service_account``).
