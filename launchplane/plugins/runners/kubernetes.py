@@ -18,6 +18,17 @@ Secrets
     pointed at the Job, so the cluster's garbage collector deletes it with
     the Job; a Job that cannot be created takes its Secret with it.
 
+Input artifacts
+    The runner reads ``s3`` and ``file`` store versions where they are
+    (``artifact_uri_schemes``); the agent pins them and downloads nothing. An
+    ``s3`` input is fetched by an init container (``artifact_fetcher_image``,
+    ``launchplane artifact fetch ... --digest``) into an ``emptyDir``; a
+    ``file`` input is the volume ``artifact_volumes`` maps the store's root to,
+    with ``subPath``. Both are mounted read-only in the job's container
+    (``kubernetes_manifest.input_artifacts``); without the option the run (and
+    ``plan``) fails naming it. A failed init container fails the run as
+    ``Init:Error`` with that container's last lines.
+
 Watching
     :func:`watch` lists, then watches from the list's ``resourceVersion``,
     resumes from the last version it saw when a stream ends or drops,
