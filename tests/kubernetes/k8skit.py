@@ -807,8 +807,8 @@ class PodController:
             await waiting("ContainerCreating", "")
             await stop.wait()
             return None
-        initialized = await self._init_containers(pod, container, volumes)
-        if initialized is not None:
+        initialized = await self._init_containers(pod, container, volumes, stop)
+        if initialized != "Initialized":
             return initialized
         log = self.emulator.container_log(namespace, pod_name, container["name"])
         if handler is not None:
@@ -849,7 +849,7 @@ class PodController:
                 pod, container, docker_container, log, stop, scenario
             )
         finally:
-            with contextlib.suppress(Exception):
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await anyio.to_thread.run_sync(lambda: docker_container.remove(force=True))
 
     # --- volumes and init containers
@@ -890,9 +890,14 @@ class PodController:
         ]
 
     async def _init_containers(
-        self, pod: dict[str, Any], first: dict[str, Any], volumes: Mapping[str, Path]
+        self,
+        pod: dict[str, Any],
+        first: dict[str, Any],
+        volumes: Mapping[str, Path],
+        stop: anyio.Event,
     ) -> str | None:
-        """Run ``spec.initContainers`` in order: ``"Failed"`` when one exits non-zero."""
+        """Run ``spec.initContainers`` in order: ``"Initialized"`` when all exited 0,
+        ``"Failed"`` when one did not, None (no end) when an image cannot be pulled."""
         namespace, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         inits = pod["spec"].get("initContainers") or []
         statuses = [_status(c, {"waiting": {"reason": "PodInitializing"}}) for c in inits]
@@ -902,6 +907,16 @@ class PodController:
                 "pods", namespace, pod_name, {"initContainerStatuses": statuses}
             )
             code = await self._run_to_end(pod, container, volumes)
+            if isinstance(code, str):  # the image cannot be pulled: the kubelet backs off
+                message = f'Failed to pull image "{container.get("image")}": {code}'
+                statuses[index] = _status(
+                    container, {"waiting": {"reason": "ErrImagePull", "message": message}}
+                )
+                await self._patch_status(
+                    "pods", namespace, pod_name, {"initContainerStatuses": statuses}
+                )
+                await stop.wait()
+                return None
             terminated = {
                 "exitCode": code,
                 "reason": "Completed" if code == 0 else "Error",
@@ -916,12 +931,13 @@ class PodController:
                 await self._patch_status("pods", namespace, pod_name, status)
                 return "Failed"
             await self._patch_status("pods", namespace, pod_name, status)
-        return None
+        return "Initialized"
 
     async def _run_to_end(
         self, pod: dict[str, Any], container: dict[str, Any], volumes: Mapping[str, Path]
-    ) -> int:
-        """Run one (init) container to its end, its output its own ``pods/log``: the exit code."""
+    ) -> int | str:
+        """Run one (init) container to its end, its output its own ``pods/log``: the exit
+        code, or Docker's words when its image cannot be pulled."""
         namespace, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
         log = self.emulator.container_log(namespace, pod_name, container["name"])
         image = container.get("image", "")
@@ -936,7 +952,10 @@ class PodController:
                 for line in outcome.lines:
                     log.write(line.encode() + b"\n")
                 return outcome.exit_code
-            await anyio.to_thread.run_sync(self._ensure_image, image)
+            try:
+                await anyio.to_thread.run_sync(self._ensure_image, image)
+            except Exception as exc:
+                return _docker_message(exc)
             binds = self._binds(container, volumes)
             docker_container = await anyio.to_thread.run_sync(
                 self._create_container, pod, container, image, env, binds
@@ -951,7 +970,7 @@ class PodController:
 
                 return await anyio.to_thread.run_sync(pump)
             finally:
-                with contextlib.suppress(Exception):
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                     await anyio.to_thread.run_sync(lambda: docker_container.remove(force=True))
         finally:
             log.close()
@@ -1014,6 +1033,10 @@ class PodController:
                     if "wait" not in result:
                         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                             await anyio.to_thread.run_sync(docker_container.kill)
+                            # kill only signals: the container is gone once wait returns
+                            await anyio.to_thread.run_sync(
+                                lambda: docker_container.wait(timeout=10)
+                            )
 
             tg.start_soon(finish)
             tg.start_soon(stopper, stop, "deleted")

@@ -296,6 +296,30 @@ async def test_an_input_the_queue_gives_no_way_into_the_pod_fails_naming_the_opt
     assert kube.emulator.list("batch/v1/jobs", NAMESPACE) == []  # nothing was created
 
 
+async def test_an_unpullable_fetcher_image_fails_the_run_as_an_infrastructure_failure(
+    server: EmbeddedServer,
+    client: LaunchplaneClient,
+    kube: Cluster,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    """A real pull from the test registry, of an image it does not have (Docker's words)."""
+    store, spec = s3_store(aws_env["AWS_ENDPOINT_URL"])
+    await store.upload(dataset(tmp_path, "x\n"), "dataset")
+    missing = "127.0.0.1:5000/lptest/no-such-fetcher:never"
+    await server.ensure_queue(QUEUE, queue_config(spec, artifact_fetcher_image=missing))
+
+    done, record, _ = await run_job(server, client, tmp_path)
+
+    assert done["state"] == "failed"
+    reason = record["result"]["reason"]
+    assert reason.startswith("ErrImagePull: pod lp-"), reason
+    assert missing in reason
+    (failed,) = [e for e in done["events"] if e["state"] == "failed"]
+    assert (failed["details"] or {}).get("infrastructure_failure") is True
+    assert kube.emulator.list("batch/v1/jobs", NAMESPACE) == []  # the runner deleted it
+
+
 # -- the fetch command --------------------------------------------------------------------
 
 

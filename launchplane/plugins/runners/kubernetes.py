@@ -397,6 +397,17 @@ def _failed_init(pod: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
+def _waiting(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """Why the pod does not start: an init container's (an unpullable fetcher image) or
+    container configuration failure first, else the job's container's waiting state."""
+    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    for status in [*statuses, _container_status(pod)]:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in IMAGE_PULL_REASONS | CONFIG_REASONS:
+            return waiting
+    return (_container_status(pod).get("state") or {}).get("waiting") or {}
+
+
 def _memory_limit(pod: Mapping[str, Any]) -> str | None:
     containers = (pod.get("spec") or {}).get("containers") or [{}]
     return ((containers[0].get("resources") or {}).get("limits") or {}).get("memory")
@@ -411,19 +422,7 @@ def stuck(pods: list[dict[str, Any]]) -> tuple[str, str, bool] | None:
     for pod in sorted(pods, key=_created):
         if _phase(pod) not in ("Pending", ""):
             continue
-        statuses = [
-            *((pod.get("status") or {}).get("initContainerStatuses") or []),
-            _container_status(pod),
-        ]
-        waiting = next(
-            (
-                w
-                for st in statuses
-                if (w := (st.get("state") or {}).get("waiting") or {})
-                and w.get("reason") in IMAGE_PULL_REASONS | CONFIG_REASONS
-            ),
-            (_container_status(pod).get("state") or {}).get("waiting") or {},
-        )
+        waiting = _waiting(pod)
         reason = waiting.get("reason")
         if reason in IMAGE_PULL_REASONS:
             message = waiting.get("message") or reason

@@ -719,12 +719,15 @@ def _mapped_root(path: PurePosixPath, volumes: Mapping[str, Any]) -> str | None:
 
 
 def _add_inputs(pod: dict[str, Any], first: dict[str, Any], inputs: Inputs) -> None:
+    """``inputs`` in one pod template (a copy each: a PyTorchJob has several)."""
     if inputs.volumes:
-        pod["volumes"] = [*(pod.get("volumes") or []), *inputs.volumes]
+        pod["volumes"] = [*(pod.get("volumes") or []), *copy.deepcopy(inputs.volumes)]
     if inputs.init_containers:
-        pod["initContainers"] = [*(pod.get("initContainers") or []), *inputs.init_containers]
+        added = copy.deepcopy(inputs.init_containers)
+        pod["initContainers"] = [*(pod.get("initContainers") or []), *added]
     if inputs.volume_mounts:
-        first["volumeMounts"] = [*(first.get("volumeMounts") or []), *inputs.volume_mounts]
+        mounts = copy.deepcopy(inputs.volume_mounts)
+        first["volumeMounts"] = [*(first.get("volumeMounts") or []), *mounts]
 
 
 # --- the workload -----------------------------------------------------------------------
