@@ -342,7 +342,9 @@ async def mount_inputs(
         got = await _fetched("input artifact", ref, job, registry, cache, uri_schemes)
         version, target = got.version, refs.input_target(ref)
         env = refs.input_env(ref)
-        ctx.mounts.append(Mount(source=got.source, target=target, env=env, uri=got.uri))
+        ctx.mounts.append(
+            Mount(source=got.source, target=target, env=env, uri=got.uri, digest=version.digest)
+        )
         if got.uri is not None:
             how = f"; the runner reads it at {got.uri} (${env})"
         else:

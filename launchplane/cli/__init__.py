@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "reproduce": ("reproduce", "reproduce", "Submit a recorded run again, everything pinned."),
     "agent": ("agent", "agent", "Run an agent that polls queues and launches jobs."),
     "run": ("run", "run", "Run a job end to end on an embedded server and agent."),
+    "artifact": (
+        "artifact",
+        "artifact",
+        "Fetch a pinned artifact version (an init container's).",
+    ),
 }
 
 

@@ -117,6 +117,9 @@ class Mount:
     """Where the store keeps this version's files (``s3://bucket/prefix/name/versions/v3/``),
     given only to a runner whose :attr:`Runner.artifact_uri_schemes` has its scheme: that
     runner reads it there (SageMaker: an S3 input channel) and ``source`` is None."""
+    digest: str | None = None
+    """The pinned version's ``sha256:`` content digest, for a runner that fetches :attr:`uri`
+    where the agent cannot check it (Kubernetes: an init container verifies it)."""
 
 
 @dataclass

@@ -366,9 +366,15 @@ async def test_one_digest_is_downloaded_once_and_a_killed_download_is_cleaned(
     assert [p.name for p in cache.root.iterdir()] == [cache_key(version.digest)]
 
 
-@pytest.mark.parametrize("runner", ["kubernetes", "sagemaker"])
+@pytest.mark.parametrize(
+    ("runner", "refusal"),
+    [
+        ("kubernetes", "runner 'kubernetes' cannot mount the agent's download in a pod"),
+        ("sagemaker", "not supported by runner 'sagemaker' yet"),
+    ],
+)
 async def test_runners_without_mounts_refuse_input_artifacts_at_submit(
-    runner: str, tmp_path: Path
+    runner: str, refusal: str, tmp_path: Path
 ) -> None:
     """Before any cluster or AWS call: no cluster is needed to see the refusal."""
     from launchplane.core.plugins import get_plugin_manager
@@ -377,5 +383,5 @@ async def test_runners_without_mounts_refuse_input_artifacts_at_submit(
     job = ResolvedJob.model_validate({"resource": runner, "command": ["true"]})
     ctx = JobContext(job_id="j", run_id="j-1", attempt=1, queue=QUEUE, workdir=tmp_path)
     ctx.mounts.append(Mount(tmp_path, "artifacts/dataset", "LAUNCHPLANE_ARTIFACT_DATASET"))
-    with pytest.raises(PluginError, match=f"not supported by runner '{runner}' yet"):
+    with pytest.raises(PluginError, match=refusal):
         await registry.runner(runner).submit(job, Image("img:1"), ctx)

@@ -29,8 +29,25 @@ What is real and what is not (each test that uses this says which parts it leans
   scripted with :meth:`PodController.script`: ``Unschedulable`` with a
   scheduler message, ``Evicted`` and preemption. Deleting a pod stops its
   container after the pod's grace period.
-- :meth:`PodController.handle_image` lets a test run a pod of some image
-  in Python instead of Docker (the kaniko tests simulate the executor so).
+- Init containers and volumes, as a kubelet runs them (written for these
+  tests, said so): ``spec.initContainers`` run one after the other, each to
+  its end, before the first container starts; a non-zero exit fails the pod
+  as a kubelet does with ``restartPolicy: Never`` (phase ``Failed``, the init
+  container's ``terminated`` state in ``initContainerStatuses``, the job's
+  container ``waiting: PodInitializing``: what ``kubectl`` shows as
+  ``Init:Error``), and its output is its own ``pods/log`` container. Volumes
+  are host directories bind-mounted into the Docker containers (``readOnly``
+  as ``:ro``, ``subPath`` a folder below the volume's): ``emptyDir`` a fresh
+  directory per pod, ``hostPath`` the host's path itself, and a
+  ``persistentVolumeClaim`` the directory a test registered for the claim with
+  :meth:`PodController.register_claim` (there is no storage provisioner; an
+  unregistered claim leaves the pod ``ContainerCreating``, as an unbound
+  claim does). Other volume types are not emulated.
+- :meth:`PodController.handle_image` lets a test run a container of some
+  image in Python instead of Docker (the kaniko tests simulate the executor
+  so; the artifact tests run the real ``launchplane artifact fetch`` as a host
+  process in place of the fetcher image): the handler gets the container, its
+  resolved environment and its volumes as host directories.
 
 Nothing here sleeps to synchronise: waits are on events, polls have deadlines.
 """
@@ -45,6 +62,7 @@ import datetime
 import itertools
 import json
 import secrets
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -528,15 +546,28 @@ class Outcome:
 
 @dataclass
 class HandledPod:
-    """What an image handler receives: the pod, the emulator, and the pod's log."""
+    """What an image handler receives: the pod, the emulator, and the container's log."""
 
     manifest: dict[str, Any]
     emulator: Emulator
     _log: ContainerLog
+    container: dict[str, Any] = field(default_factory=dict)
+    """The container the handler runs (an init container, or the pod's first)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Its environment as the kubelet resolved it (Secrets, ConfigMaps)."""
+    mounts: dict[str, Path] = field(default_factory=dict)
+    """Its ``volumeMounts``: path in the container -> the host directory standing in."""
 
     async def log(self, line: str) -> None:
         """Send one line of the container's output now (streamed to ``pods/log`` readers)."""
         self._log.write(line.encode() + b"\n")
+
+    def host_path(self, path: str) -> Path | None:
+        """Where ``path`` of the container is on the host, when a volume holds it."""
+        for mount_path, host in sorted(self.mounts.items(), key=lambda m: -len(m[0])):
+            if path == mount_path or path.startswith(mount_path.rstrip("/") + "/"):
+                return host / path[len(mount_path) :].lstrip("/")
+        return None
 
 
 ImageHandler = Callable[[HandledPod], Awaitable[Outcome]]
@@ -545,8 +576,12 @@ ImageHandler = Callable[[HandledPod], Awaitable[Outcome]]
 class PodController:
     """Jobs to Pods to Docker containers: a stand-in for controller-manager, scheduler, kubelet."""
 
-    def __init__(self, emulator: Emulator, url: str, docker: Any) -> None:
+    def __init__(self, emulator: Emulator, url: str, docker: Any, work: Path | None = None) -> None:
         self.emulator = emulator
+        self.work = work or Path(tempfile.mkdtemp(prefix="k8skit-"))
+        """Where ``emptyDir`` volumes live: ``<work>/<pod>/<volume>``."""
+        self.claims: dict[str, Path] = {}
+        """PersistentVolumeClaim name -> the host directory that is its volume."""
         self.url = url.rstrip("/")
         self.docker = docker
         self.scripts: list[tuple[Callable[[dict[str, Any]], bool], Scenario]] = []
@@ -562,6 +597,10 @@ class PodController:
     def script(self, predicate: Callable[[dict[str, Any]], bool], scenario: Scenario) -> None:
         """Pods for which ``predicate(pod)`` is true meet ``scenario`` instead of running."""
         self.scripts.append((predicate, scenario))
+
+    def register_claim(self, name: str, directory: Path) -> None:
+        """Pods that mount the PersistentVolumeClaim ``name`` get ``directory`` (bound)."""
+        self.claims[name] = directory
 
     def handle_image(self, predicate: Callable[[str], bool], handler: ImageHandler) -> None:
         """Run pods whose first container's image satisfies ``predicate`` with ``handler``.
@@ -763,10 +802,26 @@ class PodController:
             )
 
         await waiting("ContainerCreating", "")
+        volumes = self._volumes(pod)
+        if volumes is None:  # an unbound claim: the kubelet waits for it
+            await waiting("ContainerCreating", "")
+            await stop.wait()
+            return None
+        initialized = await self._init_containers(pod, container, volumes, stop)
+        if initialized != "Initialized":
+            return initialized
         log = self.emulator.container_log(namespace, pod_name, container["name"])
         if handler is not None:
             await self._running(pod, container, image)
-            outcome = await handler(HandledPod(pod, self.emulator, log))
+            handled = HandledPod(
+                pod,
+                self.emulator,
+                log,
+                container,
+                self._env(pod, container),
+                self._mounts(container, volumes),
+            )
+            outcome = await handler(handled)
             for line in outcome.lines:
                 log.write(line.encode() + b"\n")
             log.close()
@@ -783,8 +838,9 @@ class PodController:
             await stop.wait()
             return None
         env = self._env(pod, container)
+        binds = self._binds(container, volumes)
         docker_container = await anyio.to_thread.run_sync(
-            self._create_container, pod, container, image, env
+            self._create_container, pod, container, image, env, binds
         )
         try:
             await anyio.to_thread.run_sync(docker_container.start)
@@ -793,8 +849,131 @@ class PodController:
                 pod, container, docker_container, log, stop, scenario
             )
         finally:
-            with contextlib.suppress(Exception):
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                 await anyio.to_thread.run_sync(lambda: docker_container.remove(force=True))
+
+    # --- volumes and init containers
+
+    def _volumes(self, pod: dict[str, Any]) -> dict[str, Path] | None:
+        """Each volume of the pod as a host directory; None while a claim is unbound."""
+        found: dict[str, Path] = {}
+        for volume in pod["spec"].get("volumes") or []:
+            name = volume["name"]
+            if "emptyDir" in volume:
+                found[name] = self.work / pod["metadata"]["name"] / name
+                found[name].mkdir(parents=True, exist_ok=True)
+            elif "hostPath" in volume:
+                found[name] = Path(volume["hostPath"]["path"])
+            elif "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                if claim not in self.claims:
+                    return None
+                found[name] = self.claims[claim]
+        return found
+
+    @staticmethod
+    def _mounts(container: dict[str, Any], volumes: Mapping[str, Path]) -> dict[str, Path]:
+        """``volumeMounts`` of the container: path in it -> host directory (``subPath`` below)."""
+        return {
+            m["mountPath"]: volumes[m["name"]] / m.get("subPath", "")
+            for m in container.get("volumeMounts") or []
+            if m["name"] in volumes
+        }
+
+    def _binds(self, container: dict[str, Any], volumes: Mapping[str, Path]) -> list[str]:
+        """Docker's ``host:container:ro|rw`` of each volume mount."""
+        mounts = container.get("volumeMounts") or []
+        read_only = {m["mountPath"]: m.get("readOnly", False) for m in mounts}
+        return [
+            f"{host}:{path}:{'ro' if read_only[path] else 'rw'}"
+            for path, host in self._mounts(container, volumes).items()
+        ]
+
+    async def _init_containers(
+        self,
+        pod: dict[str, Any],
+        first: dict[str, Any],
+        volumes: Mapping[str, Path],
+        stop: anyio.Event,
+    ) -> str | None:
+        """Run ``spec.initContainers`` in order: ``"Initialized"`` when all exited 0,
+        ``"Failed"`` when one did not, None (no end) when an image cannot be pulled."""
+        namespace, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        inits = pod["spec"].get("initContainers") or []
+        statuses = [_status(c, {"waiting": {"reason": "PodInitializing"}}) for c in inits]
+        for index, container in enumerate(inits):
+            statuses[index] = _status(container, {"running": {"startedAt": _now()}})
+            await self._patch_status(
+                "pods", namespace, pod_name, {"initContainerStatuses": statuses}
+            )
+            code = await self._run_to_end(pod, container, volumes)
+            if isinstance(code, str):  # the image cannot be pulled: the kubelet backs off
+                message = f'Failed to pull image "{container.get("image")}": {code}'
+                statuses[index] = _status(
+                    container, {"waiting": {"reason": "ErrImagePull", "message": message}}
+                )
+                await self._patch_status(
+                    "pods", namespace, pod_name, {"initContainerStatuses": statuses}
+                )
+                await stop.wait()
+                return None
+            terminated = {
+                "exitCode": code,
+                "reason": "Completed" if code == 0 else "Error",
+                "startedAt": _now(),
+                "finishedAt": _now(),
+            }
+            statuses[index] = _status(container, {"terminated": terminated})
+            status: dict[str, Any] = {"initContainerStatuses": statuses}
+            if code != 0:
+                waiting = {"waiting": {"reason": "PodInitializing"}}
+                status.update(phase="Failed", containerStatuses=[_status(first, waiting)])
+                await self._patch_status("pods", namespace, pod_name, status)
+                return "Failed"
+            await self._patch_status("pods", namespace, pod_name, status)
+        return "Initialized"
+
+    async def _run_to_end(
+        self, pod: dict[str, Any], container: dict[str, Any], volumes: Mapping[str, Path]
+    ) -> int | str:
+        """Run one (init) container to its end, its output its own ``pods/log``: the exit
+        code, or Docker's words when its image cannot be pulled."""
+        namespace, pod_name = pod["metadata"]["namespace"], pod["metadata"]["name"]
+        log = self.emulator.container_log(namespace, pod_name, container["name"])
+        image = container.get("image", "")
+        handler = next((h for p, h in self.handlers if p(image)), None)
+        env = self._env(pod, container)
+        try:
+            if handler is not None:
+                handled = HandledPod(
+                    pod, self.emulator, log, container, env, self._mounts(container, volumes)
+                )
+                outcome = await handler(handled)
+                for line in outcome.lines:
+                    log.write(line.encode() + b"\n")
+                return outcome.exit_code
+            try:
+                await anyio.to_thread.run_sync(self._ensure_image, image)
+            except Exception as exc:
+                return _docker_message(exc)
+            binds = self._binds(container, volumes)
+            docker_container = await anyio.to_thread.run_sync(
+                self._create_container, pod, container, image, env, binds
+            )
+            try:
+                await anyio.to_thread.run_sync(docker_container.start)
+
+                def pump() -> int:
+                    for chunk in docker_container.logs(stream=True, follow=True):
+                        anyio.from_thread.run_sync(log.write, chunk)
+                    return int(docker_container.wait().get("StatusCode", 1))
+
+                return await anyio.to_thread.run_sync(pump)
+            finally:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await anyio.to_thread.run_sync(lambda: docker_container.remove(force=True))
+        finally:
+            log.close()
 
     async def _running(self, pod: dict[str, Any], container: dict[str, Any], image: str) -> None:
         state = {"running": {"startedAt": _now()}}
@@ -854,6 +1033,10 @@ class PodController:
                     if "wait" not in result:
                         with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
                             await anyio.to_thread.run_sync(docker_container.kill)
+                            # kill only signals: the container is gone once wait returns
+                            await anyio.to_thread.run_sync(
+                                lambda: docker_container.wait(timeout=10)
+                            )
 
             tg.start_soon(finish)
             tg.start_soon(stopper, stop, "deleted")
@@ -992,7 +1175,12 @@ class PodController:
         return env
 
     def _create_container(
-        self, pod: dict[str, Any], container: dict[str, Any], image: str, env: dict[str, str]
+        self,
+        pod: dict[str, Any],
+        container: dict[str, Any],
+        image: str,
+        env: dict[str, str],
+        binds: list[str] | None = None,
     ) -> Any:
         limits = (container.get("resources") or {}).get("limits") or {}
         memory = limits.get("memory")
@@ -1008,6 +1196,8 @@ class PodController:
             kwargs["command"] = []
         if container.get("workingDir"):
             kwargs["working_dir"] = container["workingDir"]
+        if binds:
+            kwargs["volumes"] = binds
         return self.docker.containers.create(
             image,
             environment=env,
@@ -1090,7 +1280,7 @@ async def cluster(tmp: Path, docker: Any) -> AsyncIterator[Cluster]:
     async with Emulator(strict=False) as emulator, kmock.Server(emulator) as server:
         url = str(server.url).rstrip("/")
         kubeconfig = write_kubeconfig(tmp / "kubeconfig", url)
-        controller = PodController(emulator, url, docker)
+        controller = PodController(emulator, url, docker, tmp / "kubelet")
         async with anyio.create_task_group() as tg:
             await tg.start(controller.run)
             try:

@@ -349,7 +349,7 @@ def doc_yaml_blocks() -> list[str]:
 
 
 def test_the_docs_queue_and_manifests_plan_to_valid_workloads(tmp_path: Path) -> None:
-    queue, wandb_job, pytorch = doc_yaml_blocks()
+    queue, wandb_job, pytorch = doc_yaml_blocks()[:3]
     (tmp_path / "queue.yaml").write_text(queue)
     manifest = would_submit(HERE / "job-hello.yaml", "--queue-config", tmp_path / "queue.yaml")[
         "manifest"
@@ -367,3 +367,34 @@ def test_the_docs_queue_and_manifests_plan_to_valid_workloads(tmp_path: Path) ->
         "batch/v1 Job",
         "kubeflow.org/v1 PyTorchJob (custom object, plural pytorchjobs)",
     ]
+
+
+def test_the_docs_input_artifact_queues_plan_to_init_containers_and_volumes(
+    tmp_path: Path,
+) -> None:
+    """The two queues of docs/kubernetes.md "Input artifacts", planned with an input."""
+    s3_queue, file_queue = doc_yaml_blocks()[3:5]
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "docker: {image: 'python:3.12'}\ncommand: [python, train.py]\n"
+        "input_artifacts: ['dataset:v3']\n"
+    )
+    planned = []
+    for number, block in enumerate((s3_queue, file_queue)):
+        path = tmp_path / f"queue-{number}.yaml"
+        path.write_text("resource: kubernetes\n" + block)
+        planned.append(pod(would_submit(job, "--queue-config", path)["manifest"]))
+    fetched, mapped = planned
+    [init] = fetched["initContainers"]
+    assert init["image"] == "registry.example.com/launchplane:0.9"
+    assert init["command"][:3] == ["launchplane", "artifact", "fetch"]
+    assert init["command"][-2:] == ["--region", "eu-west-1"]
+    assert fetched["containers"][0]["volumeMounts"][0]["readOnly"] is True
+    assert mapped["volumes"] == [
+        {
+            "name": "lp-artifacts-0",
+            "persistentVolumeClaim": {"claimName": "artifacts", "readOnly": True},
+        }
+    ]
+    [mount] = mapped["containers"][0]["volumeMounts"]
+    assert (mount["mountPath"], mount["readOnly"]) == ("/launchplane/artifacts/dataset", True)

@@ -119,6 +119,25 @@ def test_custom_kinds_have_their_status_shapes_read() -> None:
     assert judge(VOLCANO, {"status": {"state": {"phase": "Running"}}}, []) is None
 
 
+def test_an_init_container_that_cannot_start_or_failed_is_named() -> None:
+    waiting = {"waiting": {"reason": "PodInitializing"}}
+    pulling = pod("Pending", state=waiting)
+    message = 'Failed to pull image "lp:1": not found'
+    pulling["status"]["initContainerStatuses"] = [
+        {"name": "lp-fetch-0", "state": {"waiting": {"reason": "ErrImagePull", "message": message}}}
+    ]
+    assert stuck([pulling]) == ("ErrImagePull", f"pod lp-abc-1-x: {message}", True)
+    failed = pod("Failed", state=waiting)
+    failed["status"]["initContainerStatuses"] = [{"name": "lp-fetch-0", "state": terminated(1)}]
+    verdict = judge(JOB, job(condition("Failed", "BackoffLimitExceeded", "")), [failed])
+    assert verdict is not None
+    assert verdict.result.reason == (
+        "Init:Error: init container lp-fetch-0 failed fetching an input artifact in pod "
+        "lp-abc-1-x (exit code 1)"
+    )
+    assert (verdict.tail_pod, verdict.tail_container) == ("lp-abc-1-x", "lp-fetch-0")
+
+
 def test_pods_the_cluster_will_not_start_are_found() -> None:
     pulling = pod(
         "Pending",

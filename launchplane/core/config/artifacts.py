@@ -93,8 +93,9 @@ def refuse_mounts(mounts: Sequence[Mount], runner: str) -> None:
         targets = ", ".join(mount.target for mount in mounts)
         raise PluginError(
             f"input artifacts are not supported by runner '{runner}' yet (the job would "
-            f"read {targets}); run the job on a docker or local-process queue (sagemaker: "
-            "with an s3 artifact store), or give it the data another way"
+            f"read {targets}); run the job on a docker or local-process queue (sagemaker and "
+            "kubernetes: with an s3 artifact store; kubernetes also with a file store its "
+            "artifact_volumes maps), or give it the data another way"
         )
 
 

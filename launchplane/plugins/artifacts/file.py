@@ -7,7 +7,9 @@ an exclusive ``flock`` on ``<root>/<name>/.lock`` for the time of one upload;
 a version's files are staged in a hidden directory and renamed into place,
 then its manifest is written (to a temporary file, renamed), then the aliases
 move, each with an atomic rename. Readers take no lock: they see a version
-whole or not at all. ``flock`` on NFS needs NFSv4 (or v3 with ``lockd``).
+whole or not at all. A version's folder never changes once renamed into place,
+so a runner may mount it in place (:meth:`FileArtifactStore.version_uri`).
+``flock`` on NFS needs NFSv4 (or v3 with ``lockd``).
 """
 
 from __future__ import annotations
@@ -85,6 +87,14 @@ class FileArtifactStore(layout.BlockingArtifactStore):
 
     def _place(self, name: str) -> str:
         return f"the file store at {self.root}"
+
+    def version_uri(self, version: ArtifactVersion) -> str:
+        """``file:///<root>/<name>/versions/<v>/``: the version's files on the shared
+        filesystem, which a runner that mounts it reads in place (Kubernetes with
+        ``artifact_volumes``); a runner without ``file`` in its ``artifact_uri_schemes``
+        gets a download as before."""
+        folder = self._artifact(version.name) / "versions" / version.version
+        return folder.absolute().as_uri() + "/"
 
     def _fetch(self, version: ArtifactVersion, entry: layout.FileEntry, target: Path) -> None:
         source = self._artifact(version.name) / "versions" / version.version

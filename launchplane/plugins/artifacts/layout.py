@@ -10,14 +10,13 @@ A version exists once its manifest does: the manifest is written last, so a
 reader never sees a half-uploaded version, and a writer that died mid-upload
 leaves only files nobody points at. The digest is computed the same way
 everywhere (:func:`content_digest`), so one dataset has one digest in every
-store and on every agent.
+store and on every agent (its home is :mod:`launchplane.core.content_digest`).
 """
 
 from __future__ import annotations
 
 import abc
 import datetime as dt
-import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from typing import Any
 
 import anyio.to_thread
 
+from launchplane.core.content_digest import FileEntry, content_digest, sha256_file
 from launchplane.core.interfaces import (
     ARTIFACT_VERSION,
     LATEST,
@@ -34,17 +34,6 @@ from launchplane.core.interfaces import (
     PluginError,
     check_artifact_name,
 )
-
-CHUNK = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One file of a version: its path inside the artifact, its SHA-256 and size."""
-
-    path: str
-    sha256: str
-    size: int
 
 
 @dataclass
@@ -94,22 +83,6 @@ class Manifest:
         return ArtifactVersion(
             store, self.name, self.version, self.digest, self.size, tuple(aliases), self.metadata
         )
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def content_digest(files: Iterable[FileEntry]) -> str:
-    """``sha256:<hex>`` over each file's relative path and content hash, in path order."""
-    digest = hashlib.sha256()
-    for entry in sorted(files, key=lambda f: f.path):
-        digest.update(f"{entry.path}\0{entry.sha256}\n".encode())
-    return f"sha256:{digest.hexdigest()}"
 
 
 def scan(path: Path) -> list[tuple[Path, FileEntry]]:

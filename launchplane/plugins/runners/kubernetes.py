@@ -18,6 +18,17 @@ Secrets
     pointed at the Job, so the cluster's garbage collector deletes it with
     the Job; a Job that cannot be created takes its Secret with it.
 
+Input artifacts
+    The runner reads ``s3`` and ``file`` store versions where they are
+    (``artifact_uri_schemes``); the agent pins them and downloads nothing. An
+    ``s3`` input is fetched by an init container (``artifact_fetcher_image``,
+    ``launchplane artifact fetch ... --digest``) into an ``emptyDir``; a
+    ``file`` input is the volume ``artifact_volumes`` maps the store's root to,
+    with ``subPath``. Both are mounted read-only in the job's container
+    (``kubernetes_manifest.input_artifacts``); without the option the run (and
+    ``plan``) fails naming it. A failed init container fails the run as
+    ``Init:Error`` with that container's last lines.
+
 Watching
     :func:`watch` lists, then watches from the list's ``resourceVersion``,
     resumes from the last version it saw when a stream ends or drops,
@@ -69,12 +80,14 @@ import anyio.from_thread
 import anyio.to_thread
 from pydantic import BaseModel, Field
 
-from launchplane.core.config.artifacts import refuse_mounts, refuse_native_inputs
+from launchplane.core.config import artifacts as refs
 from launchplane.core.hookspecs import hookimpl
 from launchplane.core.interfaces import (
+    LATEST,
     Image,
     InfrastructureError,
     JobContext,
+    Mount,
     PluginError,
     Run,
     Runner,
@@ -260,6 +273,8 @@ class Verdict:
     """True when the cluster would keep the run pending forever: delete the workload."""
     tail_pod: str | None = None
     """The pod whose last log lines belong in the reason."""
+    tail_container: str | None = None
+    """Its container whose lines those are, when not the job's (an init container)."""
 
 
 def judge(where: Where, workload: Mapping[str, Any], pods: list[dict[str, Any]]) -> Verdict | None:
@@ -340,6 +355,21 @@ def _pod_failure(pod: Mapping[str, Any]) -> Verdict:
                 RunState.FAILED, None, f"{kind}: pod {name}: {why}", infrastructure_failure=True
             )
         )
+    init = _failed_init(pod)
+    if init is not None:
+        container, state = init
+        what = (
+            "fetching an input artifact"
+            if container.startswith(manifest.FETCH_PREFIX)
+            else "running"
+        )
+        why = f"Init:Error: init container {container} failed {what} in pod {name}"
+        why += f" (exit code {state.get('exitCode')})"
+        if state.get("message"):
+            why += f": {state['message'].strip()}"
+        return Verdict(
+            RunResult(RunState.FAILED, None, why), tail_pod=name, tail_container=container
+        )
     terminated = (_container_status(pod).get("state") or {}).get("terminated") or {}
     code = terminated.get("exitCode")
     if terminated.get("reason") == "OOMKilled":
@@ -358,6 +388,26 @@ def _pod_failure(pod: Mapping[str, Any]) -> Verdict:
     return Verdict(RunResult(RunState.FAILED, code, why), tail_pod=name)
 
 
+def _failed_init(pod: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The init container that ended with a non-zero code, and its ``terminated`` state."""
+    for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if terminated.get("exitCode") not in (None, 0):
+            return str(status.get("name")), terminated
+    return None
+
+
+def _waiting(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """Why the pod does not start: an init container's (an unpullable fetcher image) or
+    container configuration failure first, else the job's container's waiting state."""
+    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    for status in [*statuses, _container_status(pod)]:
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in IMAGE_PULL_REASONS | CONFIG_REASONS:
+            return waiting
+    return (_container_status(pod).get("state") or {}).get("waiting") or {}
+
+
 def _memory_limit(pod: Mapping[str, Any]) -> str | None:
     containers = (pod.get("spec") or {}).get("containers") or [{}]
     return ((containers[0].get("resources") or {}).get("limits") or {}).get("memory")
@@ -372,7 +422,7 @@ def stuck(pods: list[dict[str, Any]]) -> tuple[str, str, bool] | None:
     for pod in sorted(pods, key=_created):
         if _phase(pod) not in ("Pending", ""):
             continue
-        waiting = (_container_status(pod).get("state") or {}).get("waiting") or {}
+        waiting = _waiting(pod)
         reason = waiting.get("reason")
         if reason in IMAGE_PULL_REASONS:
             message = waiting.get("message") or reason
@@ -642,7 +692,7 @@ class KubernetesRun(Run):
             return RunResult(RunState.CANCELLED, result.exit_code, "cancelled")
         if verdict.tail_pod is None:
             return result
-        tail = await self._tail(verdict.tail_pod)
+        tail = await self._tail(verdict.tail_pod, verdict.tail_container)
         if not tail:
             return result
         return RunResult(
@@ -652,11 +702,16 @@ class KubernetesRun(Run):
             result.infrastructure_failure,
         )
 
-    async def _tail(self, pod: str) -> str:
+    async def _tail(self, pod: str, container: str | None = None) -> str:
         _, core, _ = self._clients()
+        which = {"container": container} if container else {}
         try:
             text = await kube.call(
-                core.read_namespaced_pod_log, pod, self.where.namespace, tail_lines=TAIL_LINES
+                core.read_namespaced_pod_log,
+                pod,
+                self.where.namespace,
+                tail_lines=TAIL_LINES,
+                **which,
             )
         except Exception:
             return ""
@@ -807,6 +862,10 @@ class KubernetesRunner(Runner):
 
     name: ClassVar[str] = "kubernetes"
     needs_image: ClassVar[bool] = True
+    artifact_uri_schemes: ClassVar[tuple[str, ...]] = ("s3", "file")
+    """Inputs of an ``s3`` store are fetched in the pod by an init container; of a ``file``
+    store mounted from the volume ``artifact_volumes`` maps its root to. Neither is
+    downloaded on the agent's host, which a pod cannot see."""
     resource_args_model: ClassVar[type[BaseModel] | None] = manifest.KubernetesArgs
     options_model: ClassVar[type[BaseModel] | None] = KubernetesRunnerOptions
 
@@ -844,12 +903,17 @@ class KubernetesRunner(Runner):
     def describe(self, job: ResolvedJob, image: Image | None) -> dict[str, Any]:
         """The manifest(s) ``submit`` would create, secrets as references, schema-checked."""
         args = manifest.kubernetes_args(job)
+        refs.refuse_native_inputs(job, self.name)
+        inputs = manifest.input_artifacts(
+            preview_mounts(job), args, fetch_flags=_fetch_flags(job), what=_mount_words
+        )
         return manifest.describe(
             job,
             image,
             default_namespace=kube.default_namespace(self._cluster(args.config_file, args.context)),
             schema_version=self._options.schema_version,
             args=args,
+            inputs=inputs,
         )
 
     async def submit(self, job: ResolvedJob, image: Image | None, ctx: JobContext) -> KubernetesRun:
@@ -858,9 +922,11 @@ class KubernetesRunner(Runner):
                 "runner 'kubernetes' runs container images but the job has none: set "
                 "docker.image in the job, or a builder (docker, kaniko) in the queue"
             )
-        refuse_native_inputs(job, self.name)
-        refuse_mounts(ctx.mounts, self.name)
+        refs.refuse_native_inputs(job, self.name)
         args = manifest.kubernetes_args(job)
+        inputs = manifest.input_artifacts(
+            ctx.mounts, args, fetch_flags=_fetch_flags(job), what=_mount_words
+        )
         api = await anyio.to_thread.run_sync(self._connect, args.config_file, args.context)
         cluster = self._cluster(args.config_file, args.context)
         namespace_default = await anyio.to_thread.run_sync(kube.default_namespace, cluster)
@@ -869,12 +935,13 @@ class KubernetesRunner(Runner):
             image.pinned,
             run_id=ctx.run_id,
             labels=run_labels(ctx),
-            env=ctx.env,
+            env={**ctx.env, **inputs.env},
             secret_names=ctx.secret_names,
             native_secrets=ctx.native_secrets,
             default_namespace=namespace_default,
             schema_version=self._options.schema_version,
             args=args,
+            inputs=inputs,
         )
         where = Where(
             workload.group,
@@ -911,6 +978,51 @@ class KubernetesRunner(Runner):
         if labels.get(RUN_LABEL) != manifest.label_value(run_id):
             return None  # a namesake that is not ours
         return run
+
+
+_STORE_SCHEMES = {"s3": "s3", "file": "file"}
+"""The built-in stores whose ``version_uri`` the runner reads, by store type: for ``plan``."""
+
+
+def preview_mounts(job: ResolvedJob) -> list[Mount]:
+    """For ``describe``: the mounts the artifacts stage will give, the version still unknown.
+
+    A mount of an ``s3`` store gets a placeholder ``s3://`` URI, one of a ``file``
+    store a ``file://`` URI under the store's root (what ``artifact_volumes`` maps),
+    one of any other store none (the runner refuses it as at launch). An input on a
+    queue without a store is left out: the artifacts stage fails it with the fix.
+    """
+    mounts = []
+    for ref in refs.mounted_inputs(job):
+        try:
+            kind, options, name = refs.store_of(ref, job)
+        except PluginError:
+            continue
+        pending = f"<version of {name}:{ref.alias or LATEST}, {manifest.PENDING.strip('<>')}>"
+        uri = None
+        if _STORE_SCHEMES.get(kind) == "s3":
+            uri = f"s3://{options.get('bucket', '<bucket>')}/{pending}/"
+        elif _STORE_SCHEMES.get(kind) == "file":
+            uri = f"file://{Path(str(options.get('root', '/'))).expanduser()}/{pending}/"
+        mounts.append(Mount(None, refs.input_target(ref), refs.input_env(ref), uri=uri))
+    return mounts
+
+
+def _fetch_flags(job: ResolvedJob) -> list[str]:
+    """``--region``/``--endpoint-url`` of the queue's s3 store for the fetcher (no credentials:
+    those are the pod's own, IRSA or a Secret)."""
+    store = job.artifact_store
+    if store is None or store.type != "s3":
+        return []
+    flags = []
+    for option, flag in (("region", "--region"), ("endpoint_url", "--endpoint-url")):
+        if store.options.get(option):
+            flags += [flag, str(store.options[option])]
+    return flags
+
+
+def _mount_words(mount: Mount) -> str:
+    return f"at {mount.target}" + (f" (${mount.env})" if mount.env else "")
 
 
 async def _create(run: KubernetesRun, workload: manifest.Workload) -> None:

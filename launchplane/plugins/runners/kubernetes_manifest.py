@@ -43,10 +43,18 @@ What launchplane adds, as W&B does
     A Job gets ``backoffLimit: 0`` and pods ``restartPolicy: Never`` unless
     set: retries are the queue's ``retry:`` policy, not the cluster's.
 
+Input artifacts
+    :func:`input_artifacts`: an input of an ``s3`` store is an ``emptyDir``
+    that an init container of ``artifact_fetcher_image`` fills (``launchplane
+    artifact fetch``, digest-checked); one of a ``file`` store is the volume
+    ``artifact_volumes`` maps its root to, ``subPath`` the version's folder.
+    The job's container mounts each read-only at its target. Both options are
+    queue-only.
+
 Privileged settings
-    ``hostPath`` volumes, ``hostNetwork``/``hostPID``/``hostIPC``, ``hostPort``,
-    privileged containers, added capabilities and a pod service account in a
-    W&B manifest reach the node or the cluster; like W&B (which refuses them
+    ``hostPath`` volumes (also in ``artifact_volumes``), ``hostNetwork``/``hostPID``/
+    ``hostIPC``, ``hostPort``, privileged containers, added capabilities and a pod
+    service account in a W&B manifest reach the node or the cluster; like W&B (which refuses them
     outright) they are refused unless the queue config sets
     ``allow_privileged: true`` (a field only a queue may set, like
     ``service_account``).
@@ -70,9 +78,11 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Collection, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Annotated, Any
+from urllib.parse import unquote, urlparse
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
@@ -81,12 +91,14 @@ from launchplane.core.interfaces import (
     ADMIN_ONLY,
     Image,
     MissingExtraError,
+    Mount,
     PluginError,
     SecretRefError,
     parse_ref,
 )
 from launchplane.core.launch import LABEL_PREFIX, job_argv, preview_labels
 from launchplane.core.spec import ResolvedJob
+from launchplane.plugins.runners.docker import mount_target
 
 SCHEMA_VERSION = "1.30"
 """The Kubernetes version whose OpenAPI schema manifests are checked against (runner option
@@ -297,6 +309,21 @@ class KubernetesArgs(_Model):
         json_schema_extra=ADMIN_ONLY,
     )
 
+    artifact_fetcher_image: str | None = Field(
+        default=None,
+        validation_alias=_alias("artifact_fetcher_image", "artifactFetcherImage"),
+        description="An image with launchplane[aws] (the agent's): each input artifact of an "
+        "s3 store is fetched by an init container of it and verified against its pinned digest",
+        json_schema_extra=ADMIN_ONLY,
+    )
+    artifact_volumes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        validation_alias=_alias("artifact_volumes", "artifactVolumes"),
+        description="A file store's root on the agent's host -> the pod volume that holds the "
+        "same files (persistentVolumeClaim, nfs, ...): its inputs are mounted read-only from it",
+        json_schema_extra=ADMIN_ONLY,
+    )
+
     @model_validator(mode="before")
     @classmethod
     def _read_as_kubernetes_does(cls, value: Any) -> Any:
@@ -363,6 +390,15 @@ class KubernetesArgs(_Model):
                         f"kubeflow.org/v1){scheduled}",
                     )
                 )
+        errors += [
+            FieldError(
+                join_path("artifact_volumes", root),
+                "a file store's root is an absolute path on the agent's host (its "
+                "artifact_store.options.root)",
+            )
+            for root in self.artifact_volumes
+            if not PurePosixPath(root).is_absolute()
+        ]
         if not self.allow_privileged:
             errors += _privileged_errors(self)
         if errors:
@@ -485,6 +521,14 @@ def _privileged_errors(args: KubernetesArgs) -> list[FieldError]:
         for i, volume in enumerate(args.volumes)
         if "hostPath" in camel_keys(volume)
     ]
+    errors += [
+        FieldError(
+            join_path("artifact_volumes", root, "host_path"),
+            f"a hostPath volume reaches the node; {_FIX}",
+        )
+        for root, volume in args.artifact_volumes.items()
+        if "hostPath" in camel_keys(volume)
+    ]
     for path, node in _walk({"metadata": args.metadata, "spec": args.spec}):
         if not isinstance(node, dict):
             continue
@@ -565,6 +609,125 @@ def safe_labels(labels: Mapping[str, str]) -> dict[str, str]:
     API refuse the whole workload.)
     """
     return {k: label_value(str(v)) for k, v in labels.items() if _LABEL_KEY.fullmatch(k)}
+
+
+# --- input artifacts ----------------------------------------------------------------------
+
+FETCH_PREFIX = "lp-fetch-"
+"""The names of the init containers that fetch input artifacts (``lp-fetch-<index>``)."""
+FETCH_DIR = "/launchplane-input"
+"""Where a fetcher init container sees its ``emptyDir`` (the job's container sees the target)."""
+PENDING = "<pinned at launch>"
+"""What ``plan`` shows for what only the artifacts stage knows (a version, its digest)."""
+_FETCHER_FIX = (
+    "set resource_args.kubernetes.artifact_fetcher_image in the queue config (an image with "
+    "launchplane[aws], e.g. the agent's own), or move the data to a file store mapped with "
+    "artifact_volumes"
+)
+_VOLUMES_FIX = (
+    "map the store's root to a pod volume in the queue config: resource_args.kubernetes."
+    "artifact_volumes: {<the store's root>: {persistentVolumeClaim: {claimName: artifacts}}}"
+)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a pod needs to show the job its input artifacts (see :func:`input_artifacts`)."""
+
+    volumes: list[dict[str, Any]] = field(default_factory=list)
+    init_containers: list[dict[str, Any]] = field(default_factory=list)
+    volume_mounts: list[dict[str, Any]] = field(default_factory=list)
+    """Of the job's container, every one ``readOnly``."""
+    env: dict[str, str] = field(default_factory=dict)
+    """``LAUNCHPLANE_ARTIFACT_<NAME>`` -> the path in the job's container."""
+
+
+def input_artifacts(
+    mounts: Sequence[Mount],
+    args: KubernetesArgs,
+    *,
+    fetch_flags: Sequence[str] = (),
+    what: Callable[[Mount], str] = lambda mount: mount.target,
+) -> Inputs:
+    """The volumes, init containers and read-only mounts of the job's input artifacts.
+
+    A mount the agent gave as an ``s3://`` version URI gets an ``emptyDir``
+    filled by an init container of ``args.artifact_fetcher_image`` running
+    ``launchplane artifact fetch URI DIR --digest D`` (``fetch_flags``: the
+    store's ``--region``/``--endpoint-url``; credentials are the pod's). A
+    ``file://`` version URI under a root that ``args.artifact_volumes`` maps is
+    that volume with ``subPath`` = the version's folder below the root. Anything
+    else (a download on the agent's host, an unmapped root) is a
+    :class:`PluginError` that names the option to set; ``what(mount)`` names the
+    input in it.
+    """
+    inputs = Inputs()
+    roots: dict[str, str] = {}  # mapped root -> its volume's name
+    for index, mount in enumerate(mounts):
+        target = mount_target(mount)  # a relative one under /launchplane, as in docker's
+        scheme = (mount.uri or "").partition("://")[0]
+        if scheme == "s3":
+            if not args.artifact_fetcher_image:
+                raise PluginError(
+                    f"input artifact {what(mount)} is in an s3 store, which a pod reads "
+                    f"through an init container: {_FETCHER_FIX}"
+                )
+            volume = f"lp-input-{index}"
+            inputs.volumes.append({"name": volume, "emptyDir": {}})
+            argv = ["launchplane", "artifact", "fetch", str(mount.uri), FETCH_DIR]
+            inputs.init_containers.append(
+                {
+                    "name": f"{FETCH_PREFIX}{index}",
+                    "image": args.artifact_fetcher_image,
+                    "command": [*argv, "--digest", mount.digest or PENDING, *fetch_flags],
+                    "volumeMounts": [{"name": volume, "mountPath": FETCH_DIR}],
+                }
+            )
+            inputs.volume_mounts.append({"name": volume, "mountPath": target, "readOnly": True})
+        elif scheme == "file":
+            path = PurePosixPath(unquote(urlparse(str(mount.uri)).path))
+            root = _mapped_root(path, args.artifact_volumes)
+            if root is None:
+                raise PluginError(
+                    f"input artifact {what(mount)} is in the file store at {path}, which no "
+                    f"pod volume holds: {_VOLUMES_FIX}"
+                )
+            if root not in roots:
+                roots[root] = f"lp-artifacts-{len(roots)}"
+                inputs.volumes.append(
+                    {"name": roots[root], **camel_keys(args.artifact_volumes[root])}
+                )
+            entry: dict[str, Any] = {"name": roots[root], "mountPath": target, "readOnly": True}
+            if path != PurePosixPath(root):
+                entry["subPath"] = str(path.relative_to(root))
+            inputs.volume_mounts.append(entry)
+        else:
+            raise PluginError(
+                f"input artifact {what(mount)}: runner '{RUNNER}' cannot mount the agent's "
+                "download in a pod; it reads inputs of an s3 store (artifact_fetcher_image) or "
+                "of a file store mapped with artifact_volumes: give the queue one of those"
+            )
+        if mount.env:
+            inputs.env[mount.env] = target
+    return inputs
+
+
+def _mapped_root(path: PurePosixPath, volumes: Mapping[str, Any]) -> str | None:
+    """The longest root of ``volumes`` that holds ``path``."""
+    held = [root for root in volumes if path.is_relative_to(PurePosixPath(root))]
+    return max(held, key=len, default=None)
+
+
+def _add_inputs(pod: dict[str, Any], first: dict[str, Any], inputs: Inputs) -> None:
+    """``inputs`` in one pod template (a copy each: a PyTorchJob has several)."""
+    if inputs.volumes:
+        pod["volumes"] = [*(pod.get("volumes") or []), *copy.deepcopy(inputs.volumes)]
+    if inputs.init_containers:
+        added = copy.deepcopy(inputs.init_containers)
+        pod["initContainers"] = [*(pod.get("initContainers") or []), *added]
+    if inputs.volume_mounts:
+        mounts = copy.deepcopy(inputs.volume_mounts)
+        first["volumeMounts"] = [*(first.get("volumeMounts") or []), *mounts]
 
 
 # --- the workload -----------------------------------------------------------------------
@@ -702,6 +865,7 @@ def _build(
     namespace: str,
     labels: Mapping[str, str],
     env: list[dict[str, Any]],
+    inputs: Inputs | None = None,
 ) -> tuple[dict[str, Any], list[tuple[Any, ...]]]:
     """The manifest and the paths of the job's containers."""
     body: dict[str, Any] = {"apiVersion": args.api_version_, "kind": args.kind_}
@@ -759,6 +923,8 @@ def _build(
         if args.volume_mounts:
             mounts = camel_keys(args.volume_mounts)
             first["volumeMounts"] = [*(first.get("volumeMounts") or []), *mounts]
+        if inputs is not None:
+            _add_inputs(pod, first, inputs)
         _resources(args, first)
         containers.append((*path, "spec", "containers", 0))
     if args.is_job:
@@ -819,6 +985,7 @@ def render(
     default_namespace: str = "default",
     schema_version: str = SCHEMA_VERSION,
     args: KubernetesArgs | None = None,
+    inputs: Inputs | None = None,
 ) -> Workload:
     """The workload (and the run's Secret) for one run; :class:`PluginError` when invalid.
 
@@ -828,7 +995,9 @@ def render(
     (they go into the Secret only); ``native_secrets`` (``ctx.native_secrets``)
     are wired as they are. The manifest is checked against the schema of
     Kubernetes ``schema_version`` before it is returned. ``args`` is the job's
-    ``resource_args.kubernetes`` when the caller validated it already.
+    ``resource_args.kubernetes`` when the caller validated it already;
+    ``inputs`` the job's input artifacts (:func:`input_artifacts`), their
+    variables already in ``env``.
     """
     args = args or kubernetes_args(job)
     name = workload_name(run_id)
@@ -842,7 +1011,9 @@ def render(
         secret=secret,
         namespace=namespace,
     )
-    body, paths = _build(args, job, image, name=name, namespace=namespace, labels=ours, env=entries)
+    body, paths = _build(
+        args, job, image, name=name, namespace=namespace, labels=ours, env=entries, inputs=inputs
+    )
     values = {k: v for k, v in env.items() if k in secret_names and k not in native_secrets}
     secret_body = None
     if values:
@@ -866,6 +1037,7 @@ def describe(
     default_namespace: str = "default",
     schema_version: str = SCHEMA_VERSION,
     args: KubernetesArgs | None = None,
+    inputs: Inputs | None = None,
 ) -> dict[str, Any]:
     """What ``render`` would create, for ``plan``: the manifest with secrets as references.
 
@@ -890,6 +1062,7 @@ def describe(
             native[env_name] = secret_key_ref(parse_k8s_ref(ref))
     declared: dict[str, str | None] = {"PYTHONUNBUFFERED": "1", **job.env}
     declared.update({n: "<secret>" for n in job.secrets if n not in native})
+    declared.update(inputs.env if inputs is not None else {})
     entries = env_entries(
         declared,
         secret_names=set(job.secrets) - set(native),
@@ -910,6 +1083,7 @@ def describe(
         namespace=namespace,
         labels=preview_labels(job),
         env=entries,
+        inputs=inputs,
     )
     problems = validate_manifest(body, version=schema_version)
     if problems:
