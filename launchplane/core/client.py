@@ -454,6 +454,25 @@ class LaunchplaneClient:
         )
         return int(response["next"])
 
+    async def append_late_logs(self, lease_id: str, lines: Sequence[str], first_seq: int) -> int:
+        """Store lines of an ended lease's run that its agent could not send while it lived.
+
+        ``first_seq`` numbers the first line in the lease's own numbering (as
+        :meth:`append_logs` batches); lines the lease has stored are skipped,
+        so the call is retried like any idempotent one. Returns the lease's log
+        position (the number of its last line stored: empty ``lines`` only asks
+        for it). A live lease, or one ended over 7 days ago, is refused
+        (:class:`StaleLease`).
+        """
+        response = await self._json(
+            "POST",
+            f"/leases/{lease_id}/late-logs",
+            json={"lines": list(lines), "first_seq": first_seq},
+            idempotent=True,
+            lease=True,
+        )
+        return int(response["position"])
+
     async def complete(
         self,
         lease_id: str,
