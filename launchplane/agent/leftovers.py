@@ -47,25 +47,35 @@ job may replace names in its run directory) is not read.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import stat
+from collections.abc import AsyncIterator, Collection
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
 from launchplane.agent.outbox import LeaseOutbox
-from launchplane.agent.rundir import LOGGED_FILE, PROGRESS_FILE, SPILL_FILE, replace_file, run_id
+from launchplane.agent.rundir import (
+    LEASE_FILE,
+    LOGGED_FILE,
+    PROGRESS_FILE,
+    SPILL_FILE,
+    replace_file,
+    run_id,
+)
 from launchplane.agent.secrets import resolve_secrets
+from launchplane.core.client import ClientError
 from launchplane.core.interfaces import PluginError
 from launchplane.core.lease import Lease
 from launchplane.core.output import OUTPUT_FILE, LineSplitter
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from launchplane.agent.services import AgentServices
 
 log = logging.getLogger("launchplane.agent")
@@ -74,6 +84,8 @@ READ_BYTES = 1 << 20
 """Bytes of the output file read at a time (in a worker thread)."""
 MAX_PROGRESS_BYTES = 4096
 """A progress file larger than this is not the agent's: it is ignored."""
+LOCK_POLL_SECONDS = 0.05
+"""How often a pipeline waiting for another task's shipping of a run directory looks again."""
 
 
 def stored_output(run_dir: Path, log_count: int) -> int:
@@ -124,12 +136,147 @@ def open_trusted(path: Path) -> int | None:
     return fd
 
 
+def read_lease(run_dir: Path) -> Lease | None:
+    """The lease the run was launched under (:data:`~launchplane.agent.rundir.LEASE_FILE`),
+    if the run directory keeps one of the agent's own that parses; else None."""
+    fd = open_trusted(run_dir / LEASE_FILE)
+    if fd is None:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as file:
+            return Lease.model_validate_json(file.read())
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s)", run_dir / LEASE_FILE, exc)
+        return None
+
+
+def save_lease(run_dir: Path, lease: Lease) -> None:
+    """Keep ``lease`` in the run directory (before its workload starts): see :func:`ship_late`."""
+    replace_file(run_dir / LEASE_FILE, lease.model_dump_json() + "\n")
+
+
+def orphaned_runs(work_dir: Path, held: Collection[str]) -> list[Path]:
+    """The run directories of ``work_dir`` whose output the server may lack: an output file
+    (removed once the server had it all) and a lease, the runs ``held`` (ids) left out."""
+    try:
+        entries = sorted(work_dir.iterdir())
+    except OSError as exc:
+        log.warning("%s: cannot look for unshipped output: %s", work_dir, exc)
+        return []
+    return [
+        entry
+        for entry in entries
+        if entry.name not in held
+        and (entry / OUTPUT_FILE).is_file()
+        and (entry / LEASE_FILE).is_file()
+    ]
+
+
+async def ship_orphans(services: AgentServices, run_dirs: Collection[Path]) -> int:
+    """:func:`ship_late` each of ``run_dirs`` that no other task is shipping; lines sent."""
+    shipped = 0
+    for run_dir in run_dirs:
+        shipped += await ship_late(run_dir, services, wait=False)
+    return shipped
+
+
+@contextlib.asynccontextmanager
+async def _shipping(run_dir: Path, *, wait: bool) -> AsyncIterator[bool]:
+    """Hold the run directory's shipping lock (``flock`` on the directory itself, which a
+    job cannot replace): True once held, False when another holds it and not ``wait``."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield False
+        return
+    try:
+        while not _try_lock(fd):
+            if not wait:
+                yield False
+                return
+            await anyio.sleep(LOCK_POLL_SECONDS)
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> int:
+    """Send what the server lacks of a run's output under its own lease, which has ended.
+
+    For a run whose lease expired while its agent was down (the job may have
+    run again on another host, or ended). The lease's log position (the
+    ``late-logs`` answer) and the progress note say which output lines the
+    server has; the others are masked and sent as late lines, numbered on from
+    that position, and the progress note moves on as they go, so a repeat (this
+    agent killed meanwhile) sends none twice. Once the server has them all, the
+    output file is removed. One task at a time per run directory (a lock; without
+    ``wait`` a directory another task is shipping is left to it). Returns how many
+    lines were sent.
+    """
+    async with _shipping(run_dir, wait=wait) as locked:
+        if not locked or not (run_dir / OUTPUT_FILE).exists():
+            return 0
+        lease = read_lease(run_dir)
+        if lease is None:
+            return 0
+        client = services.client
+        try:
+            position = await client.append_late_logs(lease.lease_id, [], 1)
+        except ClientError as exc:
+            log.warning(
+                "job %s: the output of attempt %d stays in %s (not shipped): %s",
+                lease.job_id,
+                lease.attempt,
+                run_dir,
+                exc,
+            )
+            return 0
+        outbox = LeaseOutbox(
+            client,
+            lease.lease_id,
+            lease.job_id,
+            on_stale=lambda: None,
+            give_up_after=max(lease.lease_ttl_seconds, 30.0),
+            first_seq=position + 1,
+            spill_path=run_dir / SPILL_FILE,
+            late=True,
+        )
+        async with anyio.create_task_group() as lanes:
+            lanes.start_soon(outbox.run)
+            try:
+                at = lease.model_copy(update={"log_count": position})
+                shipped = await _ship_run(run_dir, at, services, outbox, own=True)
+            finally:
+                outbox.finish("late-logs", partial(client.append_late_logs, lease.lease_id, [], 1))
+        if outbox.delivered:
+            forget_output(run_dir)
+        return shipped
+
+
+def forget_output(run_dir: Path) -> None:
+    """Remove the run's unredacted output file once the server has all of it, masked:
+    secret values the job printed must not stay on the agent's disk."""
+    with contextlib.suppress(OSError):
+        (run_dir / OUTPUT_FILE).unlink()
+
+
 async def ship_leftovers(
     lease: Lease, services: AgentServices, outbox: LeaseOutbox, *, adopted: bool = False
 ) -> int:
-    """Queue the previous attempt's output lines the log lacks, ahead of everything else.
+    """Ship the previous attempt's output lines the log lacks, ahead of everything else.
 
-    Returns how many were queued. Call before anything else is queued in ``outbox``.
+    Returns how many were shipped. Call before anything else is queued in ``outbox``.
+    The previous run's lease known (its ``lease.json``), the lines are sent under it
+    (:func:`ship_late`, awaited: they come before the new attempt's); else (a run
+    of an agent that kept no lease) they are queued in ``outbox``, as this lease's.
     ``adopted``: the lease's run is re-adopted; nothing is queued, its
     ``logged-lines`` is made exact instead (see the module).
     """
@@ -139,6 +286,8 @@ async def ship_leftovers(
     if lease.attempt < 2:
         return 0
     previous = services.work_dir / run_id(lease.job_id, lease.attempt - 1)
+    if (previous / LEASE_FILE).exists():
+        return await ship_late(previous, services, wait=True)
     return await _ship_run(previous, lease, services, outbox, own=False)
 
 
@@ -162,6 +311,8 @@ async def ship_then_release(lease: Lease, services: AgentServices, reason: str) 
     shipped = await _ship_run(run_dir, lease, services, outbox, own=True)
     outbox.finish("release", partial(services.client.release, lease.lease_id, reason))
     await outbox.run()
+    if outbox.delivered:
+        forget_output(run_dir)
     return shipped
 
 

@@ -45,6 +45,10 @@ Restart
     directory: the agent that claims its next attempt with this work directory
     ships the lines the killed agent had not (:mod:`.leftovers`); a restarted
     agent sends them under the lease it is handed back before releasing it.
+    An agent back after its leases expired (the jobs may have run again
+    elsewhere, or ended) sends, in a task beside its claim loops, what the
+    server lacks of each run directory left with output under the run's own
+    ended lease (late lines, ``leftovers.ship_orphans``).
 
 Fencing
     A lease call answered 409 (or a heartbeat that lists the lease as
@@ -95,7 +99,7 @@ import anyio
 import anyio.abc
 
 from launchplane._version import __version__
-from launchplane.agent.leftovers import ship_then_release
+from launchplane.agent.leftovers import orphaned_runs, ship_orphans, ship_then_release
 from launchplane.agent.outbox import backoff_delay, is_transient
 from launchplane.agent.pipeline import JobPipeline, Outcome, StopMode
 from launchplane.agent.rundir import run_id
@@ -301,6 +305,13 @@ class Agent:
         async with anyio.create_task_group() as jobs:
             for lease in held:
                 await self._take_back(client, jobs, lease)
+            # Listed before any claim: only runs of earlier agents, none of this one's.
+            orphans = orphaned_runs(
+                self.work_dir, {run_id(lease.job_id, lease.attempt) for lease in held}
+            )
+            if orphans:
+                assert self._services is not None
+                root.start_soon(ship_orphans, self._services, orphans)
             with self._claim_scope:
                 if self._draining:
                     self._claim_scope.cancel()

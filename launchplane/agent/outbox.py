@@ -277,6 +277,8 @@ class LeaseOutbox:
       a server with a lower body limit) is sent again in smaller batches;
     * the **final call** (``complete`` or ``release``) goes out once both
       lanes are drained: the server refuses lines for a finished lease.
+      With ``late``, the lease has ended already and its lines go to
+      ``late-logs`` (:mod:`launchplane.agent.leftovers`), numbered alike.
 
     Producers (``event``, ``line``, ``finish``) never block. With a
     ``spill_path`` (the run directory's :data:`~launchplane.agent.rundir.SPILL_FILE`),
@@ -307,8 +309,11 @@ class LeaseOutbox:
         first_seq: int = 1,
         spill_path: Path | None = None,
         spill_limit: int = MAX_SPILL_BYTES,
+        late: bool = False,
     ) -> None:
         self._client = client
+        self._append = client.append_late_logs if late else client.append_logs
+        """``late``: the lease has ended; its run's lines go to ``late-logs`` (agent.leftovers)."""
         self._lease_id = lease_id
         self._job_id = job_id
         self._on_stale = on_stale
@@ -528,7 +533,7 @@ class LeaseOutbox:
             # Past this batch whether it is stored or given up on: a later batch must
             # never be taken for a repeat of it.
             self._next_seq += len(texts)
-            send = partial(self._client.append_logs, self._lease_id, texts, first_seq)
+            send = partial(self._append, self._lease_id, texts, first_seq)
             outcome = await self._send("logs", send, splittable=True)
             if outcome == "too large":
                 self._position -= output
@@ -543,7 +548,7 @@ class LeaseOutbox:
         if self._progress_path is None:
             return
         note = {"position": self._position, "first_seq": first_seq, "lines": lines}
-        note["output"] = output
+        note |= {"output": output, "lease": self._lease_id}
         try:
             replace_file(self._progress_path, json.dumps(note) + "\n")
         except OSError as exc:
