@@ -321,7 +321,8 @@ class LaunchplaneClient:
         return await self._json("GET", f"/jobs/{job_id}/record", idempotent=True)
 
     async def read_logs(self, job_id: str, after: int = 0, wait: float = 0) -> dict[str, Any]:
-        """One page: ``{"lines": [{"seq", "line"}], "next", "done"}``; ``wait`` long-polls."""
+        """One page: ``{"lines": [{"seq", "attempt", "line"}], "next", "done"}``; ``wait``
+        long-polls."""
         return await self._json(
             "GET",
             f"/jobs/{job_id}/logs",
@@ -333,7 +334,7 @@ class LaunchplaneClient:
     async def follow_logs(
         self, job_id: str, after: int = 0, wait: float = 30.0
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every line (``{"seq", "line"}``) from ``after`` on, until the job ends."""
+        """Every line (``{"seq", "attempt", "line"}``) from ``after`` on, until the job ends."""
         while True:
             page = await self.read_logs(job_id, after=after, wait=wait)
             for line in page["lines"]:

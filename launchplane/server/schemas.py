@@ -282,6 +282,10 @@ class JobList(BaseModel):
 
 class LogLine(BaseModel):
     seq: int
+    attempt: int = Field(
+        description="The attempt whose run printed the line (late lines of an earlier "
+        "attempt come after a later attempt's: see `POST /leases/{id}/late-logs`)."
+    )
     line: str
 
 
