@@ -548,7 +548,7 @@ class LeaseOutbox:
         if self._progress_path is None:
             return
         note = {"position": self._position, "first_seq": first_seq, "lines": lines}
-        note |= {"output": output, "lease": self._lease_id}
+        note["output"] = output
         try:
             replace_file(self._progress_path, json.dumps(note) + "\n")
         except OSError as exc:

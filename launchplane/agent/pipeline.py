@@ -36,7 +36,7 @@ when the earlier agent died is settled by ``log-progress.json`` against the
 lease's log position (``agent.leftovers``), so it is sent once - twice only after
 a batch the earlier agent gave up on. A run that cannot be adopted (a local
 process, which died with its agent) has its unsent output sent under its own
-lease (``lease.json`` keeps it) by the next attempt's agent on the host before
+lease (kept in ``<work dir>/.leases``) by the next attempt's agent on the host before
 its own (``leftovers.ship_leftovers``), or by the agent when it starts again
 (``leftovers.ship_orphans``). What the record
 knew at launch (code, image, builder, variable names, stage times) is kept in

@@ -9,8 +9,11 @@ a file, they died in the pipe to the agent. Then either the
 same agent is started again at once (it is handed back the lease, sends the
 lines under it and releases it), or, once the lease has expired, an agent
 with another id and the same work directory runs attempt 2 (it sends them
-first under its own lease); either way the job's log holds every line
-attempt 1 wrote exactly once, in order, then attempt 2's.
+first, as late lines of attempt 1's ended lease); either way the job's log
+holds every line attempt 1 wrote exactly once, in order, then attempt 2's.
+And when attempt 2 ran on another host while the killed agent was down
+longer than the TTL, the agent sends them as late lines when it comes back,
+also when it is killed again while it sends them.
 
 A Docker run needs none of this: its container outlives the agent, whose
 successor re-adopts it (the same attempt) and reads its log again from the
