@@ -12,8 +12,9 @@ rather than in memory or not at all; they are sent from there in order.
 
 Before it sends a batch that holds workload output, the outbox notes in the run
 directory where that batch stands (:data:`~launchplane.agent.rundir.PROGRESS_FILE`):
-with the job's log count, the agent of the next attempt knows exactly which of
-the output lines the server has, the batch in flight at a crash included
+with the lease's log position (its ``log_count`` when handed back, the answer of
+``late-logs`` once it has ended), the agent that ships what a killed one had not
+knows exactly which of the output lines the server has, the batch in flight at a crash included
 (:mod:`launchplane.agent.leftovers`).
 """
 
