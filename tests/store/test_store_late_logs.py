@@ -23,7 +23,7 @@ from launchplane.core.client import StaleLease as ClientStaleLease
 from launchplane.server import tables as t
 from launchplane.server.embedded import EmbeddedServer
 from launchplane.server.problems import Forbidden, NotFound, StaleLease
-from launchplane.server.schemas import AgentRegister, CompleteIn
+from launchplane.server.schemas import MAX_SEQ, AgentRegister, CompleteIn
 from launchplane.server.store import Store
 
 pytestmark = pytest.mark.anyio
@@ -141,3 +141,16 @@ async def test_the_store_refuses_another_holder_directly(store: Store) -> None:
     await expire(store, lease.lease_id)
     with pytest.raises(Forbidden):
         await store.append_late_logs(lease.lease_id, ["x"], 1, holder=12345)
+
+
+async def test_a_batch_numbered_far_past_a_gap_is_stored_once(store: Store) -> None:
+    """A lease's numbering may jump (lines given up on) up to MAX_SEQ: the position holds it."""
+    (job_id,) = await submit_many(store, 1)
+    lease = await store.claim(QUEUE, "a1")
+    assert lease is not None
+    far = MAX_SEQ - 1
+    assert await store.append_logs(lease.lease_id, ["far", "end"], first_seq=far) == 2
+    assert await store.append_logs(lease.lease_id, ["far", "end"], first_seq=far) == 2
+    await expire(store, lease.lease_id)
+    assert await store.append_late_logs(lease.lease_id, [], 1) == (2, far + 1)
+    assert await tagged(store, job_id) == [(1, "far"), (1, "end")]

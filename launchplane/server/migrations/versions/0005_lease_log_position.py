@@ -29,7 +29,7 @@ down_revision = "0004"
 def upgrade() -> None:
     op.add_column(
         "leases",
-        sa.Column("log_position", sa.Integer, nullable=False, server_default=sa.text("0")),
+        sa.Column("log_position", sa.BigInteger, nullable=False, server_default=sa.text("0")),
     )
     op.execute(
         sa.text(
