@@ -303,12 +303,13 @@ class Agent:
         queues = await self._servable_queues(client)
         root.start_soon(self._heartbeat_loop, client)
         async with anyio.create_task_group() as jobs:
+            adopted = set()
             for lease in held:
-                await self._take_back(client, jobs, lease)
-            # Listed before any claim: only runs of earlier agents, none of this one's.
-            orphans = orphaned_runs(
-                self.work_dir, {run_id(lease.job_id, lease.attempt) for lease in held}
-            )
+                if await self._take_back(client, jobs, lease):
+                    adopted.add(run_id(lease.job_id, lease.attempt))
+            # Listed before any claim: only runs of earlier agents, none of this one's
+            # (a lease released above whose output is left had ended before it was sent).
+            orphans = orphaned_runs(self.work_dir, adopted)
             if orphans:
                 assert self._services is not None
                 root.start_soon(ship_orphans, self._services, orphans)
@@ -409,8 +410,9 @@ class Agent:
 
     async def _take_back(
         self, client: LaunchplaneClient, jobs: anyio.abc.TaskGroup, lease: Lease
-    ) -> None:
-        """Re-adopt a held lease's run if its runner can, else release it for re-queueing."""
+    ) -> bool:
+        """Re-adopt a held lease's run if its runner can (True), else release it for
+        re-queueing."""
         runner_name = lease.resolved.resource
         run = None
         rid = run_id(lease.job_id, lease.attempt)
@@ -428,7 +430,7 @@ class Agent:
             except anyio.WouldBlock:
                 borrower = None  # already running: watch it even beyond --max-jobs
             jobs.start_soon(self._run_job, lease, borrower, run)
-            return
+            return True
         log.info(
             "job %s: lease held from before a restart; %s runs cannot be re-adopted, releasing it",
             lease.job_id,
@@ -439,6 +441,7 @@ class Agent:
         with contextlib.suppress(StaleLease, ApiError):
             # What the killed agent had not sent of the run's output goes first.
             await ship_then_release(lease, self._services, reason)
+        return False
 
     # -- claiming -----------------------------------------------------------------------
 

@@ -86,7 +86,7 @@ from launchplane.agent.environment import (
     launched_job,
     with_built_image,
 )
-from launchplane.agent.leftovers import forget_output, save_lease, ship_leftovers
+from launchplane.agent.leftovers import forget_output, save_lease, ship_late, ship_leftovers
 from launchplane.agent.outbox import LeaseOutbox
 from launchplane.agent.records import RunRecorder, workload_facts
 from launchplane.agent.rundir import (
@@ -249,6 +249,12 @@ class JobPipeline:
                 self._outbox.close()
         if self._outbox.stale:
             outcome = Outcome("fenced", run_dir=self.run_dir, reason="lease is stale")
+            # The lease ended under the run (this agent was taken for lost): what its
+            # workload wrote since goes as late lines of its attempt.
+            try:
+                await ship_late(self.run_dir, self.services, wait=True)
+            except Exception:  # a bug: the output stays for the agent's next start
+                log.exception("job %s: could not ship its output as late lines", self.job_id)
         elif self._outbox.delivered:
             # Kept only after a crash, for a later agent to ship (``agent.leftovers``).
             forget_output(self.run_dir)

@@ -286,3 +286,48 @@ async def test_an_agent_killed_while_it_ships_late_lines_ships_the_rest_once(
         "every line of each attempt, once"
     )
     assert [line for line in lines if line[0] == 1] == attempt_one_whole(many), "in order"
+
+
+async def test_a_run_fenced_after_its_agent_froze_past_the_ttl_ships_its_output_late(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    """The agent is frozen (SIGSTOP) longer than the TTL while its job prints: the job is
+    failed as agent lost (one attempt only, so no other attempt ships anything). Woken up,
+    the agent is fenced, stops the workload, and sends what it wrote as late lines."""
+    ttl = 3
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    local_args = {"local-process": {"read_only_paths": [str(gate)]}}
+    config = {"resource": "local-process", "lease_ttl_seconds": ttl, "max_attempts": 1}
+    await server.ensure_queue(QUEUE, {**config, "resource_args": local_args})
+    token = await agent_token(client, [QUEUE])
+    script = (
+        f"echo first; while [ ! -e {gate}/go ]; do sleep 0.01; done; i=1; "
+        f'while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done; '
+        'touch "$LAUNCHPLANE_OUTPUT_DIR/written"; exec sleep 600'
+    )
+    work = tmp_path / "work"
+    options = {"agent_id": "frozen", "queues": [QUEUE]}
+    async with agent_process(server.url, token, work, **options) as agent:
+        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
+        await wait_for_line(client, job["id"], lambda text: text == "first")
+        written = work / f"{job['id']}-1" / "output" / "written"
+
+        async def note_is_there() -> bool:
+            return written.exists()
+
+        agent.signal(signal.SIGSTOP)
+        (gate / "go").touch()
+        await eventually(note_is_there, 60, "attempt 1 to print its lines")
+        lost = await wait_for_state(client, job["id"], timeout=ttl + 30)
+        assert (lost["state"], lost["reason"]) == ("failed", "agent lost")
+        assert await log_lines(client, job["id"]) == ["first"], "the scenario: none got there"
+        agent.signal(signal.SIGCONT)
+
+        async def all_stored() -> bool:
+            return len(await log_lines(client, job["id"])) >= LINES + 1
+
+        await eventually(all_stored, 30, "the fenced run's lines, late")
+        await agent.wait_log(f"shipping {LINES} output lines of attempt 1")
+    assert await tagged_lines(client, job["id"]) == attempt_one_whole(LINES)
+    assert not (work / f"{job['id']}-1" / OUTPUT_FILE).exists()
