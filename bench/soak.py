@@ -19,7 +19,12 @@ Meanwhile a chaos task kills a random victim every ``--kill-every`` seconds on
 average (exponential gaps; seeded): the server with probability
 ``--server-share``, else an agent. The victim is restarted after 0.2-2 s: the
 server on the same data directory and port, an agent with the same agent id
-and work directory. Kills stop once every job has ended (or at ``--timeout``).
+and work directory; ``--down-share`` of the agents killed stay down 1.5-2.5
+lease TTLs instead, so their leases expire and their jobs run again on other
+agents (the output of the killed attempts comes back as late lines when the
+agent does). Kills stop once every job has ended (or at ``--timeout``), and the
+figures are read once no agent's work directory holds output it has not
+shipped (``output.log``), or after ``--settle`` seconds.
 A prober times ``GET /health`` every 100 ms throughout.
 
 Figures, read back through the API and the marker files once the run is over:
@@ -30,6 +35,8 @@ Figures, read back through the API and the marker files once the run is over:
   does not hold (target 0); lines an *interrupted* attempt printed that are not
   stored are reported apart (a line in the pipe to an agent that was killed);
 * **duplicated lines**: a line of one attempt stored more than once;
+* **unshipped outputs**: run directories still holding an ``output.log`` when the
+  figures are read (output an agent has not shipped yet, or never will);
 * **overlapping attempts**: jobs two of whose attempts were alive at once on
   this host (the marker files' time spans intersect; target 0);
 * **5xx**: answers >= 500 to the benchmark's own calls (submits, polls, the
@@ -122,6 +129,8 @@ class Soak:
     restarts: Counter[str] = field(default_factory=Counter)
     server_tracebacks: int = 0
     kills: Counter[str] = field(default_factory=Counter)
+    long_downs: int = 0
+    """Agent kills after which the agent stayed down past its leases (``--down-share``)."""
     done: anyio.Event = field(default_factory=anyio.Event)
 
     def agent(self, index: int) -> c.AgentProcess:
@@ -152,6 +161,10 @@ class Soak:
             if self.done.is_set():
                 return
             down = rng.uniform(0.2, 2.0)
+            if self.args.down_share and rng.random() < self.args.down_share:
+                long_down = rng.uniform(1.5, 2.5) * self.args.lease_ttl
+            else:
+                long_down = None
             if rng.random() < self.args.server_share:
                 self.kills["server"] += 1
                 os.kill(self.server.pid, signal.SIGKILL)
@@ -165,7 +178,9 @@ class Soak:
                 # The agent only (it leads its own session): its jobs live on as orphans.
                 os.kill(self.agents[index].pid, signal.SIGKILL)
                 self.agents[index].proc.wait()  # type: ignore[union-attr]
-                await anyio.sleep(down)
+                if long_down is not None:
+                    self.long_downs += 1
+                await anyio.sleep(down if long_down is None else long_down)
                 self.restarts[f"agent-{index}"] += 1
                 self.agents[index] = self.agent(index)
 
@@ -320,6 +335,7 @@ async def run(args: Any, report: c.Report, db_url: str | None) -> None:
                 for key, job_id in jobs.items():
                     if key not in final:
                         final[key] = await patient(client.get_job, job_id, timeout=120)
+                unshipped = await settle(root, args.settle)
                 logs = {
                     key: await patient(all_lines, client, job_id, timeout=120)
                     for key, job_id in jobs.items()
@@ -331,6 +347,13 @@ async def run(args: Any, report: c.Report, db_url: str | None) -> None:
             soak.count_server_tracebacks()
             server.stop()
         evaluate(args, report, soak, final, logs, read_markers(root), elapsed)
+        report.add(
+            "unshipped_outputs",
+            "unshipped outputs (output.log left)",
+            unshipped,
+            "",
+            note=f"run directories with output the server may lack, after up to {args.settle:g}s",
+        )
         report_health(report, latencies, missed)
         errors = sum(transport.errors.values())
         report.add(
@@ -342,6 +365,20 @@ async def run(args: Any, report: c.Report, db_url: str | None) -> None:
             note=f"{dict(transport.errors) or 'no 5xx answers'}; "
             f"{soak.server_tracebacks} tracebacks in the server log",
         )
+
+
+async def settle(root: Path, timeout: float) -> int:
+    """Wait (up to ``timeout`` s) until no agent work directory holds output it has not
+    shipped: an agent restarted after its leases expired ships it as late lines. Returns
+    how many such run directories are left."""
+
+    def left() -> int:
+        return sum(1 for _ in root.glob("agent-*/work/*/output.log"))
+
+    deadline = time.monotonic() + timeout
+    while (count := left()) and time.monotonic() < deadline:
+        await anyio.sleep(0.5)
+    return count
 
 
 async def all_lines(client: Any, job_id: str) -> list[str]:
@@ -432,7 +469,8 @@ def evaluate(
         "kills (agents / server)",
         sum(soak.kills.values()),
         "",
-        note=f"{soak.kills['agent']} agents, {soak.kills['server']} server; "
+        note=f"{soak.kills['agent']} agents ({soak.long_downs} down past their leases), "
+        f"{soak.kills['server']} server; "
         f"jobs by attempts run {dict(sorted(attempts.items()))}; {notices} drop notices",
     )
     report.details.update(
@@ -473,6 +511,15 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=5.0, help="Mean s between kills.")
     parser.add_argument("--server-share", type=float, default=0.2, help="Kills of the server.")
     parser.add_argument("--lease-ttl", type=float, default=5.0, help="Queue lease TTL [5 s].")
+    parser.add_argument(
+        "--down-share",
+        type=float,
+        default=0.1,
+        help="Agent kills after which it stays down past its leases (1.5-2.5 TTLs) [0.1].",
+    )
+    parser.add_argument(
+        "--settle", type=float, default=30.0, help="Wait for unshipped output up to [30 s]."
+    )
     parser.add_argument("--max-attempts", type=int, default=20, help="Attempts per job [20].")
     parser.add_argument("--timeout", type=float, default=1800, help="Give up after [1800 s].")
     parser.add_argument("--seed", type=int, default=16)

@@ -1,34 +1,55 @@
-"""What a lost agent had not shipped of a job's output, shipped by the agent of its next attempt.
+"""What a lost agent had not shipped of a job's output, shipped once it (or a successor) can.
 
 A runner that keeps its workload's output in the run directory
 (:data:`~launchplane.core.output.OUTPUT_FILE`: the local-process runner) leaves
 every line the job wrote on disk when its agent dies (SIGKILL, OOM, a host
 reboot), including the lines the agent had read but not sent yet and those it
-never read. The job dies with its agent, its lease expires and the job is
-queued again; when an agent with the same work directory claims the next
-attempt, :func:`ship_leftovers` (called first thing by the pipeline) sends the
-previous attempt's remaining lines under the new lease, before anything of the
-new attempt, so the job's log holds every line the previous attempt wrote,
-once, in order, ahead of the new attempt's own.
+never read. The job dies with its agent. The agent keeps, out of the job's
+reach, the lease each run was launched under
+(:data:`~launchplane.agent.rundir.LEASES_DIR`), so whoever finds the output
+later knows under which lease its lines go. Three paths ship them, each under
+the run's own lease, so the lines keep the attempt that printed them:
 
-An agent restarted within the lease TTL (same id, same work directory) is
-handed back the lease it held: a run it cannot re-adopt is released, and
-:func:`ship_then_release` first sends what the log lacks of that run's output
-under that lease, so the lines are stored even when the next attempt runs on
-another host.
+* **Restarted within the lease TTL** (same id, same work directory): the
+  agent is handed back the lease; a run it cannot re-adopt is released, and
+  :func:`ship_then_release` first sends what the log lacks under that live
+  lease, so the lines are stored wherever the next attempt runs.
+* **Restarted after the lease ended** (expired while the agent was down; the
+  job may have run again on another host, or ended): at start, beside its
+  claim loops, the agent ships every run directory an earlier agent left with
+  output (:func:`orphaned_runs`, :func:`ship_orphans`) as *late lines* of the
+  ended lease (``POST /leases/{id}/late-logs``, taken for 7 days after the
+  lease's last expiry time). The server stores them at the log's end.
+* **The next attempt claimed on the same work directory** (by another agent
+  id, or the scan above could not ship them yet): :func:`ship_leftovers`,
+  called first thing by the pipeline, ships the previous attempt's lines as
+  late lines before the new attempt launches, so they precede its output. A
+  run of an agent that kept no lease (an older version) has its lines queued
+  under the new lease instead (their ``attempt`` is then the new one).
 
 Which lines the server has
-    The previous agent noted, before sending each batch with output in it,
-    where that batch stood (:data:`~launchplane.agent.rundir.PROGRESS_FILE`:
-    the output lines before it, its first seq, its line count, its output
-    lines). Only one batch is in flight at a time and a batch is stored whole
-    or not at all, so the job's log count in the new lease (``log_count``:
-    nothing is stored between the two leases) says whether that last batch
-    was stored: it was if the log reaches its last seq. The lines after it
-    are the leftovers. No progress file means no output was sent. One case
-    errs, towards a repeat: after a batch the agent gave up on (the server
-    unreachable for its whole retry window) the seqs run ahead of the log,
-    and the noted batch, if stored, is taken for not stored and sent again.
+    The agent noted, before sending each batch with output in it, where that
+    batch stood (:data:`~launchplane.agent.rundir.PROGRESS_FILE`: the output
+    lines before it, its first seq, its line count, its output lines). Seqs
+    are in the lease's own numbering, and the server keeps the lease's
+    position in it (the number of its last line stored: ``log_count`` of a
+    lease handed back, the answer of ``late-logs``), which late lines of
+    another lease do not move. Only one batch is in flight at a time and a
+    batch is stored whole or not at all, so the position says whether that
+    last batch was stored: it was if the position reaches its last seq. The
+    lines after it are the leftovers. No progress file means no output was
+    sent. Late lines go through an outbox that keeps the same note, so an
+    agent killed while it ships them leaves the next one exactly where it
+    stopped. One case errs, towards a repeat: after a batch the agent gave up
+    on (the server unreachable for its whole retry window) the seqs run ahead
+    of the position, and the noted batch, if stored, is taken for not stored
+    and sent again.
+
+Once the server has every line, the output file (unmasked) and the kept
+lease are removed. One task ships a run directory at a time: a lock
+(``flock`` on the directory) keeps the start-up scan and a pipeline's
+:func:`ship_leftovers` from shipping the same run twice; the scan leaves a
+directory another task holds, the pipeline waits for it.
 
 The same note makes re-adoption exact: an agent that re-adopts a run (a
 container outlives its agent; the same attempt, the same lease) reads its
@@ -37,35 +58,46 @@ which the killed agent wrote only after the server's answer, so a batch in
 flight at the kill was sent twice. :func:`ship_leftovers` sets that count
 from the note first.
 
-Only the directly previous attempt is looked at: its lines directly follow
-what the log holds. The leftovers are masked with the job's secrets (resolved
-again for that; if they cannot be, nothing is shipped, rather than lines that
-could hold an unmasked secret), through a redaction window as the pump's. An
-output file that is not a regular file of the agent's own with one link (a
-job may replace names in its run directory) is not read.
+The leftovers are masked with the job's secrets (resolved again for that; if
+they cannot be, nothing is shipped, rather than lines that could hold an
+unmasked secret), through a redaction window as the pump's. An output file
+that is not a regular file of the agent's own with one link (a job may
+replace names in its run directory) is not read.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import stat
+from collections.abc import AsyncIterator, Collection
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
 from launchplane.agent.outbox import LeaseOutbox
-from launchplane.agent.rundir import LOGGED_FILE, PROGRESS_FILE, SPILL_FILE, replace_file, run_id
+from launchplane.agent.rundir import (
+    LEASES_DIR,
+    LOGGED_FILE,
+    PROGRESS_FILE,
+    SPILL_FILE,
+    lease_file,
+    replace_file,
+    run_id,
+)
 from launchplane.agent.secrets import resolve_secrets
+from launchplane.core import paths
+from launchplane.core.client import ClientError
 from launchplane.core.interfaces import PluginError
 from launchplane.core.lease import Lease
 from launchplane.core.output import OUTPUT_FILE, LineSplitter
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from launchplane.agent.services import AgentServices
 
 log = logging.getLogger("launchplane.agent")
@@ -74,10 +106,13 @@ READ_BYTES = 1 << 20
 """Bytes of the output file read at a time (in a worker thread)."""
 MAX_PROGRESS_BYTES = 4096
 """A progress file larger than this is not the agent's: it is ignored."""
+LOCK_POLL_SECONDS = 0.05
+"""How often a pipeline waiting for another task's shipping of a run directory looks again."""
 
 
 def stored_output(run_dir: Path, log_count: int) -> int:
-    """How many of the run's output lines the job's log holds, its count being ``log_count``."""
+    """How many of the run's output lines the server holds, its lease's log position being
+    ``log_count`` (see the module)."""
     fd = open_trusted(run_dir / PROGRESS_FILE)
     if fd is None:
         return 0  # no batch with output was ever sent (or not a note of the agent's)
@@ -124,12 +159,160 @@ def open_trusted(path: Path) -> int | None:
     return fd
 
 
+def read_lease(run_dir: Path) -> Lease | None:
+    """The lease the run in ``run_dir`` was launched under (:func:`save_lease`), if the
+    agent kept one that parses; else None."""
+    path = lease_file(run_dir)
+    fd = open_trusted(path)
+    if fd is None:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as file:
+            return Lease.model_validate_json(file.read())
+    except (OSError, ValueError) as exc:
+        log.warning("%s: unreadable (%s)", path, exc)
+        return None
+
+
+def save_lease(run_dir: Path, lease: Lease) -> None:
+    """Keep ``lease``, the run's, before its workload starts (see :func:`ship_late`)."""
+    path = lease_file(run_dir)
+    paths.private_dir(path.parent)
+    replace_file(path, lease.model_dump_json() + "\n")
+
+
+def orphaned_runs(work_dir: Path, held: Collection[str]) -> list[Path]:
+    """The run directories of ``work_dir`` whose output the server may lack: those with a
+    kept lease and an output file (removed once the server had it all), the runs ``held``
+    (ids) left out. A kept lease whose run has no output file left is removed."""
+    try:
+        kept = sorted((work_dir / LEASES_DIR).glob("*.json"))
+    except OSError as exc:
+        log.warning("%s: cannot look for unshipped output: %s", work_dir, exc)
+        return []
+    runs = []
+    for path in kept:
+        run_dir = work_dir / path.stem
+        if path.stem in held:
+            continue
+        if (run_dir / OUTPUT_FILE).is_file():
+            runs.append(run_dir)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+    return runs
+
+
+async def ship_orphans(services: AgentServices, run_dirs: Collection[Path]) -> int:
+    """:func:`ship_late` each of ``run_dirs`` that no other task is shipping; lines sent."""
+    shipped = 0
+    for run_dir in run_dirs:
+        try:
+            shipped += await ship_late(run_dir, services, wait=False)
+        except Exception:  # a bug: the other runs are still shipped, and the agent serves
+            log.exception("%s: could not ship the output left there", run_dir)
+    return shipped
+
+
+@contextlib.asynccontextmanager
+async def _shipping(run_dir: Path, *, wait: bool) -> AsyncIterator[bool]:
+    """Hold the run directory's shipping lock (``flock`` on the directory itself, which a
+    job cannot replace): True once held, False when another holds it and not ``wait``."""
+    try:
+        fd = os.open(run_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        yield False
+        return
+    try:
+        while not _try_lock(fd):
+            if not wait:
+                yield False
+                return
+            await anyio.sleep(LOCK_POLL_SECONDS)
+        yield True
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _try_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> int:
+    """Send what the server lacks of a run's output under its own lease, which has ended.
+
+    For a run whose lease expired while its agent was down (the job may have
+    run again on another host, or ended). The lease's log position (the
+    ``late-logs`` answer) and the progress note say which output lines the
+    server has; the others are masked and sent as late lines, numbered on from
+    that position, and the progress note moves on as they go, so a repeat (this
+    agent killed meanwhile) sends none twice. Once the server has them all, the
+    output file is removed. One task at a time per run directory (a lock; without
+    ``wait`` a directory another task is shipping is left to it). Returns how many
+    lines were sent.
+    """
+    async with _shipping(run_dir, wait=wait) as locked:
+        if not locked or not (run_dir / OUTPUT_FILE).exists():
+            return 0
+        lease = read_lease(run_dir)
+        if lease is None:
+            return 0
+        client = services.client
+        try:
+            position = await client.append_late_logs(lease.lease_id, [], 1)
+        except ClientError as exc:
+            log.warning(
+                "job %s: the output of attempt %d stays in %s (not shipped): %s",
+                lease.job_id,
+                lease.attempt,
+                run_dir,
+                exc,
+            )
+            return 0
+        outbox = LeaseOutbox(
+            client,
+            lease.lease_id,
+            lease.job_id,
+            on_stale=lambda: None,
+            give_up_after=max(lease.lease_ttl_seconds, 30.0),
+            first_seq=position + 1,
+            spill_path=run_dir / SPILL_FILE,
+            late=True,
+        )
+        async with anyio.create_task_group() as lanes:
+            lanes.start_soon(outbox.run)
+            try:
+                at = lease.model_copy(update={"log_count": position})
+                shipped = await _ship_run(run_dir, at, services, outbox, own=True)
+            finally:
+                outbox.finish("late-logs", partial(client.append_late_logs, lease.lease_id, [], 1))
+        if outbox.delivered:
+            forget_output(run_dir)
+        return shipped
+
+
+def forget_output(run_dir: Path) -> None:
+    """Remove the run's unredacted output file once the server has all of it, masked:
+    secret values the job printed must not stay on the agent's disk; and its kept lease,
+    of no more use."""
+    for path in (run_dir / OUTPUT_FILE, lease_file(run_dir)):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 async def ship_leftovers(
     lease: Lease, services: AgentServices, outbox: LeaseOutbox, *, adopted: bool = False
 ) -> int:
-    """Queue the previous attempt's output lines the log lacks, ahead of everything else.
+    """Ship the previous attempt's output lines the log lacks, ahead of everything else.
 
-    Returns how many were queued. Call before anything else is queued in ``outbox``.
+    Returns how many were shipped. Call before anything else is queued in ``outbox``.
+    The previous run's lease known (kept by its agent), the lines are sent under it
+    (:func:`ship_late`, awaited: they come before the new attempt's); else (a run
+    of an agent that kept no lease) they are queued in ``outbox``, as this lease's.
     ``adopted``: the lease's run is re-adopted; nothing is queued, its
     ``logged-lines`` is made exact instead (see the module).
     """
@@ -139,6 +322,8 @@ async def ship_leftovers(
     if lease.attempt < 2:
         return 0
     previous = services.work_dir / run_id(lease.job_id, lease.attempt - 1)
+    if lease_file(previous).exists():
+        return await ship_late(previous, services, wait=True)
     return await _ship_run(previous, lease, services, outbox, own=False)
 
 
@@ -162,6 +347,8 @@ async def ship_then_release(lease: Lease, services: AgentServices, reason: str) 
     shipped = await _ship_run(run_dir, lease, services, outbox, own=True)
     outbox.finish("release", partial(services.client.release, lease.lease_id, reason))
     await outbox.run()
+    if outbox.delivered:
+        forget_output(run_dir)
     return shipped
 
 

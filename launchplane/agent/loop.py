@@ -45,6 +45,10 @@ Restart
     directory: the agent that claims its next attempt with this work directory
     ships the lines the killed agent had not (:mod:`.leftovers`); a restarted
     agent sends them under the lease it is handed back before releasing it.
+    An agent back after its leases expired (the jobs may have run again
+    elsewhere, or ended) sends, in a task beside its claim loops, what the
+    server lacks of each run directory left with output under the run's own
+    ended lease (late lines, ``leftovers.ship_orphans``).
 
 Fencing
     A lease call answered 409 (or a heartbeat that lists the lease as
@@ -95,7 +99,7 @@ import anyio
 import anyio.abc
 
 from launchplane._version import __version__
-from launchplane.agent.leftovers import ship_then_release
+from launchplane.agent.leftovers import orphaned_runs, ship_orphans, ship_then_release
 from launchplane.agent.outbox import backoff_delay, is_transient
 from launchplane.agent.pipeline import JobPipeline, Outcome, StopMode
 from launchplane.agent.rundir import run_id
@@ -299,8 +303,16 @@ class Agent:
         queues = await self._servable_queues(client)
         root.start_soon(self._heartbeat_loop, client)
         async with anyio.create_task_group() as jobs:
+            adopted = set()
             for lease in held:
-                await self._take_back(client, jobs, lease)
+                if await self._take_back(client, jobs, lease):
+                    adopted.add(run_id(lease.job_id, lease.attempt))
+            # Listed before any claim: only runs of earlier agents, none of this one's
+            # (a lease released above whose output is left had ended before it was sent).
+            orphans = orphaned_runs(self.work_dir, adopted)
+            if orphans:
+                assert self._services is not None
+                root.start_soon(ship_orphans, self._services, orphans)
             with self._claim_scope:
                 if self._draining:
                     self._claim_scope.cancel()
@@ -398,8 +410,9 @@ class Agent:
 
     async def _take_back(
         self, client: LaunchplaneClient, jobs: anyio.abc.TaskGroup, lease: Lease
-    ) -> None:
-        """Re-adopt a held lease's run if its runner can, else release it for re-queueing."""
+    ) -> bool:
+        """Re-adopt a held lease's run if its runner can (True), else release it for
+        re-queueing."""
         runner_name = lease.resolved.resource
         run = None
         rid = run_id(lease.job_id, lease.attempt)
@@ -417,7 +430,7 @@ class Agent:
             except anyio.WouldBlock:
                 borrower = None  # already running: watch it even beyond --max-jobs
             jobs.start_soon(self._run_job, lease, borrower, run)
-            return
+            return True
         log.info(
             "job %s: lease held from before a restart; %s runs cannot be re-adopted, releasing it",
             lease.job_id,
@@ -428,6 +441,7 @@ class Agent:
         with contextlib.suppress(StaleLease, ApiError):
             # What the killed agent had not sent of the run's output goes first.
             await ship_then_release(lease, self._services, reason)
+        return False
 
     # -- claiming -----------------------------------------------------------------------
 

@@ -12,8 +12,9 @@ rather than in memory or not at all; they are sent from there in order.
 
 Before it sends a batch that holds workload output, the outbox notes in the run
 directory where that batch stands (:data:`~launchplane.agent.rundir.PROGRESS_FILE`):
-with the job's log count, the agent of the next attempt knows exactly which of
-the output lines the server has, the batch in flight at a crash included
+with the lease's log position (its ``log_count`` when handed back, the answer of
+``late-logs`` once it has ended), the agent that ships what a killed one had not
+knows exactly which of the output lines the server has, the batch in flight at a crash included
 (:mod:`launchplane.agent.leftovers`).
 """
 
@@ -277,6 +278,8 @@ class LeaseOutbox:
       a server with a lower body limit) is sent again in smaller batches;
     * the **final call** (``complete`` or ``release``) goes out once both
       lanes are drained: the server refuses lines for a finished lease.
+      With ``late``, the lease has ended already and its lines go to
+      ``late-logs`` (:mod:`launchplane.agent.leftovers`), numbered alike.
 
     Producers (``event``, ``line``, ``finish``) never block. With a
     ``spill_path`` (the run directory's :data:`~launchplane.agent.rundir.SPILL_FILE`),
@@ -307,8 +310,11 @@ class LeaseOutbox:
         first_seq: int = 1,
         spill_path: Path | None = None,
         spill_limit: int = MAX_SPILL_BYTES,
+        late: bool = False,
     ) -> None:
         self._client = client
+        self._append = client.append_late_logs if late else client.append_logs
+        """``late``: the lease has ended; its run's lines go to ``late-logs`` (agent.leftovers)."""
         self._lease_id = lease_id
         self._job_id = job_id
         self._on_stale = on_stale
@@ -528,7 +534,7 @@ class LeaseOutbox:
             # Past this batch whether it is stored or given up on: a later batch must
             # never be taken for a repeat of it.
             self._next_seq += len(texts)
-            send = partial(self._client.append_logs, self._lease_id, texts, first_seq)
+            send = partial(self._append, self._lease_id, texts, first_seq)
             outcome = await self._send("logs", send, splittable=True)
             if outcome == "too large":
                 self._position -= output

@@ -33,10 +33,12 @@ its end and completed under the same lease. The count of output lines the
 server has stored is kept in ``<run dir>/logged-lines``, so the adopting agent
 skips the lines already sent (with the same work directory); a batch in flight
 when the earlier agent died is settled by ``log-progress.json`` against the
-lease's log count (``agent.leftovers``), so it is sent once - twice only after
+lease's log position (``agent.leftovers``), so it is sent once - twice only after
 a batch the earlier agent gave up on. A run that cannot be adopted (a local
-process, which died with its agent) has its unsent output sent by the next
-attempt's agent on the host before its own (``leftovers.ship_leftovers``). What the record
+process, which died with its agent) has its unsent output sent under its own
+lease (kept in ``<work dir>/.leases``) by the next attempt's agent on the host before
+its own (``leftovers.ship_leftovers``), or by the agent when it starts again
+(``leftovers.ship_orphans``). What the record
 knew at launch (code, image, builder, variable names, stage times) is kept in
 ``<run dir>/launch.json``, so the adopting agent's record is as complete.
 
@@ -84,7 +86,7 @@ from launchplane.agent.environment import (
     launched_job,
     with_built_image,
 )
-from launchplane.agent.leftovers import ship_leftovers
+from launchplane.agent.leftovers import forget_output, save_lease, ship_late, ship_leftovers
 from launchplane.agent.outbox import LeaseOutbox
 from launchplane.agent.predecessor import stop_previous_attempt
 from launchplane.agent.records import RunRecorder, workload_facts
@@ -113,7 +115,6 @@ from launchplane.core.interfaces import (
 )
 from launchplane.core.launch import builder_name, code_root
 from launchplane.core.lease import Lease
-from launchplane.core.output import OUTPUT_FILE
 from launchplane.core.plugin_checks import integration_models
 from launchplane.core.spec import ResolvedJob
 
@@ -251,8 +252,15 @@ class JobPipeline:
                 self._outbox.close()
         if self._outbox.stale:
             outcome = Outcome("fenced", run_dir=self.run_dir, reason="lease is stale")
+            # The lease ended under the run (this agent was taken for lost): what its
+            # workload wrote since goes as late lines of its attempt.
+            try:
+                await ship_late(self.run_dir, self.services, wait=True)
+            except Exception:  # a bug: the output stays for the agent's next start
+                log.exception("job %s: could not ship its output as late lines", self.job_id)
         elif self._outbox.delivered:
-            self._forget_raw_output()
+            # Kept only after a crash, for a later agent to ship (``agent.leftovers``).
+            forget_output(self.run_dir)
         log.info(
             "job %s: %s%s",
             self.job_id,
@@ -587,6 +595,7 @@ class JobPipeline:
         except ConfigError as exc:
             raise StageFailure("run", self._scrub(str(exc))) from None
         self._save_launch_facts()  # the workload may outlive this agent from here on
+        self._save_lease()
         try:
             # Shielded: a stop arriving mid-spawn must not orphan a started process;
             # the stop is honoured by _watch as soon as submit returns.
@@ -707,14 +716,6 @@ class JobPipeline:
         """``ctx.log``: a line from a builder or plugin, into the job's log."""
         self._outbox.line(self.services.redactor.scrub(line))
 
-    def _forget_raw_output(self) -> None:
-        """Remove the workload's unredacted output file (``core.output.OUTPUT_FILE``, the
-        local-process runner's) once the server has all of it, masked: secret values the
-        job printed must not stay on the agent's disk. It is kept only after a crash, for
-        the next attempt's agent to ship (``agent.leftovers``)."""
-        with contextlib.suppress(OSError):
-            (self.run_dir / OUTPUT_FILE).unlink()
-
     def _note_logged(self, count: int) -> None:
         """Keep the count of output lines the server has, for an agent that re-adopts the run."""
         if not self.run_dir.is_dir():
@@ -739,6 +740,14 @@ class JobPipeline:
             replace_file(self.run_dir / LAUNCH_FILE, json.dumps(facts, indent=2) + "\n")
         except OSError as exc:
             log.warning("job %s: could not keep its launch facts (%s)", self.job_id, exc)
+
+    def _save_lease(self) -> None:
+        """Keep the lease in the run directory: an agent that finds the run's output after
+        the lease ended ships what the server lacks under it (``agent.leftovers``)."""
+        try:
+            save_lease(self.run_dir, self.lease)
+        except OSError as exc:
+            log.warning("job %s: could not keep its lease (%s)", self.job_id, exc)
 
     def _restore_launch_facts(self, job: ResolvedJob) -> None:
         """Take back what the agent that launched this run knew (see ``_save_launch_facts``).

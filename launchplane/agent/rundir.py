@@ -6,10 +6,13 @@ server has stored) and ``launch.json`` (what the record knew at launch) next
 to it, each written whole or not at all, so an agent that re-adopts the run
 after a restart finds either the previous version or the new one; and
 ``log-spill.jsonl``, the log lines a busy server made wait (append-only);
-``log-progress.json``, where the log stood at the last batch sent. A runner
+``log-progress.json``, where the log stood at the last batch sent. The lease
+the run was launched under is kept out of the job's reach, in the work
+directory's ``.leases/``. A runner
 may keep the workload's output there too (``output.log``,
 :data:`~launchplane.core.output.OUTPUT_FILE`): the agent of the job's next
-attempt on this host ships what of it the server lacks (:mod:`.leftovers`).
+attempt on this host, or the same agent restarted, ships what of it the server lacks
+(:mod:`.leftovers`).
 """
 
 from __future__ import annotations
@@ -31,7 +34,20 @@ PROGRESS_FILE = "log-progress.json"
 """In the run directory: the last log batch with workload output the agent sent, as
 ``{"position", "first_seq", "lines", "output"}`` (``agent.outbox``), written before it is
 sent: the output lines before it, its first seq, its line count and how many output lines
-it holds. With the server's log count, it tells which output lines the server has."""
+it holds. With the position of the lease's log (the number, in the lease's own
+numbering, of its last line stored), it tells which output lines the server has."""
+LEASES_DIR = ".leases"
+"""In the work directory (0700), beside the run directories and out of every job's
+reach (a sandboxed job sees its run directory only, and could replace a file there):
+``<run id>.json``, the lease each run was launched under, as the claim answered it (the
+resolved job: secret references, never values), written before the workload starts
+and removed with the run's output file. An agent that finds the run's output after the
+lease ended sends what the server lacks under it (``agent.leftovers``)."""
+
+
+def lease_file(run_dir: Path) -> Path:
+    """Where the lease of the run in ``run_dir`` is kept (see :data:`LEASES_DIR`)."""
+    return run_dir.parent / LEASES_DIR / f"{run_dir.name}.json"
 
 
 def run_id(job_id: str, attempt: int) -> str:

@@ -321,7 +321,8 @@ class LaunchplaneClient:
         return await self._json("GET", f"/jobs/{job_id}/record", idempotent=True)
 
     async def read_logs(self, job_id: str, after: int = 0, wait: float = 0) -> dict[str, Any]:
-        """One page: ``{"lines": [{"seq", "line"}], "next", "done"}``; ``wait`` long-polls."""
+        """One page: ``{"lines": [{"seq", "attempt", "line"}], "next", "done"}``; ``wait``
+        long-polls."""
         return await self._json(
             "GET",
             f"/jobs/{job_id}/logs",
@@ -333,7 +334,7 @@ class LaunchplaneClient:
     async def follow_logs(
         self, job_id: str, after: int = 0, wait: float = 30.0
     ) -> AsyncIterator[dict[str, Any]]:
-        """Every line (``{"seq", "line"}``) from ``after`` on, until the job ends."""
+        """Every line (``{"seq", "attempt", "line"}``) from ``after`` on, until the job ends."""
         while True:
             page = await self.read_logs(job_id, after=after, wait=wait)
             for line in page["lines"]:
@@ -453,6 +454,25 @@ class LaunchplaneClient:
             lease=True,
         )
         return int(response["next"])
+
+    async def append_late_logs(self, lease_id: str, lines: Sequence[str], first_seq: int) -> int:
+        """Store lines of an ended lease's run that its agent could not send while it lived.
+
+        ``first_seq`` numbers the first line in the lease's own numbering (as
+        :meth:`append_logs` batches); lines the lease has stored are skipped,
+        so the call is retried like any idempotent one. Returns the lease's log
+        position (the number of its last line stored: empty ``lines`` only asks
+        for it). A live lease, or one ended over 7 days ago, is refused
+        (:class:`StaleLease`).
+        """
+        response = await self._json(
+            "POST",
+            f"/leases/{lease_id}/late-logs",
+            json={"lines": list(lines), "first_seq": first_seq},
+            idempotent=True,
+            lease=True,
+        )
+        return int(response["position"])
 
     async def complete(
         self,

@@ -43,7 +43,8 @@ class Lease(BaseModel):
     cancel_requested: bool = False
     """A cancel came before the claim: the agent stops the job at once."""
     log_count: int = 0
-    """Lines the job's log held when the answer was made; the next line gets seq + 1."""
+    """Where the lease's log numbering stands: the agent numbers its next line log_count + 1
+    (at a claim, the lines in the job's log; for a lease handed back, its last line's number)."""
 
     @classmethod
     def from_answer(cls, answer: Mapping[str, Any]) -> Lease:

@@ -1,7 +1,9 @@
 """Claims, heartbeats and lease calls: the agent's half of the API.
 
 Every lease call is fenced: a lease that expired, was released or was
-superseded answers 409 and the agent must stop that workload.
+superseded answers 409 and the agent must stop that workload. The one call
+made under an ended lease is ``late-logs``: the output its run wrote that its
+agent could not send while the lease lived (``store/leases.py``).
 
 Scope: an agent token acts only on the queues it names. A lease id is a
 capability (only its claimer learns it), and on top of that every call that
@@ -36,6 +38,8 @@ from launchplane.server.schemas import (
     HeartbeatRequest,
     HeartbeatResponse,
     Job,
+    LateLogsAppended,
+    LateLogsIn,
     Lease,
     LogsAppended,
     LogsIn,
@@ -117,6 +121,22 @@ async def append_logs(
     return LogsAppended(
         next=await state.store.append_logs(lease_id, body.lines, body.first_seq, caller.holder)
     )
+
+
+@router.post(
+    "/leases/{lease_id}/late-logs",
+    responses={409: {"description": "The lease is live, or ended more than 7 days ago"}},
+)
+async def append_late_logs(
+    lease_id: LeaseId, body: LateLogsIn, state: State, caller: AgentCaller
+) -> LateLogsAppended:
+    """Lines an ended lease's run wrote that its agent had not sent (an agent down longer
+    than the lease TTL): stored at the log's end with the lease's attempt, once."""
+    await _authorize(state, caller, lease_id)
+    last, position = await state.store.append_late_logs(
+        lease_id, body.lines, body.first_seq, caller.holder
+    )
+    return LateLogsAppended(next=last, position=position)
 
 
 @router.post("/leases/{lease_id}/complete", responses=STALE)

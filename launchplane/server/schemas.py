@@ -282,6 +282,10 @@ class JobList(BaseModel):
 
 class LogLine(BaseModel):
     seq: int
+    attempt: int = Field(
+        description="The attempt whose run printed the line (late lines of an earlier "
+        "attempt come after a later attempt's: see `POST /leases/{id}/late-logs`)."
+    )
     line: str
 
 
@@ -336,8 +340,11 @@ class Lease(BaseModel):
     cancel_requested: bool
     log_count: int = Field(
         default=0,
-        description="Lines in the job's log when this answer was made: the next line "
-        "stored gets seq log_count + 1 (an agent numbers its log batches from it).",
+        description="Where the lease's log numbering stands: the next line the agent "
+        "sends is numbered log_count + 1 (its `first_seq`). At a claim, the lines in the "
+        "job's log; for a lease handed back at registration, the number of the lease's "
+        "last line stored. It is the seq the line gets unless late lines of an ended lease "
+        "were appended meanwhile.",
     )
 
 
@@ -381,6 +388,29 @@ class LogsIn(Request):
 
 class LogsAppended(BaseModel):
     next: int = Field(description="The seq of the last line stored.")
+
+
+class LateLogsIn(Request):
+    lines: OutputLines = Field(
+        description="Output lines the lease's run wrote that its agent could not send while "
+        "the lease lived; stored in order at the log's end with the lease's attempt. "
+        "Empty: only asks for `position`."
+    )
+    first_seq: int = Field(
+        ge=1,
+        le=MAX_SEQ,
+        description="The seq of the first line in the lease's own numbering (as its "
+        "`/logs` batches are numbered, from the claim's `log_count` + 1): lines the lease "
+        "has stored (seq <= its `position`) are skipped, so a retried batch is stored once.",
+    )
+
+
+class LateLogsAppended(BaseModel):
+    next: int = Field(description="The seq of the log's last line.")
+    position: int = Field(
+        description="The seq, in the lease's own numbering, of the last line stored under "
+        "the lease: its next late line is numbered position + 1."
+    )
 
 
 class CompleteIn(Request):

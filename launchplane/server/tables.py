@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     DateTime,
@@ -159,6 +160,11 @@ leases = Table(
     # How the lease ended (completed, released, expired, cancelled): lets a
     # retried complete/release be answered instead of refused as stale.
     Column("outcome", String(16)),
+    # The lease's own log numbering: the seq, as this lease numbers them, of its last line
+    # stored (starts at the job's log_count at claim). Its batches are deduplicated by it,
+    # not by the job's log_count, which late lines of an ended lease also move on. 64-bit:
+    # a batch past a gap (lines given up on) may number its lines up to MAX_SEQ (2**62).
+    Column("log_position", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_leases_active_expiry", "active", "expires_at"),
 )

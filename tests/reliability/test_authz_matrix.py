@@ -66,6 +66,13 @@ async def lease_call(world: World, action: str, body: dict[str, Any]) -> Request
     return f"/leases/{(await world.lease()).lease_id}/{action}", body
 
 
+async def late_logs_call(world: World) -> Request:
+    """Late lines go under a lease that has ended (here: released)."""
+    lease = await world.lease()
+    await world.agent.release(lease.lease_id, "test")
+    return f"/leases/{lease.lease_id}/late-logs", {"lines": ["x"], "first_seq": 1}
+
+
 async def heartbeat(world: World) -> Request:
     return "/heartbeat", {"agent_id": "agent-1", "leases": [(await world.lease()).lease_id]}
 
@@ -136,6 +143,7 @@ MATRIX: dict[tuple[str, str], tuple[Callable[[World], Awaitable[Request]], dict[
         lambda world: lease_call(world, "logs", {"lines": ["x"]}),
         QUEUE_AGENT,
     ),
+    ("POST", "/leases/{lease_id}/late-logs"): (late_logs_call, QUEUE_AGENT),
     ("POST", "/leases/{lease_id}/complete"): (
         lambda world: lease_call(world, "complete", {"state": "succeeded", "record": {}}),
         QUEUE_AGENT,

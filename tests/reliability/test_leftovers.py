@@ -9,8 +9,11 @@ a file, they died in the pipe to the agent. Then either the
 same agent is started again at once (it is handed back the lease, sends the
 lines under it and releases it), or, once the lease has expired, an agent
 with another id and the same work directory runs attempt 2 (it sends them
-first under its own lease); either way the job's log holds every line
-attempt 1 wrote exactly once, in order, then attempt 2's.
+first, as late lines of attempt 1's ended lease); either way the job's log
+holds every line attempt 1 wrote exactly once, in order, then attempt 2's.
+And when attempt 2 ran on another host while the killed agent was down
+longer than the TTL, the agent sends them as late lines when it comes back,
+also when it is killed again while it sends them.
 
 A Docker run needs none of this: its container outlives the agent, whose
 successor re-adopts it (the same attempt) and reads its log again from the
@@ -166,3 +169,165 @@ async def test_a_readopted_container_ships_what_its_killed_agent_had_not(
     expected = ["first", *(f"line {n}" for n in range(1, LINES + 1)), "done"]
     own = [line for line in await log_lines(client, job["id"]) if line in expected]
     assert own == expected, "every line of the job once, in order (among the agent's own)"
+
+
+async def tagged_lines(client: LaunchplaneClient, job_id: str) -> list[tuple[int, str]]:
+    """Every line of the job's log with the attempt that printed it, in log order."""
+    lines: list[tuple[int, str]] = []
+    after = 0
+    while page := (await client.read_logs(job_id, after=after))["lines"]:
+        lines += [(line["attempt"], line["line"]) for line in page]
+        after = page[-1]["seq"]
+    return lines
+
+
+async def attempt_one_killed_then_run_elsewhere(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path, lines: int
+) -> tuple[str, str, Path]:
+    """Agent "box-a" runs attempt 1, which prints ``lines`` lines none of which reach the
+    server (its agent frozen, then SIGKILLed); once the lease has expired, agent "box-b"
+    (another work directory: another host) runs attempt 2 to success. Returns the job id,
+    box-a's token and its work directory."""
+    ttl = 3
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    local_args = {"local-process": {"read_only_paths": [str(gate)]}}
+    config = {"resource": "local-process", "lease_ttl_seconds": ttl, "resource_args": local_args}
+    await server.ensure_queue(QUEUE, config)
+    token = await agent_token(client, [QUEUE])
+    script = (
+        'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then echo first; '
+        f"while [ ! -e {gate}/go ]; do sleep 0.01; done; i=1; "
+        f'while [ $i -le {lines} ]; do echo "line $i"; i=$((i+1)); done; '
+        'touch "$LAUNCHPLANE_OUTPUT_DIR/written"; exec sleep 600; fi; echo "attempt 2 done"'
+    )
+    work = tmp_path / "work-a"
+    options = {"agent_id": "box-a", "queues": [QUEUE]}
+    async with agent_process(server.url, token, work, **options, log_name="a.log") as first:
+        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
+        await wait_for_line(client, job["id"], lambda text: text == "first")
+        written = work / f"{job['id']}-1" / "output" / "written"
+
+        async def note_is_there() -> bool:
+            return written.exists()
+
+        first.signal(signal.SIGSTOP)
+        (gate / "go").touch()
+        await eventually(note_is_there, 60, "attempt 1 to print its lines")
+        await first.kill()
+    other = await agent_token(client, [QUEUE])
+    elsewhere = {"agent_id": "box-b", "queues": [QUEUE]}
+    async with agent_process(server.url, other, tmp_path / "work-b", **elsewhere, log_name="b.log"):
+        done = await wait_for_state(client, job["id"], timeout=ttl + 30)
+    assert (done["state"], done["attempt"]) == ("succeeded", 2)
+    assert await tagged_lines(client, job["id"]) == [(1, "first"), (2, "attempt 2 done")], (
+        "the scenario: none of attempt 1's numbered lines reached the server"
+    )
+    return job["id"], token, work
+
+
+def attempt_one_whole(lines: int) -> list[tuple[int, str]]:
+    return [(1, "first"), *((1, f"line {n}") for n in range(1, lines + 1))]
+
+
+async def test_an_agent_back_after_its_lease_expired_ships_its_run_output_as_late_lines(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    job_id, token, work = await attempt_one_killed_then_run_elsewhere(
+        server, client, tmp_path, LINES
+    )
+    expected = [*attempt_one_whole(LINES), (2, "attempt 2 done")]
+    options = {"agent_id": "box-a", "queues": [QUEUE]}
+    async with agent_process(server.url, token, work, **options, log_name="a-again.log") as back:
+
+        async def all_stored() -> bool:
+            return len(await tagged_lines(client, job_id)) >= len(expected)
+
+        await eventually(all_stored, 30, "the late lines of attempt 1")
+        await back.wait_log(f"shipping {LINES} output lines of attempt 1")
+    lines = await tagged_lines(client, job_id)
+    assert sorted(lines) == sorted(expected), "every line of each attempt, once"
+    assert [line for line in lines if line[0] == 1] == attempt_one_whole(LINES), "in order"
+    assert lines[-LINES:] == attempt_one_whole(LINES)[1:], "late lines at the log's end"
+    assert not (work / f"{job_id}-1" / OUTPUT_FILE).exists(), "removed once all stored"
+
+
+async def test_an_agent_killed_while_it_ships_late_lines_ships_the_rest_once(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    many = 60_000
+    job_id, token, work = await attempt_one_killed_then_run_elsewhere(
+        server, client, tmp_path, many
+    )
+    options = {"agent_id": "box-a", "queues": [QUEUE]}
+    seen = {"after": 0, "late": 0}
+
+    async def some_late_lines() -> bool:
+        page = (await client.read_logs(job_id, after=seen["after"]))["lines"]
+        if page:
+            seen["after"] = page[-1]["seq"]
+            seen["late"] += sum(1 for line in page if line["line"].startswith("line "))
+        return seen["late"] > 0
+
+    async with agent_process(server.url, token, work, **options, log_name="a-2.log") as back:
+        await eventually(some_late_lines, 30, "the first late lines", every=0.005)
+        await back.kill()
+    stored = [line for line in await tagged_lines(client, job_id) if line[1].startswith("line ")]
+    assert 0 < len(stored) < many, "the scenario: killed with late lines still to send"
+
+    async with agent_process(server.url, token, work, **options, log_name="a-3.log"):
+
+        async def all_stored() -> bool:
+            return len(await tagged_lines(client, job_id)) >= many + 2
+
+        await eventually(all_stored, 60, "the rest of attempt 1's late lines")
+    lines = await tagged_lines(client, job_id)
+    assert sorted(lines) == sorted([*attempt_one_whole(many), (2, "attempt 2 done")]), (
+        "every line of each attempt, once"
+    )
+    assert [line for line in lines if line[0] == 1] == attempt_one_whole(many), "in order"
+
+
+async def test_a_run_fenced_after_its_agent_froze_past_the_ttl_ships_its_output_late(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    """The agent is frozen (SIGSTOP) longer than the TTL while its job prints: the job is
+    failed as agent lost (one attempt only, so no other attempt ships anything). Woken up,
+    the agent is fenced, stops the workload, and sends what it wrote as late lines."""
+    ttl = 3
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    local_args = {"local-process": {"read_only_paths": [str(gate)]}}
+    config = {"resource": "local-process", "lease_ttl_seconds": ttl, "max_attempts": 1}
+    await server.ensure_queue(QUEUE, {**config, "resource_args": local_args})
+    token = await agent_token(client, [QUEUE])
+    script = (
+        f"echo first; while [ ! -e {gate}/go ]; do sleep 0.01; done; i=1; "
+        f'while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done; '
+        'touch "$LAUNCHPLANE_OUTPUT_DIR/written"; exec sleep 600'
+    )
+    work = tmp_path / "work"
+    options = {"agent_id": "frozen", "queues": [QUEUE]}
+    async with agent_process(server.url, token, work, **options) as agent:
+        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
+        await wait_for_line(client, job["id"], lambda text: text == "first")
+        written = work / f"{job['id']}-1" / "output" / "written"
+
+        async def note_is_there() -> bool:
+            return written.exists()
+
+        agent.signal(signal.SIGSTOP)
+        (gate / "go").touch()
+        await eventually(note_is_there, 60, "attempt 1 to print its lines")
+        lost = await wait_for_state(client, job["id"], timeout=ttl + 30)
+        assert (lost["state"], lost["reason"]) == ("failed", "agent lost")
+        assert await log_lines(client, job["id"]) == ["first"], "the scenario: none got there"
+        agent.signal(signal.SIGCONT)
+
+        async def all_stored() -> bool:
+            return len(await log_lines(client, job["id"])) >= LINES + 1
+
+        await eventually(all_stored, 30, "the fenced run's lines, late")
+        await agent.wait_log(f"shipping {LINES} output lines of attempt 1")
+    assert await tagged_lines(client, job["id"]) == attempt_one_whole(LINES)
+    assert not (work / f"{job['id']}-1" / OUTPUT_FILE).exists()

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, inspect, text
 from storekit import LAUNCHPLANE
 
 from launchplane.server import db
+from launchplane.server import tables as t
 from launchplane.server.db import SchemaError
 from launchplane.server.store import Store
 from launchplane.server.tables import metadata
@@ -157,3 +158,58 @@ def test_unusable_databases_are_one_line_errors(tmp_path: Path) -> None:
         assert done.returncode == 1
         assert done.stderr.startswith(message), done.stderr
         assert "secret" not in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_upgrading_to_lease_log_positions_keeps_each_lease_numbering_on(
+    db_url: str,
+) -> None:
+    """0005: a lease goes on from the last line of its attempt, or the job's count if none."""
+    await migrate_to(db_url, "0004")
+    now = t.utcnow()
+    engine = db.create_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                t.queues.insert().values(name="q", config={}, version=1, warnings=[], **at(now))
+            )
+            job = {"queue": "q", "state": "running", "spec": {}, "overrides": {}}
+            job |= {"template_variables": {}, "queue_version": 1, "resolved": {}}
+            await conn.execute(
+                t.jobs.insert().values(id="j", attempt=2, log_count=3, **job, **at(now))
+            )
+            for attempt, lease_id in ((1, "l1"), (2, "l2")):
+                await conn.execute(
+                    t.leases.insert().values(
+                        lease_id=lease_id,
+                        job_id="j",
+                        queue="q",
+                        attempt=attempt,
+                        agent_id="a",
+                        ttl_seconds=60,
+                        expires_at=now,
+                        active=attempt == 2,
+                        created_at=now,
+                    )
+                )
+            for seq, attempt in ((1, 1), (2, 1)):  # attempt 2 has stored nothing yet
+                await conn.execute(
+                    t.log_lines.insert().values(job_id="j", seq=seq, attempt=attempt, line="x")
+                )
+    finally:
+        await engine.dispose()
+    done = await anyio.to_thread.run_sync(launchplane, "db", "upgrade", "--db", db_url)
+    assert done.returncode == 0, done.stderr
+    engine = db.create_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                t.leases.select().with_only_columns(t.leases.c.lease_id, t.leases.c.log_position)
+            )
+            positions = {row.lease_id: row.log_position for row in rows}
+    finally:
+        await engine.dispose()
+    assert positions == {"l1": 2, "l2": 3}
+
+
+def at(now: Any) -> dict[str, Any]:
+    return {"created_at": now, "updated_at": now}

@@ -243,16 +243,16 @@ class JobStore(StoreBase):
         lines_table = t.log_lines
         size = _byte_length(self.backend, lines_table.c.line)
         page = (
-            select(lines_table.c.seq, lines_table.c.line, size.label("size"))
+            select(lines_table.c.seq, lines_table.c.attempt, lines_table.c.line, size.label("size"))
             .where(lines_table.c.job_id == job_id, lines_table.c.seq > after)
             .order_by(lines_table.c.seq)
             .limit(limit)
             .subquery()
         )
         before = func.sum(page.c.size).over(order_by=page.c.seq) - page.c.size
-        running = select(page.c.seq, page.c.line, before.label("before")).subquery()
+        running = select(page.c.seq, page.c.attempt, page.c.line, before.label("before")).subquery()
         fitting = (
-            select(running.c.seq, running.c.line)
+            select(running.c.seq, running.c.attempt, running.c.line)
             .where(running.c.before < max_bytes)
             .order_by(running.c.seq)
         )
@@ -266,7 +266,7 @@ class JobStore(StoreBase):
             if job is None:
                 raise NotFound(f"job '{job_id}' not found")
             rows = (await conn.execute(fitting)).all()
-        lines = [LogLine(seq=row.seq, line=row.line) for row in rows]
+        lines = [LogLine(seq=row.seq, attempt=row.attempt, line=row.line) for row in rows]
         last = lines[-1].seq if lines else after
         done = job.state in FINAL_STATES and last >= job.log_count
         return LogPage(lines=lines, next=last, done=done)

@@ -49,7 +49,7 @@ from launchplane.server.schemas import (
     Job,
     Lease,
 )
-from launchplane.server.store.base import StoreBase, new_id, upsert
+from launchplane.server.store.base import StoreBase, Tx, new_id, upsert
 from launchplane.server.store.jobs import (
     add_event,
     end_job,
@@ -68,6 +68,11 @@ class LeaseInfo:
     job_id: str
     queue: str
     agent_id: str
+
+
+LATE_LINES_WINDOW = timedelta(days=7)
+"""How long after a lease's last expiry time (its last renewal plus its TTL) late lines
+of its run are taken (:meth:`LeaseStore.append_late_logs`)."""
 
 
 class LeaseStore(StoreBase):
@@ -149,6 +154,7 @@ class LeaseStore(StoreBase):
                     ttl_seconds=ttl,
                     expires_at=expires_at,
                     active=True,
+                    log_position=job.log_count,
                     created_at=now,
                 )
             )
@@ -292,44 +298,46 @@ class LeaseStore(StoreBase):
         first_seq: int | None = None,
         holder: int | None = None,
     ) -> int:
-        """Store lines with consecutive seqs; returns the seq of the last line stored.
+        """Store lines of a live lease at the log's end; returns the seq of the last line stored.
 
-        ``first_seq`` is the seq the sender numbered the first line with. A
-        batch sent again because its answer was lost then overlaps what the
-        log holds, and only the lines past the log's end are stored. (A
-        ``first_seq`` past the end means lines in between were given up on:
-        the batch is appended as it is.)
+        ``first_seq`` is the seq the sender numbered the first line with, in the
+        lease's own numbering (see :func:`_store_lines`): a batch sent again
+        because its answer was lost overlaps what the lease has stored, and
+        only the lines past it are stored.
         """
         async with self._write() as tx:
             lease = await _live_lease(tx.conn, lease_id, holder)
-            if first_seq is not None or not lines:
-                stored = int(
-                    (
-                        await tx.conn.execute(
-                            select(t.jobs.c.log_count)
-                            .where(t.jobs.c.id == lease.job_id)
-                            .with_for_update()
-                        )
-                    ).scalar_one()
+            last, _ = await _store_lines(tx, lease, lines, first_seq)
+            return last
+
+    async def append_late_logs(
+        self, lease_id: str, lines: Sequence[str], first_seq: int, holder: int | None = None
+    ) -> tuple[int, int]:
+        """Store lines a lease's run wrote that its agent could not send while it lived.
+
+        For a lease that has ended (expired, released, completed; its job may
+        have run again elsewhere, or ended), up to :data:`LATE_LINES_WINDOW`
+        after its last expiry time: the lines go to the log's end with the
+        lease's attempt, deduplicated as :meth:`append_logs` does, by the
+        lease's own numbering. A live lease is refused (409: its lines go
+        through :meth:`append_logs`), as is one ended longer ago (409).
+        Returns the seq of the log's last line and the lease's log position
+        (the seq, in its numbering, of its last line stored: an empty batch
+        asks for it).
+        """
+        async with self._write() as tx:
+            lease = await _own_lease(tx.conn, lease_id, holder)
+            now = t.utcnow()
+            if _live(lease, now):
+                raise StaleLease(
+                    f"lease '{lease_id}' is live: send its lines to /leases/{lease_id}/logs"
                 )
-                if first_seq is not None:
-                    lines = lines[max(0, stored - first_seq + 1) :]
-                if not lines:
-                    return stored
-            # The UPDATE takes the job's row lock, so concurrent appends get disjoint seqs.
-            count = (
-                await tx.conn.execute(
-                    update(t.jobs)
-                    .where(t.jobs.c.id == lease.job_id)
-                    .values(log_count=t.jobs.c.log_count + len(lines))
-                    .returning(t.jobs.c.log_count)
+            if now - lease.expires_at > LATE_LINES_WINDOW:
+                raise StaleLease(
+                    f"lease '{lease_id}' ended more than {LATE_LINES_WINDOW.days} days ago: "
+                    "its late lines are no longer taken"
                 )
-            ).scalar_one()
-            first = count - len(lines) + 1
-            await insert_log_lines(tx.conn, lease.job_id, lease.attempt, first, lines)
-            # Followers elsewhere catch up within the poll interval (see store/base.py).
-            tx.notify(job_key(lease.job_id), local=True)
-            return int(count)
+            return await _store_lines(tx, lease, lines, first_seq)
 
     async def complete(self, lease_id: str, body: CompleteIn, holder: int | None = None) -> Job:
         """Finish the job of a live lease, or re-queue it when its queue's retry policy says so.
@@ -439,7 +447,7 @@ def _lease_query() -> Select[Any]:
         t.jobs.c.queue_version,
         t.jobs.c.resolved,
         t.jobs.c.cancel_requested,
-        t.jobs.c.log_count,
+        t.leases.c.log_position,
     ).join(t.jobs, t.jobs.c.id == t.leases.c.job_id)
 
 
@@ -455,8 +463,52 @@ def _lease(row: Row[Any]) -> Lease:
         lease_ttl_seconds=row.ttl_seconds,
         expires_at=row.expires_at,
         cancel_requested=row.cancel_requested,
-        log_count=row.log_count,
+        log_count=row.log_position,
     )
+
+
+async def _store_lines(
+    tx: Tx, lease: Row[Any], lines: Sequence[str], first_seq: int | None
+) -> tuple[int, int]:
+    """Append a lease's batch to the job's log; the seq of the log's last line and the
+    lease's new log position.
+
+    Each lease numbers its lines itself, from the job's ``log_count`` at its claim
+    on (``leases.log_position`` is the number of its last line stored): the seqs
+    the lines get in the log are the same as long as nothing else is appended
+    meanwhile, which late lines of another, ended lease may be. A batch whose
+    ``first_seq`` the position has passed is a repeat, in part or whole: only its
+    lines past the position are stored. A ``first_seq`` beyond it means lines in
+    between were given up on: the batch is stored whole and the position jumps to
+    its end, so a repeat of it is still known. Without ``first_seq``, every line
+    is stored.
+    """
+    position = int(lease.log_position)  # the caller locked the row: no batch moves it meanwhile
+    if first_seq is None:
+        first_seq = position + 1
+    lines = lines[max(0, position - first_seq + 1) :]
+    if not lines:
+        count = (
+            await tx.conn.execute(select(t.jobs.c.log_count).where(t.jobs.c.id == lease.job_id))
+        ).scalar_one()
+        return int(count), position
+    position = max(position, first_seq - 1) + len(lines)
+    await tx.conn.execute(
+        update(t.leases).where(t.leases.c.lease_id == lease.lease_id).values(log_position=position)
+    )
+    # The UPDATE takes the job's row lock, so concurrent appends get disjoint seqs.
+    count = (
+        await tx.conn.execute(
+            update(t.jobs)
+            .where(t.jobs.c.id == lease.job_id)
+            .values(log_count=t.jobs.c.log_count + len(lines))
+            .returning(t.jobs.c.log_count)
+        )
+    ).scalar_one()
+    await insert_log_lines(tx.conn, lease.job_id, lease.attempt, count - len(lines) + 1, lines)
+    # Followers elsewhere catch up within the poll interval (see store/base.py).
+    tx.notify(job_key(lease.job_id), local=True)
+    return int(count), position
 
 
 def _live(row: Row[Any], now: datetime) -> bool:
@@ -476,6 +528,18 @@ async def _live_lease(
     against a sweeper or another call on the same lease in another process.
     ``Forbidden`` when ``holder`` (an agent token) does not own the lease's agent id.
     """
+    row = await _own_lease(conn, lease_id, holder)
+    if accept_outcome is not None and not row.active and row.outcome == accept_outcome:
+        return row
+    if not _live(row, t.utcnow()):
+        why = row.outcome or "expired"
+        raise StaleLease(f"lease '{lease_id}' is no longer valid ({why}): stop this workload")
+    return row
+
+
+async def _own_lease(conn: AsyncConnection, lease_id: str, holder: int | None) -> Row[Any]:
+    """The lease row, locked, live or not; ``Forbidden`` when ``holder`` (an agent token)
+    does not own the lease's agent id, ``NotFound`` for an unknown lease."""
     owner = (
         select(t.agents.c.token_id)
         .where(t.agents.c.agent_id == t.leases.c.agent_id)
@@ -496,11 +560,6 @@ async def _live_lease(
             f"lease '{lease_id}' is held by agent '{row.agent_id}', which is not registered "
             "with this agent token: an agent token acts only on its own agents' leases"
         )
-    if accept_outcome is not None and not row.active and row.outcome == accept_outcome:
-        return row
-    if not _live(row, t.utcnow()):
-        why = row.outcome or "expired"
-        raise StaleLease(f"lease '{lease_id}' is no longer valid ({why}): stop this workload")
     return row
 
 
