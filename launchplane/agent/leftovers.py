@@ -19,7 +19,10 @@ the run's own lease, so the lines keep the attempt that printed them:
   claim loops, the agent ships every run directory an earlier agent left with
   output (:func:`orphaned_runs`, :func:`ship_orphans`) as *late lines* of the
   ended lease (``POST /leases/{id}/late-logs``, taken for 7 days after the
-  lease's last expiry time). The server stores them at the log's end.
+  lease's last expiry time). The server stores them at the log's end. A
+  workload that outlived its agent (a container, found by ``Runner.attach``)
+  is such a run too: it is stopped, its lease being over, and what it printed
+  that the server lacks is read from its own log as it ends.
 * **The next attempt claimed on the same work directory** (by another agent
   id, or the scan above could not ship them yet): :func:`ship_leftovers`,
   called first thing by the pipeline, ships the previous attempt's lines as
@@ -73,7 +76,7 @@ import json
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,7 +96,7 @@ from launchplane.agent.rundir import (
 from launchplane.agent.secrets import resolve_secrets
 from launchplane.core import paths
 from launchplane.core.client import ClientError
-from launchplane.core.interfaces import PluginError
+from launchplane.core.interfaces import PluginError, Run
 from launchplane.core.lease import Lease
 from launchplane.core.output import OUTPUT_FILE, LineSplitter
 
@@ -108,6 +111,8 @@ MAX_PROGRESS_BYTES = 4096
 """A progress file larger than this is not the agent's: it is ignored."""
 LOCK_POLL_SECONDS = 0.05
 """How often a pipeline waiting for another task's shipping of a run directory looks again."""
+WAIT_AFTER_STOP_SECONDS = 30.0
+"""How long a stopped workload may take to end (and its output to be read) after the grace."""
 
 
 def stored_output(run_dir: Path, log_count: int) -> int:
@@ -182,25 +187,16 @@ def save_lease(run_dir: Path, lease: Lease) -> None:
 
 
 def orphaned_runs(work_dir: Path, held: Collection[str]) -> list[Path]:
-    """The run directories of ``work_dir`` whose output the server may lack: those with a
-    kept lease and an output file (removed once the server had it all), the runs ``held``
-    (ids) left out. A kept lease whose run has no output file left is removed."""
+    """The run directories of ``work_dir`` an earlier agent left unfinished: those with a
+    kept lease (removed once the server had the run's whole output), the runs ``held``
+    (ids, re-adopted) left out. Their output may be in the run's output file, or in a
+    workload that outlived its agent (a container: :func:`ship_late` stops it)."""
     try:
         kept = sorted((work_dir / LEASES_DIR).glob("*.json"))
     except OSError as exc:
         log.warning("%s: cannot look for unshipped output: %s", work_dir, exc)
         return []
-    runs = []
-    for path in kept:
-        run_dir = work_dir / path.stem
-        if path.stem in held:
-            continue
-        if (run_dir / OUTPUT_FILE).is_file():
-            runs.append(run_dir)
-        else:
-            with contextlib.suppress(OSError):
-                path.unlink()
-    return runs
+    return [work_dir / path.stem for path in kept if path.stem not in held]
 
 
 async def ship_orphans(services: AgentServices, run_dirs: Collection[Path]) -> int:
@@ -247,20 +243,38 @@ async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> in
 
     For a run whose lease expired while its agent was down (the job may have
     run again on another host, or ended). The lease's log position (the
-    ``late-logs`` answer) and the progress note say which output lines the
-    server has; the others are masked and sent as late lines, numbered on from
-    that position, and the progress note moves on as they go, so a repeat (this
-    agent killed meanwhile) sends none twice. Once the server has them all, the
-    output file is removed. One task at a time per run directory (a lock; without
-    ``wait`` a directory another task is shipping is left to it). Returns how many
-    lines were sent.
+    ``late-logs`` answer, which also says the lease has ended) and the progress
+    note say which output lines the server has; the others are masked and sent
+    as late lines, numbered on from that position, and the progress note moves
+    on as they go, so a repeat (this agent killed meanwhile) sends none twice.
+    The lines are the run's output file's, or, without one, those of the
+    workload itself if its runner finds it (``Runner.attach``: a container that
+    outlived its agent), which is stopped first: its lease is over
+    (:func:`stop_and_drain`). Once the server has them all, the output file and
+    the kept lease are removed. One task at a time per run directory (a lock;
+    without ``wait`` a directory another task is shipping is left to it).
+    Returns how many lines were sent.
     """
     async with _shipping(run_dir, wait=wait) as locked:
-        if not locked or not (run_dir / OUTPUT_FILE).exists():
-            return 0
-        lease = read_lease(run_dir)
+        lease = read_lease(run_dir) if locked else None
         if lease is None:
             return 0
+        run: Run | None = None
+        if not (run_dir / OUTPUT_FILE).exists():
+            try:
+                runner = services.registry.runner(lease.resolved.resource)
+                run = await runner.attach(run_dir.name, run_dir)
+            except Exception as exc:  # the engine may be back later: keep the lease
+                log.warning(
+                    "job %s: cannot look for attempt %d's workload: %s",
+                    lease.job_id,
+                    lease.attempt,
+                    exc,
+                )
+                return 0
+            if run is None:
+                forget_output(run_dir)  # nothing of the run is left to ship
+                return 0
         client = services.client
         try:
             position = await client.append_late_logs(lease.lease_id, [], 1)
@@ -269,7 +283,7 @@ async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> in
                 "job %s: the output of attempt %d stays in %s (not shipped): %s",
                 lease.job_id,
                 lease.attempt,
-                run_dir,
+                run_dir if run is None else "its workload",
                 exc,
             )
             return 0
@@ -287,12 +301,77 @@ async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> in
             lanes.start_soon(outbox.run)
             try:
                 at = lease.model_copy(update={"log_count": position})
-                shipped = await _ship_run(run_dir, at, services, outbox, own=True)
+                if run is None:
+                    shipped = await _ship_run(run_dir, at, services, outbox, own=True)
+                else:
+                    shipped = await _ship_workload(run, run_dir, at, services, outbox)
+            except Exception as exc:  # the engine failed mid-way: what was queued still goes
+                if run is None:
+                    raise
+                log.warning("job %s: attempt %d's workload: %s", lease.job_id, lease.attempt, exc)
+                shipped = 0
             finally:
                 outbox.finish("late-logs", partial(client.append_late_logs, lease.lease_id, [], 1))
         if outbox.delivered:
             forget_output(run_dir)
         return shipped
+
+
+async def stop_and_drain(run: Run, grace: float, sink: Callable[[str], None] | None = None) -> None:
+    """Stop ``run`` (``cancel(grace)``; nothing for one that ended) and wait for its end,
+    its output from the start going to ``sink`` meanwhile, as the Run contract wants
+    ``logs()`` read while ``wait()`` runs (a container is removed once waited for)."""
+
+    async def drain() -> None:
+        async for line in run.logs():
+            if sink is not None:
+                sink(line)
+
+    with anyio.move_on_after(grace + WAIT_AFTER_STOP_SECONDS):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(drain)
+            await run.cancel(grace)
+            await run.wait()
+
+
+async def _ship_workload(
+    run: Run, run_dir: Path, lease: Lease, services: AgentServices, outbox: LeaseOutbox
+) -> int:
+    """Stop a workload whose lease ended and queue its output the log lacks into ``outbox``."""
+    skip = stored_output(run_dir, lease.log_count)
+    outbox.output_logged = skip
+    if not (await run.status()).final:
+        log.warning(
+            "job %s: attempt %d's %s workload outlived its lease (its agent was lost); stopping it",
+            lease.job_id,
+            lease.attempt,
+            lease.resolved.resource,
+        )
+    if not await _mask_secrets(lease, services):
+        await stop_and_drain(run, services.cancel_grace)
+        return 0
+    counted = [0, skip]  # lines shipped, lines still to skip
+    window = services.redactor.window(partial(outbox.line, output=True))
+
+    def sink(line: str) -> None:
+        if counted[1]:
+            counted[1] -= 1
+            return
+        window.feed(line)
+        counted[0] += 1
+
+    try:
+        await stop_and_drain(run, services.cancel_grace, sink)
+    finally:
+        window.close()
+    if counted[0]:
+        log.info(
+            "job %s: shipping %d output lines of attempt %d that its agent had not",
+            lease.job_id,
+            counted[0],
+            lease.attempt,
+        )
+    return counted[0]
 
 
 def forget_output(run_dir: Path) -> None:

@@ -742,8 +742,8 @@ class JobPipeline:
             log.warning("job %s: could not keep its launch facts (%s)", self.job_id, exc)
 
     def _save_lease(self) -> None:
-        """Keep the lease in the run directory: an agent that finds the run's output after
-        the lease ended ships what the server lacks under it (``agent.leftovers``)."""
+        """Keep the run's lease (``rundir.LEASES_DIR``): an agent that finds the run's output
+        after the lease ended ships what the server lacks under it (``agent.leftovers``)."""
         try:
             save_lease(self.run_dir, self.lease)
         except OSError as exc:
