@@ -76,8 +76,10 @@ async def test_planted_secret_never_appears_anywhere(
     places = await every_get_response(server, [ok["id"], bad["id"]])
     assert any("/record" in path for path in places) and any("/logs" in path for path in places)
     for run_dir in (tmp_path / "work").iterdir():
-        if run_dir.is_dir():
+        if run_dir.is_dir() and not run_dir.name.startswith("."):  # .leases: below
             places[str(run_dir / "record.json")] = (run_dir / "record.json").read_text()
+    for kept in (tmp_path / "work" / ".leases").glob("*.json"):  # a lease still kept
+        places[str(kept)] = kept.read_text()
     places["agent log"] = (tmp_path / "agent.log").read_text()
     assert "job " in places["agent log"]  # the agent did log at debug level
     for where, text in places.items():
