@@ -256,7 +256,13 @@ async def test_a_410_gone_in_the_middle_of_the_watch_is_survived(
 
 
 OOM = "x = bytearray(512 * 1024 * 1024); print(len(x))"
-UP = "import time; print('up', flush=True); time.sleep(60)"
+UP = (
+    "import signal, sys, time\n"
+    # As PID 1 the interpreter ignores SIGTERM unless it asks for it: an evicted pod would
+    # then run out its whole 30 s grace before it ends (as a real kubelet has it, too).
+    "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))\n"
+    "print('up', flush=True); time.sleep(60)"
+)
 FAILURES: dict[str, tuple[str, dict[str, Any], Evicted | None, str, bool]] = {
     # case: (script, job fields, emulator scenario, reason, infrastructure failure)
     "exit-code": (

@@ -27,6 +27,7 @@ import json
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -53,12 +54,20 @@ QUEUE = "leftovers"
 LINES = 150
 
 
-@pytest.mark.parametrize("successor", ["restarted agent", "next attempt's agent"])
-async def test_lines_in_flight_when_the_agent_is_killed_are_shipped_by_its_successor(
-    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path, successor: str
-) -> None:
-    restarted = successor == "restarted agent"
-    ttl = 30 if restarted else 3  # the restarted agent comes back long before it expires
+async def kill_with_unsent_output(
+    server: EmbeddedServer,
+    client: LaunchplaneClient,
+    tmp_path: Path,
+    work: Path,
+    *,
+    agent_id: str,
+    lines: int,
+    ttl: float,
+) -> tuple[dict[str, Any], str]:
+    """Agent ``agent_id`` runs attempt 1, which prints "first", then (its agent frozen:
+    SIGSTOP) ``lines`` numbered lines, and sleeps; then the agent is SIGKILLed, so none of
+    the numbered lines reached the server. Attempt 2 prints "attempt 2 done". Returns the
+    job and the agent's token."""
     gate = tmp_path / "gate"  # the sandboxed job sees it read-only
     gate.mkdir()
     local_args = {"local-process": {"read_only_paths": [str(gate)]}}
@@ -68,11 +77,10 @@ async def test_lines_in_flight_when_the_agent_is_killed_are_shipped_by_its_succe
     script = (
         'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then echo first; '
         f"while [ ! -e {gate}/go ]; do sleep 0.01; done; i=1; "
-        f'while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done; '
+        f'while [ $i -le {lines} ]; do echo "line $i"; i=$((i+1)); done; '
         'touch "$LAUNCHPLANE_OUTPUT_DIR/written"; exec sleep 600; fi; echo "attempt 2 done"'
     )
-    work = tmp_path / "work"
-    options = {"agent_id": "box", "queues": [QUEUE]}
+    options = {"agent_id": agent_id, "queues": [QUEUE]}
     async with agent_process(server.url, token, work, **options, log_name="first.log") as first:
         job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
         await wait_for_line(client, job["id"], lambda text: text == "first")
@@ -83,8 +91,22 @@ async def test_lines_in_flight_when_the_agent_is_killed_are_shipped_by_its_succe
 
         first.signal(signal.SIGSTOP)
         (gate / "go").touch()
-        await eventually(note_is_there, 20, "attempt 1 to print its lines")
+        await eventually(note_is_there, 60, "attempt 1 to print its lines")
         await first.kill()
+    return job, token
+
+
+@pytest.mark.parametrize("successor", ["restarted agent", "next attempt's agent"])
+async def test_lines_in_flight_when_the_agent_is_killed_are_shipped_by_its_successor(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path, successor: str
+) -> None:
+    restarted = successor == "restarted agent"
+    ttl = 30 if restarted else 3  # the restarted agent comes back long before it expires
+    work = tmp_path / "work"
+    job, token = await kill_with_unsent_output(
+        server, client, tmp_path, work, agent_id="box", lines=LINES, ttl=ttl
+    )
+    options = {"agent_id": "box", "queues": [QUEUE]}
     stored_at_kill = await log_lines(client, job["id"])
     assert stored_at_kill == ["first"], "the scenario: no numbered line reached the server"
 
@@ -189,32 +211,10 @@ async def attempt_one_killed_then_run_elsewhere(
     (another work directory: another host) runs attempt 2 to success. Returns the job id,
     box-a's token and its work directory."""
     ttl = 3
-    gate = tmp_path / "gate"
-    gate.mkdir()
-    local_args = {"local-process": {"read_only_paths": [str(gate)]}}
-    config = {"resource": "local-process", "lease_ttl_seconds": ttl, "resource_args": local_args}
-    await server.ensure_queue(QUEUE, config)
-    token = await agent_token(client, [QUEUE])
-    script = (
-        'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then echo first; '
-        f"while [ ! -e {gate}/go ]; do sleep 0.01; done; i=1; "
-        f'while [ $i -le {lines} ]; do echo "line $i"; i=$((i+1)); done; '
-        'touch "$LAUNCHPLANE_OUTPUT_DIR/written"; exec sleep 600; fi; echo "attempt 2 done"'
-    )
     work = tmp_path / "work-a"
-    options = {"agent_id": "box-a", "queues": [QUEUE]}
-    async with agent_process(server.url, token, work, **options, log_name="a.log") as first:
-        job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
-        await wait_for_line(client, job["id"], lambda text: text == "first")
-        written = work / f"{job['id']}-1" / "output" / "written"
-
-        async def note_is_there() -> bool:
-            return written.exists()
-
-        first.signal(signal.SIGSTOP)
-        (gate / "go").touch()
-        await eventually(note_is_there, 60, "attempt 1 to print its lines")
-        await first.kill()
+    job, token = await kill_with_unsent_output(
+        server, client, tmp_path, work, agent_id="box-a", lines=lines, ttl=ttl
+    )
     other = await agent_token(client, [QUEUE])
     elsewhere = {"agent_id": "box-b", "queues": [QUEUE]}
     async with agent_process(server.url, other, tmp_path / "work-b", **elsewhere, log_name="b.log"):

@@ -309,6 +309,8 @@ async def test_sandboxed_job_gets_sigterm_before_sigkill_on_cancel(
     and a training job's checkpoint-on-SIGTERM handler would never run."""
     url, data_dir = server
     token = await token_for(client)
+    # A cancel reaches the agent with its next heartbeat, every TTL / 3 (20 s by default).
+    await client.update_queue(PLAIN, {"resource": "local-process", "lease_ttl_seconds": 6})
     # The handler takes a while, as a checkpoint does: bwrap's death would cut it short.
     script = (
         "trap 'sleep 1; echo checkpointed; exit 0' TERM; echo up; while true; do sleep 0.05; done"
