@@ -980,10 +980,6 @@ class KubernetesRunner(Runner):
         return run
 
 
-_STORE_SCHEMES = {"s3": "s3", "file": "file"}
-"""The built-in stores whose ``version_uri`` the runner reads, by store type: for ``plan``."""
-
-
 def preview_mounts(job: ResolvedJob) -> list[Mount]:
     """For ``describe``: the mounts the artifacts stage will give, the version still unknown.
 
@@ -1000,9 +996,9 @@ def preview_mounts(job: ResolvedJob) -> list[Mount]:
             continue
         pending = f"<version of {name}:{ref.alias or LATEST}, {manifest.PENDING.strip('<>')}>"
         uri = None
-        if _STORE_SCHEMES.get(kind) == "s3":
+        if kind == "s3":
             uri = f"s3://{options.get('bucket', '<bucket>')}/{pending}/"
-        elif _STORE_SCHEMES.get(kind) == "file":
+        elif kind == "file":
             uri = f"file://{Path(str(options.get('root', '/'))).expanduser()}/{pending}/"
         mounts.append(Mount(None, refs.input_target(ref), refs.input_env(ref), uri=uri))
     return mounts
