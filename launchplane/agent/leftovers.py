@@ -350,28 +350,29 @@ async def _ship_workload(
     if not await _mask_secrets(lease, services):
         await stop_and_drain(run, services.cancel_grace)
         return 0
-    counted = [0, skip]  # lines shipped, lines still to skip
+    shipped = 0
     window = services.redactor.window(partial(outbox.line, output=True))
 
     def sink(line: str) -> None:
-        if counted[1]:
-            counted[1] -= 1
+        nonlocal skip, shipped
+        if skip:
+            skip -= 1
             return
         window.feed(line)
-        counted[0] += 1
+        shipped += 1
 
     try:
         await stop_and_drain(run, services.cancel_grace, sink)
     finally:
         window.close()
-    if counted[0]:
+    if shipped:
         log.info(
             "job %s: shipping %d output lines of attempt %d that its agent had not",
             lease.job_id,
-            counted[0],
+            shipped,
             lease.attempt,
         )
-    return counted[0]
+    return shipped
 
 
 def forget_output(run_dir: Path) -> None:
