@@ -22,7 +22,13 @@ the run's own lease, so the lines keep the attempt that printed them:
   lease's last expiry time). The server stores them at the log's end. A
   workload that outlived its agent (a container, found by ``Runner.attach``)
   is such a run too: it is stopped, its lease being over, and what it printed
-  that the server lacks is read from its own log as it ends.
+  that the server lacks is read from its own log as it ends. Output that
+  cannot go yet (the server or the engine unreachable at that moment, the
+  lease still live under another agent id, the job's secrets unresolved) is
+  tried again, sooner after a miss, and at least every 5 minutes, so it does
+  not wait for the agent's next start; so is output of this agent's own runs
+  whose shipping gave up (the server unreachable for the outbox's whole retry
+  window).
 * **The next attempt claimed on the same work directory** (by another agent
   id, or the scan above could not ship them yet): :func:`ship_leftovers`,
   called first thing by the pipeline, ships the previous attempt's lines as
@@ -77,13 +83,15 @@ import logging
 import os
 import stat
 from collections.abc import AsyncIterator, Callable, Collection
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
-from launchplane.agent.outbox import LeaseOutbox
+from launchplane.agent.outbox import LeaseOutbox, backoff_delay, is_transient
 from launchplane.agent.rundir import (
     LEASES_DIR,
     LOGGED_FILE,
@@ -95,9 +103,9 @@ from launchplane.agent.rundir import (
 )
 from launchplane.agent.secrets import resolve_secrets
 from launchplane.core import paths
-from launchplane.core.client import ClientError
+from launchplane.core.client import ApiError, ClientError
 from launchplane.core.interfaces import PluginError, Run
-from launchplane.core.lease import Lease
+from launchplane.core.lease import LATE_LINES_WINDOW, Lease
 from launchplane.core.output import OUTPUT_FILE, LineSplitter
 
 if TYPE_CHECKING:
@@ -113,6 +121,27 @@ LOCK_POLL_SECONDS = 0.05
 """How often a pipeline waiting for another task's shipping of a run directory looks again."""
 WAIT_AFTER_STOP_SECONDS = 30.0
 """How long a stopped workload may take to end (and its output to be read) after the grace."""
+
+
+RESCAN_FIRST_SECONDS = 2.0
+"""After output that could not go yet, the agent looks again within this long."""
+RESCAN_MAX_SECONDS = 300.0
+"""The longest between two looks for output to ship (:func:`ship_orphans`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LateShipping:
+    """What :func:`ship_late` did: ``lines`` sent; ``again``: some output may still be
+    missing for a reason that may pass; ``refused``: the server refuses it for good."""
+
+    lines: int = 0
+    again: bool = False
+    refused: bool = False
+
+
+class OutputKept(Exception):
+    """The job's secrets did not resolve, so its output cannot be masked: it is not
+    shipped, and stays on disk for a later try (said in the agent's log)."""
 
 
 def stored_output(run_dir: Path, log_count: int) -> int:
@@ -186,28 +215,60 @@ def save_lease(run_dir: Path, lease: Lease) -> None:
     replace_file(path, lease.model_dump_json() + "\n")
 
 
-def orphaned_runs(work_dir: Path, held: Collection[str]) -> list[Path]:
-    """The run directories of ``work_dir`` an earlier agent left unfinished: those with a
-    kept lease (removed once the server had the run's whole output), the runs ``held``
-    (ids, re-adopted) left out. Their output may be in the run's output file, or in a
-    workload that outlived its agent (a container: :func:`ship_late` stops it)."""
+def orphaned_runs(work_dir: Path, busy: Collection[str]) -> list[Path]:
+    """The run directories of ``work_dir`` left with output the server may lack: those with
+    a kept lease (removed once the server had the run's whole output), the runs ``busy``
+    (ids: this agent's pipelines, re-adopted runs among them) left out. Their output may
+    be in the run's output file, or in a workload that outlived its agent (a container:
+    :func:`ship_late` stops it)."""
     try:
         kept = sorted((work_dir / LEASES_DIR).glob("*.json"))
     except OSError as exc:
         log.warning("%s: cannot look for unshipped output: %s", work_dir, exc)
         return []
-    return [work_dir / path.stem for path in kept if path.stem not in held]
+    return [work_dir / path.stem for path in kept if path.stem not in busy]
 
 
-async def ship_orphans(services: AgentServices, run_dirs: Collection[Path]) -> int:
-    """:func:`ship_late` each of ``run_dirs`` that no other task is shipping; lines sent."""
-    shipped = 0
-    for run_dir in run_dirs:
-        try:
-            shipped += await ship_late(run_dir, services, wait=False)
-        except Exception:  # a bug: the other runs are still shipped, and the agent serves
-            log.exception("%s: could not ship the output left there", run_dir)
-    return shipped
+async def ship_orphans(services: AgentServices, busy: Callable[[], Collection[str]]) -> None:
+    """Ship, for as long as the agent serves, the output runs of its work directory left.
+
+    First those of earlier agents (called at start), then, each time it looks
+    again, any of this agent's own whose shipping could not finish (the server
+    unreachable for the outbox's whole retry window). A run whose output could
+    not go for a reason that may pass - the server or the runner's engine
+    unreachable, its lease still live under another agent id, the job's secrets
+    unresolved - is tried again: the next look comes within
+    :data:`RESCAN_FIRST_SECONDS` of such a miss, each later one within twice as
+    long (jittered, so agents do not look in step), up to
+    :data:`RESCAN_MAX_SECONDS`, also the pace while nothing is missing (the
+    look is one directory listing). A run the server refuses for good (its
+    lease unknown, of a queue this token does not serve, or ended past the late
+    lines' window) keeps its output on disk and is not tried again until the
+    agent's next start. ``busy``: the run ids of this agent's pipelines, which
+    ship their own output.
+    """
+    refused: set[Path] = set()
+    misses = 0
+    while True:
+        missed = False
+        for run_dir in orphaned_runs(services.work_dir, busy()):
+            if run_dir in refused:
+                continue
+            try:
+                shipping = await ship_late(run_dir, services, wait=False)
+            except Exception:  # a bug: the other runs are still shipped, and the agent serves
+                log.exception("%s: could not ship the output left there", run_dir)
+                refused.add(run_dir)
+                continue
+            if shipping.refused:
+                refused.add(run_dir)
+            missed = missed or shipping.again
+        misses = misses + 1 if missed else 0
+        await anyio.sleep(
+            backoff_delay(misses - 1, RESCAN_FIRST_SECONDS, RESCAN_MAX_SECONDS)
+            if misses
+            else RESCAN_MAX_SECONDS
+        )
 
 
 @contextlib.asynccontextmanager
@@ -238,7 +299,7 @@ def _try_lock(fd: int) -> bool:
     return True
 
 
-async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> int:
+async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> LateShipping:
     """Send what the server lacks of a run's output under its own lease, which has ended.
 
     For a run whose lease expired while its agent was down (the job may have
@@ -253,12 +314,14 @@ async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> in
     (:func:`stop_and_drain`). Once the server has them all, the output file and
     the kept lease are removed. One task at a time per run directory (a lock;
     without ``wait`` a directory another task is shipping is left to it).
-    Returns how many lines were sent.
+    Output that cannot go yet (the server or the runner's engine unreachable,
+    the lease still live, the job's secrets unresolved) stays, with the lease,
+    for a later try.
     """
     async with _shipping(run_dir, wait=wait) as locked:
         lease = read_lease(run_dir) if locked else None
         if lease is None:
-            return 0
+            return LateShipping()
         run: Run | None = None
         if not (run_dir / OUTPUT_FILE).exists():
             try:
@@ -271,22 +334,24 @@ async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> in
                     lease.attempt,
                     exc,
                 )
-                return 0
+                return LateShipping(again=True)
             if run is None:
                 forget_output(run_dir)  # nothing of the run is left to ship
-                return 0
+                return LateShipping()
         client = services.client
         try:
             position = await client.append_late_logs(lease.lease_id, [], 1)
         except ClientError as exc:
+            refused = _refused_for_good(exc, lease)
             log.warning(
-                "job %s: the output of attempt %d stays in %s (not shipped): %s",
+                "job %s: the output of attempt %d stays in %s (not shipped%s): %s",
                 lease.job_id,
                 lease.attempt,
                 run_dir if run is None else "its workload",
+                "" if refused else "; tried again later",
                 exc,
             )
-            return 0
+            return LateShipping(again=not refused, refused=refused)
         outbox = LeaseOutbox(
             client,
             lease.lease_id,
@@ -297,6 +362,8 @@ async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> in
             spill_path=run_dir / SPILL_FILE,
             late=True,
         )
+        kept = False
+        shipped = 0
         async with anyio.create_task_group() as lanes:
             lanes.start_soon(outbox.run)
             try:
@@ -305,16 +372,32 @@ async def ship_late(run_dir: Path, services: AgentServices, *, wait: bool) -> in
                     shipped = await _ship_run(run_dir, at, services, outbox, own=True)
                 else:
                     shipped = await _ship_workload(run, run_dir, at, services, outbox)
+            except OutputKept:
+                kept = True
             except Exception as exc:  # the engine failed mid-way: what was queued still goes
                 if run is None:
                     raise
                 log.warning("job %s: attempt %d's workload: %s", lease.job_id, lease.attempt, exc)
-                shipped = 0
             finally:
                 outbox.finish("late-logs", partial(client.append_late_logs, lease.lease_id, [], 1))
-        if outbox.delivered:
+        if outbox.delivered and not kept:
             forget_output(run_dir)
-        return shipped
+        return LateShipping(shipped, again=kept or not outbox.delivered)
+
+
+def _refused_for_good(exc: ClientError, lease: Lease) -> bool:
+    """The server will not take the lease's late lines however long the agent waits: the
+    lease ended longer ago than the late lines' window (409, which a live lease also
+    gets, for now), or another refusal (4xx: unknown, of a queue this token does not
+    serve)."""
+    if is_transient(exc) or not isinstance(exc, ApiError):
+        return False
+    if exc.status == 409:
+        expired = lease.expires_at
+        if expired.tzinfo is None:  # as SQLite gives it back: UTC
+            expired = expired.replace(tzinfo=UTC)
+        return datetime.now(UTC) - expired > LATE_LINES_WINDOW
+    return True
 
 
 async def stop_and_drain(run: Run, grace: float, sink: Callable[[str], None] | None = None) -> None:
@@ -403,8 +486,11 @@ async def ship_leftovers(
         return 0
     previous = services.work_dir / run_id(lease.job_id, lease.attempt - 1)
     if lease_file(previous).exists():
-        return await ship_late(previous, services, wait=True)
-    return await _ship_run(previous, lease, services, outbox, own=False)
+        return (await ship_late(previous, services, wait=True)).lines
+    try:
+        return await _ship_run(previous, lease, services, outbox, own=False)
+    except OutputKept:
+        return 0
 
 
 async def ship_then_release(lease: Lease, services: AgentServices, reason: str) -> int:
@@ -424,10 +510,15 @@ async def ship_then_release(lease: Lease, services: AgentServices, reason: str) 
         first_seq=lease.log_count + 1,
         spill_path=run_dir / SPILL_FILE if run_dir.is_dir() else None,
     )
-    shipped = await _ship_run(run_dir, lease, services, outbox, own=True)
+    try:
+        shipped = await _ship_run(run_dir, lease, services, outbox, own=True)
+    except OutputKept:  # released all the same: the job goes on; its output waits
+        shipped, kept = 0, True
+    else:
+        kept = False
     outbox.finish("release", partial(services.client.release, lease.lease_id, reason))
     await outbox.run()
-    if outbox.delivered:
+    if outbox.delivered and not kept:
         forget_output(run_dir)
     return shipped
 
@@ -454,7 +545,8 @@ async def _ship_run(
 async def _ship(
     fd: int, skip: int, lease: Lease, services: AgentServices, outbox: LeaseOutbox, *, own: bool
 ) -> int:
-    """The output lines of ``fd`` after the first ``skip``, masked, into ``outbox``."""
+    """The output lines of ``fd`` after the first ``skip``, masked, into ``outbox``
+    (:class:`OutputKept` when the job's secrets do not resolve to mask them)."""
     window = None
     splitter = LineSplitter()
     shipped = 0
@@ -468,7 +560,7 @@ async def _ship(
         else:
             if window is None:
                 if not await _mask_secrets(lease, services):
-                    return 0
+                    raise OutputKept
                 # The new run directory now, so that many leftovers can wait on disk
                 # (the outbox's spill file) rather than in memory.
                 run_dir = services.work_dir / run_id(lease.job_id, lease.attempt)

@@ -48,7 +48,8 @@ Restart
     An agent back after its leases expired (the jobs may have run again
     elsewhere, or ended) sends, in a task beside its claim loops, what the
     server lacks of each run directory left with output under the run's own
-    ended lease (late lines, ``leftovers.ship_orphans``).
+    ended lease (late lines, ``leftovers.ship_orphans``); that task looks again
+    for output that could not go yet, for as long as the agent serves.
 
 Fencing
     A lease call answered 409 (or a heartbeat that lists the lease as
@@ -99,7 +100,7 @@ import anyio
 import anyio.abc
 
 from launchplane._version import __version__
-from launchplane.agent.leftovers import orphaned_runs, ship_orphans, ship_then_release
+from launchplane.agent.leftovers import ship_orphans, ship_then_release
 from launchplane.agent.outbox import backoff_delay, is_transient
 from launchplane.agent.pipeline import JobPipeline, Outcome, StopMode
 from launchplane.agent.rundir import run_id
@@ -196,6 +197,8 @@ class Agent:
         self.outcomes: dict[str, Outcome] = {}
         """Job id -> how it ended here (for ``launchplane run`` and tests)."""
         self._pipelines: dict[str, JobPipeline] = {}
+        self._adopting: set[str] = set()
+        """Run ids re-adopted at start whose pipeline has not begun yet (see _busy_runs)."""
         self._limiter = anyio.CapacityLimiter(
             math.inf if settings.max_jobs is None else settings.max_jobs
         )
@@ -303,16 +306,13 @@ class Agent:
         queues = await self._servable_queues(client)
         root.start_soon(self._heartbeat_loop, client)
         async with anyio.create_task_group() as jobs:
-            adopted = set()
             for lease in held:
-                if await self._take_back(client, jobs, lease):
-                    adopted.add(run_id(lease.job_id, lease.attempt))
-            # Listed before any claim: only runs of earlier agents, none of this one's
-            # (a lease released above whose output is left had ended before it was sent).
-            orphans = orphaned_runs(self.work_dir, adopted)
-            if orphans:
-                assert self._services is not None
-                root.start_soon(ship_orphans, self._services, orphans)
+                await self._take_back(client, jobs, lease)
+            # Its first look comes before any claim: only runs of earlier agents, none of
+            # this one's (a lease released above whose output is left had ended before it
+            # was sent). Later looks leave out the runs this agent's pipelines ship.
+            assert self._services is not None
+            root.start_soon(ship_orphans, self._services, self._busy_runs)
             with self._claim_scope:
                 if self._draining:
                     self._claim_scope.cancel()
@@ -410,9 +410,8 @@ class Agent:
 
     async def _take_back(
         self, client: LaunchplaneClient, jobs: anyio.abc.TaskGroup, lease: Lease
-    ) -> bool:
-        """Re-adopt a held lease's run if its runner can (True), else release it for
-        re-queueing."""
+    ) -> None:
+        """Re-adopt a held lease's run if its runner can, else release it for re-queueing."""
         runner_name = lease.resolved.resource
         run = None
         rid = run_id(lease.job_id, lease.attempt)
@@ -429,8 +428,9 @@ class Agent:
                 self._limiter.acquire_on_behalf_of_nowait(borrower)
             except anyio.WouldBlock:
                 borrower = None  # already running: watch it even beyond --max-jobs
+            self._adopting.add(rid)
             jobs.start_soon(self._run_job, lease, borrower, run)
-            return True
+            return
         log.info(
             "job %s: lease held from before a restart; %s runs cannot be re-adopted, releasing it",
             lease.job_id,
@@ -441,7 +441,6 @@ class Agent:
         with contextlib.suppress(StaleLease, ApiError):
             # What the killed agent had not sent of the run's output goes first.
             await ship_then_release(lease, self._services, reason)
-        return False
 
     # -- claiming -----------------------------------------------------------------------
 
@@ -502,6 +501,7 @@ class Agent:
         assert self._services is not None
         pipeline = JobPipeline(lease, self._services, confirm_first=confirm_first)
         self._pipelines[pipeline.lease_id] = pipeline
+        self._adopting.discard(pipeline.run_id)
         if self._stopping:
             pipeline.stop(StopMode.SHUTDOWN)
         self._next_heartbeat = min(self._next_heartbeat, time.monotonic() + pipeline.lease_ttl / 3)
@@ -520,6 +520,11 @@ class Agent:
             if borrower is not None:
                 self._limiter.release_on_behalf_of(borrower)
             self._job_ended.set()
+
+    def _busy_runs(self) -> set[str]:
+        """The run ids whose output this agent's own pipelines ship, which the look for
+        unshipped output (``leftovers.ship_orphans``) leaves alone."""
+        return self._adopting | {p.run_id for p in self._pipelines.values()}
 
     # -- heartbeats -----------------------------------------------------------------------
 
@@ -553,14 +558,18 @@ class Agent:
             self._server_ok()
             ttl = float(answer.get("lease_ttl_seconds") or ttl)
             self._next_heartbeat = time.monotonic() + interval
+            # Looked up again: a pipeline may have ended, or sent its last call, while the
+            # heartbeat was in flight; the server then calls its lease stale, rightly.
             for lease_id in answer.get("stale") or []:
-                if lease_id in pipelines:
-                    log.warning("job %s: lease is stale; stopping it", pipelines[lease_id].job_id)
-                    pipelines[lease_id].stop(StopMode.STALE)
+                pipeline = self._pipelines.get(lease_id)
+                if pipeline is not None and not pipeline.ending:
+                    log.warning("job %s: lease is stale; stopping it", pipeline.job_id)
+                    pipeline.stop(StopMode.STALE)
             for lease_id in answer.get("cancel") or []:
-                if lease_id in pipelines:
-                    log.info("job %s: cancel requested", pipelines[lease_id].job_id)
-                    pipelines[lease_id].stop(StopMode.CANCEL)
+                pipeline = self._pipelines.get(lease_id)
+                if pipeline is not None:
+                    log.info("job %s: cancel requested", pipeline.job_id)
+                    pipeline.stop(StopMode.CANCEL)
 
     # -- server state -------------------------------------------------------------------
 

@@ -458,6 +458,12 @@ class LeaseOutbox:
         self._lines.extend(lines)
         self._buffered_bytes += sum(line.size for line in lines)
 
+    @property
+    def finishing(self) -> bool:
+        """The last call (complete or release) is queued, in flight or accepted: the server
+        may end the lease at any moment now."""
+        return self._final is not None or self.delivered
+
     def finish(self, name: str, call: Callable[[], Awaitable[Any]]) -> None:
         """Queue the last call (complete or release) and close the outbox."""
         if not self.stale:

@@ -212,6 +212,12 @@ class JobPipeline:
 
     # -- control ---------------------------------------------------------------
 
+    @property
+    def ending(self) -> bool:
+        """Its last call (complete or release) is on its way: a heartbeat answer that calls
+        the lease stale may just have crossed it, and is no news."""
+        return self._outbox.finishing
+
     def stop(self, mode: StopMode) -> None:
         """Stop the job; the strongest request wins (stale > shutdown > cancel)."""
         order = [StopMode.CANCEL, StopMode.SHUTDOWN, StopMode.STALE]
@@ -250,7 +256,9 @@ class JobPipeline:
                 outcome = self._complete(RunState.FAILED, None, self._stage, reason)
             finally:
                 self._outbox.close()
-        if self._outbox.stale:
+        if self._outbox.stale or (self.stop_mode is StopMode.STALE and not self._outbox.delivered):
+            # Fenced by a 409 of its own calls or by a heartbeat's answer (then nothing
+            # may have been refused: the output and the kept lease are still there).
             outcome = Outcome("fenced", run_dir=self.run_dir, reason="lease is stale")
             # The lease ended under the run (this agent was taken for lost): what its
             # workload wrote since goes as late lines of its attempt.

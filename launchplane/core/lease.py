@@ -12,13 +12,17 @@ never resolves it again.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from launchplane.core.errors import ConfigError, from_validation_error
 from launchplane.core.spec import ResolvedJob
+
+LATE_LINES_WINDOW = timedelta(days=7)
+"""How long after a lease's last expiry time the server takes its late lines
+(``POST /leases/{id}/late-logs``): output an agent had not sent before it ended."""
 
 
 class Lease(BaseModel):

@@ -41,9 +41,10 @@ from chaoskit import (
     wait_for_line,
     wait_for_state,
 )
+from kit import subprocess_env
 
 from launchplane.agent.leftovers import open_output, stored_output
-from launchplane.agent.rundir import PROGRESS_FILE
+from launchplane.agent.rundir import PROGRESS_FILE, lease_file
 from launchplane.core.client import LaunchplaneClient
 from launchplane.core.output import OUTPUT_FILE
 from launchplane.server.embedded import EmbeddedServer
@@ -63,16 +64,19 @@ async def kill_with_unsent_output(
     agent_id: str,
     lines: int,
     ttl: float,
+    queue: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Agent ``agent_id`` runs attempt 1, which prints "first", then (its agent frozen:
-    SIGSTOP) ``lines`` numbered lines, and sleeps; then the agent is SIGKILLed, so none of
-    the numbered lines reached the server. Attempt 2 prints "attempt 2 done". Returns the
-    job and the agent's token."""
+    """Agent ``agent_id`` (environment ``env``) runs attempt 1, which prints "first", then
+    (its agent frozen: SIGSTOP) ``lines`` numbered lines, and sleeps; then the agent is
+    SIGKILLed, so none of the numbered lines reached the server. Attempt 2 prints
+    "attempt 2 done". ``queue``: more of the queue's config. Returns the job and the
+    agent's token."""
     gate = tmp_path / "gate"  # the sandboxed job sees it read-only
     gate.mkdir()
     local_args = {"local-process": {"read_only_paths": [str(gate)]}}
     config = {"resource": "local-process", "lease_ttl_seconds": ttl, "resource_args": local_args}
-    await server.ensure_queue(QUEUE, config)
+    await server.ensure_queue(QUEUE, {**config, **(queue or {})})
     token = await agent_token(client, [QUEUE])
     script = (
         'if [ "$LAUNCHPLANE_ATTEMPT" = 1 ]; then echo first; '
@@ -80,7 +84,7 @@ async def kill_with_unsent_output(
         f'while [ $i -le {lines} ]; do echo "line $i"; i=$((i+1)); done; '
         'touch "$LAUNCHPLANE_OUTPUT_DIR/written"; exec sleep 600; fi; echo "attempt 2 done"'
     )
-    options = {"agent_id": agent_id, "queues": [QUEUE]}
+    options = {"agent_id": agent_id, "queues": [QUEUE], "env": env}
     async with agent_process(server.url, token, work, **options, log_name="first.log") as first:
         job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
         await wait_for_line(client, job["id"], lambda text: text == "first")
@@ -117,7 +121,7 @@ async def test_lines_in_flight_when_the_agent_is_killed_are_shipped_by_its_succe
     assert f"shipping {LINES} output lines of attempt 1" in second.log()
     assert (done["state"], done["attempt"]) == ("succeeded", 2)
     lines = await log_lines(client, job["id"])
-    expected = ["first", *(f"line {n}" for n in range(1, LINES + 1))]
+    expected = attempt_one(LINES)
     assert lines[: len(expected)] == expected, "every line of attempt 1, once, in order"
     assert lines[len(expected) :] == ["attempt 2 done"]
 
@@ -226,8 +230,13 @@ async def attempt_one_killed_then_run_elsewhere(
     return job["id"], token, work
 
 
+def attempt_one(lines: int) -> list[str]:
+    """Every line attempt 1 of :func:`kill_with_unsent_output` prints, in order."""
+    return ["first", *(f"line {n}" for n in range(1, lines + 1))]
+
+
 def attempt_one_whole(lines: int) -> list[tuple[int, str]]:
-    return [(1, "first"), *((1, f"line {n}") for n in range(1, lines + 1))]
+    return [(1, line) for line in attempt_one(lines)]
 
 
 async def test_an_agent_back_after_its_lease_expired_ships_its_run_output_as_late_lines(
@@ -288,12 +297,91 @@ async def test_an_agent_killed_while_it_ships_late_lines_ships_the_rest_once(
     assert [line for line in lines if line[0] == 1] == attempt_one_whole(many), "in order"
 
 
-async def test_a_run_fenced_after_its_agent_froze_past_the_ttl_ships_its_output_late(
+async def test_output_the_start_up_scan_could_not_send_yet_is_sent_once_it_can(
     server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    """The killed agent comes back at once under another id (a new host name, a config
+    change): the lease it left is still live, so the server refuses its late lines (409)
+    at the start-up scan. The job has one attempt, so no next attempt on this work
+    directory ships them; the agent tries again, and sends them once the lease ended."""
+    work = tmp_path / "work"
+    job, token = await kill_with_unsent_output(
+        server,
+        client,
+        tmp_path,
+        work,
+        agent_id="box",
+        lines=LINES,
+        ttl=4,
+        queue={"max_attempts": 1},
+    )
+    options = {"agent_id": "box-renamed", "queues": [QUEUE]}
+    async with agent_process(server.url, token, work, **options, log_name="back.log") as back:
+        await back.wait_log("(not shipped")  # 409: the lease is live
+        assert await log_lines(client, job["id"]) == ["first"], "the scenario: refused at first"
+        lost = await wait_for_state(client, job["id"], timeout=30)
+        assert (lost["state"], lost["reason"]) == ("failed", "agent lost")
+
+        async def all_stored() -> bool:
+            return len(await log_lines(client, job["id"])) > LINES
+
+        await eventually(all_stored, 30, "the lines the start-up scan could not send")
+        await back.wait_log(f"shipping {LINES} output lines of attempt 1")
+    assert await log_lines(client, job["id"]) == attempt_one(LINES), "once, in order"
+    assert not (work / f"{job['id']}-1" / OUTPUT_FILE).exists(), "removed once all stored"
+
+
+async def test_output_whose_secrets_do_not_resolve_stays_on_disk_until_they_do(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
+) -> None:
+    """The agent back after its lease ended cannot resolve the job's secret (its
+    environment lost the variable): the output cannot be masked, so it is not sent, and
+    it stays on disk (it was deleted, unsent, before). Back with the secret, the agent
+    ships it."""
+    work = tmp_path / "work"
+    secret = {"LEFTOVER_SECRET": "s3cret-value-1234"}
+    job, token = await kill_with_unsent_output(
+        server,
+        client,
+        tmp_path,
+        work,
+        agent_id="box",
+        lines=LINES,
+        ttl=3,
+        queue={"max_attempts": 1, "secrets": {"TOKEN": "env:LEFTOVER_SECRET"}},
+        env=subprocess_env(**secret),
+    )
+    lost = await wait_for_state(client, job["id"], timeout=30)
+    assert (lost["state"], lost["reason"]) == ("failed", "agent lost")
+    output = work / f"{job['id']}-1" / OUTPUT_FILE
+    options = {"agent_id": "box", "queues": [QUEUE]}
+    async with agent_process(server.url, token, work, **options, log_name="no-secret.log") as back:
+        await back.wait_log("the job's secrets did not resolve to mask it")
+        await anyio.sleep(0.5)  # what the scan does after its warning (it deleted the file)
+        assert output.exists(), "unshipped output is kept"
+    assert await log_lines(client, job["id"]) == ["first"]
+    options["env"] = subprocess_env(**secret)
+    async with agent_process(server.url, token, work, **options, log_name="secret.log") as back:
+        await back.wait_log(f"shipping {LINES} output lines of attempt 1")
+
+        async def all_stored() -> bool:
+            return len(await log_lines(client, job["id"])) > LINES
+
+        await eventually(all_stored, 30, "the lines once the secret resolves")
+    assert await log_lines(client, job["id"]) == attempt_one(LINES), "once, in order"
+
+
+@pytest.mark.parametrize("lines", [LINES, 0], ids=["printing", "silent"])
+async def test_a_run_fenced_after_its_agent_froze_past_the_ttl_ships_its_output_late(
+    server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path, lines: int
 ) -> None:
     """The agent is frozen (SIGSTOP) longer than the TTL while its job prints: the job is
     failed as agent lost (one attempt only, so no other attempt ships anything). Woken up,
-    the agent is fenced, stops the workload, and sends what it wrote as late lines."""
+    the agent is fenced, stops the workload, and sends what it wrote as late lines.
+
+    A job silent meanwhile leaves the agent nothing to send: the heartbeat's answer,
+    not a refused call, fences it, and its output file still goes (it was kept, with
+    its unmasked output, until the agent's next start)."""
     ttl = 3
     gate = tmp_path / "gate"
     gate.mkdir()
@@ -303,7 +391,7 @@ async def test_a_run_fenced_after_its_agent_froze_past_the_ttl_ships_its_output_
     token = await agent_token(client, [QUEUE])
     script = (
         f"echo first; while [ ! -e {gate}/go ]; do sleep 0.01; done; i=1; "
-        f'while [ $i -le {LINES} ]; do echo "line $i"; i=$((i+1)); done; '
+        f'while [ $i -le {lines} ]; do echo "line $i"; i=$((i+1)); done; '
         'touch "$LAUNCHPLANE_OUTPUT_DIR/written"; exec sleep 600'
     )
     work = tmp_path / "work"
@@ -311,10 +399,10 @@ async def test_a_run_fenced_after_its_agent_froze_past_the_ttl_ships_its_output_
     async with agent_process(server.url, token, work, **options) as agent:
         job = await client.submit_job(QUEUE, {"command": ["sh", "-c", script]})
         await wait_for_line(client, job["id"], lambda text: text == "first")
-        written = work / f"{job['id']}-1" / "output" / "written"
+        run_dir = work / f"{job['id']}-1"
 
         async def note_is_there() -> bool:
-            return written.exists()
+            return (run_dir / "output" / "written").exists()
 
         agent.signal(signal.SIGSTOP)
         (gate / "go").touch()
@@ -324,10 +412,13 @@ async def test_a_run_fenced_after_its_agent_froze_past_the_ttl_ships_its_output_
         assert await log_lines(client, job["id"]) == ["first"], "the scenario: none got there"
         agent.signal(signal.SIGCONT)
 
-        async def all_stored() -> bool:
-            return len(await log_lines(client, job["id"])) >= LINES + 1
+        async def output_gone() -> bool:
+            return not (run_dir / OUTPUT_FILE).exists()
 
-        await eventually(all_stored, 30, "the fenced run's lines, late")
-        await agent.wait_log(f"shipping {LINES} output lines of attempt 1")
-    assert await tagged_lines(client, job["id"]) == attempt_one_whole(LINES)
-    assert not (work / f"{job['id']}-1" / OUTPUT_FILE).exists()
+        await eventually(output_gone, 30, "the fenced run's output shipped, then removed")
+        if lines:
+            await agent.wait_log(f"shipping {lines} output lines of attempt 1")
+        else:
+            assert "lease is stale; stopping it" in agent.log(), "the scenario: the heartbeat"
+    assert await tagged_lines(client, job["id"]) == attempt_one_whole(lines)
+    assert not lease_file(run_dir).exists()

@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import Row, Select, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from launchplane.core.lease import LATE_LINES_WINDOW
 from launchplane.core.states import CLAIMED, QUEUED
 from launchplane.server import lifecycle
 from launchplane.server import tables as t
@@ -68,11 +69,6 @@ class LeaseInfo:
     job_id: str
     queue: str
     agent_id: str
-
-
-LATE_LINES_WINDOW = timedelta(days=7)
-"""How long after a lease's last expiry time (its last renewal plus its TTL) late lines
-of its run are taken (:meth:`LeaseStore.append_late_logs`)."""
 
 
 class LeaseStore(StoreBase):
