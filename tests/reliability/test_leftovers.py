@@ -297,6 +297,16 @@ async def test_an_agent_killed_while_it_ships_late_lines_ships_the_rest_once(
     assert [line for line in lines if line[0] == 1] == attempt_one_whole(many), "in order"
 
 
+async def attempt_one_stored(client: LaunchplaneClient, job_id: str, what: str) -> None:
+    """Wait (30 s at most) for every line attempt 1 printed; they are stored once, in order."""
+
+    async def all_stored() -> bool:
+        return len(await log_lines(client, job_id)) > LINES
+
+    await eventually(all_stored, 30, what)
+    assert await log_lines(client, job_id) == attempt_one(LINES), "once, in order"
+
+
 async def test_output_the_start_up_scan_could_not_send_yet_is_sent_once_it_can(
     server: EmbeddedServer, client: LaunchplaneClient, tmp_path: Path
 ) -> None:
@@ -305,15 +315,9 @@ async def test_output_the_start_up_scan_could_not_send_yet_is_sent_once_it_can(
     at the start-up scan. The job has one attempt, so no next attempt on this work
     directory ships them; the agent tries again, and sends them once the lease ended."""
     work = tmp_path / "work"
+    one_attempt = {"max_attempts": 1}
     job, token = await kill_with_unsent_output(
-        server,
-        client,
-        tmp_path,
-        work,
-        agent_id="box",
-        lines=LINES,
-        ttl=4,
-        queue={"max_attempts": 1},
+        server, client, tmp_path, work, agent_id="box", lines=LINES, ttl=4, queue=one_attempt
     )
     options = {"agent_id": "box-renamed", "queues": [QUEUE]}
     async with agent_process(server.url, token, work, **options, log_name="back.log") as back:
@@ -321,13 +325,8 @@ async def test_output_the_start_up_scan_could_not_send_yet_is_sent_once_it_can(
         assert await log_lines(client, job["id"]) == ["first"], "the scenario: refused at first"
         lost = await wait_for_state(client, job["id"], timeout=30)
         assert (lost["state"], lost["reason"]) == ("failed", "agent lost")
-
-        async def all_stored() -> bool:
-            return len(await log_lines(client, job["id"])) > LINES
-
-        await eventually(all_stored, 30, "the lines the start-up scan could not send")
+        await attempt_one_stored(client, job["id"], "the lines the start-up scan could not send")
         await back.wait_log(f"shipping {LINES} output lines of attempt 1")
-    assert await log_lines(client, job["id"]) == attempt_one(LINES), "once, in order"
     assert not (work / f"{job['id']}-1" / OUTPUT_FILE).exists(), "removed once all stored"
 
 
@@ -340,16 +339,10 @@ async def test_output_whose_secrets_do_not_resolve_stays_on_disk_until_they_do(
     ships it."""
     work = tmp_path / "work"
     secret = {"LEFTOVER_SECRET": "s3cret-value-1234"}
+    queue = {"max_attempts": 1, "secrets": {"TOKEN": "env:LEFTOVER_SECRET"}}
+    env = subprocess_env(**secret)
     job, token = await kill_with_unsent_output(
-        server,
-        client,
-        tmp_path,
-        work,
-        agent_id="box",
-        lines=LINES,
-        ttl=3,
-        queue={"max_attempts": 1, "secrets": {"TOKEN": "env:LEFTOVER_SECRET"}},
-        env=subprocess_env(**secret),
+        server, client, tmp_path, work, agent_id="box", lines=LINES, ttl=3, queue=queue, env=env
     )
     lost = await wait_for_state(client, job["id"], timeout=30)
     assert (lost["state"], lost["reason"]) == ("failed", "agent lost")
@@ -360,15 +353,10 @@ async def test_output_whose_secrets_do_not_resolve_stays_on_disk_until_they_do(
         await anyio.sleep(0.5)  # what the scan does after its warning (it deleted the file)
         assert output.exists(), "unshipped output is kept"
     assert await log_lines(client, job["id"]) == ["first"]
-    options["env"] = subprocess_env(**secret)
+    options["env"] = env
     async with agent_process(server.url, token, work, **options, log_name="secret.log") as back:
         await back.wait_log(f"shipping {LINES} output lines of attempt 1")
-
-        async def all_stored() -> bool:
-            return len(await log_lines(client, job["id"])) > LINES
-
-        await eventually(all_stored, 30, "the lines once the secret resolves")
-    assert await log_lines(client, job["id"]) == attempt_one(LINES), "once, in order"
+        await attempt_one_stored(client, job["id"], "the lines once the secret resolves")
 
 
 @pytest.mark.parametrize("lines", [LINES, 0], ids=["printing", "silent"])
