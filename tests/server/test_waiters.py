@@ -23,7 +23,7 @@ from launchplane.server.hub import job_key
 
 pytestmark = pytest.mark.anyio
 
-READS = 2_000
+READS = 500
 
 
 async def test_reads_of_unknown_jobs_are_refused_at_once_and_leave_no_waiter(

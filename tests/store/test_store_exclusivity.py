@@ -24,7 +24,7 @@ from launchplane.server.store import Store
 
 pytestmark = pytest.mark.anyio
 
-AGENTS, JOBS = (50, 10_000) if STRESS else (20, 1_000)
+AGENTS, JOBS = (50, 10_000) if STRESS else (20, 400)
 PROCESS_AGENTS, PROCESS_JOBS = (8, 400) if STRESS else (4, 40)
 
 
