@@ -136,6 +136,7 @@ from launchplane.plugins.runners.sandbox import (
     find_bwrap,
     job_user,
     make_mount_points,
+    niced_argv,
     sandbox_argv,
     supervised_argv,
 )
@@ -598,6 +599,8 @@ class LocalProcessRunner(Runner):
             link_mounts(mounts)
             if user is not None:
                 spawn = {"user": user[0], "group": user[1], "extra_groups": []}
+        if options.nice:
+            argv = niced_argv(argv, options.nice)
         try:
             output, reader = open_output(ctx.workdir / OUTPUT_FILE)
         except OSError as exc:
@@ -620,11 +623,6 @@ class LocalProcessRunner(Runner):
             raise PluginError(f"cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
         finally:
             os.close(output)
-        if options.nice:
-            # Applied to the whole group right after spawn: no preexec_fn, so the
-            # fast vfork/posix_spawn path stays available.
-            with contextlib.suppress(OSError):
-                os.setpriority(os.PRIO_PGRP, process.pid, options.nice)
         return LocalRun(
             process,
             ctx.run_id,

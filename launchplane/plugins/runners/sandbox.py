@@ -290,3 +290,25 @@ the supervisor waits for it and exits as it did (same code, same signal)."""
 def supervised_argv(argv: Sequence[str]) -> list[str]:
     """``argv`` under :data:`SUPERVISOR` (isolated mode, no site: stdlib only, quick)."""
     return [sys.executable, "-I", "-S", "-c", SUPERVISOR, str(os.getpid()), *argv]
+
+
+NICE = r"""
+import os, sys
+try:
+    os.setpriority(os.PRIO_PROCESS, 0, int(sys.argv[1]))
+except OSError:
+    pass
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+"""Sets its own niceness, then becomes ``argv``: ``python -I -S -c NICE <nice> argv...``."""
+
+
+def niced_argv(argv: Sequence[str], nice: int) -> list[str]:
+    """``argv`` started at niceness ``nice`` (what it forks inherits it).
+
+    Set in the process itself before it execs the job, so the job never runs a
+    moment at the agent's priority: a ``setpriority`` by the agent after the
+    spawn raced the job's start. The same process (and pid) throughout, so the
+    agent stays the parent that ``--die-with-parent`` and the supervisor watch.
+    """
+    return [sys.executable, "-I", "-S", "-c", NICE, str(nice), *argv]
