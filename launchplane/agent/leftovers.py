@@ -392,11 +392,8 @@ def _refused_for_good(exc: ClientError, lease: Lease) -> bool:
     serve)."""
     if is_transient(exc) or not isinstance(exc, ApiError):
         return False
-    if exc.status == 409:
-        expired = lease.expires_at
-        if expired.tzinfo is None:  # as SQLite gives it back: UTC
-            expired = expired.replace(tzinfo=UTC)
-        return datetime.now(UTC) - expired > LATE_LINES_WINDOW
+    if exc.status == 409:  # the server's times are UTC-aware (tables.UTCDateTime)
+        return datetime.now(UTC) - lease.expires_at > LATE_LINES_WINDOW
     return True
 
 

@@ -256,9 +256,9 @@ class JobPipeline:
                 outcome = self._complete(RunState.FAILED, None, self._stage, reason)
             finally:
                 self._outbox.close()
-        if self._outbox.stale or (self.stop_mode is StopMode.STALE and not self._outbox.delivered):
-            # Fenced by a 409 of its own calls or by a heartbeat's answer (then nothing
-            # may have been refused: the output and the kept lease are still there).
+        if self.stop_mode is StopMode.STALE and not self._outbox.delivered:
+            # Fenced: by a 409 of its own calls (the outbox stops it as stale), or by a
+            # heartbeat's answer (then nothing of its own may have been refused).
             outcome = Outcome("fenced", run_dir=self.run_dir, reason="lease is stale")
             # The lease ended under the run (this agent was taken for lost): what its
             # workload wrote since goes as late lines of its attempt.
